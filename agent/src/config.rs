@@ -1,0 +1,431 @@
+//! The agent's YAML configuration: parsing, environment substitution and validation.
+//!
+//! A file's top-level keys are agent names; `-n NAME` picks one. Every error names the exact
+//! key path (`a1.sinks.k1.topic: missing`), and unknown keys are errors, not warnings.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+use sluice_channels::MemoryChannelConfig;
+use sluice_channels::units::{ByteSize, HumanDuration};
+use sluice_sinks::console::ConsoleConfig;
+use sluice_sources::spooldir::SpoolDirConfig;
+
+use crate::envsubst;
+
+/// One configuration problem: where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key path (`a1.sinks.k1.topic`), or the file for problems with the file itself.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Everything wrong with a configuration, in file order where it can tell.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The problems found (at least one).
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn one(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            problems: vec![Problem {
+                key: key.into(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+/// One agent's validated configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The agent's name.
+    pub name: String,
+    /// Where the agent keeps its checkpoints and durable channels.
+    pub data_dir: PathBuf,
+    /// How long a stop may take to drain the channels before the agent gives up waiting.
+    pub shutdown_timeout: Duration,
+    /// Where `/metrics` and `/health` are served, if anywhere.
+    pub http: Option<std::net::SocketAddr>,
+    /// The sources, by name.
+    pub sources: Vec<SourceDef>,
+    /// The channels, by name.
+    pub channels: Vec<ChannelDef>,
+    /// The sinks, by name.
+    pub sinks: Vec<SinkDef>,
+}
+
+/// A configured source.
+#[derive(Debug, Clone)]
+pub struct SourceDef {
+    /// Its name.
+    pub name: String,
+    /// The channel it puts into.
+    pub channel: String,
+    /// Its type and options.
+    pub kind: SourceKind,
+}
+
+/// The source types.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    /// `type: spooldir`.
+    SpoolDir(SpoolDirConfig),
+}
+
+/// A configured channel.
+#[derive(Debug, Clone)]
+pub struct ChannelDef {
+    /// Its name.
+    pub name: String,
+    /// Its type and options.
+    pub kind: ChannelKind,
+}
+
+/// The channel types.
+#[derive(Debug, Clone)]
+pub enum ChannelKind {
+    /// `type: memory`.
+    Memory(MemoryChannelConfig),
+}
+
+/// A configured sink.
+#[derive(Debug, Clone)]
+pub struct SinkDef {
+    /// Its name.
+    pub name: String,
+    /// The channel it drains.
+    pub channel: String,
+    /// Its type and options.
+    pub kind: SinkKind,
+}
+
+/// The sink types.
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    /// `type: console`.
+    Console(ConsoleConfig),
+}
+
+/// The agent-level keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    data_dir: Option<PathBuf>,
+    shutdown_timeout: Option<HumanDuration>,
+    http: Option<String>,
+    sources: BTreeMap<String, Value>,
+    channels: BTreeMap<String, Value>,
+    sinks: BTreeMap<String, Value>,
+}
+
+/// `type: memory` options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemoryOptions {
+    #[serde(default = "default_capacity")]
+    capacity: usize,
+    #[serde(default = "default_capacity_bytes")]
+    capacity_bytes: ByteSize,
+}
+
+fn default_capacity() -> usize {
+    MemoryChannelConfig::default().capacity
+}
+fn default_capacity_bytes() -> ByteSize {
+    ByteSize(MemoryChannelConfig::default().capacity_bytes as u64)
+}
+
+const SOURCE_TYPES: &str = "spooldir";
+const CHANNEL_TYPES: &str = "memory";
+const SINK_TYPES: &str = "console";
+
+/// Reads `path`, substitutes the environment, and validates the agent `name`.
+pub fn load(path: &Path, name: &str) -> Result<AgentConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::one(path.display().to_string(), format!("cannot read: {e}")))?;
+    parse(&text, name, path, |v| std::env::var(v).ok())
+}
+
+/// The agent names a file defines, for `validate` without `-n`.
+pub fn agent_names(path: &Path) -> Result<Vec<String>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::one(path.display().to_string(), format!("cannot read: {e}")))?;
+    let top = top_level(&text, path, |v| std::env::var(v).ok())?;
+    Ok(top.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+}
+
+fn top_level(
+    text: &str,
+    path: &Path,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<serde_yaml::Mapping, ConfigError> {
+    let file = path.display().to_string();
+    let text = envsubst::substitute(text, env).map_err(|e| ConfigError::one(&file, e.to_string()))?;
+    let value: Value = serde_yaml::from_str(&text).map_err(|e| ConfigError::one(&file, e.to_string()))?;
+    match value {
+        Value::Mapping(m) => Ok(m),
+        Value::Null => Err(ConfigError::one(file, "the file defines no agent")),
+        _ => Err(ConfigError::one(file, "the top level must map agent names to agents")),
+    }
+}
+
+/// Parses configuration text for the agent `name`; `env` looks up `${VAR}` references.
+pub fn parse(
+    text: &str,
+    name: &str,
+    path: &Path,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<AgentConfig, ConfigError> {
+    let mut top = top_level(text, path, env)?;
+    let Some(agent) = top.remove(name) else {
+        let names: Vec<String> = top.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect();
+        return Err(ConfigError::one(
+            name,
+            format!("no such agent in {} (it defines: {})", path.display(), names.join(", ")),
+        ));
+    };
+    let file: AgentFile = deserialize_at(agent, name)?;
+    let mut problems = Vec::new();
+    let http = file.http.as_deref().and_then(|h| match h.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.push(problem(format!("{name}.http"), format!("`{h}` is not an address such as 127.0.0.1:9100")));
+            None
+        }
+    });
+    let mut cfg = AgentConfig {
+        name: name.to_owned(),
+        data_dir: file.data_dir.unwrap_or_else(|| PathBuf::from("./data").join(name)),
+        shutdown_timeout: file.shutdown_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        http,
+        sources: Vec::new(),
+        channels: Vec::new(),
+        sinks: Vec::new(),
+    };
+    for (key, kind) in [("sources", &file.sources), ("channels", &file.channels), ("sinks", &file.sinks)] {
+        if kind.is_empty() {
+            problems.push(problem(format!("{name}.{key}"), format!("at least one of the {key} is required")));
+        }
+    }
+    for (n, v) in file.sources {
+        let at = format!("{name}.sources.{n}");
+        let result = component(v, &at, true, SOURCE_TYPES).and_then(|(ty, channel, rest)| {
+            let kind = match ty.as_str() {
+                "spooldir" => {
+                    let c: SpoolDirConfig = deserialize_at(rest, &at)?;
+                    check(&at, c.validate())?;
+                    SourceKind::SpoolDir(c)
+                }
+                _ => unreachable!("component() checked the type"),
+            };
+            Ok(SourceDef { name: n.clone(), channel: channel.unwrap_or_default(), kind })
+        });
+        collect(&mut problems, result, |d| cfg.sources.push(d));
+        check_name(&mut problems, &at, &n);
+    }
+    for (n, v) in file.channels {
+        let at = format!("{name}.channels.{n}");
+        let result = component(v, &at, false, CHANNEL_TYPES).and_then(|(ty, _, rest)| {
+            let kind = match ty.as_str() {
+                "memory" => {
+                    let o: MemoryOptions = deserialize_at(rest, &at)?;
+                    let mut p = Vec::new();
+                    if o.capacity == 0 {
+                        p.push(("capacity".to_owned(), "must be at least 1".to_owned()));
+                    }
+                    if o.capacity_bytes.0 == 0 {
+                        p.push(("capacity_bytes".to_owned(), "must be at least 1 byte".to_owned()));
+                    }
+                    check(&at, p)?;
+                    ChannelKind::Memory(MemoryChannelConfig {
+                        capacity: o.capacity,
+                        capacity_bytes: o.capacity_bytes.as_usize(),
+                    })
+                }
+                _ => unreachable!("component() checked the type"),
+            };
+            Ok(ChannelDef { name: n.clone(), kind })
+        });
+        collect(&mut problems, result, |d| cfg.channels.push(d));
+        check_name(&mut problems, &at, &n);
+    }
+    for (n, v) in file.sinks {
+        let at = format!("{name}.sinks.{n}");
+        let result = component(v, &at, true, SINK_TYPES).and_then(|(ty, channel, rest)| {
+            let kind = match ty.as_str() {
+                "console" => {
+                    let c: ConsoleConfig = deserialize_at(rest, &at)?;
+                    check(&at, c.validate())?;
+                    SinkKind::Console(c)
+                }
+                _ => unreachable!("component() checked the type"),
+            };
+            Ok(SinkDef { name: n.clone(), channel: channel.unwrap_or_default(), kind })
+        });
+        collect(&mut problems, result, |d| cfg.sinks.push(d));
+        check_name(&mut problems, &at, &n);
+    }
+    check_wiring(&cfg, &mut problems);
+    if problems.is_empty() { Ok(cfg) } else { Err(ConfigError { problems }) }
+}
+
+fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+fn collect<T>(problems: &mut Vec<Problem>, r: Result<T, ConfigError>, ok: impl FnOnce(T)) {
+    match r {
+        Ok(v) => ok(v),
+        Err(e) => problems.extend(e.problems),
+    }
+}
+
+fn check(at: &str, found: Vec<(String, String)>) -> Result<(), ConfigError> {
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(ConfigError {
+        problems: found.into_iter().map(|(k, m)| problem(format!("{at}.{k}"), m)).collect(),
+    })
+}
+
+fn check_name(problems: &mut Vec<Problem>, at: &str, name: &str) {
+    let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        problems.push(problem(at, "names may use only letters, digits, '-' and '_'"));
+    }
+}
+
+/// Splits a component's mapping into its `type`, its `channel` (when it has one) and the
+/// type's own options.
+fn component(
+    value: Value,
+    at: &str,
+    has_channel: bool,
+    types: &str,
+) -> Result<(String, Option<String>, Value), ConfigError> {
+    let Value::Mapping(mut map) = value else {
+        return Err(ConfigError::one(at, "must be a mapping of options"));
+    };
+    let ty = match map.remove("type") {
+        Some(Value::String(t)) => t,
+        Some(_) => return Err(ConfigError::one(format!("{at}.type"), "must be a string")),
+        None => return Err(ConfigError::one(format!("{at}.type"), format!("missing (one of: {types})"))),
+    };
+    if !types.split(", ").any(|t| t == ty) {
+        return Err(ConfigError::one(format!("{at}.type"), format!("unknown type `{ty}` (one of: {types})")));
+    }
+    let channel = if has_channel {
+        match map.remove("channel") {
+            Some(Value::String(c)) => Some(c),
+            Some(_) => return Err(ConfigError::one(format!("{at}.channel"), "must be a channel name")),
+            None => return Err(ConfigError::one(format!("{at}.channel"), "missing")),
+        }
+    } else {
+        None
+    };
+    Ok((ty, channel, Value::Mapping(map)))
+}
+
+/// Deserializes `value` into `T`, naming the key path of any error below `at`.
+fn deserialize_at<T: DeserializeOwned>(value: Value, at: &str) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let base = if path == "." || path.is_empty() { at.to_owned() } else { format!("{at}.{path}") };
+        let message = e.inner().to_string();
+        if let Some(field) = backticked(&message, "missing field `") {
+            return ConfigError::one(format!("{base}.{field}"), "missing");
+        }
+        if let Some(field) = backticked(&message, "unknown field `") {
+            let expected = message.split_once(", expected ").map(|(_, e)| e).unwrap_or("no options");
+            return ConfigError::one(format!("{base}.{field}"), format!("unknown key (expected {expected})"));
+        }
+        ConfigError::one(base, message)
+    })
+}
+
+fn backticked<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    message.strip_prefix(prefix)?.split('`').next()
+}
+
+/// Cross-references: every source and sink names an existing channel, every channel has a
+/// source and exactly one sink.
+fn check_wiring(cfg: &AgentConfig, problems: &mut Vec<Problem>) {
+    let a = &cfg.name;
+    let names: Vec<&str> = cfg.channels.iter().map(|c| c.name.as_str()).collect();
+    let known = names.join(", ");
+    for s in &cfg.sources {
+        if !names.contains(&s.channel.as_str()) {
+            problems.push(problem(
+                format!("{a}.sources.{}.channel", s.name),
+                format!("no channel named `{}` (channels: {known})", s.channel),
+            ));
+        }
+    }
+    let mut drained: BTreeMap<&str, &str> = BTreeMap::new();
+    for k in &cfg.sinks {
+        if !names.contains(&k.channel.as_str()) {
+            problems.push(problem(
+                format!("{a}.sinks.{}.channel", k.name),
+                format!("no channel named `{}` (channels: {known})", k.channel),
+            ));
+        } else if let Some(first) = drained.insert(&k.channel, &k.name) {
+            problems.push(problem(
+                format!("{a}.sinks.{}.channel", k.name),
+                format!(
+                    "channel `{}` is already drained by sink `{first}`; one sink per channel keeps its events in order",
+                    k.channel
+                ),
+            ));
+        }
+    }
+    for c in &cfg.channels {
+        if !cfg.sinks.iter().any(|k| k.channel == c.name) {
+            problems.push(problem(format!("{a}.channels.{}", c.name), "no sink drains this channel"));
+        }
+        if !cfg.sources.iter().any(|s| s.channel == c.name) {
+            problems.push(problem(format!("{a}.channels.{}", c.name), "no source puts into this channel"));
+        }
+    }
+    let mut dirs: BTreeMap<&Path, &str> = BTreeMap::new();
+    for s in &cfg.sources {
+        let SourceKind::SpoolDir(c) = &s.kind;
+        if let Some(other) = dirs.insert(&c.dir, &s.name) {
+            problems.push(problem(
+                format!("{a}.sources.{}.dir", s.name),
+                format!("source `{other}` already reads {}", c.dir.display()),
+            ));
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! `sluice`: runs one named agent from a YAML file, validates configurations.
+
+mod config;
+mod envsubst;
+mod http;
+mod logging;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Sluice ships log files into Kafka without losing a line or scrambling their order.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+struct Cli {
+    /// Log level or filter (error, warn, info, debug, trace, or a tracing filter such as
+    /// `info,sluice_sources=debug`); RUST_LOG is used when this is not given.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = logging::Format::Text)]
+    log_format: logging::Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the named agent of a configuration file until SIGTERM or SIGINT.
+    Agent {
+        /// The agent's name: a top-level key of the file.
+        #[arg(short = 'n', long = "name")]
+        name: String,
+        /// The YAML configuration file.
+        #[arg(short = 'f', long = "conf-file")]
+        file: PathBuf,
+    },
+    /// Check a configuration file and exit non-zero with every problem found.
+    Validate {
+        /// The YAML configuration file.
+        #[arg(short = 'f', long = "conf-file")]
+        file: PathBuf,
+        /// Check only this agent (default: every agent in the file).
+        #[arg(short = 'n', long = "name")]
+        name: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = logging::init(cli.log_level.as_deref(), cli.log_format) {
+        eprintln!("sluice: {e}");
+        return ExitCode::from(2);
+    }
+    match cli.command {
+        Command::Agent { name, file } => {
+            let cfg = match config::load(&file, &name) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("sluice: invalid configuration {}:\n{e}", file.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match run::run(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "agent failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Validate { file, name } => validate(&file, name.as_deref()),
+    }
+}
+
+fn validate(file: &std::path::Path, name: Option<&str>) -> ExitCode {
+    let names = match name {
+        Some(n) => vec![n.to_owned()],
+        None => match config::agent_names(file) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let mut ok = true;
+    for n in &names {
+        match config::load(file, n) {
+            Ok(cfg) => println!(
+                "{}: agent {n} is valid ({} sources, {} channels, {} sinks)",
+                file.display(),
+                cfg.sources.len(),
+                cfg.channels.len(),
+                cfg.sinks.len()
+            ),
+            Err(e) => {
+                ok = false;
+                eprintln!("{e}");
+            }
+        }
+    }
+    if ok { ExitCode::SUCCESS } else { ExitCode::from(2) }
+}

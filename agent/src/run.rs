@@ -1,0 +1,228 @@
+//! Wiring and lifecycle: builds the components of one agent, runs them on tokio, and stops
+//! them in order on SIGTERM or SIGINT.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sluice_channels::lifecycle::{Phase, ShutdownTrigger};
+use sluice_channels::{Channel, MemoryChannel};
+use sluice_sinks::console::ConsoleSink;
+use sluice_sinks::{SinkContext, SinkMetrics};
+use sluice_sources::spooldir::SpoolDirSource;
+use sluice_sources::{SourceContext, SourceMetrics};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::config::{AgentConfig, ChannelKind, SinkKind, SourceKind};
+use crate::http;
+
+/// How long components get to return after the drain deadline before they are cut off.
+const ABORT_GRACE: Duration = Duration::from_secs(5);
+
+/// The running components' counters, for `/metrics`.
+pub struct Components {
+    /// The agent's name.
+    pub agent: String,
+    /// Sources and their counters.
+    pub sources: Vec<(String, Arc<SourceMetrics>)>,
+    /// Channels.
+    pub channels: Vec<Arc<dyn Channel>>,
+    /// Sinks and their counters.
+    pub sinks: Vec<(String, Arc<SinkMetrics>)>,
+}
+
+/// Runs the agent until a signal stops it; returns an error if a component failed.
+pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice")
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(run_agent(cfg))
+}
+
+/// Takes an exclusive lock on the data folder so that two agents never share it.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create the data folder {}", dir.display()))?;
+    let path = dir.join("lock");
+    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        bail!(
+            "the data folder {} is in use by another agent (lock {} is held)",
+            dir.display(),
+            path.display()
+        );
+    }
+    Ok(file)
+}
+
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".to_owned();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+type Task = (String, anyhow::Result<()>);
+
+async fn run_agent(cfg: AgentConfig) -> anyhow::Result<()> {
+    let _lock = lock_data_dir(&cfg.data_dir)?;
+    let trigger = ShutdownTrigger::new();
+    let host = host_name();
+    let mut channels: HashMap<String, Arc<dyn Channel>> = HashMap::new();
+    for c in &cfg.channels {
+        let ch: Arc<dyn Channel> = match &c.kind {
+            ChannelKind::Memory(m) => Arc::new(MemoryChannel::new(&c.name, *m)),
+        };
+        channels.insert(c.name.clone(), ch);
+    }
+    let mut components = Components {
+        agent: cfg.name.clone(),
+        sources: Vec::new(),
+        channels: channels.values().cloned().collect(),
+        sinks: Vec::new(),
+    };
+    components.channels.sort_by(|a, b| a.name().cmp(b.name()));
+
+    let mut sinks: JoinSet<Task> = JoinSet::new();
+    for s in &cfg.sinks {
+        let metrics = Arc::new(SinkMetrics::default());
+        components.sinks.push((s.name.clone(), metrics.clone()));
+        let ctx = SinkContext {
+            name: s.name.clone(),
+            channel: channels[&s.channel].clone(),
+            shutdown: trigger.subscribe(),
+            metrics,
+        };
+        let name = s.name.clone();
+        match &s.kind {
+            SinkKind::Console(c) => {
+                let sink = ConsoleSink::new(c.clone(), ctx);
+                sinks.spawn(async move { (name, sink.run().await.map_err(anyhow::Error::from)) });
+            }
+        }
+    }
+    let mut sources: JoinSet<Task> = JoinSet::new();
+    for s in &cfg.sources {
+        let metrics = Arc::new(SourceMetrics::default());
+        components.sources.push((s.name.clone(), metrics.clone()));
+        let ctx = SourceContext {
+            name: s.name.clone(),
+            channel: channels[&s.channel].clone(),
+            state_dir: cfg.data_dir.join("sources").join(&s.name),
+            host: host.clone(),
+            shutdown: trigger.subscribe(),
+            metrics,
+        };
+        let name = s.name.clone();
+        match &s.kind {
+            SourceKind::SpoolDir(c) => {
+                let source = SpoolDirSource::new(c.clone(), ctx);
+                sources.spawn(async move { (name, source.run().await.map_err(anyhow::Error::from)) });
+            }
+        }
+    }
+    let components = Arc::new(components);
+    let server = match cfg.http {
+        Some(addr) => Some(http::serve(addr, components.clone()).await?),
+        None => None,
+    };
+    info!(agent = %cfg.name, sources = cfg.sources.len(), channels = cfg.channels.len(),
+        sinks = cfg.sinks.len(), data_dir = %cfg.data_dir.display(), "agent started");
+
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut failed = false;
+    // Run until a signal, or until a component ends by itself (which only a failure does).
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: stopping"),
+        _ = int.recv() => info!("SIGINT: stopping"),
+        Some(done) = sources.join_next() => failed |= report(done),
+        Some(done) = sinks.join_next() => failed |= report(done),
+    }
+
+    // Drain: sources stop reading and wait for their batches to be safe, sinks deliver what
+    // the channels hold, all within the deadline; a second signal cuts the wait short.
+    trigger.advance(Phase::Draining);
+    let deadline = tokio::time::Instant::now() + cfg.shutdown_timeout;
+    let drained = async {
+        while let Some(done) = sources.join_next().await {
+            failed |= report(done);
+        }
+        for ch in channels.values() {
+            ch.close();
+        }
+        while let Some(done) = sinks.join_next().await {
+            failed |= report(done);
+        }
+    };
+    let finished = tokio::select! {
+        _ = drained => true,
+        _ = tokio::time::sleep_until(deadline) => {
+            warn!(timeout = ?cfg.shutdown_timeout, "drain deadline passed; what is not safe yet is read again after a restart");
+            false
+        }
+        _ = term.recv() => { warn!("second signal: stopping now"); false }
+        _ = int.recv() => { warn!("second signal: stopping now"); false }
+    };
+    if !finished {
+        trigger.advance(Phase::Aborting);
+        for ch in channels.values() {
+            ch.close();
+        }
+        let rest = async {
+            while let Some(done) = sources.join_next().await {
+                failed |= report(done);
+            }
+            while let Some(done) = sinks.join_next().await {
+                failed |= report(done);
+            }
+        };
+        if tokio::time::timeout(ABORT_GRACE, rest).await.is_err() {
+            error!("components did not stop in time; cutting them off");
+            sources.abort_all();
+            sinks.abort_all();
+        }
+    }
+    if let Some(server) = server {
+        server.abort();
+    }
+    for ch in channels.values() {
+        let left = ch.stats().events;
+        if left > 0 {
+            warn!(channel = ch.name(), events = left, "events left undelivered; their sources read them again after a restart");
+        }
+    }
+    if failed {
+        bail!("a component failed; see the errors above");
+    }
+    info!(agent = %cfg.name, "agent stopped");
+    Ok(())
+}
+
+/// Logs a component's end; true if it failed.
+fn report(done: Result<Task, tokio::task::JoinError>) -> bool {
+    match done {
+        Ok((_, Ok(()))) => false,
+        Ok((name, Err(e))) => {
+            error!(component = %name, error = format!("{e:#}"), "component failed");
+            true
+        }
+        Err(e) => {
+            error!(error = %e, "component panicked");
+            true
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The transactional channel contract shared by every channel type.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::watch;
+
+use crate::event::Event;
+
+/// A boxed future, as returned by the [`Channel`] methods that may wait.
+///
+/// One is allocated per batch, never per event.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a channel operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The channel was closed for puts: the agent is shutting down.
+    #[error("channel {channel} is closed")]
+    Closed {
+        /// The channel's name.
+        channel: String,
+    },
+    /// A commit or rollback broke the lease order (a bug in the caller).
+    #[error("channel {channel}: {what}")]
+    LeaseOrder {
+        /// The channel's name.
+        channel: String,
+        /// What was out of order.
+        what: &'static str,
+    },
+    /// The channel's storage failed.
+    #[error("channel {channel}: {source}")]
+    Io {
+        /// The channel's name.
+        channel: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Events handed to a sink by [`Channel::take`], owned by it until it commits or rolls back.
+///
+/// Leases are numbered by the position of their first event in the channel's sequence, so that
+/// the channel can check the order of commits and rollbacks without bookkeeping per lease.
+#[derive(Debug)]
+pub struct Lease {
+    /// The sequence number of the first event of the lease.
+    pub first_seq: u64,
+    /// The events, in channel order.
+    pub events: Vec<Event>,
+    /// The sum of the events' weights.
+    pub bytes: usize,
+}
+
+impl Lease {
+    /// The sequence number just past the lease's last event.
+    pub fn end_seq(&self) -> u64 {
+        self.first_seq + self.events.len() as u64
+    }
+}
+
+/// A promise that a batch given to [`Channel::put`] becomes safe.
+///
+/// It resolves once the channel's *safe* watermark reaches the end of the batch; what safe
+/// means is the channel's choice (committed by a sink for the memory channel, durably written
+/// for a file channel). Waiting costs no allocation.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    end_seq: u64,
+    safe: watch::Receiver<u64>,
+}
+
+impl Receipt {
+    /// A receipt that resolves when the watermark published on `safe` reaches `end_seq`.
+    pub fn new(end_seq: u64, safe: watch::Receiver<u64>) -> Self {
+        Receipt { end_seq, safe }
+    }
+
+    /// True once the batch is safe; never waits.
+    pub fn is_safe(&self) -> bool {
+        *self.safe.borrow() >= self.end_seq
+    }
+
+    /// Waits until the batch is safe. Returns false if the channel was dropped first, in which
+    /// case the batch must be treated as not safe.
+    pub async fn wait(&mut self) -> bool {
+        let end = self.end_seq;
+        self.safe.wait_for(|v| *v >= end).await.is_ok()
+    }
+}
+
+/// A snapshot of a channel's fill level, for metrics and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    /// Events held: queued plus leased but not committed.
+    pub events: usize,
+    /// Bytes held, counted as in [`Event::weight`].
+    pub bytes: usize,
+    /// The capacity in events.
+    pub capacity_events: usize,
+    /// The capacity in bytes.
+    pub capacity_bytes: usize,
+    /// Events put since the channel started.
+    pub put_total: u64,
+    /// Events committed since the channel started.
+    pub committed_total: u64,
+}
+
+/// A bounded FIFO queue of events with transactions, between sources and one sink.
+///
+/// The contract every implementation keeps:
+/// - `put` appends a batch atomically, waiting while the channel is full (backpressure), and
+///   returns a [`Receipt`] for it.
+/// - `take` hands out the oldest events as a [`Lease`]; several leases may be outstanding.
+/// - `commit` removes a lease's events for good; leases are committed oldest first.
+/// - `rollback` returns a lease's events to the head of the queue; leases are rolled back
+///   newest first, so the queue keeps its order.
+pub trait Channel: Send + Sync + 'static {
+    /// The channel's name in the configuration.
+    fn name(&self) -> &str;
+
+    /// Appends `batch` atomically, waiting while the channel is full. A batch larger than the
+    /// whole capacity is accepted once the channel is empty. Fails once the channel is closed.
+    fn put(&self, batch: Vec<Event>) -> BoxFuture<'_, Result<Receipt, ChannelError>>;
+
+    /// Waits for at least one event and leases up to `max` of the oldest ones. Returns `None`
+    /// once the channel is closed and holds no queued event.
+    fn take(&self, max: usize) -> BoxFuture<'_, Result<Option<Lease>, ChannelError>>;
+
+    /// Removes the lease's events from the channel. The lease must be the oldest outstanding.
+    fn commit(&self, lease: Lease) -> BoxFuture<'_, Result<(), ChannelError>>;
+
+    /// Returns the lease's events to the head of the queue, to be taken again first. The lease
+    /// must be the newest outstanding one.
+    fn rollback(&self, lease: Lease) -> Result<(), ChannelError>;
+
+    /// Refuses further puts; takes drain what is queued and then return `None`.
+    fn close(&self);
+
+    /// The channel's current fill level and counters.
+    fn stats(&self) -> ChannelStats;
+}

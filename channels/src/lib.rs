@@ -1,0 +1,17 @@
+//! The core of Sluice: the [`Event`] that flows from sources to sinks, the transactional
+//! [`Channel`] trait that connects them, and the channels that implement it.
+//!
+//! Every hand-off is a transaction: a source's [`Channel::put`] returns a [`Receipt`] that
+//! resolves once the batch is *safe* (what that means is the channel's choice), and a sink
+//! removes events only with [`Channel::commit`] after it delivered them, or returns them to the
+//! head of the queue with [`Channel::rollback`].
+
+mod channel;
+mod event;
+pub mod lifecycle;
+mod memory;
+pub mod units;
+
+pub use channel::{BoxFuture, Channel, ChannelError, ChannelStats, Lease, Receipt};
+pub use event::{Event, Origin};
+pub use memory::{MemoryChannel, MemoryChannelConfig};

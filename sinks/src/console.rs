@@ -1,0 +1,110 @@
+//! The console sink: writes each event body as one line to stdout, for trying a configuration
+//! and for piping the agent's output. Logs go to stderr, so stdout carries only data.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::os::fd::AsFd;
+
+use serde::Deserialize;
+use sluice_channels::lifecycle::Phase;
+use sluice_channels::{Event, Lease};
+use tracing::{error, info};
+
+use crate::{SinkContext, SinkError, SinkMetrics};
+
+/// The console sink's options, as written under `sinks.NAME` (without `type` and `channel`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// The most events taken from the channel at once.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+}
+
+fn default_batch_size() -> usize {
+    1000
+}
+
+impl ConsoleConfig {
+    /// Checks what serde cannot; returns (key, problem) pairs.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        if self.batch_size == 0 {
+            return vec![("batch_size".into(), "must be at least 1".into())];
+        }
+        Vec::new()
+    }
+}
+
+/// Standard output (a duplicate of fd 1), written without Rust's line buffering: one write
+/// per batch.
+type Stdout = BufWriter<File>;
+
+/// The console sink.
+pub struct ConsoleSink {
+    cfg: ConsoleConfig,
+    ctx: SinkContext,
+}
+
+impl ConsoleSink {
+    /// A sink draining `ctx.channel` to stdout.
+    pub fn new(cfg: ConsoleConfig, ctx: SinkContext) -> Self {
+        ConsoleSink { cfg, ctx }
+    }
+
+    /// Runs until the channel is closed and empty, or the agent aborts.
+    pub async fn run(self) -> Result<(), SinkError> {
+        let stdout = io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|error| SinkError::Output { sink: self.ctx.name.clone(), error })?;
+        let mut out: Option<Stdout> = Some(BufWriter::with_capacity(256 << 10, File::from(stdout)));
+        let mut shutdown = self.ctx.shutdown.clone();
+        let channel = &self.ctx.channel;
+        loop {
+            let lease = tokio::select! {
+                lease = channel.take(self.cfg.batch_size) => lease,
+                _ = shutdown.reached(Phase::Aborting) => break,
+            };
+            let lease = lease.map_err(|error| SinkError::Channel { sink: self.ctx.name.clone(), error })?;
+            let Some(lease) = lease else { break };
+            let writer = out.take().ok_or_else(|| SinkError::Output {
+                sink: self.ctx.name.clone(),
+                error: io::Error::other("stdout lost"),
+            })?;
+            let (writer, lease, result) = tokio::task::spawn_blocking(move || {
+                let mut writer = writer;
+                let result = write_lease(&mut writer, &lease);
+                (writer, lease, result)
+            })
+            .await
+            .map_err(|e| SinkError::Output { sink: self.ctx.name.clone(), error: io::Error::other(e) })?;
+            out = Some(writer);
+            if let Err(error) = result {
+                SinkMetrics::add(&self.ctx.metrics.errors, 1);
+                SinkMetrics::add(&self.ctx.metrics.rollbacks, 1);
+                error!(sink = %self.ctx.name, error = %error, "cannot write to stdout; the batch stays in the channel");
+                let _ = channel.rollback(lease);
+                return Err(SinkError::Output { sink: self.ctx.name.clone(), error });
+            }
+            let (events, bytes) = (lease.events.len() as u64, lease.bytes as u64);
+            channel
+                .commit(lease)
+                .await
+                .map_err(|error| SinkError::Channel { sink: self.ctx.name.clone(), error })?;
+            SinkMetrics::add(&self.ctx.metrics.events, events);
+            SinkMetrics::add(&self.ctx.metrics.bytes, bytes);
+            SinkMetrics::add(&self.ctx.metrics.batches, 1);
+        }
+        info!(sink = %self.ctx.name, "console sink stopped");
+        Ok(())
+    }
+}
+
+/// Writes each body and a `\n`, then flushes: the lease is on its way only after the flush.
+fn write_lease(w: &mut Stdout, lease: &Lease) -> io::Result<()> {
+    for Event { body, .. } in &lease.events {
+        w.write_all(body)?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()
+}

@@ -1,0 +1,55 @@
+//! Sluice's sinks: they take leases from a channel, deliver them, and commit each lease only
+//! after every event of it was delivered.
+
+pub mod console;
+mod metrics;
+
+use std::sync::Arc;
+
+use sluice_channels::Channel;
+use sluice_channels::lifecycle::Shutdown;
+
+pub use metrics::SinkMetrics;
+
+/// What the agent gives a sink to run with.
+#[derive(Clone)]
+pub struct SinkContext {
+    /// The sink's name in the configuration (`k1`).
+    pub name: String,
+    /// The channel the sink drains.
+    pub channel: Arc<dyn Channel>,
+    /// The agent's lifecycle: on `Draining` the sink keeps delivering until the channel is
+    /// closed and empty; on `Aborting` it returns at once.
+    pub shutdown: Shutdown,
+    /// The sink's counters.
+    pub metrics: Arc<SinkMetrics>,
+}
+
+/// Why a sink stopped before it was asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The output cannot be written to any more (e.g. stdout was closed).
+    #[error("sink {sink}: output failed: {error}")]
+    Output {
+        /// The sink's name.
+        sink: String,
+        /// The underlying error.
+        error: std::io::Error,
+    },
+    /// The channel failed.
+    #[error("sink {sink}: {error}")]
+    Channel {
+        /// The sink's name.
+        sink: String,
+        /// The underlying error.
+        error: sluice_channels::ChannelError,
+    },
+    /// The sink could not be set up from its configuration.
+    #[error("sink {sink}: {message}")]
+    Setup {
+        /// The sink's name.
+        sink: String,
+        /// What went wrong.
+        message: String,
+    },
+}

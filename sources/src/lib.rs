@@ -1,0 +1,65 @@
+//! Sluice's sources: they read files, frame lines and put them into a channel, and advance
+//! their checkpoints only over batches the channel reports safe.
+
+mod atomic_file;
+pub mod framing;
+mod metrics;
+pub mod spooldir;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sluice_channels::Channel;
+use sluice_channels::lifecycle::Shutdown;
+
+pub use atomic_file::write_atomic;
+pub use metrics::SourceMetrics;
+
+/// What the agent gives a source to run with.
+#[derive(Clone)]
+pub struct SourceContext {
+    /// The source's name in the configuration (`r1`).
+    pub name: String,
+    /// The channel the source puts into.
+    pub channel: Arc<dyn Channel>,
+    /// A folder the source owns for its checkpoints; created by the source if missing.
+    pub state_dir: PathBuf,
+    /// The host name, for event headers.
+    pub host: String,
+    /// The agent's lifecycle.
+    pub shutdown: Shutdown,
+    /// The source's counters.
+    pub metrics: Arc<SourceMetrics>,
+}
+
+/// Why a source stopped before it was asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The source could not create or use its state folder.
+    #[error("source {source_name}: state folder {path}: {error}")]
+    State {
+        /// The source's name.
+        source_name: String,
+        /// The folder or file.
+        path: PathBuf,
+        /// The underlying error.
+        error: std::io::Error,
+    },
+    /// The folder the source watches is missing or unreadable.
+    #[error("source {source_name}: {path}: {error}")]
+    Dir {
+        /// The source's name.
+        source_name: String,
+        /// The folder.
+        path: PathBuf,
+        /// The underlying error.
+        error: std::io::Error,
+    },
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

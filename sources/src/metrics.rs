@@ -1,0 +1,34 @@
+//! A source's counters, read by the agent's metrics endpoint.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters every source keeps. Updated once per batch or per file, never per line.
+#[derive(Debug, Default)]
+pub struct SourceMetrics {
+    /// Lines (events) put into the channel.
+    pub events: AtomicU64,
+    /// Bytes of line bodies put into the channel.
+    pub bytes: AtomicU64,
+    /// Files read to their end and completed.
+    pub files_completed: AtomicU64,
+    /// Files set aside with an error.
+    pub files_failed: AtomicU64,
+    /// Lines longer than the maximum (split or truncated).
+    pub long_lines: AtomicU64,
+    /// Bytes dropped by truncating long lines.
+    pub long_line_bytes_dropped: AtomicU64,
+    /// Read errors (a file vanished or could not be read).
+    pub read_errors: AtomicU64,
+}
+
+impl SourceMetrics {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A counter's value.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
