@@ -364,12 +364,16 @@ fn deserialize_at<T: DeserializeOwned>(value: Value, at: &str) -> Result<T, Conf
         let path = e.path().to_string();
         let base = if path == "." || path.is_empty() { at.to_owned() } else { format!("{at}.{path}") };
         let message = e.inner().to_string();
+        // serde names the field in the message; the path may or may not end with it.
+        let key_of = |field: &str| {
+            if base.ends_with(&format!(".{field}")) { base.clone() } else { format!("{base}.{field}") }
+        };
         if let Some(field) = backticked(&message, "missing field `") {
-            return ConfigError::one(format!("{base}.{field}"), "missing");
+            return ConfigError::one(key_of(field), "missing");
         }
         if let Some(field) = backticked(&message, "unknown field `") {
             let expected = message.split_once(", expected ").map(|(_, e)| e).unwrap_or("no options");
-            return ConfigError::one(format!("{base}.{field}"), format!("unknown key (expected {expected})"));
+            return ConfigError::one(key_of(field), format!("unknown key (expected {expected})"));
         }
         ConfigError::one(base, message)
     })
@@ -429,3 +433,7 @@ fn check_wiring(cfg: &AgentConfig, problems: &mut Vec<Problem>) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

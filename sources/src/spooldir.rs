@@ -26,8 +26,10 @@ use crate::{SourceContext, SourceError, SourceMetrics, atomic_file, now_ms};
 
 /// How much is read from a file at a time.
 const READ_CHUNK: usize = 1 << 20;
-/// How often the checkpoint is written while a file is being read.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How often the checkpoint is made durable (fsynced) while a file is being read. In between,
+/// it is rewritten without fsync whenever the safe offset advances, which a crash of the
+/// process survives.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// The suffix of files set aside after an error.
 pub const FAILED_SUFFIX: &str = ".FAILED";
 
@@ -283,10 +285,10 @@ impl SpoolDirSource {
         }
     }
 
-    async fn save_checkpoint(&self, cp: &Checkpoint) {
+    async fn save_checkpoint(&self, cp: &Checkpoint, durable: bool) {
         let path = self.checkpoint_path.clone();
         let data = serde_json::to_vec(cp).unwrap_or_default();
-        let result = tokio::task::spawn_blocking(move || atomic_file::write_atomic(&path, &data)).await;
+        let result = tokio::task::spawn_blocking(move || atomic_file::write_atomic(&path, &data, durable)).await;
         if let Err(e) = result.map_err(io::Error::other).and_then(|r| r) {
             error!(source = %self.ctx.name, checkpoint = %self.checkpoint_path.display(), error = %e,
                 "cannot write the checkpoint; progress since the last one may be read again after a restart");
@@ -413,7 +415,7 @@ impl SpoolDirSource {
                 offset,
             }),
         };
-        self.save_checkpoint(&cp).await;
+        self.save_checkpoint(&cp, true).await;
         debug!(source = %self.ctx.name, file = %path.display(), offset, size = meta.len(), "reading file");
 
         let origin = Arc::new(Origin {
@@ -429,7 +431,7 @@ impl SpoolDirSource {
         };
         let mut pending: VecDeque<(Receipt, u64)> = VecDeque::new();
         let mut safe = offset;
-        let mut saved_at = Instant::now();
+        let mut synced_at = Instant::now();
         let mut reported_long = 0u64;
         let mut shutdown = self.ctx.shutdown.clone();
         let batch_size = self.cfg.batch_size;
@@ -482,13 +484,17 @@ impl SpoolDirSource {
             if refused {
                 break None;
             }
+            let before = safe;
             while pending.front().is_some_and(|(r, _)| r.is_safe()) {
                 safe = pending.pop_front().map_or(safe, |(_, o)| o);
             }
-            if saved_at.elapsed() >= CHECKPOINT_EVERY {
+            if safe != before {
+                let durable = synced_at.elapsed() >= SYNC_EVERY;
                 set_offset(&mut cp, safe);
-                self.save_checkpoint(&cp).await;
-                saved_at = Instant::now();
+                self.save_checkpoint(&cp, durable).await;
+                if durable {
+                    synced_at = Instant::now();
+                }
             }
             if end {
                 break Some(true);
@@ -508,7 +514,7 @@ impl SpoolDirSource {
             }
         }
         set_offset(&mut cp, safe);
-        self.save_checkpoint(&cp).await;
+        self.save_checkpoint(&cp, true).await;
         if !pending.is_empty() {
             return Outcome::Interrupted;
         }
@@ -516,7 +522,7 @@ impl SpoolDirSource {
             None => Outcome::Interrupted,
             Some(false) => {
                 self.set_aside(path, true);
-                self.save_checkpoint(&Checkpoint::default()).await;
+                self.save_checkpoint(&Checkpoint::default(), true).await;
                 Outcome::SetAside
             }
             Some(true) => {
@@ -526,7 +532,7 @@ impl SpoolDirSource {
                         "the file changed after it was picked up; spooldir files must be complete \
                          when they are dropped in (write elsewhere, then move them in)");
                     self.set_aside(path, true);
-                    self.save_checkpoint(&Checkpoint::default()).await;
+                    self.save_checkpoint(&Checkpoint::default(), true).await;
                     return Outcome::SetAside;
                 }
                 Outcome::Complete
@@ -555,7 +561,7 @@ impl SpoolDirSource {
                 self.set_aside(path, false);
             }
         }
-        self.save_checkpoint(&Checkpoint::default()).await;
+        self.save_checkpoint(&Checkpoint::default(), true).await;
     }
 }
 

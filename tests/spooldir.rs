@@ -1,0 +1,297 @@
+//! End-to-end: the spooling-directory source through a memory channel to the console sink,
+//! running the real `sluice` binary.
+
+mod support;
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::agent::{Agent, drop_file, free_port, http_get, sluice_bin, wait_until};
+
+const LONG: Duration = Duration::from_secs(120);
+
+fn config(spool: &Path, data: &Path, extra_source: &str, capacity: usize) -> String {
+    format!(
+        r#"
+a1:
+  data_dir: {data}
+  shutdown_timeout: 20s
+  sources:
+    r1:
+      type: spooldir
+      dir: {spool}
+      channel: c1
+      batch_size: 500
+{extra_source}
+  channels:
+    c1: {{ type: memory, capacity: {capacity} }}
+  sinks:
+    k1: {{ type: console, channel: c1, batch_size: 700 }}
+"#,
+        data = data.display(),
+        spool = spool.display(),
+    )
+}
+
+/// `lines` lines tagged with the file's tag and a sequence number; every seventh line ends
+/// with CRLF, every 100th is empty-bodied but for its tag, and the last has no terminator.
+fn file_content(tag: &str, lines: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..lines {
+        out.extend_from_slice(format!("{tag} {i:07} some log text {}", "x".repeat(i % 50)).as_bytes());
+        if i + 1 < lines {
+            out.extend_from_slice(if i % 7 == 0 { b"\r\n" } else { b"\n" });
+        }
+    }
+    out
+}
+
+/// Splits stdout into complete lines (a last line without `\n`, cut by a kill, is dropped).
+fn lines_of(out: &[u8]) -> Vec<&[u8]> {
+    let mut lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
+    lines.pop(); // after the last `\n`: empty, or a line cut short
+    lines
+}
+
+/// Groups lines by tag: tag -> sequence numbers in arrival order.
+fn by_tag(lines: &[&[u8]]) -> HashMap<String, Vec<usize>> {
+    let mut map: HashMap<String, Vec<usize>> = HashMap::new();
+    for l in lines {
+        let text = std::str::from_utf8(l).expect("generated lines are UTF-8");
+        let mut parts = text.split(' ');
+        let tag = parts.next().unwrap().to_owned();
+        let seq: usize = parts.next().unwrap().parse().unwrap();
+        map.entry(tag).or_default().push(seq);
+    }
+    map
+}
+
+fn count_lines(agent: &Agent) -> usize {
+    lines_of(&agent.stdout_bytes()).len()
+}
+
+#[test]
+fn files_arrive_complete_in_order_and_are_renamed_then_sigterm_exits_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, data) = (tmp.path().join("spool"), tmp.path().join("data"));
+    fs::create_dir_all(&spool).unwrap();
+    let sizes = [3000, 5000, 1, 4000];
+    for (i, n) in sizes.iter().enumerate() {
+        drop_file(&spool, &format!("app{i}.log"), &file_content(&format!("f{i}"), *n));
+    }
+    drop_file(&spool, "empty.log", b"");
+    let port = free_port();
+    let conf = config(&spool, &data, "", 2000).replace("  sources:", &format!("  http: 127.0.0.1:{port}\n  sources:"));
+    let mut agent = Agent::start(&tmp.path().join("run"), "a1", &conf);
+    let first: usize = sizes.iter().sum();
+    wait_until(LONG, "the first files' lines on stdout", || count_lines(&agent) >= first);
+    // A file dropped while the agent runs is noticed too.
+    drop_file(&spool, "late.log", &file_content("late", 2500));
+    wait_until(LONG, "the late file's lines", || count_lines(&agent) >= first + 2500);
+    wait_until(LONG, "every file renamed", || {
+        ["app0.log", "app1.log", "app2.log", "app3.log", "empty.log", "late.log"]
+            .iter()
+            .all(|n| spool.join(format!("{n}.COMPLETED")).exists() && !spool.join(n).exists())
+    });
+    let (status, metrics) = http_get(port, "/metrics").expect("metrics answer");
+    assert!(status.contains("200"), "{status}");
+    assert!(metrics.contains(&format!("sluice_sink_events_total{{agent=\"a1\",sink=\"k1\"}} {}", first + 2500)), "{metrics}");
+    assert!(metrics.contains("sluice_source_files_completed_total{agent=\"a1\",source=\"r1\"} 6"), "{metrics}");
+    assert_eq!(http_get(port, "/health").unwrap().1, "ok\n");
+
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
+    let out = agent.stdout_bytes();
+    let lines = lines_of(&out);
+    assert_eq!(lines.len(), first + 2500, "exactly once");
+    let tags = by_tag(&lines);
+    for (i, n) in sizes.iter().enumerate() {
+        assert_eq!(tags[&format!("f{i}")], (0..*n).collect::<Vec<_>>(), "file {i} complete and in order");
+    }
+    assert_eq!(tags["late"], (0..2500).collect::<Vec<_>>());
+    // Bodies are the lines without their terminators, byte for byte.
+    let expected = file_content("f0", 3000);
+    let want: Vec<&[u8]> = expected.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).collect();
+    let got: Vec<&[u8]> = lines.iter().copied().filter(|l| l.starts_with(b"f0 ")).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn sigkill_in_the_middle_of_a_large_file_loses_nothing_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, data) = (tmp.path().join("spool"), tmp.path().join("data"));
+    fs::create_dir_all(&spool).unwrap();
+    let total = 400_000;
+    drop_file(&spool, "big.log", &file_content("big", total));
+    let capacity = 5000;
+    let conf = config(&spool, &data, "", capacity);
+    let run_dir = tmp.path().join("run");
+    let mut first = Agent::start(&run_dir, "a1", &conf);
+    wait_until(LONG, "part of the file delivered", || count_lines(&first) >= 50_000);
+    first.kill();
+    let before = lines_of(&first.stdout_bytes()).len();
+    assert!(before < total, "the kill came after the whole file: make the file larger");
+    assert!(spool.join("big.log").exists(), "not completed before the kill");
+
+    let mut second = Agent::start(&run_dir, "a1", &conf);
+    wait_until(LONG, "the file completed after the restart", || spool.join("big.log.COMPLETED").exists());
+    second.signal(libc::SIGTERM);
+    assert!(second.wait_exit(LONG).success(), "{}", second.stderr_text());
+
+    let out1 = first.stdout_bytes();
+    let out2 = second.stdout_bytes();
+    let (l1, l2) = (lines_of(&out1), lines_of(&out2));
+    let s1 = &by_tag(&l1)["big"];
+    let s2 = &by_tag(&l2)["big"];
+    assert_eq!(*s1, (0..s1.len()).collect::<Vec<_>>(), "first run in order");
+    let resumed_at = s2[0];
+    assert!(resumed_at <= s1.len(), "gap: first run ended at {}, second resumed at {resumed_at}", s1.len());
+    assert_eq!(*s2, (resumed_at..total).collect::<Vec<_>>(), "second run in order to the end");
+    let repeated = s1.len() - resumed_at;
+    // Only what was in flight may repeat: the channel's content plus one read chunk (1 MiB,
+    // at most ~40,000 of these lines) whose commits the checkpoint had not recorded yet.
+    assert!(repeated <= capacity + 40_000, "{repeated} lines repeated");
+}
+
+#[test]
+fn sigterm_mid_file_drains_and_a_restart_repeats_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, data) = (tmp.path().join("spool"), tmp.path().join("data"));
+    fs::create_dir_all(&spool).unwrap();
+    let total = 400_000;
+    drop_file(&spool, "big.log", &file_content("big", total));
+    let conf = config(&spool, &data, "", 5000);
+    let run_dir = tmp.path().join("run");
+    let mut first = Agent::start(&run_dir, "a1", &conf);
+    wait_until(LONG, "part of the file delivered", || count_lines(&first) >= 20_000);
+    first.signal(libc::SIGTERM);
+    assert!(first.wait_exit(LONG).success(), "{}", first.stderr_text());
+    let n1 = lines_of(&first.stdout_bytes()).len();
+    assert!(n1 < total, "the stop came after the whole file: make the file larger");
+
+    let mut second = Agent::start(&run_dir, "a1", &conf);
+    wait_until(LONG, "the file completed after the restart", || spool.join("big.log.COMPLETED").exists());
+    second.signal(libc::SIGTERM);
+    assert!(second.wait_exit(LONG).success());
+    let mut all = first.stdout_bytes();
+    all.extend(second.stdout_bytes());
+    let seqs = &by_tag(&lines_of(&all))["big"];
+    assert_eq!(*seqs, (0..total).collect::<Vec<_>>(), "a clean stop repeats nothing and loses nothing");
+}
+
+#[test]
+fn a_file_changed_after_pickup_is_set_aside_and_the_agent_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, data) = (tmp.path().join("spool"), tmp.path().join("data"));
+    fs::create_dir_all(&spool).unwrap();
+    drop_file(&spool, "growing.log", &file_content("g", 200_000));
+    let conf_path = tmp.path().join("agent.yaml");
+    fs::write(&conf_path, config(&spool, &data, "", 1000)).unwrap();
+    // Stdout is a pipe nobody reads yet: the sink blocks, the channel fills, the source waits
+    // in the middle of the file.
+    let mut child = Command::new(sluice_bin())
+        .args(["agent", "-n", "a1", "-f"])
+        .arg(&conf_path)
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(tmp.path().join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let progress = data.join("sources/r1/spooldir.json");
+    wait_until(LONG, "the file picked up", || fs::read_to_string(&progress).is_ok_and(|s| s.contains("growing.log")));
+    fs::OpenOptions::new()
+        .append(true)
+        .open(spool.join("growing.log"))
+        .unwrap()
+        .write_all_at_end(b"\nappended later\n");
+    drop_file(&spool, "next.log", &file_content("n", 10));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = stdout.read_to_end(&mut all);
+        all
+    });
+    wait_until(LONG, "the changed file set aside", || spool.join("growing.log.FAILED").exists());
+    wait_until(LONG, "the next file completed", || spool.join("next.log.COMPLETED").exists());
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let out = reader.join().unwrap();
+    let tags = by_tag(&lines_of(&out).into_iter().filter(|l| !l.starts_with(b"appended")).collect::<Vec<_>>());
+    assert_eq!(tags["n"], (0..10).collect::<Vec<_>>());
+    let log = fs::read_to_string(tmp.path().join("stderr")).unwrap();
+    assert!(log.contains("changed after it was picked up") && log.contains("growing.log"), "{log}");
+}
+
+trait AppendExt {
+    fn write_all_at_end(self, data: &[u8]);
+}
+
+impl AppendExt for fs::File {
+    fn write_all_at_end(mut self, data: &[u8]) {
+        std::io::Write::write_all(&mut self, data).unwrap();
+    }
+}
+
+#[test]
+fn a_taken_completed_name_leaves_the_file_and_others_still_flow() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, data) = (tmp.path().join("spool"), tmp.path().join("data"));
+    fs::create_dir_all(&spool).unwrap();
+    drop_file(&spool, "dup.log", b"new content\n");
+    drop_file(&spool, "dup.log.COMPLETED", b"old content\n");
+    drop_file(&spool, "ok.log", &file_content("ok", 100));
+    let mut agent = Agent::start(&tmp.path().join("run"), "a1", &config(&spool, &data, "", 1000));
+    wait_until(LONG, "ok.log completed", || spool.join("ok.log.COMPLETED").exists());
+    wait_until(LONG, "the error logged", || agent.stderr_text().contains("completed name is already taken"));
+    assert!(spool.join("dup.log").exists(), "left in place");
+    assert_eq!(fs::read(spool.join("dup.log.COMPLETED")).unwrap(), b"old content\n", "not overwritten");
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(LONG).success());
+    let out = agent.stdout_bytes();
+    assert!(!lines_of(&out).contains(&&b"new content"[..]), "the file was not read");
+    assert_eq!(by_tag(&lines_of(&out))["ok"].len(), 100);
+}
+
+#[test]
+fn long_lines_are_split_invalid_utf8_passes_and_delete_mode_deletes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, data) = (tmp.path().join("spool"), tmp.path().join("data"));
+    fs::create_dir_all(&spool).unwrap();
+    let mut content = b"short\n".to_vec();
+    content.extend(std::iter::repeat_n(b'L', 2500));
+    content.extend_from_slice(b"\n\xff\xfe\xc3\x28 bytes\n\nend");
+    drop_file(&spool, "mixed.log", &content);
+    let extra = "      max_line_bytes: 1KiB\n      after_read: delete";
+    let port = free_port();
+    let conf = config(&spool, &data, extra, 1000).replace("  sources:", &format!("  http: 127.0.0.1:{port}\n  sources:"));
+    let mut agent = Agent::start(&tmp.path().join("run"), "a1", &conf);
+    wait_until(LONG, "the file deleted", || !spool.join("mixed.log").exists());
+    wait_until(LONG, "all lines out", || count_lines(&agent) >= 7);
+    let out = agent.stdout_bytes();
+    let lines = lines_of(&out);
+    let long = vec![b'L'; 1024];
+    let rest = vec![b'L'; 2500 - 2048];
+    let want: Vec<&[u8]> = vec![b"short", &long, &long, &rest, b"\xff\xfe\xc3\x28 bytes", b"", b"end"];
+    assert_eq!(lines, want);
+    let metrics = http_get(port, "/metrics").unwrap().1;
+    assert!(metrics.contains("sluice_source_long_lines_total{agent=\"a1\",source=\"r1\"} 1"), "{metrics}");
+    assert!(agent.stderr_text().contains("longer than max_line_bytes"));
+    assert!(!spool.join("mixed.log.COMPLETED").exists());
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(LONG).success());
+}
+
+#[test]
+fn a_missing_spool_folder_fails_the_agent_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("nope");
+    let mut agent = Agent::start(&tmp.path().join("run"), "a1", &config(&spool, &tmp.path().join("data"), "", 10));
+    let status = agent.wait_exit(LONG);
+    assert!(!status.success());
+    let log = agent.stderr_text();
+    assert!(log.contains("nope") && log.contains("No such file"), "{log}");
+}

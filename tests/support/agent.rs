@@ -1,0 +1,186 @@
+//! Running the real `sluice` binary from end-to-end tests.
+
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `sluice` binary, built once per test process with the same profile as the tests.
+pub fn sluice_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("SLUICE_BIN") {
+            return PathBuf::from(p);
+        }
+        // target/<profile>/deps/<test-binary>
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "--quiet", "-p", "sluice-agent", "--bin", "sluice"])
+            .current_dir(repo_root());
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build -p sluice-agent failed");
+        let bin = profile_dir.join("sluice");
+        assert!(bin.exists(), "{} missing after the build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// Polls `cond` every 20 ms until it holds; panics naming `what` after `deadline`.
+pub fn wait_until(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One GET over HTTP/1.1; `None` if nothing answers. Returns the status line and the body.
+pub fn http_get(port: u16, path: &str) -> Option<(String, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let (head, body) = resp.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_owned(), body.to_owned()))
+}
+
+/// A running `sluice agent`, with stdout and stderr captured to files in its folder.
+pub struct Agent {
+    child: Option<Child>,
+    /// Where this run's stdout goes.
+    pub stdout: PathBuf,
+    /// Where this run's stderr goes.
+    pub stderr: PathBuf,
+}
+
+impl Agent {
+    /// Writes `config` to `dir/agent.yaml` and starts agent `name` from it. Output files are
+    /// numbered so that restarts in the same folder keep the earlier runs' output.
+    pub fn start(dir: &Path, name: &str, config: &str) -> Agent {
+        Self::start_with_env(dir, name, config, &[])
+    }
+
+    /// Like [`Agent::start`], with extra environment variables.
+    pub fn start_with_env(dir: &Path, name: &str, config: &str, env: &[(&str, &str)]) -> Agent {
+        fs::create_dir_all(dir).unwrap();
+        let conf = dir.join("agent.yaml");
+        fs::write(&conf, config).unwrap();
+        let run = (0..).find(|i| !dir.join(format!("stdout.{i}")).exists()).unwrap();
+        let stdout = dir.join(format!("stdout.{run}"));
+        let stderr = dir.join(format!("stderr.{run}"));
+        let child = Command::new(sluice_bin())
+            .args(["agent", "-n", name, "-f"])
+            .arg(&conf)
+            .envs(env.iter().copied())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&stdout).unwrap())
+            .stderr(fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("start sluice");
+        Agent { child: Some(child), stdout, stderr }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// Sends `sig` (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Kills the agent with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the agent to exit; panics with its stderr after `deadline`.
+    pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let end = Instant::now() + deadline;
+        let child = self.child.as_mut().expect("agent already reaped");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > end {
+                let log = self.stderr_text();
+                self.kill();
+                panic!("agent did not exit within {deadline:?}; stderr:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// True while the process runs.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// What the agent wrote to stdout so far.
+    pub fn stdout_bytes(&self) -> Vec<u8> {
+        fs::read(&self.stdout).unwrap_or_default()
+    }
+
+    /// What the agent logged so far.
+    pub fn stderr_text(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `sluice ARGS` to completion; returns (exit code, stdout, stderr).
+pub fn sluice(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(sluice_bin())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sluice");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes `content` to `dir/name` the way a producer should drop a spool file: written under
+/// a hidden name, then renamed in, so the agent never sees it half-written.
+pub fn drop_file(dir: &Path, name: &str, content: &[u8]) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    fs::write(&tmp, content).unwrap();
+    fs::rename(&tmp, dir.join(name)).unwrap();
+}

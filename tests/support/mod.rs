@@ -1,0 +1,3 @@
+//! Shared end-to-end test harness.
+
+pub mod agent;
