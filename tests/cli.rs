@@ -49,7 +49,10 @@ fn validate_names_the_exact_key_and_exits_non_zero() {
     let (code, _, err) = sluice(&["validate", "-f", conf.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(err.contains("a1.sources.r1.colour: unknown key"), "{err}");
-    assert!(err.contains("a1.sinks.k1.channel: no channel named `c2`"), "{err}");
+    assert!(
+        err.contains("a1.sinks.k1.channel: no channel named `c2`"),
+        "{err}"
+    );
     // `agent` refuses to start on the same file, with the same words.
     let (code, _, err) = sluice(&["agent", "-n", "a1", "-f", conf.to_str().unwrap()]);
     assert_ne!(code, 0);

@@ -42,7 +42,9 @@ a1:
 fn file_content(tag: &str, lines: usize) -> Vec<u8> {
     let mut out = Vec::new();
     for i in 0..lines {
-        out.extend_from_slice(format!("{tag} {i:07} some log text {}", "x".repeat(i % 50)).as_bytes());
+        out.extend_from_slice(
+            format!("{tag} {i:07} some log text {}", "x".repeat(i % 50)).as_bytes(),
+        );
         if i + 1 < lines {
             out.extend_from_slice(if i % 7 == 0 { b"\r\n" } else { b"\n" });
         }
@@ -81,26 +83,53 @@ fn files_arrive_complete_in_order_and_are_renamed_then_sigterm_exits_zero() {
     fs::create_dir_all(&spool).unwrap();
     let sizes = [3000, 5000, 1, 4000];
     for (i, n) in sizes.iter().enumerate() {
-        drop_file(&spool, &format!("app{i}.log"), &file_content(&format!("f{i}"), *n));
+        drop_file(
+            &spool,
+            &format!("app{i}.log"),
+            &file_content(&format!("f{i}"), *n),
+        );
     }
     drop_file(&spool, "empty.log", b"");
     let port = free_port();
-    let conf = config(&spool, &data, "", 2000).replace("  sources:", &format!("  http: 127.0.0.1:{port}\n  sources:"));
+    let conf = config(&spool, &data, "", 2000).replace(
+        "  sources:",
+        &format!("  http: 127.0.0.1:{port}\n  sources:"),
+    );
     let mut agent = Agent::start(&tmp.path().join("run"), "a1", &conf);
     let first: usize = sizes.iter().sum();
-    wait_until(LONG, "the first files' lines on stdout", || count_lines(&agent) >= first);
+    wait_until(LONG, "the first files' lines on stdout", || {
+        count_lines(&agent) >= first
+    });
     // A file dropped while the agent runs is noticed too.
     drop_file(&spool, "late.log", &file_content("late", 2500));
-    wait_until(LONG, "the late file's lines", || count_lines(&agent) >= first + 2500);
+    wait_until(LONG, "the late file's lines", || {
+        count_lines(&agent) >= first + 2500
+    });
     wait_until(LONG, "every file renamed", || {
-        ["app0.log", "app1.log", "app2.log", "app3.log", "empty.log", "late.log"]
-            .iter()
-            .all(|n| spool.join(format!("{n}.COMPLETED")).exists() && !spool.join(n).exists())
+        [
+            "app0.log",
+            "app1.log",
+            "app2.log",
+            "app3.log",
+            "empty.log",
+            "late.log",
+        ]
+        .iter()
+        .all(|n| spool.join(format!("{n}.COMPLETED")).exists() && !spool.join(n).exists())
     });
     let (status, metrics) = http_get(port, "/metrics").expect("metrics answer");
     assert!(status.contains("200"), "{status}");
-    assert!(metrics.contains(&format!("sluice_sink_events_total{{agent=\"a1\",sink=\"k1\"}} {}", first + 2500)), "{metrics}");
-    assert!(metrics.contains("sluice_source_files_completed_total{agent=\"a1\",source=\"r1\"} 6"), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "sluice_sink_events_total{{agent=\"a1\",sink=\"k1\"}} {}",
+            first + 2500
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_source_files_completed_total{agent=\"a1\",source=\"r1\"} 6"),
+        "{metrics}"
+    );
     assert_eq!(http_get(port, "/health").unwrap().1, "ok\n");
 
     agent.signal(libc::SIGTERM);
@@ -110,13 +139,24 @@ fn files_arrive_complete_in_order_and_are_renamed_then_sigterm_exits_zero() {
     assert_eq!(lines.len(), first + 2500, "exactly once");
     let tags = by_tag(&lines);
     for (i, n) in sizes.iter().enumerate() {
-        assert_eq!(tags[&format!("f{i}")], (0..*n).collect::<Vec<_>>(), "file {i} complete and in order");
+        assert_eq!(
+            tags[&format!("f{i}")],
+            (0..*n).collect::<Vec<_>>(),
+            "file {i} complete and in order"
+        );
     }
     assert_eq!(tags["late"], (0..2500).collect::<Vec<_>>());
     // Bodies are the lines without their terminators, byte for byte.
     let expected = file_content("f0", 3000);
-    let want: Vec<&[u8]> = expected.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).collect();
-    let got: Vec<&[u8]> = lines.iter().copied().filter(|l| l.starts_with(b"f0 ")).collect();
+    let want: Vec<&[u8]> = expected
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .collect();
+    let got: Vec<&[u8]> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with(b"f0 "))
+        .collect();
     assert_eq!(got, want);
 }
 
@@ -131,14 +171,24 @@ fn sigkill_in_the_middle_of_a_large_file_loses_nothing_after_a_restart() {
     let conf = config(&spool, &data, "", capacity);
     let run_dir = tmp.path().join("run");
     let mut first = Agent::start(&run_dir, "a1", &conf);
-    wait_until(LONG, "part of the file delivered", || count_lines(&first) >= 50_000);
+    wait_until(LONG, "part of the file delivered", || {
+        count_lines(&first) >= 50_000
+    });
     first.kill();
     let before = lines_of(&first.stdout_bytes()).len();
-    assert!(before < total, "the kill came after the whole file: make the file larger");
-    assert!(spool.join("big.log").exists(), "not completed before the kill");
+    assert!(
+        before < total,
+        "the kill came after the whole file: make the file larger"
+    );
+    assert!(
+        spool.join("big.log").exists(),
+        "not completed before the kill"
+    );
 
     let mut second = Agent::start(&run_dir, "a1", &conf);
-    wait_until(LONG, "the file completed after the restart", || spool.join("big.log.COMPLETED").exists());
+    wait_until(LONG, "the file completed after the restart", || {
+        spool.join("big.log.COMPLETED").exists()
+    });
     second.signal(libc::SIGTERM);
     assert!(second.wait_exit(LONG).success(), "{}", second.stderr_text());
 
@@ -149,8 +199,16 @@ fn sigkill_in_the_middle_of_a_large_file_loses_nothing_after_a_restart() {
     let s2 = &by_tag(&l2)["big"];
     assert_eq!(*s1, (0..s1.len()).collect::<Vec<_>>(), "first run in order");
     let resumed_at = s2[0];
-    assert!(resumed_at <= s1.len(), "gap: first run ended at {}, second resumed at {resumed_at}", s1.len());
-    assert_eq!(*s2, (resumed_at..total).collect::<Vec<_>>(), "second run in order to the end");
+    assert!(
+        resumed_at <= s1.len(),
+        "gap: first run ended at {}, second resumed at {resumed_at}",
+        s1.len()
+    );
+    assert_eq!(
+        *s2,
+        (resumed_at..total).collect::<Vec<_>>(),
+        "second run in order to the end"
+    );
     let repeated = s1.len() - resumed_at;
     // Only what was in flight may repeat: the channel's content plus one read chunk (1 MiB,
     // at most ~40,000 of these lines) whose commits the checkpoint had not recorded yet.
@@ -167,20 +225,31 @@ fn sigterm_mid_file_drains_and_a_restart_repeats_nothing() {
     let conf = config(&spool, &data, "", 5000);
     let run_dir = tmp.path().join("run");
     let mut first = Agent::start(&run_dir, "a1", &conf);
-    wait_until(LONG, "part of the file delivered", || count_lines(&first) >= 20_000);
+    wait_until(LONG, "part of the file delivered", || {
+        count_lines(&first) >= 20_000
+    });
     first.signal(libc::SIGTERM);
     assert!(first.wait_exit(LONG).success(), "{}", first.stderr_text());
     let n1 = lines_of(&first.stdout_bytes()).len();
-    assert!(n1 < total, "the stop came after the whole file: make the file larger");
+    assert!(
+        n1 < total,
+        "the stop came after the whole file: make the file larger"
+    );
 
     let mut second = Agent::start(&run_dir, "a1", &conf);
-    wait_until(LONG, "the file completed after the restart", || spool.join("big.log.COMPLETED").exists());
+    wait_until(LONG, "the file completed after the restart", || {
+        spool.join("big.log.COMPLETED").exists()
+    });
     second.signal(libc::SIGTERM);
     assert!(second.wait_exit(LONG).success());
     let mut all = first.stdout_bytes();
     all.extend(second.stdout_bytes());
     let seqs = &by_tag(&lines_of(&all))["big"];
-    assert_eq!(*seqs, (0..total).collect::<Vec<_>>(), "a clean stop repeats nothing and loses nothing");
+    assert_eq!(
+        *seqs,
+        (0..total).collect::<Vec<_>>(),
+        "a clean stop repeats nothing and loses nothing"
+    );
 }
 
 #[test]
@@ -201,7 +270,9 @@ fn a_file_changed_after_pickup_is_set_aside_and_the_agent_goes_on() {
         .spawn()
         .unwrap();
     let progress = data.join("sources/r1/spooldir.json");
-    wait_until(LONG, "the file picked up", || fs::read_to_string(&progress).is_ok_and(|s| s.contains("growing.log")));
+    wait_until(LONG, "the file picked up", || {
+        fs::read_to_string(&progress).is_ok_and(|s| s.contains("growing.log"))
+    });
     fs::OpenOptions::new()
         .append(true)
         .open(spool.join("growing.log"))
@@ -214,16 +285,28 @@ fn a_file_changed_after_pickup_is_set_aside_and_the_agent_goes_on() {
         let _ = stdout.read_to_end(&mut all);
         all
     });
-    wait_until(LONG, "the changed file set aside", || spool.join("growing.log.FAILED").exists());
-    wait_until(LONG, "the next file completed", || spool.join("next.log.COMPLETED").exists());
+    wait_until(LONG, "the changed file set aside", || {
+        spool.join("growing.log.FAILED").exists()
+    });
+    wait_until(LONG, "the next file completed", || {
+        spool.join("next.log.COMPLETED").exists()
+    });
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
     let out = reader.join().unwrap();
-    let tags = by_tag(&lines_of(&out).into_iter().filter(|l| !l.starts_with(b"appended")).collect::<Vec<_>>());
+    let tags = by_tag(
+        &lines_of(&out)
+            .into_iter()
+            .filter(|l| !l.starts_with(b"appended"))
+            .collect::<Vec<_>>(),
+    );
     assert_eq!(tags["n"], (0..10).collect::<Vec<_>>());
     let log = fs::read_to_string(tmp.path().join("stderr")).unwrap();
-    assert!(log.contains("changed after it was picked up") && log.contains("growing.log"), "{log}");
+    assert!(
+        log.contains("changed after it was picked up") && log.contains("growing.log"),
+        "{log}"
+    );
 }
 
 trait AppendExt {
@@ -244,15 +327,32 @@ fn a_taken_completed_name_leaves_the_file_and_others_still_flow() {
     drop_file(&spool, "dup.log", b"new content\n");
     drop_file(&spool, "dup.log.COMPLETED", b"old content\n");
     drop_file(&spool, "ok.log", &file_content("ok", 100));
-    let mut agent = Agent::start(&tmp.path().join("run"), "a1", &config(&spool, &data, "", 1000));
-    wait_until(LONG, "ok.log completed", || spool.join("ok.log.COMPLETED").exists());
-    wait_until(LONG, "the error logged", || agent.stderr_text().contains("completed name is already taken"));
+    let mut agent = Agent::start(
+        &tmp.path().join("run"),
+        "a1",
+        &config(&spool, &data, "", 1000),
+    );
+    wait_until(LONG, "ok.log completed", || {
+        spool.join("ok.log.COMPLETED").exists()
+    });
+    wait_until(LONG, "the error logged", || {
+        agent
+            .stderr_text()
+            .contains("completed name is already taken")
+    });
     assert!(spool.join("dup.log").exists(), "left in place");
-    assert_eq!(fs::read(spool.join("dup.log.COMPLETED")).unwrap(), b"old content\n", "not overwritten");
+    assert_eq!(
+        fs::read(spool.join("dup.log.COMPLETED")).unwrap(),
+        b"old content\n",
+        "not overwritten"
+    );
     agent.signal(libc::SIGTERM);
     assert!(agent.wait_exit(LONG).success());
     let out = agent.stdout_bytes();
-    assert!(!lines_of(&out).contains(&&b"new content"[..]), "the file was not read");
+    assert!(
+        !lines_of(&out).contains(&&b"new content"[..]),
+        "the file was not read"
+    );
     assert_eq!(by_tag(&lines_of(&out))["ok"].len(), 100);
 }
 
@@ -267,18 +367,34 @@ fn long_lines_are_split_invalid_utf8_passes_and_delete_mode_deletes() {
     drop_file(&spool, "mixed.log", &content);
     let extra = "      max_line_bytes: 1KiB\n      after_read: delete";
     let port = free_port();
-    let conf = config(&spool, &data, extra, 1000).replace("  sources:", &format!("  http: 127.0.0.1:{port}\n  sources:"));
+    let conf = config(&spool, &data, extra, 1000).replace(
+        "  sources:",
+        &format!("  http: 127.0.0.1:{port}\n  sources:"),
+    );
     let mut agent = Agent::start(&tmp.path().join("run"), "a1", &conf);
-    wait_until(LONG, "the file deleted", || !spool.join("mixed.log").exists());
+    wait_until(LONG, "the file deleted", || {
+        !spool.join("mixed.log").exists()
+    });
     wait_until(LONG, "all lines out", || count_lines(&agent) >= 7);
     let out = agent.stdout_bytes();
     let lines = lines_of(&out);
     let long = vec![b'L'; 1024];
     let rest = vec![b'L'; 2500 - 2048];
-    let want: Vec<&[u8]> = vec![b"short", &long, &long, &rest, b"\xff\xfe\xc3\x28 bytes", b"", b"end"];
+    let want: Vec<&[u8]> = vec![
+        b"short",
+        &long,
+        &long,
+        &rest,
+        b"\xff\xfe\xc3\x28 bytes",
+        b"",
+        b"end",
+    ];
     assert_eq!(lines, want);
     let metrics = http_get(port, "/metrics").unwrap().1;
-    assert!(metrics.contains("sluice_source_long_lines_total{agent=\"a1\",source=\"r1\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("sluice_source_long_lines_total{agent=\"a1\",source=\"r1\"} 1"),
+        "{metrics}"
+    );
     assert!(agent.stderr_text().contains("longer than max_line_bytes"));
     assert!(!spool.join("mixed.log.COMPLETED").exists());
     agent.signal(libc::SIGTERM);
@@ -289,9 +405,16 @@ fn long_lines_are_split_invalid_utf8_passes_and_delete_mode_deletes() {
 fn a_missing_spool_folder_fails_the_agent_with_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let spool = tmp.path().join("nope");
-    let mut agent = Agent::start(&tmp.path().join("run"), "a1", &config(&spool, &tmp.path().join("data"), "", 10));
+    let mut agent = Agent::start(
+        &tmp.path().join("run"),
+        "a1",
+        &config(&spool, &tmp.path().join("data"), "", 10),
+    );
     let status = agent.wait_exit(LONG);
     assert!(!status.success());
     let log = agent.stderr_text();
-    assert!(log.contains("nope") && log.contains("No such file"), "{log}");
+    assert!(
+        log.contains("nope") && log.contains("No such file"),
+        "{log}"
+    );
 }

@@ -179,7 +179,10 @@ pub fn agent_names(path: &Path) -> Result<Vec<String>, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::one(path.display().to_string(), format!("cannot read: {e}")))?;
     let top = top_level(&text, path, |v| std::env::var(v).ok())?;
-    Ok(top.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+    Ok(top
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect())
 }
 
 fn top_level(
@@ -188,12 +191,17 @@ fn top_level(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<serde_yaml::Mapping, ConfigError> {
     let file = path.display().to_string();
-    let text = envsubst::substitute(text, env).map_err(|e| ConfigError::one(&file, e.to_string()))?;
-    let value: Value = serde_yaml::from_str(&text).map_err(|e| ConfigError::one(&file, e.to_string()))?;
+    let text =
+        envsubst::substitute(text, env).map_err(|e| ConfigError::one(&file, e.to_string()))?;
+    let value: Value =
+        serde_yaml::from_str(&text).map_err(|e| ConfigError::one(&file, e.to_string()))?;
     match value {
         Value::Mapping(m) => Ok(m),
         Value::Null => Err(ConfigError::one(file, "the file defines no agent")),
-        _ => Err(ConfigError::one(file, "the top level must map agent names to agents")),
+        _ => Err(ConfigError::one(
+            file,
+            "the top level must map agent names to agents",
+        )),
     }
 }
 
@@ -206,10 +214,17 @@ pub fn parse(
 ) -> Result<AgentConfig, ConfigError> {
     let mut top = top_level(text, path, env)?;
     let Some(agent) = top.remove(name) else {
-        let names: Vec<String> = top.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect();
+        let names: Vec<String> = top
+            .keys()
+            .filter_map(|k| k.as_str().map(str::to_owned))
+            .collect();
         return Err(ConfigError::one(
             name,
-            format!("no such agent in {} (it defines: {})", path.display(), names.join(", ")),
+            format!(
+                "no such agent in {} (it defines: {})",
+                path.display(),
+                names.join(", ")
+            ),
         ));
     };
     let file: AgentFile = deserialize_at(agent, name)?;
@@ -217,22 +232,36 @@ pub fn parse(
     let http = file.http.as_deref().and_then(|h| match h.parse() {
         Ok(a) => Some(a),
         Err(_) => {
-            problems.push(problem(format!("{name}.http"), format!("`{h}` is not an address such as 127.0.0.1:9100")));
+            problems.push(problem(
+                format!("{name}.http"),
+                format!("`{h}` is not an address such as 127.0.0.1:9100"),
+            ));
             None
         }
     });
     let mut cfg = AgentConfig {
         name: name.to_owned(),
-        data_dir: file.data_dir.unwrap_or_else(|| PathBuf::from("./data").join(name)),
-        shutdown_timeout: file.shutdown_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        data_dir: file
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("./data").join(name)),
+        shutdown_timeout: file
+            .shutdown_timeout
+            .map_or(Duration::from_secs(30), |d| d.0),
         http,
         sources: Vec::new(),
         channels: Vec::new(),
         sinks: Vec::new(),
     };
-    for (key, kind) in [("sources", &file.sources), ("channels", &file.channels), ("sinks", &file.sinks)] {
+    for (key, kind) in [
+        ("sources", &file.sources),
+        ("channels", &file.channels),
+        ("sinks", &file.sinks),
+    ] {
         if kind.is_empty() {
-            problems.push(problem(format!("{name}.{key}"), format!("at least one of the {key} is required")));
+            problems.push(problem(
+                format!("{name}.{key}"),
+                format!("at least one of the {key} is required"),
+            ));
         }
     }
     for (n, v) in file.sources {
@@ -246,7 +275,11 @@ pub fn parse(
                 }
                 _ => unreachable!("component() checked the type"),
             };
-            Ok(SourceDef { name: n.clone(), channel: channel.unwrap_or_default(), kind })
+            Ok(SourceDef {
+                name: n.clone(),
+                channel: channel.unwrap_or_default(),
+                kind,
+            })
         });
         collect(&mut problems, result, |d| cfg.sources.push(d));
         check_name(&mut problems, &at, &n);
@@ -262,7 +295,10 @@ pub fn parse(
                         p.push(("capacity".to_owned(), "must be at least 1".to_owned()));
                     }
                     if o.capacity_bytes.0 == 0 {
-                        p.push(("capacity_bytes".to_owned(), "must be at least 1 byte".to_owned()));
+                        p.push((
+                            "capacity_bytes".to_owned(),
+                            "must be at least 1 byte".to_owned(),
+                        ));
                     }
                     check(&at, p)?;
                     ChannelKind::Memory(MemoryChannelConfig {
@@ -272,7 +308,10 @@ pub fn parse(
                 }
                 _ => unreachable!("component() checked the type"),
             };
-            Ok(ChannelDef { name: n.clone(), kind })
+            Ok(ChannelDef {
+                name: n.clone(),
+                kind,
+            })
         });
         collect(&mut problems, result, |d| cfg.channels.push(d));
         check_name(&mut problems, &at, &n);
@@ -288,13 +327,21 @@ pub fn parse(
                 }
                 _ => unreachable!("component() checked the type"),
             };
-            Ok(SinkDef { name: n.clone(), channel: channel.unwrap_or_default(), kind })
+            Ok(SinkDef {
+                name: n.clone(),
+                channel: channel.unwrap_or_default(),
+                kind,
+            })
         });
         collect(&mut problems, result, |d| cfg.sinks.push(d));
         check_name(&mut problems, &at, &n);
     }
     check_wiring(&cfg, &mut problems);
-    if problems.is_empty() { Ok(cfg) } else { Err(ConfigError { problems }) }
+    if problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigError { problems })
+    }
 }
 
 fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
@@ -316,14 +363,23 @@ fn check(at: &str, found: Vec<(String, String)>) -> Result<(), ConfigError> {
         return Ok(());
     }
     Err(ConfigError {
-        problems: found.into_iter().map(|(k, m)| problem(format!("{at}.{k}"), m)).collect(),
+        problems: found
+            .into_iter()
+            .map(|(k, m)| problem(format!("{at}.{k}"), m))
+            .collect(),
     })
 }
 
 fn check_name(problems: &mut Vec<Problem>, at: &str, name: &str) {
-    let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !ok {
-        problems.push(problem(at, "names may use only letters, digits, '-' and '_'"));
+        problems.push(problem(
+            at,
+            "names may use only letters, digits, '-' and '_'",
+        ));
     }
 }
 
@@ -341,15 +397,28 @@ fn component(
     let ty = match map.remove("type") {
         Some(Value::String(t)) => t,
         Some(_) => return Err(ConfigError::one(format!("{at}.type"), "must be a string")),
-        None => return Err(ConfigError::one(format!("{at}.type"), format!("missing (one of: {types})"))),
+        None => {
+            return Err(ConfigError::one(
+                format!("{at}.type"),
+                format!("missing (one of: {types})"),
+            ));
+        }
     };
     if !types.split(", ").any(|t| t == ty) {
-        return Err(ConfigError::one(format!("{at}.type"), format!("unknown type `{ty}` (one of: {types})")));
+        return Err(ConfigError::one(
+            format!("{at}.type"),
+            format!("unknown type `{ty}` (one of: {types})"),
+        ));
     }
     let channel = if has_channel {
         match map.remove("channel") {
             Some(Value::String(c)) => Some(c),
-            Some(_) => return Err(ConfigError::one(format!("{at}.channel"), "must be a channel name")),
+            Some(_) => {
+                return Err(ConfigError::one(
+                    format!("{at}.channel"),
+                    "must be a channel name",
+                ));
+            }
             None => return Err(ConfigError::one(format!("{at}.channel"), "missing")),
         }
     } else {
@@ -362,17 +431,28 @@ fn component(
 fn deserialize_at<T: DeserializeOwned>(value: Value, at: &str) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let base = if path == "." || path.is_empty() { at.to_owned() } else { format!("{at}.{path}") };
+        let base = if path == "." || path.is_empty() {
+            at.to_owned()
+        } else {
+            format!("{at}.{path}")
+        };
         let message = e.inner().to_string();
         // serde names the field in the message; the path may or may not end with it.
         let key_of = |field: &str| {
-            if base.ends_with(&format!(".{field}")) { base.clone() } else { format!("{base}.{field}") }
+            if base.ends_with(&format!(".{field}")) {
+                base.clone()
+            } else {
+                format!("{base}.{field}")
+            }
         };
         if let Some(field) = backticked(&message, "missing field `") {
             return ConfigError::one(key_of(field), "missing");
         }
         if let Some(field) = backticked(&message, "unknown field `") {
-            let expected = message.split_once(", expected ").map(|(_, e)| e).unwrap_or("no options");
+            let expected = message
+                .split_once(", expected ")
+                .map(|(_, e)| e)
+                .unwrap_or("no options");
             return ConfigError::one(key_of(field), format!("unknown key (expected {expected})"));
         }
         ConfigError::one(base, message)
@@ -416,10 +496,16 @@ fn check_wiring(cfg: &AgentConfig, problems: &mut Vec<Problem>) {
     }
     for c in &cfg.channels {
         if !cfg.sinks.iter().any(|k| k.channel == c.name) {
-            problems.push(problem(format!("{a}.channels.{}", c.name), "no sink drains this channel"));
+            problems.push(problem(
+                format!("{a}.channels.{}", c.name),
+                "no sink drains this channel",
+            ));
         }
         if !cfg.sources.iter().any(|s| s.channel == c.name) {
-            problems.push(problem(format!("{a}.channels.{}", c.name), "no source puts into this channel"));
+            problems.push(problem(
+                format!("{a}.channels.{}", c.name),
+                "no source puts into this channel",
+            ));
         }
     }
     let mut dirs: BTreeMap<&Path, &str> = BTreeMap::new();

@@ -11,7 +11,10 @@ a1:
 "#;
 
 fn parse_with(text: &str, env: &[(&str, &str)]) -> Result<AgentConfig, ConfigError> {
-    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     parse(text, "a1", Path::new("test.yaml"), move |name| {
         env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     })
@@ -19,13 +22,19 @@ fn parse_with(text: &str, env: &[(&str, &str)]) -> Result<AgentConfig, ConfigErr
 
 /// The problems as `key: message` lines.
 fn errors(text: &str) -> Vec<String> {
-    parse_with(text, &[]).unwrap_err().problems.iter().map(ToString::to_string).collect()
+    parse_with(text, &[])
+        .unwrap_err()
+        .problems
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 fn assert_error(text: &str, key: &str, fragment: &str) {
     let errs = errors(text);
     assert!(
-        errs.iter().any(|e| e.starts_with(&format!("{key}: ")) && e.contains(fragment)),
+        errs.iter()
+            .any(|e| e.starts_with(&format!("{key}: ")) && e.contains(fragment)),
         "expected `{key}: ...{fragment}...` in {errs:#?}"
     );
 }
@@ -48,7 +57,9 @@ fn a_good_configuration_parses_with_defaults() {
 
 #[test]
 fn environment_variables_and_defaults_are_substituted() {
-    let text = GOOD.replace("/var/spool/app", "${SPOOL:-/default}").replace("capacity: 500", "capacity: ${CAP}");
+    let text = GOOD
+        .replace("/var/spool/app", "${SPOOL:-/default}")
+        .replace("capacity: 500", "capacity: ${CAP}");
     let cfg = parse_with(&text, &[("CAP", "42")]).unwrap();
     let SourceKind::SpoolDir(s) = &cfg.sources[0].kind;
     assert_eq!(s.dir, PathBuf::from("/default"));
@@ -56,75 +67,210 @@ fn environment_variables_and_defaults_are_substituted() {
     assert_eq!(m.capacity, 42);
     let err = parse_with(&GOOD.replace("/var/spool/app", "${SPOOL}"), &[]).unwrap_err();
     assert_eq!(err.problems[0].key, "test.yaml");
-    assert!(err.problems[0].message.contains("${SPOOL} is not set"), "{err}");
+    assert!(
+        err.problems[0].message.contains("${SPOOL} is not set"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_missing_agent_names_the_agents_defined() {
     let err = parse(GOOD, "b7", Path::new("x.yaml"), |_| None).unwrap_err();
-    assert_eq!(err.to_string(), "b7: no such agent in x.yaml (it defines: a1)");
+    assert_eq!(
+        err.to_string(),
+        "b7: no such agent in x.yaml (it defines: a1)"
+    );
 }
 
 #[test]
 fn unknown_keys_are_errors_at_every_level() {
-    assert_error(&GOOD.replace("  sources:", "  sorces: {}\n  sources:"), "a1.sorces", "unknown key");
-    assert_error(&GOOD.replace("channel: c1 }\n  channels", "channel: c1, dri: x }\n  channels"), "a1.sources.r1.dri", "unknown key");
-    assert_error(&GOOD.replace("capacity: 500", "capacity: 500, size: 3"), "a1.channels.c1.size", "unknown key");
-    assert_error(&GOOD.replace("{ type: console,", "{ type: console, colour: red,"), "a1.sinks.k1.colour", "unknown key");
+    assert_error(
+        &GOOD.replace("  sources:", "  sorces: {}\n  sources:"),
+        "a1.sorces",
+        "unknown key",
+    );
+    assert_error(
+        &GOOD.replace(
+            "channel: c1 }\n  channels",
+            "channel: c1, dri: x }\n  channels",
+        ),
+        "a1.sources.r1.dri",
+        "unknown key",
+    );
+    assert_error(
+        &GOOD.replace("capacity: 500", "capacity: 500, size: 3"),
+        "a1.channels.c1.size",
+        "unknown key",
+    );
+    assert_error(
+        &GOOD.replace("{ type: console,", "{ type: console, colour: red,"),
+        "a1.sinks.k1.colour",
+        "unknown key",
+    );
 }
 
 #[test]
 fn missing_required_keys_are_named() {
-    assert_error(&GOOD.replace("dir: /var/spool/app, ", ""), "a1.sources.r1.dir", "missing");
-    assert_error(&GOOD.replace(", channel: c1 }\n  channels", " }\n  channels"), "a1.sources.r1.channel", "missing");
-    assert_error(&GOOD.replace("type: console, ", ""), "a1.sinks.k1.type", "missing");
-    assert_error(&GOOD.replace("{ type: console, channel: c1 }", "{ type: console }"), "a1.sinks.k1.channel", "missing");
+    assert_error(
+        &GOOD.replace("dir: /var/spool/app, ", ""),
+        "a1.sources.r1.dir",
+        "missing",
+    );
+    assert_error(
+        &GOOD.replace(", channel: c1 }\n  channels", " }\n  channels"),
+        "a1.sources.r1.channel",
+        "missing",
+    );
+    assert_error(
+        &GOOD.replace("type: console, ", ""),
+        "a1.sinks.k1.type",
+        "missing",
+    );
+    assert_error(
+        &GOOD.replace("{ type: console, channel: c1 }", "{ type: console }"),
+        "a1.sinks.k1.channel",
+        "missing",
+    );
     let no_sinks = "a1:\n  sources: {}\n  channels: {}\n";
     assert_error(no_sinks, "a1.sinks", "missing");
 }
 
 #[test]
 fn unknown_types_list_the_known_ones() {
-    assert_error(&GOOD.replace("type: memory", "type: jdbc"), "a1.channels.c1.type", "unknown type `jdbc` (one of: memory");
-    assert_error(&GOOD.replace("type: spooldir", "type: exec"), "a1.sources.r1.type", "one of: spooldir");
+    assert_error(
+        &GOOD.replace("type: memory", "type: jdbc"),
+        "a1.channels.c1.type",
+        "unknown type `jdbc` (one of: memory",
+    );
+    assert_error(
+        &GOOD.replace("type: spooldir", "type: exec"),
+        "a1.sources.r1.type",
+        "one of: spooldir",
+    );
 }
 
 #[test]
 fn bad_values_are_named_with_their_key() {
-    assert_error(&GOOD.replace("capacity_bytes: 1MiB", "capacity_bytes: lots"), "a1.channels.c1.capacity_bytes", "not a byte size");
-    assert_error(&GOOD.replace("channel: c1 }\n  channels", "channel: c1, poll_interval: soon }\n  channels"), "a1.sources.r1.poll_interval", "not a duration");
-    assert_error(&GOOD.replace("channel: c1 }\n  channels", "channel: c1, after_read: shred }\n  channels"), "a1.sources.r1.after_read", "unknown variant");
-    assert_error(&GOOD.replace("channel: c1 }\n  channels", "channel: c1, include: ['[a'] }\n  channels"), "a1.sources.r1.include[0]", "not a valid glob");
-    assert_error(&GOOD.replace("channel: c1 }\n  channels", "channel: c1, batch_size: 0 }\n  channels"), "a1.sources.r1.batch_size", "at least 1");
-    assert_error(&GOOD.replace("capacity: 500", "capacity: 0"), "a1.channels.c1.capacity", "at least 1");
-    assert_error(&GOOD.replace("capacity: 500", "capacity: -4"), "a1.channels.c1.capacity", "invalid value");
-    assert_error(&format!("{GOOD}  http: nowhere\n"), "a1.http", "not an address");
-    assert_error(&format!("{GOOD}  shutdown_timeout: forever\n"), "a1.shutdown_timeout", "not a duration");
+    assert_error(
+        &GOOD.replace("capacity_bytes: 1MiB", "capacity_bytes: lots"),
+        "a1.channels.c1.capacity_bytes",
+        "not a byte size",
+    );
+    assert_error(
+        &GOOD.replace(
+            "channel: c1 }\n  channels",
+            "channel: c1, poll_interval: soon }\n  channels",
+        ),
+        "a1.sources.r1.poll_interval",
+        "not a duration",
+    );
+    assert_error(
+        &GOOD.replace(
+            "channel: c1 }\n  channels",
+            "channel: c1, after_read: shred }\n  channels",
+        ),
+        "a1.sources.r1.after_read",
+        "unknown variant",
+    );
+    assert_error(
+        &GOOD.replace(
+            "channel: c1 }\n  channels",
+            "channel: c1, include: ['[a'] }\n  channels",
+        ),
+        "a1.sources.r1.include[0]",
+        "not a valid glob",
+    );
+    assert_error(
+        &GOOD.replace(
+            "channel: c1 }\n  channels",
+            "channel: c1, batch_size: 0 }\n  channels",
+        ),
+        "a1.sources.r1.batch_size",
+        "at least 1",
+    );
+    assert_error(
+        &GOOD.replace("capacity: 500", "capacity: 0"),
+        "a1.channels.c1.capacity",
+        "at least 1",
+    );
+    assert_error(
+        &GOOD.replace("capacity: 500", "capacity: -4"),
+        "a1.channels.c1.capacity",
+        "invalid value",
+    );
+    assert_error(
+        &format!("{GOOD}  http: nowhere\n"),
+        "a1.http",
+        "not an address",
+    );
+    assert_error(
+        &format!("{GOOD}  shutdown_timeout: forever\n"),
+        "a1.shutdown_timeout",
+        "not a duration",
+    );
 }
 
 #[test]
 fn dangling_references_and_unwired_channels_are_errors() {
-    assert_error(&GOOD.replace("dir: /var/spool/app, channel: c1", "dir: /x, channel: c9"), "a1.sources.r1.channel", "no channel named `c9` (channels: c1)");
-    assert_error(&GOOD.replace("{ type: console, channel: c1 }", "{ type: console, channel: c2 }"), "a1.sinks.k1.channel", "no channel named `c2`");
-    assert_error(&GOOD.replace("{ type: console, channel: c1 }", "{ type: console, channel: c2 }"), "a1.channels.c1", "no sink drains this channel");
-    let extra_channel = GOOD.replace("c1: { type: memory", "c2: { type: memory }\n    c1: { type: memory");
-    assert_error(&extra_channel, "a1.channels.c2", "no source puts into this channel");
-    let two_sinks = GOOD.replace("k1: { type: console, channel: c1 }", "k1: { type: console, channel: c1 }\n    k2: { type: console, channel: c1 }");
-    assert_error(&two_sinks, "a1.sinks.k2.channel", "already drained by sink `k1`");
+    assert_error(
+        &GOOD.replace("dir: /var/spool/app, channel: c1", "dir: /x, channel: c9"),
+        "a1.sources.r1.channel",
+        "no channel named `c9` (channels: c1)",
+    );
+    assert_error(
+        &GOOD.replace(
+            "{ type: console, channel: c1 }",
+            "{ type: console, channel: c2 }",
+        ),
+        "a1.sinks.k1.channel",
+        "no channel named `c2`",
+    );
+    assert_error(
+        &GOOD.replace(
+            "{ type: console, channel: c1 }",
+            "{ type: console, channel: c2 }",
+        ),
+        "a1.channels.c1",
+        "no sink drains this channel",
+    );
+    let extra_channel = GOOD.replace(
+        "c1: { type: memory",
+        "c2: { type: memory }\n    c1: { type: memory",
+    );
+    assert_error(
+        &extra_channel,
+        "a1.channels.c2",
+        "no source puts into this channel",
+    );
+    let two_sinks = GOOD.replace(
+        "k1: { type: console, channel: c1 }",
+        "k1: { type: console, channel: c1 }\n    k2: { type: console, channel: c1 }",
+    );
+    assert_error(
+        &two_sinks,
+        "a1.sinks.k2.channel",
+        "already drained by sink `k1`",
+    );
     let same_dir = GOOD.replace("r1: { type: spooldir, dir: /var/spool/app, channel: c1 }", "r1: { type: spooldir, dir: /d, channel: c1 }\n    r2: { type: spooldir, dir: /d, channel: c1 }");
     assert_error(&same_dir, "a1.sources.r2.dir", "already reads /d");
 }
 
 #[test]
 fn every_problem_is_reported_not_just_the_first() {
-    let text = GOOD.replace("capacity: 500", "capacity: 0").replace("type: console, ", "");
+    let text = GOOD
+        .replace("capacity: 500", "capacity: 0")
+        .replace("type: console, ", "");
     let errs = errors(&text);
     assert!(errs.len() >= 2, "{errs:#?}");
 }
 
 #[test]
 fn names_must_be_safe_for_paths() {
-    assert_error(&GOOD.replace("r1:", "\"r/1\":"), "a1.sources.r/1", "names may use only");
+    assert_error(
+        &GOOD.replace("r1:", "\"r/1\":"),
+        "a1.sources.r/1",
+        "names may use only",
+    );
 }
 
 #[test]

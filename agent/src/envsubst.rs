@@ -82,12 +82,21 @@ mod tests {
     #[test]
     fn an_unset_variable_without_default_names_its_line() {
         let err = substitute("a: 1\nb: ${MISSING}\n", env).unwrap_err();
-        assert_eq!(err, UnsetVar { line: 2, var: "MISSING".into() });
+        assert_eq!(
+            err,
+            UnsetVar {
+                line: 2,
+                var: "MISSING".into()
+            }
+        );
         assert!(err.to_string().contains("${MISSING}"));
     }
 
     #[test]
     fn comments_are_left_alone() {
-        assert_eq!(substitute("  # ${MISSING}\n", env).unwrap(), "  # ${MISSING}\n");
+        assert_eq!(
+            substitute("  # ${MISSING}\n", env).unwrap(),
+            "  # ${MISSING}\n"
+        );
     }
 }

@@ -18,14 +18,19 @@ use tracing::{debug, info};
 use crate::run::Components;
 
 /// Starts serving on `addr`; the returned task runs until aborted.
-pub async fn serve(addr: SocketAddr, components: Arc<Components>) -> anyhow::Result<JoinHandle<()>> {
+pub async fn serve(
+    addr: SocketAddr,
+    components: Arc<Components>,
+) -> anyhow::Result<JoinHandle<()>> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for /metrics"))?;
     info!(address = %listener.local_addr().unwrap_or(addr), "serving /metrics and /health");
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let components = components.clone();
             tokio::spawn(async move {
                 if let Err(e) = answer(stream, &components).await {
@@ -53,7 +58,11 @@ async fn answer(mut stream: TcpStream, components: &Components) -> std::io::Resu
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", render(components)),
         ("GET", "/health") => ("200 OK", "text/plain", "ok\n".to_owned()),
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
-        _ => ("405 Method Not Allowed", "text/plain", "method not allowed\n".to_owned()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "method not allowed\n".to_owned(),
+        ),
     };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -75,31 +84,130 @@ pub fn render(c: &Components) -> String {
         }
     };
     let src = |f: fn(&SourceMetrics) -> u64| -> Vec<(String, u64)> {
-        c.sources.iter().map(|(n, m)| (format!("source=\"{n}\""), f(m))).collect()
+        c.sources
+            .iter()
+            .map(|(n, m)| (format!("source=\"{n}\""), f(m)))
+            .collect()
     };
-    family("sluice_source_events_total", "counter", "Lines put into the channel.", src(|m| SourceMetrics::get(&m.events)));
-    family("sluice_source_bytes_total", "counter", "Bytes of lines put into the channel.", src(|m| SourceMetrics::get(&m.bytes)));
-    family("sluice_source_files_completed_total", "counter", "Files read in full and completed.", src(|m| SourceMetrics::get(&m.files_completed)));
-    family("sluice_source_files_failed_total", "counter", "Files set aside with an error.", src(|m| SourceMetrics::get(&m.files_failed)));
-    family("sluice_source_long_lines_total", "counter", "Lines longer than max_line_bytes.", src(|m| SourceMetrics::get(&m.long_lines)));
-    family("sluice_source_long_line_bytes_dropped_total", "counter", "Bytes dropped by truncating long lines.", src(|m| SourceMetrics::get(&m.long_line_bytes_dropped)));
-    family("sluice_source_read_errors_total", "counter", "Files that vanished or could not be read.", src(|m| SourceMetrics::get(&m.read_errors)));
+    family(
+        "sluice_source_events_total",
+        "counter",
+        "Lines put into the channel.",
+        src(|m| SourceMetrics::get(&m.events)),
+    );
+    family(
+        "sluice_source_bytes_total",
+        "counter",
+        "Bytes of lines put into the channel.",
+        src(|m| SourceMetrics::get(&m.bytes)),
+    );
+    family(
+        "sluice_source_files_completed_total",
+        "counter",
+        "Files read in full and completed.",
+        src(|m| SourceMetrics::get(&m.files_completed)),
+    );
+    family(
+        "sluice_source_files_failed_total",
+        "counter",
+        "Files set aside with an error.",
+        src(|m| SourceMetrics::get(&m.files_failed)),
+    );
+    family(
+        "sluice_source_long_lines_total",
+        "counter",
+        "Lines longer than max_line_bytes.",
+        src(|m| SourceMetrics::get(&m.long_lines)),
+    );
+    family(
+        "sluice_source_long_line_bytes_dropped_total",
+        "counter",
+        "Bytes dropped by truncating long lines.",
+        src(|m| SourceMetrics::get(&m.long_line_bytes_dropped)),
+    );
+    family(
+        "sluice_source_read_errors_total",
+        "counter",
+        "Files that vanished or could not be read.",
+        src(|m| SourceMetrics::get(&m.read_errors)),
+    );
     let chan = |f: fn(&sluice_channels::ChannelStats) -> u64| -> Vec<(String, u64)> {
-        c.channels.iter().map(|ch| (format!("channel=\"{}\"", ch.name()), f(&ch.stats()))).collect()
+        c.channels
+            .iter()
+            .map(|ch| (format!("channel=\"{}\"", ch.name()), f(&ch.stats())))
+            .collect()
     };
-    family("sluice_channel_events", "gauge", "Events held, queued or leased.", chan(|s| s.events as u64));
-    family("sluice_channel_bytes", "gauge", "Bytes held, queued or leased.", chan(|s| s.bytes as u64));
-    family("sluice_channel_capacity_events", "gauge", "Capacity in events.", chan(|s| s.capacity_events as u64));
-    family("sluice_channel_capacity_bytes", "gauge", "Capacity in bytes.", chan(|s| s.capacity_bytes as u64));
-    family("sluice_channel_put_events_total", "counter", "Events put.", chan(|s| s.put_total));
-    family("sluice_channel_committed_events_total", "counter", "Events committed by the sink.", chan(|s| s.committed_total));
+    family(
+        "sluice_channel_events",
+        "gauge",
+        "Events held, queued or leased.",
+        chan(|s| s.events as u64),
+    );
+    family(
+        "sluice_channel_bytes",
+        "gauge",
+        "Bytes held, queued or leased.",
+        chan(|s| s.bytes as u64),
+    );
+    family(
+        "sluice_channel_capacity_events",
+        "gauge",
+        "Capacity in events.",
+        chan(|s| s.capacity_events as u64),
+    );
+    family(
+        "sluice_channel_capacity_bytes",
+        "gauge",
+        "Capacity in bytes.",
+        chan(|s| s.capacity_bytes as u64),
+    );
+    family(
+        "sluice_channel_put_events_total",
+        "counter",
+        "Events put.",
+        chan(|s| s.put_total),
+    );
+    family(
+        "sluice_channel_committed_events_total",
+        "counter",
+        "Events committed by the sink.",
+        chan(|s| s.committed_total),
+    );
     let sink = |f: fn(&SinkMetrics) -> u64| -> Vec<(String, u64)> {
-        c.sinks.iter().map(|(n, m)| (format!("sink=\"{n}\""), f(m))).collect()
+        c.sinks
+            .iter()
+            .map(|(n, m)| (format!("sink=\"{n}\""), f(m)))
+            .collect()
     };
-    family("sluice_sink_events_total", "counter", "Events delivered and committed.", sink(|m| SinkMetrics::get(&m.events)));
-    family("sluice_sink_bytes_total", "counter", "Bytes delivered and committed.", sink(|m| SinkMetrics::get(&m.bytes)));
-    family("sluice_sink_batches_total", "counter", "Batches committed.", sink(|m| SinkMetrics::get(&m.batches)));
-    family("sluice_sink_rollbacks_total", "counter", "Batches rolled back after a failed delivery.", sink(|m| SinkMetrics::get(&m.rollbacks)));
-    family("sluice_sink_errors_total", "counter", "Delivery errors.", sink(|m| SinkMetrics::get(&m.errors)));
+    family(
+        "sluice_sink_events_total",
+        "counter",
+        "Events delivered and committed.",
+        sink(|m| SinkMetrics::get(&m.events)),
+    );
+    family(
+        "sluice_sink_bytes_total",
+        "counter",
+        "Bytes delivered and committed.",
+        sink(|m| SinkMetrics::get(&m.bytes)),
+    );
+    family(
+        "sluice_sink_batches_total",
+        "counter",
+        "Batches committed.",
+        sink(|m| SinkMetrics::get(&m.batches)),
+    );
+    family(
+        "sluice_sink_rollbacks_total",
+        "counter",
+        "Batches rolled back after a failed delivery.",
+        sink(|m| SinkMetrics::get(&m.rollbacks)),
+    );
+    family(
+        "sluice_sink_errors_total",
+        "counter",
+        "Delivery errors.",
+        sink(|m| SinkMetrics::get(&m.errors)),
+    );
     out
 }

@@ -49,7 +49,8 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 
 /// Takes an exclusive lock on the data folder so that two agents never share it.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create the data folder {}", dir.display()))?;
+    fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
     let path = dir.join("lock");
     let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
     // SAFETY: flock on a descriptor we own; no memory is involved.
@@ -130,7 +131,8 @@ async fn run_agent(cfg: AgentConfig) -> anyhow::Result<()> {
         match &s.kind {
             SourceKind::SpoolDir(c) => {
                 let source = SpoolDirSource::new(c.clone(), ctx);
-                sources.spawn(async move { (name, source.run().await.map_err(anyhow::Error::from)) });
+                sources
+                    .spawn(async move { (name, source.run().await.map_err(anyhow::Error::from)) });
             }
         }
     }
@@ -202,7 +204,11 @@ async fn run_agent(cfg: AgentConfig) -> anyhow::Result<()> {
     for ch in channels.values() {
         let left = ch.stats().events;
         if left > 0 {
-            warn!(channel = ch.name(), events = left, "events left undelivered; their sources read them again after a restart");
+            warn!(
+                channel = ch.name(),
+                events = left,
+                "events left undelivered; their sources read them again after a restart"
+            );
         }
     }
     if failed {

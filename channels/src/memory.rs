@@ -211,7 +211,9 @@ impl MemoryChannel {
         let committed = {
             let mut st = self.lock();
             if lease.first_seq != st.committed_seq || lease.end_seq() > st.take_seq {
-                return Err(self.order_error("commit of a lease that is not the oldest outstanding"));
+                return Err(
+                    self.order_error("commit of a lease that is not the oldest outstanding")
+                );
             }
             st.committed_seq = lease.end_seq();
             st.events -= lease.events.len();
@@ -373,8 +375,14 @@ mod tests {
             events: b.events.clone(),
             bytes: b.bytes,
         };
-        assert!(matches!(ch.commit(b).await, Err(ChannelError::LeaseOrder { .. })));
-        assert!(matches!(ch.rollback(a), Err(ChannelError::LeaseOrder { .. })));
+        assert!(matches!(
+            ch.commit(b).await,
+            Err(ChannelError::LeaseOrder { .. })
+        ));
+        assert!(matches!(
+            ch.rollback(a),
+            Err(ChannelError::LeaseOrder { .. })
+        ));
         ch.rollback(b_copy).unwrap();
     }
 
@@ -429,7 +437,10 @@ mod tests {
         let ch = channel(100, 1 << 20);
         ch.put(events(0..2)).await.unwrap();
         ch.close();
-        assert!(matches!(ch.put(events(2..3)).await, Err(ChannelError::Closed { .. })));
+        assert!(matches!(
+            ch.put(events(2..3)).await,
+            Err(ChannelError::Closed { .. })
+        ));
         let lease = ch.take(10).await.unwrap().unwrap();
         assert_eq!(lease.events.len(), 2);
         assert!(ch.take(10).await.unwrap().is_none());

@@ -34,7 +34,11 @@ impl std::str::FromStr for ByteSize {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let bad = || UnitError(format!("`{s}` is not a byte size (write e.g. 65536, 64KiB, 1GiB)"));
+        let bad = || {
+            UnitError(format!(
+                "`{s}` is not a byte size (write e.g. 65536, 64KiB, 1GiB)"
+            ))
+        };
         if num.is_empty() {
             return Err(bad());
         }
@@ -67,9 +71,14 @@ impl std::str::FromStr for ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
         for (name, size) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{name}", self.0 / size);
             }
         }
@@ -117,7 +126,11 @@ impl std::str::FromStr for HumanDuration {
     fn from_str(s: &str) -> Result<Self, UnitError> {
         humantime::parse_duration(s.trim())
             .map(HumanDuration)
-            .map_err(|e| UnitError(format!("`{s}` is not a duration ({e}; write e.g. 500ms, 5s, 1m)")))
+            .map_err(|e| {
+                UnitError(format!(
+                    "`{s}` is not a duration ({e}; write e.g. 500ms, 5s, 1m)"
+                ))
+            })
     }
 }
 

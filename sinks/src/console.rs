@@ -53,10 +53,14 @@ impl ConsoleSink {
 
     /// Runs until the channel is closed and empty, or the agent aborts.
     pub async fn run(self) -> Result<(), SinkError> {
-        let stdout = io::stdout()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|error| SinkError::Output { sink: self.ctx.name.clone(), error })?;
+        let stdout =
+            io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|error| SinkError::Output {
+                    sink: self.ctx.name.clone(),
+                    error,
+                })?;
         let mut out: Option<Stdout> = Some(BufWriter::with_capacity(256 << 10, File::from(stdout)));
         let mut shutdown = self.ctx.shutdown.clone();
         let channel = &self.ctx.channel;
@@ -65,7 +69,10 @@ impl ConsoleSink {
                 lease = channel.take(self.cfg.batch_size) => lease,
                 _ = shutdown.reached(Phase::Aborting) => break,
             };
-            let lease = lease.map_err(|error| SinkError::Channel { sink: self.ctx.name.clone(), error })?;
+            let lease = lease.map_err(|error| SinkError::Channel {
+                sink: self.ctx.name.clone(),
+                error,
+            })?;
             let Some(lease) = lease else { break };
             let writer = out.take().ok_or_else(|| SinkError::Output {
                 sink: self.ctx.name.clone(),
@@ -77,20 +84,29 @@ impl ConsoleSink {
                 (writer, lease, result)
             })
             .await
-            .map_err(|e| SinkError::Output { sink: self.ctx.name.clone(), error: io::Error::other(e) })?;
+            .map_err(|e| SinkError::Output {
+                sink: self.ctx.name.clone(),
+                error: io::Error::other(e),
+            })?;
             out = Some(writer);
             if let Err(error) = result {
                 SinkMetrics::add(&self.ctx.metrics.errors, 1);
                 SinkMetrics::add(&self.ctx.metrics.rollbacks, 1);
                 error!(sink = %self.ctx.name, error = %error, "cannot write to stdout; the batch stays in the channel");
                 let _ = channel.rollback(lease);
-                return Err(SinkError::Output { sink: self.ctx.name.clone(), error });
+                return Err(SinkError::Output {
+                    sink: self.ctx.name.clone(),
+                    error,
+                });
             }
             let (events, bytes) = (lease.events.len() as u64, lease.bytes as u64);
             channel
                 .commit(lease)
                 .await
-                .map_err(|error| SinkError::Channel { sink: self.ctx.name.clone(), error })?;
+                .map_err(|error| SinkError::Channel {
+                    sink: self.ctx.name.clone(),
+                    error,
+                })?;
             SinkMetrics::add(&self.ctx.metrics.events, events);
             SinkMetrics::add(&self.ctx.metrics.bytes, bytes);
             SinkMetrics::add(&self.ctx.metrics.batches, 1);

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 /// With `durable`, the content survives power loss once this returns (file and folder are
 /// fsynced); without it, it survives a crash of the process, and the OS writes it back later.
 pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp: PathBuf = dir.join(tmp_name);
@@ -48,7 +51,10 @@ mod tests {
         write_atomic(&p, b"one", true).unwrap();
         write_atomic(&p, b"two", false).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
         let aside = set_aside(&p).unwrap();
         assert!(!p.exists());

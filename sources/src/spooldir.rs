@@ -120,7 +120,10 @@ impl SpoolDirConfig {
         for (key, globs) in [("include", &self.include), ("ignore", &self.ignore)] {
             for (i, g) in globs.iter().enumerate() {
                 if let Err(e) = glob::Pattern::new(g) {
-                    problems.push((format!("{key}[{i}]"), format!("`{g}` is not a valid glob: {e}")));
+                    problems.push((
+                        format!("{key}[{i}]"),
+                        format!("`{g}` is not a valid glob: {e}"),
+                    ));
                 }
             }
         }
@@ -188,7 +191,12 @@ pub struct SpoolDirSource {
 impl SpoolDirSource {
     /// A source over `cfg.dir`; the configuration must have passed [`SpoolDirConfig::validate`].
     pub fn new(cfg: SpoolDirConfig, ctx: SourceContext) -> Self {
-        let compile = |globs: &[String]| globs.iter().filter_map(|g| glob::Pattern::new(g).ok()).collect();
+        let compile = |globs: &[String]| {
+            globs
+                .iter()
+                .filter_map(|g| glob::Pattern::new(g).ok())
+                .collect()
+        };
         SpoolDirSource {
             include: compile(&cfg.include),
             ignore: compile(&cfg.ignore),
@@ -288,7 +296,9 @@ impl SpoolDirSource {
     async fn save_checkpoint(&self, cp: &Checkpoint, durable: bool) {
         let path = self.checkpoint_path.clone();
         let data = serde_json::to_vec(cp).unwrap_or_default();
-        let result = tokio::task::spawn_blocking(move || atomic_file::write_atomic(&path, &data, durable)).await;
+        let result =
+            tokio::task::spawn_blocking(move || atomic_file::write_atomic(&path, &data, durable))
+                .await;
         if let Err(e) = result.map_err(io::Error::other).and_then(|r| r) {
             error!(source = %self.ctx.name, checkpoint = %self.checkpoint_path.display(), error = %e,
                 "cannot write the checkpoint; progress since the last one may be read again after a restart");
@@ -313,7 +323,10 @@ impl SpoolDirSource {
     }
 
     fn is_candidate(&self, name: &str) -> bool {
-        if name.starts_with('.') || name.ends_with(&self.cfg.completed_suffix) || name.ends_with(FAILED_SUFFIX) {
+        if name.starts_with('.')
+            || name.ends_with(&self.cfg.completed_suffix)
+            || name.ends_with(FAILED_SUFFIX)
+        {
             return false;
         }
         if !self.include.is_empty() && !self.include.iter().any(|p| p.matches(name)) {
@@ -339,7 +352,9 @@ impl SpoolDirSource {
                 continue;
             }
             let path = entry.path();
-            let Ok(meta) = fs::metadata(&path) else { continue };
+            let Ok(meta) = fs::metadata(&path) else {
+                continue;
+            };
             if !meta.is_file() || self.skipped.contains(&skip_key(&path, &meta)) {
                 continue;
             }
@@ -421,13 +436,26 @@ impl SpoolDirSource {
         let origin = Arc::new(Origin {
             source: self.ctx.name.clone(),
             path: path.to_string_lossy().into_owned(),
-            file: path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+            file: path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
             host: self.ctx.host.clone(),
-            headers: self.cfg.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            headers: self
+                .cfg
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         });
         let mut reader = FileReader {
             file: Some(file),
-            framer: Some(LineFramer::new(offset, self.cfg.max_line_bytes.as_usize(), self.cfg.long_lines)),
+            framer: Some(LineFramer::new(
+                offset,
+                self.cfg.max_line_bytes.as_usize(),
+                self.cfg.long_lines,
+            )),
         };
         let mut pending: VecDeque<(Receipt, u64)> = VecDeque::new();
         let mut safe = offset;
@@ -460,8 +488,15 @@ impl SpoolDirSource {
             let count = batches.len();
             let mut refused = false;
             for (i, batch) in batches.into_iter().enumerate() {
-                let batch_end = if i + 1 == count { reader.offset() } else { batch.1 };
-                let (events, bytes) = (batch.0.len() as u64, batch.0.iter().map(|e| e.body.len() as u64).sum());
+                let batch_end = if i + 1 == count {
+                    reader.offset()
+                } else {
+                    batch.1
+                };
+                let (events, bytes) = (
+                    batch.0.len() as u64,
+                    batch.0.iter().map(|e| e.body.len() as u64).sum(),
+                );
                 let put = self.ctx.channel.put(batch.0);
                 let receipt = tokio::select! {
                     r = put => r,
@@ -587,7 +622,9 @@ fn changed_since(path: &Path, opened: &fs::Metadata, read: u64) -> Option<String
         Ok(now) if now.ino() != opened.ino() || now.dev() != opened.dev() => {
             Some("the name now points to another file".into())
         }
-        Ok(now) if now.len() != read => Some(format!("it is now {} bytes; {read} were read", now.len())),
+        Ok(now) if now.len() != read => {
+            Some(format!("it is now {} bytes; {read} were read", now.len()))
+        }
         Ok(now) if now.mtime() != opened.mtime() || now.mtime_nsec() != opened.mtime_nsec() => {
             Some("it was modified while being read".into())
         }
@@ -621,13 +658,20 @@ impl FileReader {
     }
 
     fn long_lines(&self) -> crate::framing::LongLines {
-        self.framer.as_ref().map(LineFramer::long_lines).unwrap_or_default()
+        self.framer
+            .as_ref()
+            .map(LineFramer::long_lines)
+            .unwrap_or_default()
     }
 
     /// Reads one chunk and frames it into batches of at most `batch_size` events. Returns
     /// the batches and whether the end of the file was reached (the last line, terminated or
     /// not, is then included).
-    async fn next_batches(&mut self, batch_size: usize, origin: &Arc<Origin>) -> io::Result<(Vec<Batch>, bool)> {
+    async fn next_batches(
+        &mut self,
+        batch_size: usize,
+        origin: &Arc<Origin>,
+    ) -> io::Result<(Vec<Batch>, bool)> {
         let (Some(mut file), Some(mut framer)) = (self.file.take(), self.framer.take()) else {
             return Err(io::Error::other("reader used after a failure"));
         };

@@ -24,7 +24,10 @@ pub fn sluice_bin() -> PathBuf {
         }
         // target/<profile>/deps/<test-binary>
         let exe = std::env::current_exe().expect("test binary path");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cmd.args(["build", "--quiet", "-p", "sluice-agent", "--bin", "sluice"])
@@ -45,14 +48,21 @@ pub fn sluice_bin() -> PathBuf {
 pub fn wait_until(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + deadline;
     while !cond() {
-        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for: {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for: {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// A free TCP port on the loopback interface.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One GET over HTTP/1.1; `None` if nothing answers. Returns the status line and the body.
@@ -87,7 +97,9 @@ impl Agent {
         fs::create_dir_all(dir).unwrap();
         let conf = dir.join("agent.yaml");
         fs::write(&conf, config).unwrap();
-        let run = (0..).find(|i| !dir.join(format!("stdout.{i}")).exists()).unwrap();
+        let run = (0..)
+            .find(|i| !dir.join(format!("stdout.{i}")).exists())
+            .unwrap();
         let stdout = dir.join(format!("stdout.{run}"));
         let stderr = dir.join(format!("stderr.{run}"));
         let child = Command::new(sluice_bin())
@@ -100,7 +112,11 @@ impl Agent {
             .stderr(fs::File::create(&stderr).unwrap())
             .spawn()
             .expect("start sluice");
-        Agent { child: Some(child), stdout, stderr }
+        Agent {
+            child: Some(child),
+            stdout,
+            stderr,
+        }
     }
 
     /// The process id.
@@ -142,7 +158,9 @@ impl Agent {
 
     /// True while the process runs.
     pub fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     /// What the agent wrote to stdout so far.
