@@ -1,3 +1,4 @@
 //! Shared end-to-end test harness.
 
 pub mod agent;
+pub mod kafka;
