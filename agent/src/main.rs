@@ -1,5 +1,6 @@
 //! `sluice`: runs one named agent from a YAML file, validates configurations.
 
+mod audit;
 mod config;
 mod envsubst;
 mod http;
@@ -46,6 +47,9 @@ enum Command {
         #[arg(short = 'n', long = "name")]
         name: Option<String>,
     },
+    /// Read a topic from beginning to end and report, per source file, lines lost,
+    /// duplicated or out of order. Exit 0 clean, 1 problems found, 2 cannot audit.
+    Audit(audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Validate { file, name } => validate(&file, name.as_deref()),
+        Command::Audit(args) => audit::run(&args),
     }
 }
 
@@ -102,5 +107,9 @@ fn validate(file: &std::path::Path, name: Option<&str>) -> ExitCode {
             }
         }
     }
-    if ok { ExitCode::SUCCESS } else { ExitCode::from(2) }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
 }
