@@ -20,6 +20,78 @@ pub enum LongLinePolicy {
     Truncate,
 }
 
+/// How the line terminator is encoded in the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Newline {
+    /// `\n` is the byte 0x0A and `\r` the byte 0x0D: ASCII and every encoding that keeps ASCII
+    /// bytes as they are (UTF-8, Latin-1, GBK, GB18030, Big5, Shift_JIS, EUC-*).
+    #[default]
+    Byte,
+    /// UTF-16 little-endian: `\n` is the code unit `0A 00` at an even file offset.
+    Utf16Le,
+    /// UTF-16 big-endian: `\n` is the code unit `00 0A` at an even file offset.
+    Utf16Be,
+}
+
+impl Newline {
+    /// The size of one code unit in bytes.
+    pub fn unit(self) -> usize {
+        match self {
+            Newline::Byte => 1,
+            Newline::Utf16Le | Newline::Utf16Be => 2,
+        }
+    }
+
+    /// The encoded `\r`.
+    fn cr(self) -> &'static [u8] {
+        match self {
+            Newline::Byte => b"\r",
+            Newline::Utf16Le => b"\r\0",
+            Newline::Utf16Be => b"\0\r",
+        }
+    }
+
+    /// Where the line after the last terminator in `data` starts, where `data[0]` sits at
+    /// file offset `base`; `None` if `data` holds no terminator.
+    pub fn after_last(self, data: &[u8], base: u64) -> Option<usize> {
+        let mut end = data.len();
+        loop {
+            let at = memchr::memrchr(b'\n', &data[..end])?;
+            let even = (base + at as u64).is_multiple_of(2);
+            match self {
+                Newline::Byte => return Some(at + 1),
+                Newline::Utf16Le if even && data.get(at + 1) == Some(&0) => return Some(at + 2),
+                Newline::Utf16Be if !even && at > 0 && data[at - 1] == 0 => return Some(at + 1),
+                _ => {}
+            }
+            end = at;
+        }
+    }
+
+    /// Finds the first terminator in `data[from..]`, where `data[0]` sits at file offset
+    /// `base`; returns where it starts and where the next line starts.
+    fn find(self, data: &[u8], from: usize, base: u64) -> Option<(usize, usize)> {
+        let mut from = from;
+        loop {
+            let at = from + memchr::memchr(b'\n', data.get(from..)?)?;
+            let even = (base + at as u64).is_multiple_of(2);
+            match self {
+                Newline::Byte => return Some((at, at + 1)),
+                Newline::Utf16Le if even => match data.get(at + 1) {
+                    Some(0) => return Some((at, at + 2)),
+                    Some(_) => {}
+                    None => return None,
+                },
+                Newline::Utf16Be if !even && at > 0 && data[at - 1] == 0 => {
+                    return Some((at - 1, at + 1));
+                }
+                _ => {}
+            }
+            from = at + 1;
+        }
+    }
+}
+
 /// Counts of what the framer did to lines over the maximum, for metrics and logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LongLines {
@@ -43,6 +115,7 @@ pub struct LineFramer {
     scanned: usize,
     max_line: usize,
     policy: LongLinePolicy,
+    newline: Newline,
     /// In a long line under `Truncate`: the rest of the line up to its terminator is dropped.
     discarding: bool,
     /// In a long line under `Split` whose first pieces were already emitted.
@@ -55,12 +128,25 @@ pub struct LineFramer {
 impl LineFramer {
     /// A framer for a stream whose next byte sits at file offset `start`.
     pub fn new(start: u64, max_line: usize, policy: LongLinePolicy) -> Self {
+        Self::with_newline(start, max_line, policy, Newline::Byte)
+    }
+
+    /// A framer for a stream whose terminators are encoded as `newline`. For UTF-16 the
+    /// maximum is rounded down to whole code units, so that pieces of long lines stay aligned.
+    pub fn with_newline(
+        start: u64,
+        max_line: usize,
+        policy: LongLinePolicy,
+        newline: Newline,
+    ) -> Self {
+        let unit = newline.unit();
         LineFramer {
             buf: BytesMut::new(),
             base: start,
             scanned: 0,
-            max_line: max_line.max(1),
+            max_line: (max_line / unit * unit).max(unit),
             policy,
+            newline,
             discarding: false,
             continuing: false,
             long: LongLines::default(),
@@ -98,6 +184,15 @@ impl LineFramer {
         result
     }
 
+    /// Lets go of the read buffer's memory when no byte is pending, so that a stream that is
+    /// idle holds none (its lines may still share the old buffer until they are dropped).
+    pub fn release(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+            self.scanned = 0;
+        }
+    }
+
     /// Appends bytes to the buffer (for callers that read by other means, and for tests).
     pub fn extend(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
@@ -116,23 +211,27 @@ impl LineFramer {
         {
             let data = &self.buf[..];
             let mut search_from = self.scanned;
-            loop {
-                let Some(pos) = memchr::memchr(b'\n', &data[search_from..]) else {
-                    break;
-                };
-                let nl = search_from + pos;
+            let cr = self.newline.cr();
+            while let Some((nl, next)) = self.newline.find(data, search_from, self.base) {
                 let mut end = nl;
-                if end > line_start && data[end - 1] == b'\r' {
-                    end -= 1;
+                if end >= line_start + cr.len() && &data[end - cr.len()..end] == cr {
+                    end -= cr.len();
                 }
                 if self.discarding {
                     self.long.dropped_bytes += (end - line_start) as u64;
                     self.discarding = false;
                 } else {
                     let max = self.max_line;
-                    push_line(max, self.policy, &mut self.long, &mut self.continuing, (line_start, end), &mut lines);
+                    push_line(
+                        max,
+                        self.policy,
+                        &mut self.long,
+                        &mut self.continuing,
+                        (line_start, end),
+                        &mut lines,
+                    );
                 }
-                line_start = nl + 1;
+                line_start = next;
                 consumed = line_start;
                 search_from = line_start;
             }
@@ -145,9 +244,21 @@ impl LineFramer {
                 } else {
                     match self.policy {
                         LongLinePolicy::Split => {
-                            // Leave at least two bytes unframed, so that the line's end (and a
-                            // `\r` that may be half a CRLF) never makes an empty extra piece.
-                            let whole = (tail - 2) / self.max_line * self.max_line;
+                            // Leave something unframed that is not a lone `\r` (which may be
+                            // half a CRLF), so that the line's end never makes an empty extra
+                            // piece; for bytes that keeps at most `max_line` pending. A UTF-16
+                            // code unit may be incomplete: keep two whole units there.
+                            let max = self.max_line;
+                            let whole = if self.newline == Newline::Byte {
+                                let w = (tail - 1) / max * max;
+                                if tail - w == 1 && data[line_start + w] == b'\r' {
+                                    w.saturating_sub(max)
+                                } else {
+                                    w
+                                }
+                            } else {
+                                tail.saturating_sub(4) / max * max
+                            };
                             let cut = line_start + whole;
                             if !self.continuing {
                                 self.long.lines += 1;
@@ -174,8 +285,10 @@ impl LineFramer {
                 consumed = data.len();
             }
         }
+        // A UTF-16 terminator may be cut after its first byte: search that byte again.
+        let rescan = self.newline.unit() - 1;
         if consumed == 0 {
-            self.scanned = self.buf.len();
+            self.scanned = self.buf.len().saturating_sub(rescan);
             self.spans = lines;
             return;
         }
@@ -186,7 +299,7 @@ impl LineFramer {
         }
         self.spans = lines;
         self.base += consumed as u64;
-        self.scanned = self.buf.len();
+        self.scanned = self.buf.len().saturating_sub(rescan);
     }
 
     /// Hands out the unterminated tail as a last line, for the end of a file that will not
@@ -204,15 +317,21 @@ impl LineFramer {
             self.long.dropped_bytes += len as u64;
             return;
         }
-        let end = if tail.ends_with(b"\r") { len - 1 } else { len };
+        let cr = self.newline.cr();
+        let end = if tail.ends_with(cr) && len.is_multiple_of(cr.len()) {
+            len - cr.len()
+        } else {
+            len
+        };
+        // A lone `\r` is an empty last line, unless it ends a long line already split.
         let mut p = 0;
-        while p < end {
+        while p < end || (p == 0 && !self.continuing) {
             let q = match self.policy {
                 LongLinePolicy::Split => (p + self.max_line).min(end),
                 LongLinePolicy::Truncate => end.min(self.max_line),
             };
             emit(tail.slice(p..q), start + p as u64);
-            if self.policy == LongLinePolicy::Truncate {
+            if self.policy == LongLinePolicy::Truncate || q == end {
                 break;
             }
             p = q;
@@ -264,13 +383,22 @@ mod tests {
 
     use super::*;
 
-    fn frame_all(input: &[u8], max: usize, policy: LongLinePolicy, chunks: &[usize]) -> Vec<(Vec<u8>, u64)> {
+    fn frame_all(
+        input: &[u8],
+        max: usize,
+        policy: LongLinePolicy,
+        chunks: &[usize],
+    ) -> Vec<(Vec<u8>, u64)> {
         let mut f = LineFramer::new(0, max, policy);
         let mut out = Vec::new();
         let mut rest = input;
         let mut i = 0;
         while !rest.is_empty() {
-            let n = chunks.get(i % chunks.len().max(1)).copied().unwrap_or(rest.len()).clamp(1, rest.len());
+            let n = chunks
+                .get(i % chunks.len().max(1))
+                .copied()
+                .unwrap_or(rest.len())
+                .clamp(1, rest.len());
             i += 1;
             f.extend(&rest[..n]);
             rest = &rest[n..];
@@ -329,7 +457,10 @@ mod tests {
             f.frame(|b, _| out.push(b.to_vec()));
         }
         f.finish(|b, _| out.push(b.to_vec()));
-        assert_eq!(out, vec![b"0123".to_vec(), b"cd".to_vec(), b"tool".to_vec()]);
+        assert_eq!(
+            out,
+            vec![b"0123".to_vec(), b"cd".to_vec(), b"tool".to_vec()]
+        );
         assert_eq!(f.long_lines().lines, 2);
         assert_eq!(f.long_lines().dropped_bytes, 8 + 7);
     }
@@ -369,7 +500,10 @@ mod tests {
         let mut out = Vec::new();
         f.frame(|b, _| out.push(b));
         f.finish(|b, _| out.push(b));
-        assert_eq!(out, vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")]);
+        assert_eq!(
+            out,
+            vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")]
+        );
     }
 
     /// The reference: split on `\n`, strip one `\r` before it, drop the empty remainder.
@@ -388,7 +522,90 @@ mod tests {
         lines
     }
 
+    fn utf16(text: &str, big_endian: bool) -> Vec<u8> {
+        text.encode_utf16()
+            .flat_map(|u| {
+                if big_endian {
+                    u.to_be_bytes()
+                } else {
+                    u.to_le_bytes()
+                }
+            })
+            .collect()
+    }
+
+    fn frame_utf16(
+        input: &[u8],
+        newline: Newline,
+        max: usize,
+        chunks: &[usize],
+    ) -> Vec<(Vec<u8>, u64)> {
+        let mut f = LineFramer::with_newline(0, max, LongLinePolicy::Split, newline);
+        let mut out = Vec::new();
+        let mut rest = input;
+        let mut i = 0;
+        while !rest.is_empty() {
+            let n = chunks[i % chunks.len()].clamp(1, rest.len());
+            i += 1;
+            f.extend(&rest[..n]);
+            rest = &rest[n..];
+            f.frame(|b, o| out.push((b.to_vec(), o)));
+        }
+        f.finish(|b, o| out.push((b.to_vec(), o)));
+        assert_eq!(f.offset(), input.len() as u64);
+        out
+    }
+
+    #[test]
+    fn utf16_terminators_are_whole_aligned_code_units() {
+        // U+0A0D and U+0D0A hold the bytes of `\n` and `\r` at the wrong alignment.
+        for big_endian in [false, true] {
+            let newline = if big_endian {
+                Newline::Utf16Be
+            } else {
+                Newline::Utf16Le
+            };
+            let input = utf16("a\u{0A0D}b\r\n\u{0D0A}\nlast", big_endian);
+            let out = frame_utf16(&input, newline, 100, &[1, 3, 2]);
+            let want = [
+                utf16("a\u{0A0D}b", big_endian),
+                utf16("\u{0D0A}", big_endian),
+                utf16("last", big_endian),
+            ];
+            assert_eq!(
+                bodies(&out),
+                want.iter().map(Vec::as_slice).collect::<Vec<_>>()
+            );
+            let offsets: Vec<u64> = out.iter().map(|(_, o)| *o).collect();
+            assert_eq!(offsets, vec![0, 10, 14]);
+        }
+    }
+
     proptest! {
+        #[test]
+        fn utf16_framing_matches_splitting_the_text(
+            text in proptest::collection::vec(prop_oneof![
+                Just('\n'), Just('\r'), Just('x'), Just('\u{0A0D}'), Just('\u{0D0A}'), Just('\u{1F600}'),
+            ], 0..120),
+            chunks in proptest::collection::vec(1usize..9, 1..6),
+            big_endian in any::<bool>(),
+        ) {
+            let text: String = text.into_iter().collect();
+            let newline = if big_endian { Newline::Utf16Be } else { Newline::Utf16Le };
+            let input = utf16(&text, big_endian);
+            let out = frame_utf16(&input, newline, 1 << 20, &chunks);
+            let want: Vec<Vec<u8>> = reference(text.as_bytes())
+                .into_iter()
+                .map(|l| utf16(std::str::from_utf8(&l).unwrap(), big_endian))
+                .collect();
+            let got: Vec<Vec<u8>> = out.iter().map(|(b, _)| b.clone()).collect();
+            prop_assert_eq!(got, want);
+            for (body, off) in &out {
+                prop_assert_eq!(off % 2, 0);
+                prop_assert_eq!(&input[*off as usize..*off as usize + body.len()], body.as_slice());
+            }
+        }
+
         #[test]
         fn framing_matches_the_reference_for_any_chunking(
             input in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), any::<u8>()], 0..400),

@@ -5,6 +5,7 @@ mod atomic_file;
 pub mod framing;
 mod metrics;
 pub mod spooldir;
+pub mod taildir;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,0 +1,198 @@
+//! The position file: for each followed file, keyed by its identity, the offset up to which
+//! every line is safe. It is replaced atomically, so a crash leaves the old or the new one.
+
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::identity::Fingerprint;
+use crate::atomic_file;
+
+/// The format's version, checked on load.
+const VERSION: u32 = 1;
+
+/// How far one file is safely read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Position {
+    /// The path the file was matched under (for people, and to look for the file in the same
+    /// folder when it was renamed while the agent was stopped).
+    pub path: String,
+    /// The device.
+    pub dev: u64,
+    /// The inode.
+    pub ino: u64,
+    /// The fingerprint of its first bytes, once lines were read from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fp: Option<Fingerprint>,
+    /// Every line before this byte offset is safe.
+    pub offset: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PositionFile {
+    version: u32,
+    files: Vec<Position>,
+}
+
+/// What was found at the position file's path.
+#[derive(Debug)]
+pub enum Loaded {
+    /// No position file: nothing was read before.
+    Missing,
+    /// The positions.
+    Read(Vec<Position>),
+    /// The file could not be understood; it was moved out of the way (to `moved_to`, if that
+    /// worked) and must not be trusted.
+    SetAside {
+        /// What is wrong with it.
+        error: String,
+        /// Where it went.
+        moved_to: Option<PathBuf>,
+    },
+}
+
+/// Reads the position file at `path`; a corrupt one is set aside. Fails only if the file
+/// exists and cannot be read.
+pub fn load(path: &Path) -> io::Result<Loaded> {
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Missing),
+        Err(e) => return Err(e),
+    };
+    match decode(&data) {
+        Ok(p) => Ok(Loaded::Read(p)),
+        Err(error) => Ok(Loaded::SetAside {
+            error,
+            moved_to: atomic_file::set_aside(path).ok(),
+        }),
+    }
+}
+
+/// Parses a position file's content, refusing anything but the exact format.
+pub fn decode(data: &[u8]) -> Result<Vec<Position>, String> {
+    let file: PositionFile = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+    if file.version != VERSION {
+        return Err(format!("version {} (expected {VERSION})", file.version));
+    }
+    let mut seen = HashSet::new();
+    for p in &file.files {
+        if !seen.insert((p.dev, p.ino)) {
+            return Err(format!("device {} inode {} is listed twice", p.dev, p.ino));
+        }
+    }
+    Ok(file.files)
+}
+
+/// The position file's content for `positions`.
+pub fn encode(positions: Vec<Position>) -> Vec<u8> {
+    let file = PositionFile {
+        version: VERSION,
+        files: positions,
+    };
+    serde_json::to_vec(&file).unwrap_or_default()
+}
+
+/// Replaces the position file at `path` with `data` (from [`encode`]) atomically; with
+/// `durable` it also survives power loss once this returns.
+pub fn save(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
+    atomic_file::write_atomic(path, data, durable)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn position() -> impl Strategy<Value = Position> {
+        (
+            "[a-z/\\.é ]{0,30}",
+            any::<u64>(),
+            any::<u64>(),
+            proptest::option::of((1u64..=256, any::<u64>())),
+            any::<u64>(),
+        )
+            .prop_map(|(path, dev, ino, fp, offset)| Position {
+                path,
+                dev,
+                ino,
+                fp: fp.map(|(len, hash)| Fingerprint { len, hash }),
+                offset,
+            })
+    }
+
+    #[test]
+    fn a_missing_file_is_no_positions_and_a_corrupt_one_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("positions.json");
+        assert!(matches!(load(&p).unwrap(), Loaded::Missing));
+        std::fs::write(&p, b"{\"version\":1,\"files\":[{\"path\":\"/a\"").unwrap();
+        match load(&p).unwrap() {
+            Loaded::SetAside {
+                moved_to: Some(to), ..
+            } => {
+                assert!(!p.exists());
+                assert!(to.ends_with("positions.json.corrupt"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_versions_and_duplicate_identities_are_refused() {
+        assert!(
+            decode(br#"{"version":2,"files":[]}"#)
+                .unwrap_err()
+                .contains("version 2")
+        );
+        let twice = br#"{"version":1,"files":[{"path":"a","dev":1,"ino":2,"offset":0},
+            {"path":"b","dev":1,"ino":2,"offset":5}]}"#;
+        assert!(decode(twice).unwrap_err().contains("twice"));
+        assert!(decode(br#"{"version":1,"files":[],"extra":0}"#).is_err());
+    }
+
+    #[test]
+    fn save_then_load_gives_the_positions_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("positions.json");
+        let pos = vec![Position {
+            path: "/var/log/app.log".into(),
+            dev: 1,
+            ino: 2,
+            fp: Some(Fingerprint::of(b"x\n")),
+            offset: 2,
+        }];
+        save(&p, &encode(pos.clone()), true).unwrap();
+        match load(&p).unwrap() {
+            Loaded::Read(got) => assert_eq!(got, pos),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn positions_round_trip(list in proptest::collection::vec(position(), 0..20)) {
+            let mut seen = HashSet::new();
+            let list: Vec<Position> = list.into_iter().filter(|p| seen.insert((p.dev, p.ino))).collect();
+            prop_assert_eq!(decode(&encode(list.clone())).unwrap(), list);
+        }
+
+        #[test]
+        fn any_damage_is_an_error_not_a_panic(
+            list in proptest::collection::vec(position(), 1..5),
+            cut in 0.0f64..1.0,
+            flip in any::<u8>(),
+        ) {
+            let mut data = encode(list);
+            let at = ((data.len() - 1) as f64 * cut) as usize;
+            let truncated = decode(&data[..at]);
+            prop_assert!(truncated.is_err());
+            data[at] ^= flip;
+            let _ = decode(&data);
+        }
+    }
+}

@@ -1,0 +1,628 @@
+//! Reading files on a blocking thread: opening with identity checks, reading a chunk, framing
+//! lines, transcoding them, and packing the lines of several files into channel batches.
+//!
+//! A round of reads runs as one blocking task over several files, so that a thousand quiet
+//! files that each got one line cost one hop to the blocking pool, not a thousand. Each
+//! batch records, per file, the offset just past that file's last line in it (a [`Mark`]), so
+//! that each file's position advances over its own safe receipts, in order.
+
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use encoding_rs::Encoding;
+use sluice_channels::{Event, Origin};
+
+use super::config::Decoding;
+use super::identity::{self, FINGERPRINT_MAX, Fingerprint, Verdict};
+use crate::framing::{LineFramer, LongLinePolicy, LongLines, Newline};
+use crate::now_ms;
+
+/// A followed file's handle in the source.
+pub type Key = u64;
+
+/// How far back `read_from: end` looks for the end of the last complete line.
+const TAIL_WINDOW: u64 = 64 << 10;
+
+/// An open file and its framer.
+pub struct Reader {
+    file: File,
+    framer: LineFramer,
+    /// The lines of the last read, kept to reuse the allocation.
+    lines: Vec<(Bytes, u64)>,
+    /// The framer's long-line counts already reported.
+    reported: LongLines,
+}
+
+/// Where a closed file is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// At this offset (checked against the fingerprint and the size first).
+    At(u64),
+    /// After its last complete line.
+    End,
+}
+
+/// The reading options every job shares.
+#[derive(Debug)]
+pub struct Settings {
+    /// Lines per batch.
+    pub batch_size: usize,
+    /// The longest line kept whole.
+    pub max_line: usize,
+    /// What happens to longer lines.
+    pub policy: LongLinePolicy,
+    /// The encoding and its terminator.
+    pub decoding: Decoding,
+    /// The most bytes read from one file per job.
+    pub chunk: usize,
+    /// The most bytes read by one round of jobs.
+    pub budget: usize,
+}
+
+/// One file to read once.
+pub struct Job {
+    /// The file.
+    pub key: Key,
+    /// Its generation (bumped when it is truncated or replaced under the same inode).
+    pub generation: u32,
+    /// Its open reader, or `None` to open it at `path` from `start`.
+    pub reader: Option<Box<Reader>>,
+    /// Where to open it.
+    pub path: PathBuf,
+    /// Where to start when opening it.
+    pub start: Start,
+    /// Its device and inode: a file at `path` with others is not this file.
+    pub dev: u64,
+    /// See `dev`.
+    pub ino: u64,
+    /// Its fingerprint, once taken.
+    pub fp: Option<Fingerprint>,
+    /// Its events' origin, once its fingerprint is taken.
+    pub origin: Option<Arc<Origin>>,
+    /// Its origin without the `fid` header.
+    pub base: Arc<Origin>,
+    /// Emit the last unterminated line and stop if there is nothing more to read.
+    pub finish_at_eof: bool,
+}
+
+/// How a job ended.
+#[derive(Debug)]
+pub enum Status {
+    /// Read what there was; `eof` when the size seen was reached.
+    Read {
+        /// Nothing more to read for now.
+        eof: bool,
+    },
+    /// A rotated file was read to its end and its last line emitted.
+    Finished,
+    /// The path holds another file or none: this file was not opened.
+    Gone,
+    /// Reading failed.
+    Failed(io::Error),
+}
+
+/// What a job did.
+pub struct Done {
+    /// The file.
+    pub key: Key,
+    /// Its generation now.
+    pub generation: u32,
+    /// Its reader, `None` if it is closed now.
+    pub reader: Option<Box<Reader>>,
+    /// Its fingerprint now.
+    pub fp: Option<Fingerprint>,
+    /// Its origin now.
+    pub origin: Option<Arc<Origin>>,
+    /// How it ended.
+    pub status: Status,
+    /// The offset just past the last line handed out.
+    pub read_pos: u64,
+    /// How far the file was read (lines handed out plus a pending unterminated tail).
+    pub read_end: u64,
+    /// Whether new bytes were read.
+    pub grew: bool,
+    /// The offset the file was opened at, if this job opened it.
+    pub opened_at: Option<u64>,
+    /// Set when the file was found truncated or replaced and read again from its start.
+    pub restarted: Option<Verdict>,
+    /// Long lines met in this job.
+    pub long: LongLines,
+    /// The position moved past bytes that made no event (a long line's dropped rest).
+    pub unmarked: bool,
+}
+
+/// Where one file's lines in a batch end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    /// The file.
+    pub key: Key,
+    /// Its generation when the lines were read.
+    pub generation: u32,
+    /// The offset just past its last line in the batch.
+    pub offset: u64,
+}
+
+/// Events to put into the channel at once, and where each file's lines in it end.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The events.
+    pub events: Vec<Event>,
+    /// One mark per file with lines in the batch.
+    pub marks: Vec<Mark>,
+}
+
+/// Runs `jobs` in order; returns what each did and the batches of their lines.
+pub fn run(s: &Settings, jobs: Vec<Job>) -> (Vec<Done>, Vec<Batch>) {
+    let mut packer = Packer {
+        batches: Vec::new(),
+        size: s.batch_size,
+        read_at_ms: now_ms(),
+    };
+    let mut budget = s.budget;
+    let done = jobs
+        .into_iter()
+        .map(|j| process(s, j, &mut budget, &mut packer))
+        .collect();
+    (done, packer.batches)
+}
+
+fn process(s: &Settings, mut job: Job, budget: &mut usize, packer: &mut Packer) -> Done {
+    let mut done = Done {
+        key: job.key,
+        generation: job.generation,
+        reader: None,
+        fp: job.fp,
+        origin: job.origin.take(),
+        status: Status::Read { eof: true },
+        read_pos: 0,
+        read_end: 0,
+        grew: false,
+        opened_at: None,
+        restarted: None,
+        long: LongLines::default(),
+        unmarked: false,
+    };
+    let mut reader = match job.reader.take() {
+        Some(r) => r,
+        None => match open(s, &job, &mut done) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                done.status = Status::Gone;
+                return done;
+            }
+            Err(e) => {
+                done.status = Status::Failed(e);
+                return done;
+            }
+        },
+    };
+    match read(s, &mut reader, &job, budget, &mut done) {
+        Ok(()) => {}
+        Err(e) => {
+            done.status = Status::Failed(e);
+            return done;
+        }
+    }
+    done.read_pos = reader.framer.offset();
+    done.read_end = done.read_pos + reader.framer.pending() as u64;
+    let total = reader.framer.long_lines();
+    done.long = LongLines {
+        lines: total.lines - reader.reported.lines,
+        dropped_bytes: total.dropped_bytes - reader.reported.dropped_bytes,
+    };
+    reader.reported = total;
+    if !reader.lines.is_empty() {
+        let origin = done.origin.clone().unwrap_or_else(|| job.base.clone());
+        if let Some(enc) = s.decoding.encoding {
+            transcode(enc, &mut reader.lines);
+        }
+        packer.add(
+            job.key,
+            done.generation,
+            &origin,
+            &mut reader.lines,
+            done.read_pos,
+        );
+    } else if done.read_pos > job_start(&job, &done) {
+        done.unmarked = true;
+    }
+    if matches!(done.status, Status::Finished) {
+        return done;
+    }
+    reader.framer.release();
+    done.reader = Some(reader);
+    done
+}
+
+/// Where the job's file stood before it ran, for telling whether its position moved.
+fn job_start(job: &Job, done: &Done) -> u64 {
+    done.opened_at.unwrap_or(match job.start {
+        Start::At(o) => o,
+        Start::End => 0,
+    })
+}
+
+/// Opens the job's file if it still is the file (device and inode) and positions it.
+fn open(s: &Settings, job: &Job, done: &mut Done) -> io::Result<Option<Box<Reader>>> {
+    let mut file = match File::open(&job.path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if meta.dev() != job.dev || meta.ino() != job.ino {
+        return Ok(None);
+    }
+    let size = meta.len();
+    let newline = s.decoding.newline;
+    let start = match job.start {
+        Start::At(offset) => match identity::judge_file(&file, job.fp, offset, size)? {
+            Verdict::Same => offset,
+            v => {
+                restart(done, v);
+                0
+            }
+        },
+        Start::End => last_line_end(&file, size, newline)?,
+    };
+    file.seek(SeekFrom::Start(start))?;
+    done.opened_at = Some(start);
+    Ok(Some(Box::new(Reader {
+        file,
+        framer: LineFramer::with_newline(start, s.max_line, s.policy, newline),
+        lines: Vec::new(),
+        reported: LongLines::default(),
+    })))
+}
+
+/// Forgets what identified the old content: the file is read again as a new one.
+fn restart(done: &mut Done, v: Verdict) {
+    done.generation = done.generation.wrapping_add(1);
+    done.fp = None;
+    done.origin = None;
+    done.restarted = Some(v);
+}
+
+/// Reads one chunk and frames it into `reader.lines`.
+fn read(
+    s: &Settings,
+    reader: &mut Reader,
+    job: &Job,
+    budget: &mut usize,
+    done: &mut Done,
+) -> io::Result<()> {
+    let size = reader.file.metadata()?.len();
+    let read_end = reader.framer.offset() + reader.framer.pending() as u64;
+    match identity::judge_file(&reader.file, done.fp, read_end, size)? {
+        Verdict::Same => {}
+        v => {
+            restart(done, v);
+            reader.file.seek(SeekFrom::Start(0))?;
+            reader.framer = LineFramer::with_newline(0, s.max_line, s.policy, s.decoding.newline);
+            reader.reported = LongLines::default();
+        }
+    }
+    let read_end = reader.framer.offset() + reader.framer.pending() as u64;
+    let avail = size.saturating_sub(read_end);
+    let want = usize::try_from(avail)
+        .unwrap_or(usize::MAX)
+        .min(s.chunk)
+        .min(*budget);
+    let n = if want > 0 {
+        reader.framer.fill(&mut reader.file, want)?
+    } else {
+        0
+    };
+    *budget -= n;
+    done.grew = n > 0;
+    let eof = read_end + n as u64 >= size;
+    let lines = &mut reader.lines;
+    reader.framer.frame(|b, o| lines.push((b, o)));
+    if n == 0 && eof && job.finish_at_eof {
+        reader.framer.finish(|b, o| lines.push((b, o)));
+        done.status = Status::Finished;
+    } else {
+        done.status = Status::Read { eof };
+    }
+    let offset = reader.framer.offset();
+    if done.fp.is_none() && offset > 0 {
+        done.fp = Fingerprint::read(&reader.file, offset.min(FINGERPRINT_MAX))?;
+    }
+    if done.origin.is_none()
+        && let Some(fp) = done.fp
+    {
+        let mut origin = (*job.base).clone();
+        origin
+            .headers
+            .push(("fid".to_owned(), identity::fid(job.dev, job.ino, fp)));
+        done.origin = Some(Arc::new(origin));
+    }
+    Ok(())
+}
+
+/// The offset after the last complete line of a file of `size` bytes (looking back at most
+/// [`TAIL_WINDOW`]); the size itself if that window holds no terminator.
+fn last_line_end(file: &File, size: u64, newline: Newline) -> io::Result<u64> {
+    let unit = newline.unit() as u64;
+    let size = size / unit * unit;
+    let from = size.saturating_sub(TAIL_WINDOW) / unit * unit;
+    let mut buf = vec![0u8; (size - from) as usize];
+    file.read_exact_at(&mut buf, from)?;
+    Ok(match newline.after_last(&buf, from) {
+        Some(at) => from + at as u64,
+        None if from == 0 => 0,
+        None => size,
+    })
+}
+
+/// Replaces each line's body by its UTF-8 transcoding, all in one new buffer.
+fn transcode(enc: &'static Encoding, lines: &mut [(Bytes, u64)]) {
+    let decoder = |offset: u64| {
+        if offset == 0 {
+            enc.new_decoder_with_bom_removal()
+        } else {
+            enc.new_decoder_without_bom_handling()
+        }
+    };
+    let cap: usize = lines
+        .iter()
+        .map(|(b, o)| {
+            decoder(*o)
+                .max_utf8_buffer_length(b.len())
+                .unwrap_or(b.len() * 3 + 16)
+        })
+        .sum();
+    let mut out = vec![0u8; cap];
+    let mut spans = Vec::with_capacity(lines.len());
+    let mut w = 0;
+    for (b, o) in lines.iter() {
+        let (_, _, written, _) = decoder(*o).decode_to_utf8(b, &mut out[w..], true);
+        spans.push((w, w + written));
+        w += written;
+    }
+    out.truncate(w);
+    let out = Bytes::from(out);
+    for ((body, _), (s, e)) in lines.iter_mut().zip(spans) {
+        *body = out.slice(s..e);
+    }
+}
+
+/// Packs lines into batches of at most `size` events, marking where each file's lines end.
+struct Packer {
+    batches: Vec<Batch>,
+    size: usize,
+    read_at_ms: u64,
+}
+
+impl Packer {
+    /// Adds one file's lines (drained from `lines`); `end` is the offset past the last one.
+    fn add(
+        &mut self,
+        key: Key,
+        generation: u32,
+        origin: &Arc<Origin>,
+        lines: &mut Vec<(Bytes, u64)>,
+        end: u64,
+    ) {
+        let mut in_current = false;
+        for (body, offset) in lines.drain(..) {
+            if self
+                .batches
+                .last()
+                .is_none_or(|b| b.events.len() >= self.size)
+            {
+                if in_current && let Some(b) = self.batches.last_mut() {
+                    b.marks.push(Mark {
+                        key,
+                        generation,
+                        offset,
+                    });
+                }
+                self.batches.push(Batch {
+                    events: Vec::with_capacity(self.size),
+                    marks: Vec::new(),
+                });
+            }
+            in_current = true;
+            if let Some(b) = self.batches.last_mut() {
+                b.events.push(Event {
+                    body,
+                    origin: origin.clone(),
+                    offset,
+                    read_at_ms: self.read_at_ms,
+                });
+            }
+        }
+        if let Some(b) = self.batches.last_mut() {
+            b.marks.push(Mark {
+                key,
+                generation,
+                offset: end,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn settings(batch_size: usize, decoding: Decoding) -> Settings {
+        Settings {
+            batch_size,
+            max_line: 1 << 20,
+            policy: LongLinePolicy::Split,
+            decoding,
+            chunk: 1 << 20,
+            budget: 4 << 20,
+        }
+    }
+
+    const BYTES: Decoding = Decoding {
+        encoding: None,
+        newline: Newline::Byte,
+    };
+
+    fn job(key: Key, path: &std::path::Path, start: Start) -> Job {
+        let meta = std::fs::metadata(path).unwrap();
+        Job {
+            key,
+            generation: 0,
+            reader: None,
+            path: path.to_path_buf(),
+            start,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            fp: None,
+            origin: None,
+            base: Arc::new(Origin::default()),
+            finish_at_eof: false,
+        }
+    }
+
+    fn bodies(batches: &[Batch]) -> Vec<String> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                b.events
+                    .iter()
+                    .map(|e| String::from_utf8_lossy(&e.body).into_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_of_several_files_share_batches_with_a_mark_per_file_and_batch() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        std::fs::write(&a, b"a1\na2\na3\n").unwrap();
+        std::fs::write(&b, b"b1\nb2\npartial").unwrap();
+        let s = settings(2, BYTES);
+        let (done, batches) = run(&s, vec![job(1, &a, Start::At(0)), job(2, &b, Start::At(0))]);
+        assert_eq!(bodies(&batches), ["a1", "a2", "a3", "b1", "b2"]);
+        let marks: Vec<Vec<(Key, u64)>> = batches
+            .iter()
+            .map(|b| b.marks.iter().map(|m| (m.key, m.offset)).collect())
+            .collect();
+        assert_eq!(
+            marks,
+            vec![vec![(1, 6)], vec![(1, 9), (2, 3)], vec![(2, 6)]]
+        );
+        assert_eq!((done[1].read_pos, done[1].read_end), (6, 13));
+        let fp = done[0].fp.unwrap();
+        assert_eq!(fp, Fingerprint::of(b"a1\na2\na3\n"));
+        let fid = done[0]
+            .origin
+            .as_ref()
+            .unwrap()
+            .header("fid")
+            .unwrap()
+            .to_owned();
+        assert!(fid.ends_with(&format!("{:016x}", fp.hash)), "{fid}");
+    }
+
+    #[test]
+    fn truncation_restarts_at_zero_with_a_new_generation_and_identity() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a");
+        std::fs::write(&p, b"old line 1\nold line 2\n").unwrap();
+        let s = settings(100, BYTES);
+        let (mut done, _) = run(&s, vec![job(1, &p, Start::At(0))]);
+        let first = done.remove(0);
+        let mut f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len(0).unwrap();
+        f.write_all(b"new\n").unwrap();
+        let mut j = job(1, &p, Start::At(0));
+        j.reader = first.reader;
+        j.fp = first.fp;
+        j.origin = first.origin.clone();
+        let (done, batches) = run(&s, vec![j]);
+        assert_eq!(bodies(&batches), ["new"]);
+        assert_eq!(done[0].restarted, Some(Verdict::Replaced));
+        assert_eq!(done[0].generation, 1);
+        assert_eq!(batches[0].marks[0].generation, 1);
+        assert_ne!(
+            done[0].origin.as_ref().unwrap().header("fid"),
+            first.origin.unwrap().header("fid")
+        );
+    }
+
+    #[test]
+    fn a_reused_inode_with_a_remembered_fingerprint_is_read_from_zero() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a");
+        std::fs::write(&p, b"something else entirely\n").unwrap();
+        let mut j = job(1, &p, Start::At(10));
+        j.fp = Some(Fingerprint::of(b"the old f"));
+        let (done, batches) = run(&settings(100, BYTES), vec![j]);
+        assert_eq!(done[0].opened_at, Some(0));
+        assert_eq!(bodies(&batches), ["something else entirely"]);
+    }
+
+    #[test]
+    fn read_from_end_starts_after_the_last_complete_line_and_finish_emits_the_tail() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a");
+        std::fs::write(&p, b"old\nolder\nhalf").unwrap();
+        let s = settings(100, BYTES);
+        let (mut done, batches) = run(&s, vec![job(1, &p, Start::End)]);
+        assert!(batches.is_empty());
+        assert_eq!(done[0].opened_at, Some(10));
+        let mut j = job(1, &p, Start::At(0));
+        j.reader = done.remove(0).reader;
+        j.finish_at_eof = true;
+        let (done, batches) = run(&s, vec![j]);
+        assert_eq!(bodies(&batches), ["half"]);
+        assert!(matches!(done[0].status, Status::Finished));
+        assert_eq!(batches[0].marks[0].offset, 14);
+    }
+
+    #[test]
+    fn a_file_replaced_at_its_path_is_gone() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a");
+        std::fs::write(&p, b"x\n").unwrap();
+        let j = job(1, &p, Start::At(0));
+        let other = d.path().join("b");
+        std::fs::write(&other, b"y\n").unwrap();
+        std::fs::rename(&other, &p).unwrap();
+        let (done, batches) = run(&settings(10, BYTES), vec![j]);
+        assert!(matches!(done[0].status, Status::Gone));
+        assert!(batches.is_empty());
+    }
+
+    #[test]
+    fn transcoded_lines_keep_byte_offsets_of_the_original_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("gbk");
+        let (gbk, _, _) = encoding_rs::GBK.encode("你好\nworld\n中文行\n");
+        std::fs::write(&p, &gbk).unwrap();
+        let dec = Decoding {
+            encoding: Some(encoding_rs::GBK),
+            newline: Newline::Byte,
+        };
+        let (_, batches) = run(&settings(100, dec), vec![job(1, &p, Start::At(0))]);
+        assert_eq!(bodies(&batches), ["你好", "world", "中文行"]);
+        let offsets: Vec<u64> = batches[0].events.iter().map(|e| e.offset).collect();
+        assert_eq!(offsets, [0, 5, 11]);
+
+        let p = d.path().join("utf16");
+        let mut raw = vec![0xff, 0xfe];
+        raw.extend("é\r\nz\u{0A0D}\n".encode_utf16().flat_map(u16::to_le_bytes));
+        std::fs::write(&p, &raw).unwrap();
+        let dec = Decoding {
+            encoding: Some(encoding_rs::UTF_16LE),
+            newline: Newline::Utf16Le,
+        };
+        let (_, batches) = run(&settings(100, dec), vec![job(1, &p, Start::At(0))]);
+        assert_eq!(bodies(&batches), ["é", "z\u{0A0D}"]);
+        let offsets: Vec<u64> = batches[0].events.iter().map(|e| e.offset).collect();
+        assert_eq!(offsets, [0, 8]);
+    }
+}
