@@ -8,10 +8,14 @@
 
 mod channel;
 mod event;
+mod file;
 pub mod lifecycle;
 mod memory;
 pub mod units;
 
 pub use channel::{BoxFuture, Channel, ChannelError, ChannelStats, Lease, Receipt};
 pub use event::{Event, Origin};
+pub use file::{
+    FileChannel, FileChannelConfig, FileChannelCounters, FileChannelError, FsyncPolicy,
+};
 pub use memory::{MemoryChannel, MemoryChannelConfig};

@@ -1,0 +1,415 @@
+//! The record format of segment files.
+//!
+//! A record is framed as
+//!
+//! ```text
+//! magic [FF 'S' 'L' 'R'] | crc32c u32 | payload length u32 | kind u8 | payload
+//! ```
+//!
+//! all integers little-endian, the CRC32C covering the length, the kind and the payload. The
+//! magic lets recovery find the next record after a damaged one; `0xFF` never occurs in UTF-8
+//! text, so log lines rarely imitate it.
+//!
+//! Two kinds of payload exist:
+//! - an *origin* record defines a segment-local id for an [`Origin`], written before the first
+//!   event that uses it in that segment;
+//! - an *events* record holds consecutive events of one put: a count, a base read time, then
+//!   per event its origin id, file offset, read time (as a zigzag delta from the base) and body
+//!   length as LEB128 varints, followed by the body.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::event::{Event, Origin};
+
+/// The bytes that start every record.
+pub const MAGIC: [u8; 4] = [0xFF, b'S', b'L', b'R'];
+/// The length of a record's framing before its payload.
+pub const HEADER_LEN: usize = 13;
+/// The largest payload a record may have; larger lengths are taken as damage.
+pub const MAX_PAYLOAD: usize = 256 << 20;
+/// The largest event body the file channel stores.
+pub const MAX_BODY: usize = MAX_PAYLOAD - 64;
+/// A record defining an origin.
+pub const KIND_ORIGIN: u8 = 1;
+/// A record holding events.
+pub const KIND_EVENTS: u8 = 2;
+/// An upper bound of an event's encoding beyond its body.
+pub const EVENT_OVERHEAD: usize = 40;
+
+/// What [`parse`] found at the start of a buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// A whole, verified record.
+    Record {
+        /// Its kind.
+        kind: u8,
+        /// Its payload.
+        payload: &'a [u8],
+        /// Its whole length, framing included.
+        len: usize,
+    },
+    /// The buffer ends inside the record, which needs this many bytes in all.
+    Incomplete(usize),
+    /// No valid record starts here.
+    Invalid,
+}
+
+/// Parses and verifies the record at the start of `buf`.
+pub fn parse(buf: &[u8]) -> Parsed<'_> {
+    if buf.len() < HEADER_LEN {
+        let n = buf.len().min(MAGIC.len());
+        if buf[..n] != MAGIC[..n] {
+            return Parsed::Invalid;
+        }
+        return Parsed::Incomplete(HEADER_LEN);
+    }
+    if buf[..4] != MAGIC {
+        return Parsed::Invalid;
+    }
+    let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    let len = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
+    let kind = buf[12];
+    if len > MAX_PAYLOAD || !(kind == KIND_ORIGIN || kind == KIND_EVENTS) {
+        return Parsed::Invalid;
+    }
+    let total = HEADER_LEN + len;
+    if buf.len() < total {
+        return Parsed::Incomplete(total);
+    }
+    if crc32c::crc32c(&buf[8..total]) != crc {
+        return Parsed::Invalid;
+    }
+    Parsed::Record {
+        kind,
+        payload: &buf[HEADER_LEN..total],
+        len: total,
+    }
+}
+
+/// Starts a record of `kind` at the end of `buf`; returns where it starts, for [`finish`].
+pub fn begin(buf: &mut Vec<u8>, kind: u8) -> usize {
+    let start = buf.len();
+    buf.extend_from_slice(&MAGIC);
+    buf.extend_from_slice(&[0; 8]);
+    buf.push(kind);
+    start
+}
+
+/// Fills in the length and checksum of the record started at `start`, which ends at the end
+/// of `buf`.
+pub fn finish(buf: &mut [u8], start: usize) {
+    let len = (buf.len() - start - HEADER_LEN) as u32;
+    buf[start + 8..start + 12].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32c::crc32c(&buf[start + 8..]);
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Appends `v` as an LEB128 varint.
+pub fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+/// Reads an LEB128 varint at `*pos`, advancing it; `None` if it is cut off or too long.
+pub fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7F) << shift;
+        if b < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    put_varint(buf, s.len() as u64);
+    buf.extend_from_slice(s.as_bytes());
+}
+
+fn get_str(buf: &[u8], pos: &mut usize) -> Option<String> {
+    let len = usize::try_from(get_varint(buf, pos)?).ok()?;
+    let end = pos.checked_add(len)?;
+    let bytes = buf.get(*pos..end)?;
+    *pos = end;
+    String::from_utf8(bytes.to_vec()).ok()
+}
+
+/// An upper bound of the encoded size of `origin`'s record.
+pub fn origin_record_bound(origin: &Origin) -> usize {
+    let strings = [&origin.source, &origin.path, &origin.file, &origin.host];
+    let fixed: usize = strings.iter().map(|s| s.len() + 10).sum();
+    let headers: usize = origin
+        .headers
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 20)
+        .sum();
+    HEADER_LEN + 20 + fixed + headers
+}
+
+/// Appends a record defining `origin` as segment-local `id`.
+pub fn encode_origin(buf: &mut Vec<u8>, id: u32, origin: &Origin) {
+    let start = begin(buf, KIND_ORIGIN);
+    put_varint(buf, u64::from(id));
+    for s in [&origin.source, &origin.path, &origin.file, &origin.host] {
+        put_str(buf, s);
+    }
+    put_varint(buf, origin.headers.len() as u64);
+    for (k, v) in &origin.headers {
+        put_str(buf, k);
+        put_str(buf, v);
+    }
+    finish(buf, start);
+}
+
+/// Decodes an origin record's payload into its id and origin.
+pub fn decode_origin(payload: &[u8]) -> Option<(u32, Origin)> {
+    let mut pos = 0;
+    let id = u32::try_from(get_varint(payload, &mut pos)?).ok()?;
+    let source = get_str(payload, &mut pos)?;
+    let path = get_str(payload, &mut pos)?;
+    let file = get_str(payload, &mut pos)?;
+    let host = get_str(payload, &mut pos)?;
+    let count = get_varint(payload, &mut pos)?;
+    let mut headers = Vec::new();
+    for _ in 0..count {
+        let k = get_str(payload, &mut pos)?;
+        let v = get_str(payload, &mut pos)?;
+        headers.push((k, v));
+    }
+    (pos == payload.len()).then_some((
+        id,
+        Origin {
+            source,
+            path,
+            file,
+            host,
+            headers,
+        },
+    ))
+}
+
+/// Appends an events record holding `events`; `origin_id` gives each event's origin id.
+pub fn encode_events(
+    buf: &mut Vec<u8>,
+    events: &[Event],
+    mut origin_id: impl FnMut(&Arc<Origin>) -> u32,
+) {
+    let start = begin(buf, KIND_EVENTS);
+    let base = events.first().map_or(0, |e| e.read_at_ms);
+    put_varint(buf, events.len() as u64);
+    put_varint(buf, base);
+    for e in events {
+        put_varint(buf, u64::from(origin_id(&e.origin)));
+        put_varint(buf, e.offset);
+        put_varint(buf, zigzag(e.read_at_ms.wrapping_sub(base) as i64));
+        put_varint(buf, e.body.len() as u64);
+        buf.extend_from_slice(&e.body);
+    }
+    finish(buf, start);
+}
+
+/// One event of an events record, as found in its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRef {
+    /// The segment-local origin id.
+    pub origin: u32,
+    /// The byte offset of the line in its file.
+    pub offset: u64,
+    /// When the line was read, in milliseconds since the Unix epoch.
+    pub read_at_ms: u64,
+    /// Where the body lies in the payload.
+    pub body: Range<usize>,
+}
+
+/// The events of an events record's payload, in order.
+///
+/// It yields `None` after the last event, or early if the payload is malformed, in which case
+/// [`EventIter::is_valid`] turns false.
+pub struct EventIter<'a> {
+    payload: &'a [u8],
+    pos: usize,
+    left: u64,
+    base: u64,
+    valid: bool,
+}
+
+impl<'a> EventIter<'a> {
+    /// Starts reading `payload`; `None` if even its count is unreadable.
+    pub fn new(payload: &'a [u8]) -> Option<Self> {
+        let mut pos = 0;
+        let left = get_varint(payload, &mut pos)?;
+        let base = get_varint(payload, &mut pos)?;
+        Some(EventIter {
+            payload,
+            pos,
+            left,
+            base,
+            valid: true,
+        })
+    }
+
+    /// How many events the record says it holds.
+    pub fn remaining(&self) -> u64 {
+        self.left
+    }
+
+    /// True if every event so far was well formed and, once exhausted, nothing trails them.
+    pub fn is_valid(&self) -> bool {
+        self.valid && (self.left > 0 || self.pos == self.payload.len())
+    }
+
+    fn next_event(&mut self) -> Option<EventRef> {
+        let p = self.payload;
+        let origin = u32::try_from(get_varint(p, &mut self.pos)?).ok()?;
+        let offset = get_varint(p, &mut self.pos)?;
+        let delta = unzigzag(get_varint(p, &mut self.pos)?);
+        let len = usize::try_from(get_varint(p, &mut self.pos)?).ok()?;
+        let start = self.pos;
+        let end = start.checked_add(len).filter(|&e| e <= p.len())?;
+        self.pos = end;
+        Some(EventRef {
+            origin,
+            offset,
+            read_at_ms: self.base.wrapping_add(delta as u64),
+            body: start..end,
+        })
+    }
+}
+
+impl Iterator for EventIter<'_> {
+    type Item = EventRef;
+
+    fn next(&mut self) -> Option<EventRef> {
+        if self.left == 0 || !self.valid {
+            return None;
+        }
+        match self.next_event() {
+            Some(e) => {
+                self.left -= 1;
+                Some(e)
+            }
+            None => {
+                self.valid = false;
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn origin() -> Origin {
+        Origin {
+            source: "r1".into(),
+            path: "/var/log/app.log".into(),
+            file: "app.log".into(),
+            host: "h".into(),
+            headers: vec![("env".into(), "prod".into())],
+        }
+    }
+
+    #[test]
+    fn origin_records_round_trip() {
+        let mut buf = Vec::new();
+        encode_origin(&mut buf, 7, &origin());
+        assert!(buf.len() <= origin_record_bound(&origin()));
+        let Parsed::Record { kind, payload, len } = parse(&buf) else {
+            panic!("not a record")
+        };
+        assert_eq!((kind, len), (KIND_ORIGIN, buf.len()));
+        assert_eq!(decode_origin(payload), Some((7, origin())));
+    }
+
+    #[test]
+    fn a_damaged_record_is_invalid_and_a_short_one_incomplete() {
+        let o = Arc::new(origin());
+        let events = vec![Event {
+            body: Bytes::from_static(b"hello"),
+            origin: o,
+            offset: 3,
+            read_at_ms: 9,
+        }];
+        let mut buf = Vec::new();
+        encode_events(&mut buf, &events, |_| 0);
+        for cut in 0..buf.len() {
+            assert!(
+                matches!(parse(&buf[..cut]), Parsed::Incomplete(_)),
+                "cut at {cut}"
+            );
+        }
+        for i in 0..buf.len() {
+            let mut bad = buf.clone();
+            bad[i] ^= 0x10;
+            assert!(!matches!(parse(&bad), Parsed::Record { .. }), "flip at {i}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn events_round_trip(
+            items in proptest::collection::vec(
+                (
+                    proptest::collection::vec(any::<u8>(), 0..300),
+                    any::<u64>(),
+                    any::<u64>(),
+                    0u32..5,
+                ),
+                0..20,
+            )
+        ) {
+            let o = Arc::new(origin());
+            let events: Vec<Event> = items
+                .iter()
+                .map(|(b, off, at, _)| Event {
+                    body: Bytes::from(b.clone()),
+                    origin: o.clone(),
+                    offset: *off,
+                    read_at_ms: *at,
+                })
+                .collect();
+            let ids: Vec<u32> = items.iter().map(|i| i.3).collect();
+            let mut n = 0;
+            let mut buf = Vec::new();
+            encode_events(&mut buf, &events, |_| {
+                n += 1;
+                ids[n - 1]
+            });
+            let bound: usize = events.iter().map(|e| e.body.len() + EVENT_OVERHEAD).sum();
+            prop_assert!(buf.len() <= HEADER_LEN + 20 + bound);
+            let Parsed::Record { kind, payload, .. } = parse(&buf) else {
+                panic!("not a record")
+            };
+            prop_assert_eq!(kind, KIND_EVENTS);
+            let mut it = EventIter::new(payload).unwrap();
+            let decoded: Vec<EventRef> = it.by_ref().collect();
+            prop_assert!(it.is_valid());
+            prop_assert_eq!(decoded.len(), events.len());
+            for ((d, e), id) in decoded.iter().zip(&events).zip(&ids) {
+                prop_assert_eq!(d.origin, *id);
+                prop_assert_eq!(d.offset, e.offset);
+                prop_assert_eq!(d.read_at_ms, e.read_at_ms);
+                prop_assert_eq!(&payload[d.body.clone()], &e.body[..]);
+            }
+        }
+    }
+}
