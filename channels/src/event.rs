@@ -23,6 +23,27 @@ pub struct Origin {
 }
 
 impl Origin {
+    /// The origin of the file at `path`, read by source `source` on `host`: the base name is
+    /// taken from the path, both lossily converted to UTF-8.
+    pub fn for_file(
+        source: &str,
+        path: &std::path::Path,
+        host: &str,
+        headers: Vec<(String, String)>,
+    ) -> Self {
+        Origin {
+            source: source.to_owned(),
+            path: path.to_string_lossy().into_owned(),
+            file: path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            host: host.to_owned(),
+            headers,
+        }
+    }
+
     /// The value of a header by name: `source`, `path`, `file` and `host` name the typed
     /// fields; any other name is looked up among the static headers.
     pub fn header(&self, name: &str) -> Option<&str> {

@@ -433,22 +433,13 @@ impl SpoolDirSource {
         self.save_checkpoint(&cp, true).await;
         debug!(source = %self.ctx.name, file = %path.display(), offset, size = meta.len(), "reading file");
 
-        let origin = Arc::new(Origin {
-            source: self.ctx.name.clone(),
-            path: path.to_string_lossy().into_owned(),
-            file: path
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned(),
-            host: self.ctx.host.clone(),
-            headers: self
-                .cfg
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        });
+        let headers = self.cfg.headers.iter().map(|(k, v)| (k.clone(), v.clone()));
+        let origin = Arc::new(Origin::for_file(
+            &self.ctx.name,
+            path,
+            &self.ctx.host,
+            headers.collect(),
+        ));
         let mut reader = FileReader {
             file: Some(file),
             framer: Some(LineFramer::new(

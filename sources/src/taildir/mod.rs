@@ -1016,17 +1016,7 @@ fn new_state(
             .flatten()
             .map(|(k, v)| (k.clone(), v.clone())),
     );
-    let base = Arc::new(Origin {
-        source: ctx.name.clone(),
-        path: path.to_string_lossy().into_owned(),
-        file: path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned(),
-        host: ctx.host.clone(),
-        headers,
-    });
+    let base = Arc::new(Origin::for_file(&ctx.name, path, &ctx.host, headers));
     let read = match start {
         Start::At(o) => o,
         Start::End => 0,
