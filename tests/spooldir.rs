@@ -425,14 +425,30 @@ fn a_corrupt_checkpoint_is_set_aside_and_the_file_read_again_from_its_start() {
     let (spool, data) = (tmp.path().join("spool"), tmp.path().join("data"));
     fs::create_dir_all(&spool).unwrap();
     fs::create_dir_all(data.join("sources/r1")).unwrap();
-    fs::write(data.join("sources/r1/spooldir.json"), b"{\"current\": {\"path\": 7").unwrap();
+    fs::write(
+        data.join("sources/r1/spooldir.json"),
+        b"{\"current\": {\"path\": 7",
+    )
+    .unwrap();
     drop_file(&spool, "a.log", &file_content("a", 1000));
-    let mut agent = Agent::start(&tmp.path().join("run"), "a1", &config(&spool, &data, "", 1000));
-    wait_until(LONG, "the file completed", || spool.join("a.log.COMPLETED").exists());
+    let mut agent = Agent::start(
+        &tmp.path().join("run"),
+        "a1",
+        &config(&spool, &data, "", 1000),
+    );
+    wait_until(LONG, "the file completed", || {
+        spool.join("a.log.COMPLETED").exists()
+    });
     agent.signal(libc::SIGTERM);
     assert!(agent.wait_exit(LONG).success());
-    assert_eq!(by_tag(&lines_of(&agent.stdout_bytes()))["a"], (0..1000).collect::<Vec<_>>());
+    assert_eq!(
+        by_tag(&lines_of(&agent.stdout_bytes()))["a"],
+        (0..1000).collect::<Vec<_>>()
+    );
     let log = agent.stderr_text();
-    assert!(log.contains("corrupt checkpoint set aside") && log.contains("spooldir.json"), "{log}");
+    assert!(
+        log.contains("corrupt checkpoint set aside") && log.contains("spooldir.json"),
+        "{log}"
+    );
     assert!(data.join("sources/r1/spooldir.json.corrupt").exists());
 }
