@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::agent::{Agent, drop_file, wait_until};
+use support::agent::{Agent, drop_file, free_port, http_get, wait_until};
 
 const LONG: Duration = Duration::from_secs(180);
 
@@ -287,6 +287,11 @@ fn a_full_disk_holds_the_source_back_and_the_agent_resumes_when_space_returns() 
             chan.display()
         ),
     );
+    let port = free_port();
+    let conf = conf.replace(
+        "  sources:",
+        &format!("  http: 127.0.0.1:{port}\n  sources:"),
+    );
     let mut agent = Agent::start(&runs, "a1", &conf);
     drop_file(&spool, "a.log", &file_content("a", 5_000));
     wait_until(LONG, "file a delivered", || {
@@ -302,6 +307,11 @@ fn a_full_disk_holds_the_source_back_and_the_agent_resumes_when_space_returns() 
         agent.running(),
         "the agent keeps running:\n{}",
         agent.stderr_text()
+    );
+    let metrics = http_get(port, "/metrics").expect("metrics answer").1;
+    assert!(
+        metrics.contains("sluice_channel_disk_stalls_total{agent=\"a1\",channel=\"c1\"} 1"),
+        "{metrics}"
     );
     let held = check(&all_lines(&runs));
     assert_eq!(

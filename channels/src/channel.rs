@@ -106,6 +106,11 @@ pub struct ChannelStats {
     pub put_total: u64,
     /// Events committed since the channel started.
     pub committed_total: u64,
+    /// Damaged records found in durable storage (always 0 for the memory channel).
+    pub corrupt_records: u64,
+    /// Times the channel started waiting for its disk: full, below its free-space floor, or
+    /// failing (always 0 for the memory channel).
+    pub disk_stalls: u64,
 }
 
 /// A bounded FIFO queue of events with transactions, between sources and one sink.

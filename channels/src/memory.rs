@@ -282,6 +282,7 @@ impl Channel for MemoryChannel {
             capacity_bytes: self.config.capacity_bytes,
             put_total: st.put_seq,
             committed_total: st.committed_seq,
+            ..ChannelStats::default()
         }
     }
 }

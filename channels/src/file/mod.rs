@@ -471,6 +471,7 @@ impl Channel for FileChannel {
     }
 
     fn stats(&self) -> ChannelStats {
+        let counters = self.counters();
         let st = self.shared.lock();
         ChannelStats {
             events: st.events,
@@ -479,6 +480,8 @@ impl Channel for FileChannel {
             capacity_bytes: self.shared.limits.capacity_bytes,
             put_total: st.put_seq,
             committed_total: st.committed_total,
+            corrupt_records: counters.corrupt_records,
+            disk_stalls: counters.disk_stalls,
         }
     }
 }
