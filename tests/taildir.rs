@@ -5,35 +5,15 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use support::agent::{Agent, wait_until};
-
-/// Lines written between pauses of the writer.
-const BURST: u64 = 20;
-/// The writer's pause after each burst: about 4,000 lines/s with the write time.
-const PAUSE: Duration = Duration::from_millis(4);
-/// Lines a writer still writes to a file after rotating it away (it has not reopened yet).
-const LATE_LINES: u64 = 3;
-/// Padding that makes lines about 100 bytes.
-const PAD: &str = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor";
-
-/// One line as the writer writes it: which file generation it went to and its sequence
-/// number in the writer's stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Line {
-    file: u32,
-    seq: u64,
-}
-
-fn text(file: u32, seq: u64) -> String {
-    format!("f{file:04} s{seq:08} {PAD}\n")
-}
+use support::rotation::{Line, Progress, Scheme, append, started, stop, text, write_rotating};
 
 /// Parses the console output; a line that is not one of the writer's is an error, except a
 /// last line cut by SIGKILL when `torn_tail_ok`.
@@ -43,148 +23,13 @@ fn parse(out: &[u8], torn_tail_ok: bool) -> Vec<Line> {
     let lines: Vec<&str> = text.lines().collect();
     let mut v = Vec::with_capacity(lines.len());
     for (i, l) in lines.iter().enumerate() {
-        let parsed = (|| {
-            let mut parts = l.splitn(3, ' ');
-            let file = parts.next()?.strip_prefix('f')?.parse().ok()?;
-            let seq = parts.next()?.strip_prefix('s')?.parse().ok()?;
-            (parts.next()? == PAD).then_some(Line { file, seq })
-        })();
-        match parsed {
+        match Line::parse(l) {
             Some(line) => v.push(line),
             None if torn_tail_ok && !complete && i + 1 == lines.len() => {}
             None => panic!("unexpected output line {i}: {l:?}"),
         }
     }
     v
-}
-
-/// How the writer rotates its file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scheme {
-    /// `app.log` → `app.log.N`, then a new `app.log`.
-    RenameCreate,
-    /// `app.log` deleted, then a new `app.log`.
-    DeleteRecreate,
-    /// `current.log` is a symbolic link re-pointed to a new file.
-    SymlinkSwap,
-    /// `app.log` copied to `app.log.N`, then truncated.
-    CopyTruncate,
-}
-
-impl Scheme {
-    fn live_name(self) -> &'static str {
-        match self {
-            Scheme::SymlinkSwap => "current.log",
-            _ => "app.log",
-        }
-    }
-}
-
-fn append(path: &Path) -> File {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap()
-}
-
-/// A writer thread's progress, shared with the test.
-#[derive(Default)]
-struct Progress {
-    rotations: AtomicU32,
-}
-
-/// Writes `total` lines at thousands per second into `logs`, rotating by `scheme` every
-/// `every` lines. `caught_up(seq)` tells whether the agent has emitted line `seq` (used by
-/// copytruncate only, see there). Returns the lines written inside a copytruncate window.
-fn write_rotating(
-    logs: &Path,
-    scheme: Scheme,
-    total: u64,
-    every: u64,
-    progress: &Progress,
-    caught_up: &dyn Fn(u64) -> bool,
-) -> HashSet<u64> {
-    let live = logs.join(scheme.live_name());
-    let data = logs.join("data");
-    let target = |g: u32| data.join(format!("app-{g}.log"));
-    let mut file_no = 0u32;
-    let mut f = if scheme == Scheme::SymlinkSwap {
-        fs::create_dir_all(&data).unwrap();
-        let f = append(&target(0));
-        std::os::unix::fs::symlink(target(0), &live).unwrap();
-        f
-    } else {
-        append(&live)
-    };
-    let mut window = HashSet::new();
-    let mut seq = 0u64;
-    let mut next_rotation = every;
-    while seq < total {
-        for _ in 0..BURST.min(total - seq) {
-            f.write_all(text(file_no, seq).as_bytes()).unwrap();
-            seq += 1;
-        }
-        std::thread::sleep(PAUSE);
-        if seq < next_rotation || seq >= total {
-            continue;
-        }
-        next_rotation += every;
-        match scheme {
-            Scheme::RenameCreate | Scheme::DeleteRecreate => {
-                if scheme == Scheme::RenameCreate {
-                    fs::rename(&live, logs.join(format!("app.log.{file_no}"))).unwrap();
-                } else {
-                    fs::remove_file(&live).unwrap();
-                }
-                for _ in 0..LATE_LINES {
-                    f.write_all(text(file_no, seq).as_bytes()).unwrap();
-                    seq += 1;
-                }
-                file_no += 1;
-                f = append(&live);
-            }
-            Scheme::SymlinkSwap => {
-                let next = append(&target(file_no + 1));
-                let tmp = logs.join(".current.tmp");
-                std::os::unix::fs::symlink(target(file_no + 1), &tmp).unwrap();
-                fs::rename(&tmp, &live).unwrap();
-                for _ in 0..LATE_LINES {
-                    f.write_all(text(file_no, seq).as_bytes()).unwrap();
-                    seq += 1;
-                }
-                file_no += 1;
-                f = next;
-            }
-            Scheme::CopyTruncate => {
-                // Lines the tailer has not read when the truncate comes are lost: wait until it
-                // has read everything, so that the only lines at risk are those written
-                // between the copy and the truncate (the window no tailer can close).
-                let last = seq - 1;
-                wait_until(
-                    Duration::from_secs(20),
-                    "the tailer caught up before the copy",
-                    || caught_up(last),
-                );
-                fs::copy(&live, logs.join(format!("app.log.{file_no}"))).unwrap();
-                for _ in 0..LATE_LINES {
-                    f.write_all(text(file_no, seq).as_bytes()).unwrap();
-                    window.insert(seq);
-                    seq += 1;
-                }
-                OpenOptions::new()
-                    .write(true)
-                    .open(&live)
-                    .unwrap()
-                    .set_len(0)
-                    .unwrap();
-                file_no += 1;
-            }
-        }
-        progress.rotations.fetch_add(1, Ordering::SeqCst);
-    }
-    f.flush().unwrap();
-    window
 }
 
 fn config(dir: &Path, paths: &str, extra: &str, capacity: usize) -> String {
@@ -208,20 +53,6 @@ a1:
 "#,
         dir = dir.display(),
     )
-}
-
-fn started(agent: &Agent) {
-    wait_until(
-        Duration::from_secs(30),
-        "the taildir source started",
-        || agent.stderr_text().contains("taildir source started"),
-    );
-}
-
-fn stop(agent: &mut Agent) {
-    agent.signal(libc::SIGTERM);
-    let status = agent.wait_exit(Duration::from_secs(30));
-    assert!(status.success(), "agent failed: {}", agent.stderr_text());
 }
 
 /// Lines of each file in output order.

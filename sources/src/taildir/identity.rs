@@ -14,8 +14,9 @@ pub const FINGERPRINT_MAX: u64 = 256;
 /// A hash of a file's first `len` bytes.
 ///
 /// It is taken once the file has lines that were read (`len` is then the smaller of
-/// [`FINGERPRINT_MAX`] and the end of those lines) and never changes afterwards, so that
-/// the file's `fid` header stays the same for its whole life.
+/// [`FINGERPRINT_MAX`] and the end of the first line, which never changes once written) and
+/// never changes afterwards, so that the file's `fid` header stays the same for its whole
+/// life, across restarts too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint {
     /// How many bytes it covers (at least 1).

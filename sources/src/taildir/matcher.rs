@@ -151,12 +151,19 @@ impl Patterns {
         })
     }
 
-    /// True if a pattern matches `path` and no exclusion does.
-    pub fn matches(&self, path: &Path) -> bool {
+    /// The index of the first pattern that matches `path`, if no exclusion does.
+    pub fn pattern_of(&self, path: &Path) -> Option<usize> {
+        if self.excluded(path) {
+            return None;
+        }
         self.list
             .iter()
-            .any(|p| p.whole.matches_path_with(path, WHOLE_PATH))
-            && !self.excluded(path)
+            .position(|p| p.whole.matches_path_with(path, WHOLE_PATH))
+    }
+
+    /// True if a pattern matches `path` and no exclusion does.
+    pub fn matches(&self, path: &Path) -> bool {
+        self.pattern_of(path).is_some()
     }
 
     /// Lists every matched regular file (or symbolic link to one), each file once even when
@@ -348,6 +355,23 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn pattern_of_names_the_first_matching_pattern() {
+        let spec = |g: &str| PathSpec {
+            glob: g.to_owned(),
+            headers: Default::default(),
+        };
+        let p = Patterns::new(
+            &[spec("/a/*.log"), spec("/b/*.log"), spec("/b/x.*")],
+            &["*.gz".to_owned()],
+        );
+        assert_eq!(p.pattern_of(Path::new("/b/x.log")), Some(1));
+        assert_eq!(p.pattern_of(Path::new("/b/x.txt")), Some(2));
+        assert_eq!(p.pattern_of(Path::new("/a/y.log")), Some(0));
+        assert_eq!(p.pattern_of(Path::new("/c/y.log")), None);
+        assert_eq!(p.pattern_of(Path::new("/b/x.gz")), None, "excluded");
     }
 
     #[test]

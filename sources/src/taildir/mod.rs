@@ -629,9 +629,11 @@ impl Tail {
             info!(source = %self.ctx.name, file = %p.path, now_at = %at.display(),
                 "a file of the last run was rotated away; found by its inode, reading it to its end");
             let path = PathBuf::from(&p.path);
+            // The pattern the file was matched under decides its static headers.
+            let pattern = self.patterns.pattern_of(&path).unwrap_or(0);
             let key = self.add(
                 &path,
-                0,
+                pattern,
                 (p.dev, p.ino),
                 Start::At(p.offset),
                 p.offset,

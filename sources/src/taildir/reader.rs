@@ -330,7 +330,14 @@ fn read(
     }
     let offset = reader.framer.offset();
     if done.fp.is_none() && offset > 0 {
-        done.fp = Fingerprint::read(&reader.file, offset.min(FINGERPRINT_MAX))?;
+        // Read from the start, the fingerprint covers the first line only: that line never
+        // changes once written, so every run (a restart included) takes the same fingerprint,
+        // where a longer prefix would depend on how much had been written by then.
+        let first_line_end = match reader.lines.first() {
+            Some(&(_, 0)) => reader.lines.get(1).map_or(offset, |l| l.1),
+            _ => offset,
+        };
+        done.fp = Fingerprint::read(&reader.file, first_line_end.min(FINGERPRINT_MAX))?;
     }
     if done.origin.is_none()
         && let Some(fp) = done.fp
@@ -516,7 +523,7 @@ mod tests {
         );
         assert_eq!((done[1].read_pos, done[1].read_end), (6, 13));
         let fp = done[0].fp.unwrap();
-        assert_eq!(fp, Fingerprint::of(b"a1\na2\na3\n"));
+        assert_eq!(fp, Fingerprint::of(b"a1\n"), "the first line only");
         let fid = done[0]
             .origin
             .as_ref()
@@ -551,6 +558,19 @@ mod tests {
             done[0].origin.as_ref().unwrap().header("fid"),
             first.origin.unwrap().header("fid")
         );
+    }
+
+    #[test]
+    fn the_fingerprint_does_not_depend_on_how_much_was_written_when_it_was_taken() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a");
+        std::fs::write(&p, b"first line\n").unwrap();
+        let s = settings(100, BYTES);
+        let (early, _) = run(&s, vec![job(1, &p, Start::At(0))]);
+        std::fs::write(&p, b"first line\nsecond line\nthird line\n").unwrap();
+        let (late, _) = run(&s, vec![job(1, &p, Start::At(0))]);
+        assert_eq!(early[0].fp, late[0].fp, "a restart keeps the file's fid");
+        assert_eq!(early[0].fp, Some(Fingerprint::of(b"first line\n")));
     }
 
     #[test]
