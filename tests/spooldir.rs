@@ -452,3 +452,43 @@ fn a_corrupt_checkpoint_is_set_aside_and_the_file_read_again_from_its_start() {
     );
     assert!(data.join("sources/r1/spooldir.json.corrupt").exists());
 }
+
+/// The agent's CPU time (user + system) so far, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn an_idle_agent_does_not_wake_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, data) = (tmp.path().join("spool"), tmp.path().join("data"));
+    fs::create_dir_all(&spool).unwrap();
+    drop_file(&spool, "a.log", &file_content("a", 100));
+    let mut agent = Agent::start(
+        &tmp.path().join("run"),
+        "a1",
+        &config(&spool, &data, "", 1000),
+    );
+    wait_until(LONG, "the file completed", || {
+        spool.join("a.log.COMPLETED").exists()
+    });
+    let before = cpu_ticks(agent.pid());
+    let idle_since = std::time::Instant::now();
+    // A deliberate idle period: what is measured is the CPU the agent uses while nothing happens.
+    wait_until(LONG, "three idle seconds", || {
+        idle_since.elapsed() > Duration::from_secs(3)
+    });
+    let used = cpu_ticks(agent.pid()) - before;
+    // A loop that wakes itself (its own directory listing raising file-system events) burns
+    // about 100 ticks a second; polling every 500 ms costs next to nothing.
+    assert!(used < 30, "{used} clock ticks of CPU in 3 idle seconds");
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(LONG).success());
+}

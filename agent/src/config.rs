@@ -11,10 +11,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
-use sluice_channels::MemoryChannelConfig;
 use sluice_channels::units::{ByteSize, HumanDuration};
+use sluice_channels::{FileChannelConfig, MemoryChannelConfig};
 use sluice_sinks::console::ConsoleConfig;
+use sluice_sinks::kafka::KafkaConfig;
 use sluice_sources::spooldir::SpoolDirConfig;
+use sluice_sources::taildir::TailDirConfig;
 
 use crate::envsubst;
 
@@ -98,6 +100,8 @@ pub struct SourceDef {
 pub enum SourceKind {
     /// `type: spooldir`.
     SpoolDir(SpoolDirConfig),
+    /// `type: taildir`.
+    TailDir(TailDirConfig),
 }
 
 /// A configured channel.
@@ -114,6 +118,8 @@ pub struct ChannelDef {
 pub enum ChannelKind {
     /// `type: memory`.
     Memory(MemoryChannelConfig),
+    /// `type: file`: the durable channel; a relative `dir` is resolved under `data_dir`.
+    File(FileChannelConfig),
 }
 
 /// A configured sink.
@@ -132,6 +138,8 @@ pub struct SinkDef {
 pub enum SinkKind {
     /// `type: console`.
     Console(ConsoleConfig),
+    /// `type: kafka`.
+    Kafka(Box<KafkaConfig>),
 }
 
 /// The agent-level keys.
@@ -163,9 +171,9 @@ fn default_capacity_bytes() -> ByteSize {
     ByteSize(MemoryChannelConfig::default().capacity_bytes as u64)
 }
 
-const SOURCE_TYPES: &str = "spooldir";
-const CHANNEL_TYPES: &str = "memory";
-const SINK_TYPES: &str = "console";
+const SOURCE_TYPES: &str = "spooldir, taildir";
+const CHANNEL_TYPES: &str = "memory, file";
+const SINK_TYPES: &str = "console, kafka";
 
 /// Reads `path`, substitutes the environment, and validates the agent `name`.
 pub fn load(path: &Path, name: &str) -> Result<AgentConfig, ConfigError> {
@@ -273,6 +281,11 @@ pub fn parse(
                     check(&at, c.validate())?;
                     SourceKind::SpoolDir(c)
                 }
+                "taildir" => {
+                    let c: TailDirConfig = deserialize_at(rest, &at)?;
+                    check(&at, c.validate())?;
+                    SourceKind::TailDir(c)
+                }
                 _ => unreachable!("component() checked the type"),
             };
             Ok(SourceDef {
@@ -306,6 +319,14 @@ pub fn parse(
                         capacity_bytes: o.capacity_bytes.as_usize(),
                     })
                 }
+                "file" => {
+                    let mut c: FileChannelConfig = deserialize_at(rest, &at)?;
+                    check(&at, c.validate())?;
+                    if c.dir.is_relative() {
+                        c.dir = cfg.data_dir.join(&c.dir);
+                    }
+                    ChannelKind::File(c)
+                }
                 _ => unreachable!("component() checked the type"),
             };
             Ok(ChannelDef {
@@ -324,6 +345,11 @@ pub fn parse(
                     let c: ConsoleConfig = deserialize_at(rest, &at)?;
                     check(&at, c.validate())?;
                     SinkKind::Console(c)
+                }
+                "kafka" => {
+                    let c: KafkaConfig = deserialize_at(rest, &at)?;
+                    check(&at, c.validate())?;
+                    SinkKind::Kafka(Box::new(c))
                 }
                 _ => unreachable!("component() checked the type"),
             };
@@ -509,13 +535,31 @@ fn check_wiring(cfg: &AgentConfig, problems: &mut Vec<Problem>) {
         }
     }
     let mut dirs: BTreeMap<&Path, &str> = BTreeMap::new();
+    let mut position_files: BTreeMap<&Path, &str> = BTreeMap::new();
     for s in &cfg.sources {
-        let SourceKind::SpoolDir(c) = &s.kind;
-        if let Some(other) = dirs.insert(&c.dir, &s.name) {
-            problems.push(problem(
-                format!("{a}.sources.{}.dir", s.name),
-                format!("source `{other}` already reads {}", c.dir.display()),
-            ));
+        match &s.kind {
+            SourceKind::SpoolDir(c) => {
+                if let Some(other) = dirs.insert(&c.dir, &s.name) {
+                    problems.push(problem(
+                        format!("{a}.sources.{}.dir", s.name),
+                        format!("source `{other}` already reads {}", c.dir.display()),
+                    ));
+                }
+            }
+            SourceKind::TailDir(c) => {
+                let Some(p) = c.position_file.as_deref() else {
+                    continue;
+                };
+                if let Some(other) = position_files.insert(p, &s.name) {
+                    problems.push(problem(
+                        format!("{a}.sources.{}.position_file", s.name),
+                        format!(
+                            "source `{other}` already keeps its positions in {}",
+                            p.display()
+                        ),
+                    ));
+                }
+            }
         }
     }
 }

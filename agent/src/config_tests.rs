@@ -45,12 +45,16 @@ fn a_good_configuration_parses_with_defaults() {
     assert_eq!(cfg.name, "a1");
     assert_eq!(cfg.data_dir, PathBuf::from("./data/a1"));
     assert_eq!(cfg.shutdown_timeout, Duration::from_secs(30));
-    let SourceKind::SpoolDir(s) = &cfg.sources[0].kind;
+    let SourceKind::SpoolDir(s) = &cfg.sources[0].kind else {
+        panic!("a spooldir source")
+    };
     assert_eq!(s.completed_suffix, ".COMPLETED");
     assert_eq!(s.batch_size, 1000);
     assert_eq!(s.max_line_bytes, ByteSize(1 << 20));
     assert_eq!(cfg.sources[0].channel, "c1");
-    let ChannelKind::Memory(m) = &cfg.channels[0].kind;
+    let ChannelKind::Memory(m) = &cfg.channels[0].kind else {
+        panic!("a memory channel")
+    };
     assert_eq!((m.capacity, m.capacity_bytes), (500, 1 << 20));
     assert_eq!(cfg.sinks[0].channel, "c1");
 }
@@ -61,9 +65,13 @@ fn environment_variables_and_defaults_are_substituted() {
         .replace("/var/spool/app", "${SPOOL:-/default}")
         .replace("capacity: 500", "capacity: ${CAP}");
     let cfg = parse_with(&text, &[("CAP", "42")]).unwrap();
-    let SourceKind::SpoolDir(s) = &cfg.sources[0].kind;
+    let SourceKind::SpoolDir(s) = &cfg.sources[0].kind else {
+        panic!("a spooldir source")
+    };
     assert_eq!(s.dir, PathBuf::from("/default"));
-    let ChannelKind::Memory(m) = &cfg.channels[0].kind;
+    let ChannelKind::Memory(m) = &cfg.channels[0].kind else {
+        panic!("a memory channel")
+    };
     assert_eq!(m.capacity, 42);
     let err = parse_with(&GOOD.replace("/var/spool/app", "${SPOOL}"), &[]).unwrap_err();
     assert_eq!(err.problems[0].key, "test.yaml");
@@ -278,4 +286,94 @@ fn yaml_syntax_errors_name_the_file_and_position() {
     let err = parse_with("a1:\n  sources: [\n", &[]).unwrap_err();
     assert_eq!(err.problems[0].key, "test.yaml");
     assert!(err.problems[0].message.contains("line"), "{err}");
+}
+
+/// `GOOD` with channel `c1` configured as `opts`.
+fn with_channel(opts: &str) -> String {
+    GOOD.replace(
+        "{ type: memory, capacity: 500, capacity_bytes: 1MiB }",
+        opts,
+    )
+}
+
+#[test]
+fn a_file_channel_parses_and_a_relative_dir_resolves_under_the_data_dir() {
+    let text =
+        "{ type: file, dir: channels/c1, capacity: 2GiB, fsync: interval, fsync_interval: 200ms }";
+    let cfg = parse_with(&with_channel(text), &[]).unwrap();
+    let ChannelKind::File(c) = &cfg.channels[0].kind else {
+        panic!("a file channel")
+    };
+    assert_eq!(c.dir, PathBuf::from("./data/a1/channels/c1"));
+    assert_eq!(c.capacity, ByteSize(2 << 30));
+    assert_eq!(c.fsync, sluice_channels::FsyncPolicy::Interval);
+    assert_eq!(c.fsync_interval.0, Duration::from_millis(200));
+    assert_eq!(c.segment_size, ByteSize(64 << 20));
+    let cfg = parse_with(&with_channel("{ type: file, dir: /var/lib/c1 }"), &[]).unwrap();
+    let ChannelKind::File(c) = &cfg.channels[0].kind else {
+        panic!("a file channel")
+    };
+    assert_eq!(c.dir, PathBuf::from("/var/lib/c1"));
+    for (opts, key, fragment) in [
+        ("{ type: file }", "dir", "missing"),
+        ("{ type: file, dir: d, fsync: often }", "fsync", "often"),
+        (
+            "{ type: file, dir: d, segment_size: 1KiB }",
+            "segment_size",
+            "between",
+        ),
+        (
+            "{ type: file, dir: d, capacty: 1GiB }",
+            "capacty",
+            "unknown key",
+        ),
+        ("{ type: fifo }", "type", "memory, file"),
+    ] {
+        assert_error(
+            &with_channel(opts),
+            &format!("a1.channels.c1.{key}"),
+            fragment,
+        );
+    }
+}
+
+#[test]
+fn a_kafka_sink_parses_and_its_problems_name_their_keys() {
+    let with_sink = |opts: &str| GOOD.replace("{ type: console, channel: c1 }", opts);
+    let cfg = parse_with(
+        &with_sink(
+            "{ type: kafka, channel: c1, brokers: \"${B:-x:9092}\", topic: \"logs-%{source}\" }",
+        ),
+        &[("B", "k1:9092,k2:9092")],
+    )
+    .unwrap();
+    let SinkKind::Kafka(k) = &cfg.sinks[0].kind else {
+        panic!("a kafka sink")
+    };
+    assert_eq!(
+        (k.brokers.as_str(), k.topic.as_str()),
+        ("k1:9092,k2:9092", "logs-%{source}")
+    );
+    assert_error(
+        &with_sink("{ type: kafka, channel: c1, brokers: b:1 }"),
+        "a1.sinks.k1.topic",
+        "missing",
+    );
+    assert_error(
+        &with_sink(
+            "{ type: kafka, channel: c1, brokers: b:1, topic: t, producer: { enable.idempotence: false } }",
+        ),
+        "a1.sinks.k1.producer.enable.idempotence",
+        "reorder",
+    );
+    assert_error(
+        &with_sink("{ type: kafka, channel: c1, brokers: b:1, topic: t, key: \"%{offset}\" }"),
+        "a1.sinks.k1.key",
+        "partitions",
+    );
+    assert_error(
+        &with_sink("{ type: kafkaa, channel: c1 }"),
+        "a1.sinks.k1.type",
+        "console, kafka",
+    );
 }

@@ -173,6 +173,18 @@ pub fn render(c: &Components) -> String {
         "Events committed by the sink.",
         chan(|s| s.committed_total),
     );
+    family(
+        "sluice_channel_corrupt_records_total",
+        "counter",
+        "Damaged records found in a file channel's log (each logged with its segment and position).",
+        chan(|s| s.corrupt_records),
+    );
+    family(
+        "sluice_channel_disk_stalls_total",
+        "counter",
+        "Times a file channel started waiting for its disk (full, low on space, or failing).",
+        chan(|s| s.disk_stalls),
+    );
     let sink = |f: fn(&SinkMetrics) -> u64| -> Vec<(String, u64)> {
         c.sinks
             .iter()
@@ -208,6 +220,12 @@ pub fn render(c: &Components) -> String {
         "counter",
         "Delivery errors.",
         sink(|m| SinkMetrics::get(&m.errors)),
+    );
+    family(
+        "sluice_sink_oversize_total",
+        "counter",
+        "Lines larger than the output accepts (split, skipped or stopped at, by policy).",
+        sink(|m| SinkMetrics::get(&m.oversize)),
     );
     out
 }

@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use sluice_channels::lifecycle::{Phase, ShutdownTrigger};
-use sluice_channels::{Channel, MemoryChannel};
+use sluice_channels::{Channel, FileChannel, MemoryChannel};
 use sluice_sinks::console::ConsoleSink;
+use sluice_sinks::kafka::KafkaSink;
 use sluice_sinks::{SinkContext, SinkMetrics};
 use sluice_sources::spooldir::SpoolDirSource;
+use sluice_sources::taildir::TailDirSource;
 use sluice_sources::{SourceContext, SourceMetrics};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
@@ -86,6 +88,9 @@ async fn run_agent(cfg: AgentConfig) -> anyhow::Result<()> {
     for c in &cfg.channels {
         let ch: Arc<dyn Channel> = match &c.kind {
             ChannelKind::Memory(m) => Arc::new(MemoryChannel::new(&c.name, *m)),
+            ChannelKind::File(f) => Arc::new(
+                FileChannel::open(&c.name, f.clone()).context("cannot open a file channel")?,
+            ),
         };
         channels.insert(c.name.clone(), ch);
     }
@@ -113,6 +118,10 @@ async fn run_agent(cfg: AgentConfig) -> anyhow::Result<()> {
                 let sink = ConsoleSink::new(c.clone(), ctx);
                 sinks.spawn(async move { (name, sink.run().await.map_err(anyhow::Error::from)) });
             }
+            SinkKind::Kafka(c) => {
+                let sink = KafkaSink::new((**c).clone(), ctx);
+                sinks.spawn(async move { (name, sink.run().await.map_err(anyhow::Error::from)) });
+            }
         }
     }
     let mut sources: JoinSet<Task> = JoinSet::new();
@@ -131,6 +140,11 @@ async fn run_agent(cfg: AgentConfig) -> anyhow::Result<()> {
         match &s.kind {
             SourceKind::SpoolDir(c) => {
                 let source = SpoolDirSource::new(c.clone(), ctx);
+                sources
+                    .spawn(async move { (name, source.run().await.map_err(anyhow::Error::from)) });
+            }
+            SourceKind::TailDir(c) => {
+                let source = TailDirSource::new(c.clone(), ctx);
                 sources
                     .spawn(async move { (name, source.run().await.map_err(anyhow::Error::from)) });
             }

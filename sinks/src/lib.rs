@@ -2,6 +2,7 @@
 //! after every event of it was delivered.
 
 pub mod console;
+pub mod kafka;
 mod metrics;
 
 use std::sync::Arc;
@@ -43,6 +44,14 @@ pub enum SinkError {
         sink: String,
         /// The underlying error.
         error: sluice_channels::ChannelError,
+    },
+    /// A line cannot be delivered as configured; it stays in the channel.
+    #[error("sink {sink}: {message}")]
+    Delivery {
+        /// The sink's name.
+        sink: String,
+        /// Which line, and why.
+        message: String,
     },
     /// The sink could not be set up from its configuration.
     #[error("sink {sink}: {message}")]

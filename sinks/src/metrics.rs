@@ -15,6 +15,8 @@ pub struct SinkMetrics {
     pub rollbacks: AtomicU64,
     /// Delivery errors.
     pub errors: AtomicU64,
+    /// Lines larger than the output accepts (split, skipped or stopped at, by policy).
+    pub oversize: AtomicU64,
 }
 
 impl SinkMetrics {

@@ -255,7 +255,14 @@ impl SpoolDirSource {
     /// Starts a file-system watcher that wakes the loop; polling covers its absence.
     fn watch(&self, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
         use notify::Watcher;
-        let handler = move |_: notify::Result<notify::Event>| wake.notify_one();
+        // Only a name appearing or changing can bring a new file. Opening, reading and closing
+        // (the source's own listing and reads among them) must not wake the loop, or it would
+        // wake itself forever.
+        let handler = move |event: notify::Result<notify::Event>| {
+            if event.is_err() || event.is_ok_and(|e| wakes_the_scan(&e.kind)) {
+                wake.notify_one();
+            }
+        };
         let mut watcher = match notify::recommended_watcher(handler) {
             Ok(w) => w,
             Err(e) => {
@@ -589,6 +596,16 @@ impl SpoolDirSource {
         }
         self.save_checkpoint(&Checkpoint::default(), true).await;
     }
+}
+
+/// True for file-system events that may show a new file: created, renamed, written (a file
+/// written in place may be complete later) or removed; false for opens, reads and closes.
+fn wakes_the_scan(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    matches!(
+        kind,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
+    )
 }
 
 fn set_offset(cp: &mut Checkpoint, safe: u64) {

@@ -1,0 +1,550 @@
+//! The Kafka sink's options, the librdkafka settings they stand for, and the checks that keep
+//! a configuration from breaking per-file ordering.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rdkafka::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use serde::Deserialize;
+use sluice_channels::units::ByteSize;
+
+use super::template::Template;
+
+/// The Kafka sink's options, as written under `sinks.NAME` (without `type` and `channel`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers: `host:port`, several separated by commas.
+    pub brokers: String,
+    /// The topic, a template over the event headers (`logs-%{source}`).
+    pub topic: Template,
+    /// The record key, a template over the event headers; one key lands in one partition.
+    #[serde(default = "default_key")]
+    pub key: Template,
+    /// The event headers sent as Kafka record headers, under the same names.
+    #[serde(default = "default_headers")]
+    pub headers: Vec<String>,
+    /// The most events taken from the channel as one batch (one lease).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// How many batches may be handed to the producer before the oldest is acknowledged.
+    #[serde(default = "default_batches_in_flight")]
+    pub batches_in_flight: usize,
+    /// The compression codec of record batches.
+    #[serde(default)]
+    pub compression: Compression,
+    /// How many replicas must acknowledge a record.
+    #[serde(default)]
+    pub acks: Acks,
+    /// The largest record the sink produces (librdkafka's `message.max.bytes`); it must not
+    /// exceed the topic's `max.message.bytes`.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: ByteSize,
+    /// What happens to a line whose record would exceed `max_message_bytes`.
+    #[serde(default)]
+    pub oversize: Oversize,
+    /// librdkafka settings passed through as they are (`linger.ms`, `security.protocol`, ...).
+    #[serde(default)]
+    pub producer: BTreeMap<String, ProducerValue>,
+}
+
+fn default_key() -> Template {
+    Template::compile("%{file}").unwrap_or_else(|_| unreachable!("a valid literal template"))
+}
+fn default_headers() -> Vec<String> {
+    vec!["path".to_owned(), "offset".to_owned()]
+}
+fn default_batch_size() -> usize {
+    2000
+}
+fn default_batches_in_flight() -> usize {
+    16
+}
+fn default_max_message_bytes() -> ByteSize {
+    ByteSize(1_000_000)
+}
+
+/// The most batches the sink keeps in flight (the delivery bookkeeping has this many slots).
+pub const MAX_BATCHES_IN_FLIGHT: usize = 1024;
+
+/// Record batch compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4 (the default: cheap on CPU, good on log lines).
+    #[default]
+    Lz4,
+    /// Zstandard.
+    Zstd,
+}
+
+impl Compression {
+    fn codec(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// Producer acknowledgements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "ProducerValue")]
+pub enum Acks {
+    /// `all` (or `-1`): every in-sync replica has the record. The default, and what the
+    /// idempotent producer requires.
+    #[default]
+    All,
+    /// `1`: the partition leader has the record; a leader change can lose it.
+    Leader,
+    /// `0`: no acknowledgement at all.
+    None,
+}
+
+impl Acks {
+    fn setting(self) -> &'static str {
+        match self {
+            Acks::All => "all",
+            Acks::Leader => "1",
+            Acks::None => "0",
+        }
+    }
+}
+
+impl TryFrom<ProducerValue> for Acks {
+    type Error = String;
+
+    fn try_from(v: ProducerValue) -> Result<Self, String> {
+        match v.to_string().as_str() {
+            "all" | "-1" => Ok(Acks::All),
+            "1" => Ok(Acks::Leader),
+            "0" => Ok(Acks::None),
+            other => Err(format!("`{other}` is not one of: all, 1, 0")),
+        }
+    }
+}
+
+/// The policy for a line whose record exceeds `max_message_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Oversize {
+    /// Send the line as several records, in order, each at most `max_message_bytes`, with
+    /// the same key and the byte offset of each piece (the default: nothing is lost).
+    #[default]
+    Split,
+    /// Leave the line out: it is logged with its file and offset and counted.
+    Skip,
+    /// Stop the sink with an error; the line stays in the channel (and its file).
+    Stop,
+}
+
+/// A librdkafka setting's value as written in YAML: a string, a number or a boolean.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ProducerValue {
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A number with a fraction.
+    Float(f64),
+    /// Anything else, passed as written.
+    Str(String),
+}
+
+impl fmt::Display for ProducerValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProducerValue::Bool(b) => write!(f, "{b}"),
+            ProducerValue::Int(i) => write!(f, "{i}"),
+            ProducerValue::Float(x) => write!(f, "{x}"),
+            ProducerValue::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+/// The librdkafka settings the sink sets before the `producer:` map, for ordering and no
+/// loss: an idempotent producer (one key's records stay in order across retries, even with
+/// several requests in flight), the Java-compatible partitioner, and no delivery deadline (a
+/// broker outage makes the sink wait, not drop).
+pub const ORDERING_DEFAULTS: [(&str, &str); 4] = [
+    ("enable.idempotence", "true"),
+    ("partitioner", "murmur2_random"),
+    ("message.timeout.ms", "0"),
+    ("client.id", "sluice"),
+];
+
+/// `producer:` keys that a typed option owns, and that option.
+const OWNED: [(&str, &str); 8] = [
+    ("bootstrap.servers", "brokers"),
+    ("metadata.broker.list", "brokers"),
+    ("acks", "acks"),
+    ("request.required.acks", "acks"),
+    ("compression.codec", "compression"),
+    ("compression.type", "compression"),
+    ("message.max.bytes", "max_message_bytes"),
+    ("transactional.id", ""),
+];
+
+/// Partitioners that always put one non-empty or empty key into one partition.
+const KEYED_PARTITIONERS: [&str; 5] = [
+    "murmur2_random",
+    "murmur2",
+    "consistent",
+    "fnv1a",
+    "fnv1a_random",
+];
+
+/// librdkafka's limit on requests in flight for an idempotent producer.
+const IDEMPOTENT_MAX_IN_FLIGHT: i64 = 5;
+
+impl KafkaConfig {
+    /// The `producer:` value of a librdkafka setting, under any of its names.
+    fn producer_value(&self, names: &[&str]) -> Option<(&str, &ProducerValue)> {
+        names
+            .iter()
+            .find_map(|n| self.producer.get_key_value(*n))
+            .map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Whether the producer runs idempotent, and the `producer:` key that says otherwise.
+    fn idempotence(&self) -> (bool, Option<&str>) {
+        match self.producer_value(&["enable.idempotence"]) {
+            Some((k, v)) => (
+                !matches!(v.to_string().as_str(), "false" | "f" | "0"),
+                Some(k),
+            ),
+            None => (true, None),
+        }
+    }
+
+    /// Checks what serde cannot; returns (key, problem) pairs, keys relative to the sink.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut p: Vec<(String, String)> = Vec::new();
+        let mut add = |k: &str, m: String| p.push((k.to_owned(), m));
+        if self.brokers.split(',').all(|b| b.trim().is_empty()) {
+            add(
+                "brokers",
+                "must name at least one broker as host:port".into(),
+            );
+        }
+        if self.topic.uses_offset() {
+            add("topic", "`%{offset}` would make one topic per line".into());
+        }
+        let legal = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+        if self.topic.literals().any(|l| !l.iter().all(legal)) {
+            add(
+                "topic",
+                "topic names may use only letters, digits, `.`, `_` and `-`".into(),
+            );
+        }
+        let fixed: usize = self.topic.literals().map(<[u8]>::len).sum();
+        if fixed > 249 {
+            add("topic", "topic names are at most 249 characters".into());
+        }
+        if self.topic.as_str().is_empty() {
+            add("topic", "must not be empty".into());
+        }
+        if self.key.uses_offset() {
+            add(
+                "key",
+                "`%{offset}` in the key spreads one file's lines over partitions and breaks their \
+                 order; send the offset as a header instead"
+                    .into(),
+            );
+        }
+        for (i, h) in self.headers.iter().enumerate() {
+            if h.is_empty() {
+                add(&format!("headers[{i}]"), "must name an event header".into());
+            } else if self.headers[..i].contains(h) {
+                add(&format!("headers[{i}]"), format!("`{h}` is listed twice"));
+            }
+        }
+        if self.batch_size == 0 {
+            add("batch_size", "must be at least 1".into());
+        }
+        if !(1..=MAX_BATCHES_IN_FLIGHT).contains(&self.batches_in_flight) {
+            add(
+                "batches_in_flight",
+                format!("must be between 1 and {MAX_BATCHES_IN_FLIGHT}"),
+            );
+        }
+        if !(1000..=1_000_000_000).contains(&self.max_message_bytes.0) {
+            add(
+                "max_message_bytes",
+                "must be between 1000 and 1000000000 bytes".into(),
+            );
+        }
+        self.validate_producer(&mut p);
+        p
+    }
+
+    fn validate_producer(&self, p: &mut Vec<(String, String)>) {
+        for (key, option) in OWNED {
+            if self.producer.contains_key(key) {
+                let m = if option.is_empty() {
+                    "transactions are not supported by the sink".to_owned()
+                } else {
+                    format!("set with the sink option `{option}`, not under producer")
+                };
+                p.push((format!("producer.{key}"), m));
+            }
+        }
+        let (idempotent, idem_key) = self.idempotence();
+        let in_flight =
+            self.producer_value(&["max.in.flight.requests.per.connection", "max.in.flight"]);
+        let in_flight_n = in_flight.and_then(|(_, v)| v.to_string().parse::<i64>().ok());
+        if !idempotent && in_flight_n.is_none_or(|n| n > 1) {
+            p.push((
+                format!("producer.{}", idem_key.unwrap_or("enable.idempotence")),
+                "without idempotence a retried request can land after a later one and reorder a \
+                 file's lines; keep it on, or also set max.in.flight.requests.per.connection: 1"
+                    .into(),
+            ));
+        }
+        if idempotent {
+            if self.acks != Acks::All {
+                p.push((
+                    "acks".into(),
+                    "the idempotent producer that keeps lines in order needs `acks: all`".into(),
+                ));
+            }
+            if let Some((k, _)) =
+                in_flight.filter(|_| in_flight_n.is_some_and(|n| n > IDEMPOTENT_MAX_IN_FLIGHT))
+            {
+                p.push((
+                    format!("producer.{k}"),
+                    format!("the idempotent producer allows at most {IDEMPOTENT_MAX_IN_FLIGHT}"),
+                ));
+            }
+        }
+        if let Some((k, v)) = self.producer_value(&["partitioner"]) {
+            let v = v.to_string();
+            if !KEYED_PARTITIONERS.contains(&v.as_str()) {
+                p.push((
+                    format!("producer.{k}"),
+                    format!(
+                        "`{v}` may put one key's lines in several partitions; use one of: {}",
+                        KEYED_PARTITIONERS.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Err(KafkaError::ClientConfig(_, desc, key, _)) =
+            self.client_config("validate").create_native_config()
+        {
+            let at = if self.producer.contains_key(&key) {
+                format!("producer.{key}")
+            } else {
+                OWNED
+                    .iter()
+                    .find(|(k, o)| *k == key && !o.is_empty())
+                    .map_or("producer", |(_, option)| option)
+                    .to_owned()
+            };
+            if !p.iter().any(|(k, _)| *k == at) {
+                p.push((at, desc));
+            }
+        }
+    }
+
+    /// The librdkafka configuration: the ordering defaults, the typed options, then the
+    /// `producer:` map as written.
+    pub fn client_config(&self, sink: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set_log_level(RDKafkaLogLevel::Warning);
+        for (k, v) in ORDERING_DEFAULTS {
+            c.set(k, v);
+        }
+        c.set("client.id", format!("sluice-{sink}"));
+        c.set("bootstrap.servers", self.brokers.trim());
+        c.set("acks", self.acks.setting());
+        c.set("compression.codec", self.compression.codec());
+        c.set("message.max.bytes", self.max_message_bytes.0.to_string());
+        for (k, v) in &self.producer {
+            c.set(k, v.to_string());
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn try_parse(yaml: &str) -> Result<KafkaConfig, String> {
+        serde_yaml::from_str(yaml).map_err(|e| e.to_string())
+    }
+
+    fn parse(yaml: &str) -> KafkaConfig {
+        try_parse(yaml).unwrap()
+    }
+
+    /// The base options plus `extra` YAML lines.
+    fn with(extra: &str) -> KafkaConfig {
+        parse(&format!(
+            "brokers: localhost:9092\ntopic: logs-%{{source}}\n{extra}"
+        ))
+    }
+
+    /// The keys of the problems found with the base options plus `extra`.
+    fn keys(extra: &str) -> Vec<String> {
+        with(extra).validate().into_iter().map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn defaults_are_the_ordering_and_no_loss_settings() {
+        let c = with("");
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        assert_eq!(c.key.as_str(), "%{file}");
+        assert_eq!(c.headers, ["path", "offset"]);
+        assert_eq!(
+            (c.compression, c.acks, c.oversize),
+            (Compression::Lz4, Acks::All, Oversize::Split)
+        );
+        let cc = c.client_config("k1");
+        assert_eq!(cc.get("enable.idempotence"), Some("true"));
+        assert_eq!(cc.get("acks"), Some("all"));
+        assert_eq!(cc.get("partitioner"), Some("murmur2_random"));
+        assert_eq!(cc.get("message.timeout.ms"), Some("0"));
+        assert_eq!(cc.get("compression.codec"), Some("lz4"));
+        assert_eq!(cc.get("message.max.bytes"), Some("1000000"));
+        assert_eq!(cc.get("bootstrap.servers"), Some("localhost:9092"));
+        assert_eq!(cc.get("client.id"), Some("sluice-k1"));
+    }
+
+    #[test]
+    fn producer_settings_pass_through_as_strings() {
+        let c = with(
+            "producer: { linger.ms: 20, socket.keepalive.enable: true, security.protocol: plaintext }",
+        );
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let cc = c.client_config("k1");
+        assert_eq!(cc.get("linger.ms"), Some("20"));
+        assert_eq!(cc.get("socket.keepalive.enable"), Some("true"));
+        assert_eq!(cc.get("security.protocol"), Some("plaintext"));
+        // TLS and SASL are built in.
+        let tls = with(
+            "producer: { security.protocol: sasl_ssl, sasl.mechanisms: SCRAM-SHA-512, sasl.username: u, sasl.password: p }",
+        );
+        assert!(tls.validate().is_empty(), "{:?}", tls.validate());
+    }
+
+    #[test]
+    fn unknown_options_and_bad_values_are_refused_by_serde() {
+        let err = |extra: &str| try_parse(&format!("brokers: x:1\n{extra}")).unwrap_err();
+        assert!(err("topic: t\ncolour: red").contains("unknown field `colour`"));
+        assert!(err("").contains("missing field `topic`"));
+        assert!(err("topic: t\ncompression: brotli").contains("unknown variant `brotli`"));
+        assert!(err("topic: t\nacks: 2").contains("`2` is not one of: all, 1, 0"));
+        assert!(err("topic: logs-%{x").contains("is not closed"));
+    }
+
+    #[test]
+    fn every_compression_codec_is_built_into_librdkafka() {
+        for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+            let c = with(&format!("compression: {codec}"));
+            assert!(c.validate().is_empty(), "{codec}: {:?}", c.validate());
+            assert_eq!(c.client_config("k1").get("compression.codec"), Some(codec));
+        }
+    }
+
+    #[test]
+    fn acks_accepts_numbers_and_words() {
+        let no_idem =
+            "producer: { enable.idempotence: false, max.in.flight.requests.per.connection: 1 }";
+        for (v, a) in [
+            ("all", Acks::All),
+            ("-1", Acks::All),
+            ("1", Acks::Leader),
+            ("0", Acks::None),
+        ] {
+            let c = with(&format!("acks: {v}\n{no_idem}"));
+            assert_eq!(c.acks, a);
+            assert!(c.validate().is_empty(), "{v}: {:?}", c.validate());
+        }
+    }
+
+    #[test]
+    fn ordering_breaking_settings_are_refused() {
+        assert_eq!(
+            keys("producer: { enable.idempotence: false }"),
+            ["producer.enable.idempotence"]
+        );
+        assert_eq!(
+            keys("producer: { enable.idempotence: false, max.in.flight: 3 }"),
+            ["producer.enable.idempotence"]
+        );
+        assert_eq!(keys("acks: 1"), ["acks"]);
+        assert_eq!(
+            keys("producer: { max.in.flight.requests.per.connection: 6 }"),
+            ["producer.max.in.flight.requests.per.connection"]
+        );
+        assert_eq!(
+            keys("producer: { partitioner: random }"),
+            ["producer.partitioner"]
+        );
+        assert_eq!(
+            keys("producer: { partitioner: consistent_random }"),
+            ["producer.partitioner"]
+        );
+        assert!(keys("producer: { partitioner: murmur2 }").is_empty());
+        assert_eq!(keys("key: \"%{file}-%{offset}\""), ["key"]);
+        let c = parse("brokers: x:1\ntopic: \"t-%{offset}\"");
+        assert_eq!(c.validate()[0].0, "topic");
+    }
+
+    #[test]
+    fn settings_owned_by_options_and_librdkafka_errors_name_the_key() {
+        assert_eq!(
+            keys("producer: { compression.type: gzip }"),
+            ["producer.compression.type"]
+        );
+        assert_eq!(
+            keys("producer: { transactional.id: t }"),
+            ["producer.transactional.id"]
+        );
+        let p = with("producer: { no.such.setting: 1 }").validate();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].0, "producer.no.such.setting");
+        assert!(
+            p[0].1.contains("No such configuration property"),
+            "{}",
+            p[0].1
+        );
+        assert_eq!(
+            keys("producer: { linger.ms: soon }"),
+            ["producer.linger.ms"]
+        );
+    }
+
+    #[test]
+    fn plain_checks() {
+        let k = |yaml: &str| -> Vec<String> {
+            parse(yaml).validate().into_iter().map(|(k, _)| k).collect()
+        };
+        assert_eq!(k("brokers: \" , \"\ntopic: t"), ["brokers"]);
+        assert_eq!(k("brokers: x:1\ntopic: bad/topic"), ["topic"]);
+        assert_eq!(
+            keys("batch_size: 0\nbatches_in_flight: 0"),
+            ["batch_size", "batches_in_flight"]
+        );
+        assert_eq!(keys("max_message_bytes: 10"), ["max_message_bytes"]);
+        assert_eq!(
+            keys("headers: [path, \"\", path]"),
+            ["headers[1]", "headers[2]"]
+        );
+        assert!(keys("headers: []\nmax_message_bytes: 64KiB").is_empty());
+    }
+}

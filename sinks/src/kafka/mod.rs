@@ -1,0 +1,266 @@
+//! The Kafka sink: delivers a channel's events to Kafka with librdkafka, keeping each file's
+//! lines in one partition and in order, and commits each lease only after Kafka acknowledged
+//! every record of it.
+//!
+//! Several leases are in flight at once (`batches_in_flight`): each is handed to the producer's
+//! own thread (see `worker`) as soon as it is taken, and leases are committed strictly oldest
+//! first as their deliveries complete.
+//! The idempotent producer keeps one partition's records in order across retries, and with no
+//! delivery deadline a broker outage only makes the sink wait (the channel fills and the
+//! sources pause). A batch with a failed record is rolled back with every newer batch, newest
+//! first, the producer is rebuilt, and delivery resumes from the failed batch after a backoff.
+
+mod config;
+mod producer;
+mod records;
+mod template;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use rdkafka::error::RDKafkaErrorCode;
+use sluice_channels::lifecycle::Phase;
+use sluice_channels::{BoxFuture, ChannelError, Lease};
+use tracing::{error, info, warn};
+
+pub use config::{Acks, Compression, KafkaConfig, Oversize, ProducerValue};
+pub use template::{Template, TemplateError};
+
+use crate::{SinkContext, SinkError, SinkMetrics};
+use producer::{Failure, FailureKind, KafkaProducer};
+use records::RecordWriter;
+use worker::{Report, Worker};
+
+/// How long a closing producer may take to report what it still holds.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// The first and the longest pause before a failed batch is produced again.
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The Kafka sink.
+pub struct KafkaSink {
+    cfg: KafkaConfig,
+    ctx: SinkContext,
+}
+
+type Take<'a> = BoxFuture<'a, Result<Option<Lease>, ChannelError>>;
+
+impl KafkaSink {
+    /// A sink draining `ctx.channel` into Kafka as `cfg` says; `cfg` should have passed
+    /// [`KafkaConfig::validate`].
+    pub fn new(cfg: KafkaConfig, ctx: SinkContext) -> Self {
+        KafkaSink { cfg, ctx }
+    }
+
+    /// Runs until the channel is closed and empty and everything taken was delivered, or
+    /// until the agent aborts (then what is in flight is rolled back). Fails when a line can
+    /// never be delivered as configured (an oversized line under `oversize: stop`, a record
+    /// the broker refuses as too large, a topic name Kafka refuses); the batches not
+    /// delivered are back in the channel then.
+    pub async fn run(self) -> Result<(), SinkError> {
+        let mut worker = self.start().await?;
+        let channel = self.ctx.channel.clone();
+        let mut shutdown = self.ctx.shutdown.clone();
+        let mut in_flight = 0usize;
+        let mut take: Option<Take<'_>> = None;
+        let mut closed = false;
+        let mut backoff = MIN_BACKOFF;
+        while !(closed && in_flight == 0) {
+            let can_take = !closed && in_flight < self.cfg.batches_in_flight;
+            if can_take && take.is_none() {
+                take = Some(channel.take(self.cfg.batch_size));
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.reached(Phase::Aborting) => {
+                    drop(take);
+                    return self.abort(worker).await;
+                }
+                report = worker.report() => match report {
+                    Some(Report::Delivered(lease)) => {
+                        in_flight -= 1;
+                        self.commit(lease).await?;
+                        backoff = MIN_BACKOFF;
+                    }
+                    Some(Report::Failed { lease, failure }) => {
+                        take = None;
+                        let Some(w) = self.recover(worker, lease, failure, &mut backoff).await? else {
+                            info!(sink = %self.ctx.name, "kafka sink aborted while recovering");
+                            return Ok(());
+                        };
+                        worker = w;
+                        in_flight = 0;
+                    }
+                    Some(Report::Closed(_)) | None => {
+                        return Err(self.setup_error("the producer thread stopped".into()));
+                    }
+                },
+                taken = async { take.as_mut().expect("a take is armed").await }, if can_take => {
+                    take = None;
+                    match taken.map_err(|error| self.channel_error(error))? {
+                        None => closed = true,
+                        Some(lease) => {
+                            worker.produce(lease);
+                            in_flight += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let left = self.settle(worker.close(false, CLOSE_WAIT).await).await?;
+        if left > 0 {
+            warn!(sink = %self.ctx.name, batches = left, "batches left undelivered at the end");
+        }
+        info!(sink = %self.ctx.name, "kafka sink stopped");
+        Ok(())
+    }
+
+    fn channel_error(&self, error: ChannelError) -> SinkError {
+        SinkError::Channel {
+            sink: self.ctx.name.clone(),
+            error,
+        }
+    }
+
+    fn setup_error(&self, message: String) -> SinkError {
+        SinkError::Setup {
+            sink: self.ctx.name.clone(),
+            message,
+        }
+    }
+
+    /// Builds a producer (librdkafka starts threads and resolves names: off the runtime)
+    /// and its thread.
+    async fn start(&self) -> Result<Worker, SinkError> {
+        let config = self.cfg.client_config(&self.ctx.name);
+        let slots = self.cfg.batches_in_flight;
+        let name = self.ctx.name.clone();
+        let producer =
+            tokio::task::spawn_blocking(move || KafkaProducer::new(&config, slots, &name))
+                .await
+                .map_err(|e| self.setup_error(e.to_string()))?
+                .map_err(|e| self.setup_error(format!("cannot create the kafka producer: {e}")))?;
+        let writer = RecordWriter::new(producer, &self.cfg, &self.ctx.name);
+        Worker::spawn(writer, self.ctx.metrics.clone(), &self.ctx.name)
+            .map_err(|e| self.setup_error(format!("cannot start the producer thread: {e}")))
+    }
+
+    async fn commit(&self, lease: Lease) -> Result<(), SinkError> {
+        let (events, bytes) = (lease.events.len() as u64, lease.bytes as u64);
+        self.ctx
+            .channel
+            .commit(lease)
+            .await
+            .map_err(|error| self.channel_error(error))?;
+        let m = &self.ctx.metrics;
+        SinkMetrics::add(&m.events, events);
+        SinkMetrics::add(&m.bytes, bytes);
+        SinkMetrics::add(&m.batches, 1);
+        Ok(())
+    }
+
+    /// Returns leases to the channel, newest first; they were taken in the given order.
+    fn roll_back(&self, leases: Vec<Lease>) -> Result<(), SinkError> {
+        for lease in leases.into_iter().rev() {
+            self.ctx
+                .channel
+                .rollback(lease)
+                .map_err(|error| self.channel_error(error))?;
+            SinkMetrics::add(&self.ctx.metrics.rollbacks, 1);
+        }
+        Ok(())
+    }
+
+    /// Applies the reports of a closed producer: commits what was delivered before the first
+    /// failure, rolls back the rest. Returns how many leases were rolled back.
+    async fn settle(&self, reports: Vec<Report>) -> Result<usize, SinkError> {
+        let mut undelivered = Vec::new();
+        for report in reports {
+            match report {
+                Report::Delivered(lease) if undelivered.is_empty() => self.commit(lease).await?,
+                Report::Delivered(lease) | Report::Failed { lease, .. } => undelivered.push(lease),
+                Report::Closed(rest) => undelivered.extend(rest),
+            }
+        }
+        let n = undelivered.len();
+        self.roll_back(undelivered)?;
+        Ok(n)
+    }
+
+    /// Handles the failure of the oldest batch: closes the producer, rolls back, then stops
+    /// (when retrying cannot help) or backs off and starts a new producer. `None` if the
+    /// agent aborted meanwhile.
+    async fn recover(
+        &self,
+        worker: Worker,
+        failed: Lease,
+        failure: Failure,
+        backoff: &mut Duration,
+    ) -> Result<Option<Worker>, SinkError> {
+        SinkMetrics::add(&self.ctx.metrics.errors, 1);
+        let (file, offset) = failed
+            .events
+            .get(failure.index)
+            .map_or((String::new(), 0), |e| (e.origin.path.clone(), e.offset));
+        let fatal = match &failure.kind {
+            FailureKind::Oversize => {
+                Some("the line exceeds max_message_bytes (oversize: stop)".to_owned())
+            }
+            FailureKind::BadTopic(why) => Some(why.clone()),
+            FailureKind::Delivery(
+                code @ (RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::MessageBatchTooLarge),
+            ) => {
+                SinkMetrics::add(&self.ctx.metrics.oversize, 1);
+                Some(format!(
+                    "the broker refused the record as too large ({code}): lower \
+                     max_message_bytes to the topic's max.message.bytes"
+                ))
+            }
+            FailureKind::Delivery(_) => None,
+        };
+        // The producer must be gone before the leases go back: it may still be sending them.
+        let mut leases = vec![failed];
+        for report in worker.close(true, CLOSE_WAIT).await {
+            match report {
+                Report::Delivered(lease) | Report::Failed { lease, .. } => leases.push(lease),
+                Report::Closed(rest) => leases.extend(rest),
+            }
+        }
+        let batches = leases.len();
+        self.roll_back(leases)?;
+        if let Some(why) = fatal {
+            error!(sink = %self.ctx.name, file = %file, offset, batches, error = %why,
+                "cannot deliver the line; the sink stops and the line stays in the channel");
+            return Err(SinkError::Delivery {
+                sink: self.ctx.name.clone(),
+                message: format!("{file} at offset {offset}: {why}"),
+            });
+        }
+        warn!(sink = %self.ctx.name, file = %file, offset, batches, error = ?failure.kind,
+            retry_in = ?*backoff,
+            "delivery failed; the batches in flight are back in the channel and the producer is rebuilt");
+        let mut shutdown = self.ctx.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(*backoff) => {}
+            _ = shutdown.reached(Phase::Aborting) => return Ok(None),
+        }
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        self.start().await.map(Some)
+    }
+
+    /// The agent gives up waiting: commit what is already delivered, roll back the rest.
+    async fn abort(&self, worker: Worker) -> Result<(), SinkError> {
+        let undelivered = self.settle(worker.close(true, CLOSE_WAIT).await).await?;
+        if undelivered > 0 {
+            warn!(sink = %self.ctx.name, batches = undelivered,
+                "kafka sink aborted; undelivered batches are back in the channel");
+        } else {
+            info!(sink = %self.ctx.name, "kafka sink stopped");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,465 @@
+//! librdkafka's producer as the sink drives it.
+//!
+//! Records are produced with `rd_kafka_producev` through cached topic handles, straight from
+//! the events' bytes: librdkafka copies the key and the value, and we allocate nothing per
+//! record (rdkafka's `BaseRecord` path would allocate a `CString` for the topic of every
+//! record). The thread that produces also serves the delivery reports (see `worker`), so that
+//! librdkafka frees each record's memory on the thread that allocated it; each report costs
+//! one uncontended atomic decrement on its batch's slot, found from the record's opaque (slot
+//! and event index packed in a `usize`).
+
+use std::collections::HashMap;
+use std::ffi::{CString, c_void};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::bindings as rdsys;
+use rdkafka::bindings::rd_kafka_vtype_t::*;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext, PurgeConfig};
+use rdkafka::{ClientConfig, ClientContext};
+use tracing::{debug, error, info, warn};
+
+/// Bits of a record's opaque that hold the event's index in its batch; the rest is the slot.
+const INDEX_BITS: u32 = 40;
+const INDEX_MASK: usize = (1 << INDEX_BITS) - 1;
+const _: () = assert!(
+    usize::BITS == 64,
+    "the delivery opaque packs slot and index in 64 bits"
+);
+
+/// Added to a slot's pending count while its batch is being produced, so that reports that
+/// arrive meanwhile never bring it to zero; one atomic per batch instead of one per record.
+const GUARD: usize = 1 << 62;
+
+/// Why a record of a batch was not delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureKind {
+    /// librdkafka or the broker reported this error for the record.
+    Delivery(RDKafkaErrorCode),
+    /// The line exceeds `max_message_bytes` and the policy is `stop`.
+    Oversize,
+    /// The topic template rendered a name Kafka does not accept.
+    BadTopic(String),
+}
+
+/// The earliest record of a batch that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The index of its event in the batch.
+    pub index: usize,
+    /// What went wrong.
+    pub kind: FailureKind,
+}
+
+struct Slot {
+    pending: AtomicUsize,
+    failure: Mutex<Option<Failure>>,
+}
+
+/// The delivery state of the batches in flight, updated by the delivery reports.
+pub struct Deliveries {
+    slots: Box<[Slot]>,
+}
+
+impl Deliveries {
+    fn new(slots: usize) -> Self {
+        Deliveries {
+            slots: (0..slots)
+                .map(|_| Slot {
+                    pending: AtomicUsize::new(0),
+                    failure: Mutex::new(None),
+                })
+                .collect(),
+        }
+    }
+
+    fn failure_of(&self, slot: usize) -> MutexGuard<'_, Option<Failure>> {
+        self.slots[slot]
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many batches can be tracked at once.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Readies `slot` for a new batch, before its first record is produced.
+    pub fn arm(&self, slot: usize) {
+        *self.failure_of(slot) = None;
+        self.slots[slot].pending.store(GUARD, Ordering::Release);
+    }
+
+    /// Marks the end of producing `slot`'s batch, of which `produced` records were accepted.
+    pub fn disarm(&self, slot: usize, produced: usize) {
+        self.slots[slot]
+            .pending
+            .fetch_sub(GUARD - produced, Ordering::AcqRel);
+    }
+
+    /// Records a failure of the record at `index` of `slot`'s batch; the earliest one is kept.
+    pub fn fail(&self, slot: usize, index: usize, kind: FailureKind) {
+        let mut f = self.failure_of(slot);
+        if f.as_ref().is_none_or(|old| index < old.index) {
+            *f = Some(Failure { index, kind });
+        }
+    }
+
+    /// True once every record of `slot`'s batch was reported and the batch was disarmed.
+    pub fn is_done(&self, slot: usize) -> bool {
+        self.slots[slot].pending.load(Ordering::Acquire) == 0
+    }
+
+    /// The earliest failure of `slot`'s batch, if any.
+    pub fn failure(&self, slot: usize) -> Option<Failure> {
+        self.failure_of(slot).clone()
+    }
+
+    fn delivered(&self, opaque: usize, error: Option<RDKafkaErrorCode>) {
+        let (slot, index) = (opaque >> INDEX_BITS, opaque & INDEX_MASK);
+        let Some(s) = self.slots.get(slot) else {
+            return;
+        };
+        if let Some(code) = error {
+            self.fail(slot, index, FailureKind::Delivery(code));
+        }
+        s.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The record opaque for event `index` of the batch in `slot`.
+pub fn opaque(slot: usize, index: usize) -> usize {
+    (slot << INDEX_BITS) | (index & INDEX_MASK)
+}
+
+/// Receives librdkafka's callbacks: delivery reports, logs and client errors.
+struct Context {
+    sink: String,
+    deliveries: Arc<Deliveries>,
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let sink = &self.sink;
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => error!(sink, facility = fac, "librdkafka: {message}"),
+            RDKafkaLogLevel::Warning => warn!(sink, facility = fac, "librdkafka: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                info!(sink, facility = fac, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Debug => debug!(sink, facility = fac, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(sink = %self.sink, error = %error, reason, "kafka client error");
+    }
+}
+
+impl ProducerContext for Context {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let error = match result {
+            Ok(_) => None,
+            Err((KafkaError::MessageProduction(code), _)) => Some(*code),
+            Err(_) => Some(RDKafkaErrorCode::Fail),
+        };
+        self.deliveries.delivered(opaque, error);
+    }
+}
+
+/// A topic handle of one producer. Using it with another producer is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicRef {
+    rkt: NonNull<rdsys::rd_kafka_topic_t>,
+    producer: u64,
+}
+
+// SAFETY: librdkafka topic handles may be used from any thread, also concurrently.
+unsafe impl Send for TopicRef {}
+// SAFETY: as above; a `TopicRef` is only a pointer and is never written through.
+unsafe impl Sync for TopicRef {}
+
+struct Topic(NonNull<rdsys::rd_kafka_topic_t>);
+
+// SAFETY: librdkafka topic handles may be used and destroyed from any thread.
+unsafe impl Send for Topic {}
+// SAFETY: shared access only reads the pointer; librdkafka handles are thread-safe.
+unsafe impl Sync for Topic {}
+
+impl Drop for Topic {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from rd_kafka_topic_new and is destroyed once.
+        unsafe { rdsys::rd_kafka_topic_destroy(self.0.as_ptr()) }
+    }
+}
+
+/// A handle on the producer's main queue, where delivery reports and client errors arrive.
+struct MainQueue(NonNull<rdsys::rd_kafka_queue_t>);
+
+// SAFETY: librdkafka queue handles may be used and destroyed from any thread.
+unsafe impl Send for MainQueue {}
+// SAFETY: polling a queue handle from several threads is allowed by librdkafka.
+unsafe impl Sync for MainQueue {}
+
+impl Drop for MainQueue {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from rd_kafka_queue_get_main and is destroyed once.
+        unsafe { rdsys::rd_kafka_queue_destroy(self.0.as_ptr()) }
+    }
+}
+
+/// Record headers under construction, owned by librdkafka once the record is accepted.
+pub struct Headers(NonNull<rdsys::rd_kafka_headers_t>);
+
+impl Headers {
+    /// Adds a header; librdkafka copies name and value.
+    pub fn add(&mut self, name: &[u8], value: &[u8]) {
+        // SAFETY: valid headers list; the slices are valid for their lengths and copied.
+        unsafe {
+            rdsys::rd_kafka_header_add(
+                self.0.as_ptr(),
+                name.as_ptr().cast(),
+                name.len() as isize,
+                value.as_ptr().cast(),
+                value.len() as isize,
+            );
+        }
+    }
+}
+
+/// A record to produce.
+pub struct Record<'a> {
+    /// Its topic.
+    pub topic: TopicRef,
+    /// Its key.
+    pub key: &'a [u8],
+    /// Its value.
+    pub value: &'a [u8],
+    /// Its timestamp in milliseconds since the epoch (0: the time of producing).
+    pub timestamp_ms: i64,
+    /// The delivery opaque (see [`opaque`]).
+    pub opaque: usize,
+}
+
+static PRODUCER_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// An idempotent librdkafka producer, its topic handles and its delivery bookkeeping.
+pub struct KafkaProducer {
+    /// Declared before `inner` so that the handles are destroyed before the client.
+    topics: HashMap<Box<[u8]>, Topic>,
+    queue: MainQueue,
+    inner: BaseProducer<Context>,
+    deliveries: Arc<Deliveries>,
+    id: u64,
+}
+
+impl KafkaProducer {
+    /// A producer from `config` with delivery bookkeeping for `slots` batches in flight.
+    /// Starts librdkafka's threads; call from a blocking context. Its delivery reports are
+    /// served only by [`KafkaProducer::poll`].
+    pub fn new(config: &ClientConfig, slots: usize, sink: &str) -> KafkaResult<Self> {
+        let deliveries = Arc::new(Deliveries::new(slots));
+        let context = Context {
+            sink: sink.to_owned(),
+            deliveries: deliveries.clone(),
+        };
+        let inner: BaseProducer<Context> = config.create_with_context(context)?;
+        // SAFETY: a live client; the returned handle is a new reference, destroyed on drop.
+        let queue = unsafe { rdsys::rd_kafka_queue_get_main(inner.client().native_ptr()) };
+        let queue = NonNull::new(queue)
+            .ok_or_else(|| KafkaError::ClientCreation("librdkafka has no main queue".to_owned()))?;
+        Ok(KafkaProducer {
+            topics: HashMap::new(),
+            queue: MainQueue(queue),
+            inner,
+            deliveries,
+            id: PRODUCER_IDS.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// The delivery bookkeeping.
+    pub fn deliveries(&self) -> &Arc<Deliveries> {
+        &self.deliveries
+    }
+
+    /// The handle of topic `name`, created on first use. Refuses names Kafka refuses.
+    pub fn topic(&mut self, name: &[u8]) -> Result<TopicRef, String> {
+        if let Some(t) = self.topics.get(name) {
+            return Ok(TopicRef {
+                rkt: t.0,
+                producer: self.id,
+            });
+        }
+        let legal = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+        if name.is_empty()
+            || name.len() > 249
+            || name == b"."
+            || name == b".."
+            || !name.iter().all(legal)
+        {
+            return Err(format!(
+                "`{}` is not a valid topic name (1 to 249 letters, digits, `.`, `_`, `-`)",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        let c_name = CString::new(name).map_err(|e| e.to_string())?;
+        let native = self.inner.client().native_ptr();
+        // SAFETY: a live client and a NUL-terminated name; a null conf means the defaults.
+        let rkt = unsafe { rdsys::rd_kafka_topic_new(native, c_name.as_ptr(), ptr::null_mut()) };
+        let rkt = NonNull::new(rkt).ok_or_else(|| {
+            // SAFETY: reads librdkafka's thread-local last error.
+            let code: RDKafkaErrorCode = unsafe { rdsys::rd_kafka_last_error() }.into();
+            format!(
+                "cannot open topic `{}`: {code}",
+                String::from_utf8_lossy(name)
+            )
+        })?;
+        self.topics.insert(name.into(), Topic(rkt));
+        Ok(TopicRef {
+            rkt,
+            producer: self.id,
+        })
+    }
+
+    /// Produces a record without waiting; `headers` (when `header_count` > 0) adds its
+    /// headers. Fails with `QueueFull` when librdkafka's queue is full, and with
+    /// `MessageSizeTooLarge` when the record exceeds `message.max.bytes`.
+    pub fn send(
+        &self,
+        record: &Record<'_>,
+        header_count: usize,
+        headers: impl FnOnce(&mut Headers),
+    ) -> Result<(), RDKafkaErrorCode> {
+        if record.topic.producer != self.id {
+            return Err(RDKafkaErrorCode::InvalidArgument);
+        }
+        let hdrs = if header_count > 0 {
+            // SAFETY: allocates an empty headers list.
+            let h = unsafe { rdsys::rd_kafka_headers_new(header_count) };
+            let mut h = Headers(NonNull::new(h).ok_or(RDKafkaErrorCode::Fail)?);
+            headers(&mut h);
+            h.0.as_ptr()
+        } else {
+            ptr::null_mut()
+        };
+        // SAFETY: the client and topic handle are alive (the topic belongs to this producer);
+        // key and value are valid for their lengths and copied (F_COPY); the argument list
+        // follows librdkafka's vtype conventions and ends with VTYPE_END. On success librdkafka
+        // owns the headers; on failure they are still ours.
+        let err = unsafe {
+            rdsys::rd_kafka_producev(
+                self.inner.client().native_ptr(),
+                RD_KAFKA_VTYPE_RKT,
+                record.topic.rkt.as_ptr(),
+                RD_KAFKA_VTYPE_MSGFLAGS,
+                rdsys::RD_KAFKA_MSG_F_COPY,
+                RD_KAFKA_VTYPE_VALUE,
+                record.value.as_ptr() as *mut c_void,
+                record.value.len(),
+                RD_KAFKA_VTYPE_KEY,
+                record.key.as_ptr() as *const c_void,
+                record.key.len(),
+                RD_KAFKA_VTYPE_OPAQUE,
+                record.opaque as *mut c_void,
+                RD_KAFKA_VTYPE_TIMESTAMP,
+                record.timestamp_ms,
+                RD_KAFKA_VTYPE_HEADERS,
+                hdrs,
+                RD_KAFKA_VTYPE_END,
+            )
+        };
+        if err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return Ok(());
+        }
+        if !hdrs.is_null() {
+            // SAFETY: the record was refused, so the headers are still ours to free.
+            unsafe { rdsys::rd_kafka_headers_destroy(hdrs) };
+        }
+        Err(err.into())
+    }
+
+    /// Waits up to `wait` for delivery reports or client errors, then serves every one that
+    /// is ready. Blocks.
+    pub fn poll(&self, wait: Duration) {
+        let mut timeout_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+        loop {
+            // SAFETY: a live queue handle; the event returned is ours to destroy.
+            let ev = unsafe { rdsys::rd_kafka_queue_poll(self.queue.0.as_ptr(), timeout_ms) };
+            let Some(ev) = NonNull::new(ev) else { return };
+            self.serve(ev.as_ptr());
+            // SAFETY: served and no longer used.
+            unsafe { rdsys::rd_kafka_event_destroy(ev.as_ptr()) };
+            timeout_ms = 0;
+        }
+    }
+
+    /// Applies one event: delivery reports to the slots, client errors to the log.
+    fn serve(&self, ev: *mut rdsys::rd_kafka_event_t) {
+        // SAFETY: `ev` is a live event from our queue; its messages live as long as it does.
+        unsafe {
+            match rdsys::rd_kafka_event_type(ev) {
+                rdsys::RD_KAFKA_EVENT_DR => loop {
+                    let msg = rdsys::rd_kafka_event_message_next(ev);
+                    if msg.is_null() {
+                        break;
+                    }
+                    let err = (*msg).err;
+                    let error = (err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR)
+                        .then(|| RDKafkaErrorCode::from(err));
+                    self.deliveries.delivered((*msg)._private as usize, error);
+                },
+                rdsys::RD_KAFKA_EVENT_ERROR => {
+                    let code = RDKafkaErrorCode::from(rdsys::rd_kafka_event_error(ev));
+                    let reason = rdsys::rd_kafka_event_error_string(ev);
+                    let reason = if reason.is_null() {
+                        String::new()
+                    } else {
+                        std::ffi::CStr::from_ptr(reason)
+                            .to_string_lossy()
+                            .into_owned()
+                    };
+                    if rdsys::rd_kafka_event_error_is_fatal(ev) != 0 {
+                        error!(error = %code, reason, "fatal kafka producer error");
+                    } else {
+                        warn!(error = %code, reason, "kafka client error");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Fails everything queued or in flight; their reports follow with `Purge*` errors.
+    pub fn purge(&self) {
+        self.inner.purge(PurgeConfig::default().queue().inflight());
+    }
+
+    /// Waits up to `wait` for every record to be reported (serving the reports), then
+    /// destroys the producer. Blocks.
+    pub fn close(self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        // SAFETY: a live client.
+        let left = || unsafe { rdsys::rd_kafka_outq_len(self.inner.client().native_ptr()) };
+        while left() > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                warn!(
+                    records = left(),
+                    "kafka producer closed with records still unreported"
+                );
+                break;
+            }
+            self.poll((deadline - now).min(Duration::from_millis(100)));
+        }
+    }
+}

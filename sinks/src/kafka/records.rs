@@ -1,0 +1,228 @@
+//! Turns the events of a lease into Kafka records.
+//!
+//! Topic and key depend only on an event's origin (the configuration refuses `%{offset}` in
+//! them), so they are rendered once for each run of events that share one `Origin`, which is
+//! once per file and batch. Per line there is only the offset header, written on the stack.
+
+use std::sync::Arc;
+
+use rdkafka::error::RDKafkaErrorCode;
+use sluice_channels::{Event, Lease, Origin};
+use tracing::{error, warn};
+
+use super::config::{KafkaConfig, Oversize};
+use super::producer::{FailureKind, KafkaProducer, Record, TopicRef, opaque};
+use super::template::{Decimal, Field, Template};
+use crate::SinkMetrics;
+
+/// librdkafka's bound on a record's framing (`RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`).
+const RECORD_OVERHEAD: usize = 36;
+/// librdkafka's bound on one header's framing (two varints).
+const HEADER_OVERHEAD: usize = 10;
+
+/// Where the production of a lease stands, so that it can resume after a full queue.
+#[derive(Debug, Default)]
+pub struct Cursor {
+    /// The next event to produce.
+    pub event: usize,
+    /// While an oversized event is being split: the byte offset of its next piece.
+    pub piece: Option<usize>,
+    /// Records librdkafka accepted so far.
+    pub produced: usize,
+}
+
+/// How far [`RecordWriter::write`] got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Every event was produced (or skipped under `oversize: skip`).
+    Done,
+    /// librdkafka's queue is full: wait a little and call again with the same cursor.
+    QueueFull,
+    /// A record failed and the failure is recorded in the batch's slot: produce nothing more.
+    Failed,
+}
+
+/// A producer with the sink's templates and policies, and the routing of the current file.
+pub struct RecordWriter {
+    producer: KafkaProducer,
+    sink: String,
+    topic: Template,
+    key: Template,
+    headers: Vec<(Box<[u8]>, Field)>,
+    max_message_bytes: usize,
+    oversize: Oversize,
+    /// The origin `route`, `key_buf` and `topic_buf` were rendered for.
+    origin: Option<Arc<Origin>>,
+    route: Option<TopicRef>,
+    key_buf: Vec<u8>,
+    topic_buf: Vec<u8>,
+}
+
+impl RecordWriter {
+    /// A writer producing through `producer` as `cfg` says.
+    pub fn new(producer: KafkaProducer, cfg: &KafkaConfig, sink: &str) -> Self {
+        RecordWriter {
+            producer,
+            sink: sink.to_owned(),
+            topic: cfg.topic.clone(),
+            key: cfg.key.clone(),
+            headers: cfg
+                .headers
+                .iter()
+                .map(|h| (h.as_bytes().into(), Field::from_name(h)))
+                .collect(),
+            max_message_bytes: cfg.max_message_bytes.as_usize(),
+            oversize: cfg.oversize,
+            origin: None,
+            route: None,
+            key_buf: Vec::new(),
+            topic_buf: Vec::new(),
+        }
+    }
+
+    /// The producer.
+    pub fn producer(&self) -> &KafkaProducer {
+        &self.producer
+    }
+
+    /// Gives the producer back, to be closed.
+    pub fn into_producer(self) -> KafkaProducer {
+        self.producer
+    }
+
+    /// Produces the events of `lease` from `cur` on, as the batch in `slot`. Never waits.
+    pub fn write(
+        &mut self,
+        lease: &Lease,
+        slot: usize,
+        cur: &mut Cursor,
+        metrics: &SinkMetrics,
+    ) -> Step {
+        while let Some(ev) = lease.events.get(cur.event) {
+            let same = self
+                .origin
+                .as_ref()
+                .is_some_and(|o| Arc::ptr_eq(o, &ev.origin));
+            if !same && let Err(why) = self.route(ev) {
+                error!(sink = %self.sink, file = %ev.origin.path, offset = ev.offset,
+                    error = %why, "cannot route the line to a topic");
+                self.fail(slot, cur.event, FailureKind::BadTopic(why));
+                return Step::Failed;
+            }
+            let (value, at) = match cur.piece {
+                None => (&ev.body[..], ev.offset),
+                Some(start) => {
+                    let len = self.piece_len(ev);
+                    if len == 0 {
+                        error!(sink = %self.sink, file = %ev.origin.path, offset = ev.offset,
+                            "key and headers alone exceed max_message_bytes; the line cannot be split");
+                        self.fail(slot, cur.event, FailureKind::Oversize);
+                        return Step::Failed;
+                    }
+                    let end = ev.body.len().min(start + len);
+                    (&ev.body[start..end], ev.offset + start as u64)
+                }
+            };
+            match self.send(ev, value, at, opaque(slot, cur.event)) {
+                Ok(()) => {
+                    cur.produced += 1;
+                    let next = cur
+                        .piece
+                        .map(|s| s + value.len())
+                        .filter(|&n| n < ev.body.len());
+                    cur.piece = next;
+                    if next.is_none() {
+                        cur.event += 1;
+                    }
+                }
+                Err(RDKafkaErrorCode::QueueFull) => return Step::QueueFull,
+                Err(RDKafkaErrorCode::MessageSizeTooLarge) if cur.piece.is_none() => {
+                    SinkMetrics::add(&metrics.oversize, 1);
+                    let policy = self.oversize;
+                    warn!(sink = %self.sink, file = %ev.origin.path, offset = ev.offset,
+                        bytes = ev.body.len(), max_message_bytes = self.max_message_bytes,
+                        policy = ?policy, "line exceeds max_message_bytes");
+                    match policy {
+                        Oversize::Split => cur.piece = Some(0),
+                        Oversize::Skip => cur.event += 1,
+                        Oversize::Stop => {
+                            self.fail(slot, cur.event, FailureKind::Oversize);
+                            return Step::Failed;
+                        }
+                    }
+                }
+                Err(code) => {
+                    let kind = match code {
+                        RDKafkaErrorCode::MessageSizeTooLarge => FailureKind::Oversize,
+                        c => FailureKind::Delivery(c),
+                    };
+                    self.fail(slot, cur.event, kind);
+                    return Step::Failed;
+                }
+            }
+        }
+        Step::Done
+    }
+
+    fn fail(&self, slot: usize, index: usize, kind: FailureKind) {
+        self.producer.deliveries().fail(slot, index, kind);
+    }
+
+    /// Renders topic and key for the origin of `ev`.
+    fn route(&mut self, ev: &Event) -> Result<(), String> {
+        self.origin = None;
+        self.topic.render(ev, &mut self.topic_buf);
+        self.route = Some(self.producer.topic(&self.topic_buf)?);
+        self.key.render(ev, &mut self.key_buf);
+        self.origin = Some(ev.origin.clone());
+        Ok(())
+    }
+
+    fn send(
+        &self,
+        ev: &Event,
+        value: &[u8],
+        offset: u64,
+        opaque: usize,
+    ) -> Result<(), RDKafkaErrorCode> {
+        let Some(topic) = self.route else {
+            return Err(RDKafkaErrorCode::InvalidArgument);
+        };
+        let record = Record {
+            topic,
+            key: &self.key_buf,
+            value,
+            timestamp_ms: i64::try_from(ev.read_at_ms).unwrap_or(0),
+            opaque,
+        };
+        self.producer.send(&record, self.headers.len(), |h| {
+            for (name, field) in &self.headers {
+                match field {
+                    Field::Offset => h.add(name, Decimal::new(offset).as_bytes()),
+                    f => {
+                        if let Some(v) = f.origin_value(&ev.origin) {
+                            h.add(name, v.as_bytes());
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// The longest piece of `ev`'s body that fits in a record with its key and headers.
+    fn piece_len(&self, ev: &Event) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, field)| {
+                let value = match field {
+                    Field::Offset => 20,
+                    f => f.origin_value(&ev.origin).map_or(0, str::len),
+                };
+                HEADER_OVERHEAD + name.len() + value
+            })
+            .sum();
+        self.max_message_bytes
+            .saturating_sub(RECORD_OVERHEAD + self.key_buf.len() + headers)
+    }
+}

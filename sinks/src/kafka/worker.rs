@@ -1,0 +1,266 @@
+//! The producer's own thread: it produces the leases the sink hands it, serves librdkafka's
+//! delivery reports, and hands each lease back, oldest first, once all its records are
+//! reported. No tokio worker ever waits on librdkafka.
+//!
+//! Producing and serving reports on one thread is what makes the producer cheap: librdkafka
+//! allocates a record (and its headers) on the producing thread and frees it after its report
+//! is served, so both stay on one thread's malloc cache instead of crossing threads.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sluice_channels::Lease;
+use tokio::sync::mpsc as tokio_mpsc;
+
+use super::producer::Failure;
+use super::records::{Cursor, RecordWriter, Step};
+use crate::SinkMetrics;
+
+/// How long one wait for delivery reports lasts while batches are in flight; a new batch
+/// waits at most this long to be produced.
+const POLL_WAIT: Duration = Duration::from_millis(1);
+/// How long the thread sleeps between checks for client errors when nothing is in flight.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+enum Command {
+    Produce(Lease),
+    Close { purge: bool, wait: Duration },
+}
+
+/// What the producer thread hands back.
+pub enum Report {
+    /// Every record of the lease was acknowledged: commit it.
+    Delivered(Lease),
+    /// A record of the lease failed; the thread reports nothing more until it is closed.
+    Failed {
+        /// The lease.
+        lease: Lease,
+        /// Its earliest failed record.
+        failure: Failure,
+    },
+    /// The producer is gone; these leases (oldest first) were not all delivered.
+    Closed(Vec<Lease>),
+}
+
+/// A handle on the producer thread.
+pub struct Worker {
+    commands: mpsc::Sender<Command>,
+    reports: tokio_mpsc::UnboundedReceiver<Report>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts the thread `kafka-NAME` that produces through `writer`.
+    pub fn spawn(
+        writer: RecordWriter,
+        metrics: Arc<SinkMetrics>,
+        name: &str,
+    ) -> std::io::Result<Worker> {
+        let (commands, command_rx) = mpsc::channel();
+        let (report_tx, reports) = tokio_mpsc::unbounded_channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("kafka-{name}"))
+            .spawn(move || {
+                Thread {
+                    writer,
+                    metrics,
+                    commands: command_rx,
+                    reports: report_tx,
+                    waiting: VecDeque::new(),
+                    current: None,
+                    inflight: VecDeque::new(),
+                    next_slot: 0,
+                    failed: false,
+                }
+                .run()
+            })?;
+        Ok(Worker {
+            commands,
+            reports,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands a lease to the producer. Never waits.
+    pub fn produce(&self, lease: Lease) {
+        // A send fails only if the thread is gone, which the next report tells.
+        let _ = self.commands.send(Command::Produce(lease));
+    }
+
+    /// The next report; `None` once the thread is gone.
+    pub async fn report(&mut self) -> Option<Report> {
+        self.reports.recv().await
+    }
+
+    /// Closes the producer, first failing what it holds if `purge`, waiting up to `wait` for
+    /// reports, and returns the reports that followed, the last one `Closed`.
+    pub async fn close(mut self, purge: bool, wait: Duration) -> Vec<Report> {
+        let _ = self.commands.send(Command::Close { purge, wait });
+        let mut reports = Vec::new();
+        while let Some(r) = self.reports.recv().await {
+            let closed = matches!(r, Report::Closed(_));
+            reports.push(r);
+            if closed {
+                break;
+            }
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        reports
+    }
+}
+
+struct Thread {
+    writer: RecordWriter,
+    metrics: Arc<SinkMetrics>,
+    commands: mpsc::Receiver<Command>,
+    reports: tokio_mpsc::UnboundedSender<Report>,
+    /// Leases received and not produced yet.
+    waiting: VecDeque<Lease>,
+    /// The lease being produced (librdkafka's queue was full), its slot and progress.
+    current: Option<(Lease, usize, Cursor)>,
+    /// Produced leases and their slots, oldest first.
+    inflight: VecDeque<(Lease, usize)>,
+    next_slot: usize,
+    /// A failure was reported: produce and report nothing more.
+    failed: bool,
+}
+
+impl Thread {
+    fn run(mut self) {
+        loop {
+            // Take every command that waits; with nothing in flight, wait for one.
+            let busy = self.current.is_some() || !self.inflight.is_empty();
+            let mut next = if busy {
+                self.commands
+                    .try_recv()
+                    .map_err(|e| e == TryRecvError::Disconnected)
+            } else {
+                self.commands
+                    .recv_timeout(IDLE_WAIT)
+                    .map_err(|e| e == RecvTimeoutError::Disconnected)
+            };
+            loop {
+                match next {
+                    Ok(Command::Produce(lease)) => self.waiting.push_back(lease),
+                    Ok(Command::Close { purge, wait }) => return self.close(purge, wait),
+                    // The sink is gone: fail what is in flight and stop.
+                    Err(true) => return self.close(true, Duration::ZERO),
+                    Err(false) => break,
+                }
+                next = self
+                    .commands
+                    .try_recv()
+                    .map_err(|e| e == TryRecvError::Disconnected);
+            }
+            self.produce_waiting();
+            let busy = self.current.is_some() || !self.inflight.is_empty();
+            // Serve delivery reports (and client errors, also when idle).
+            self.writer
+                .producer()
+                .poll(if busy { POLL_WAIT } else { Duration::ZERO });
+            self.report_finished();
+        }
+    }
+
+    /// Produces the waiting leases until librdkafka's queue is full or a record fails.
+    fn produce_waiting(&mut self) {
+        let slots = self.writer.producer().deliveries().clone();
+        while !self.failed {
+            if self.current.is_none() {
+                let Some(lease) = self.waiting.pop_front() else {
+                    return;
+                };
+                let slot = self.next_slot;
+                self.next_slot = (slot + 1) % slots.slots();
+                slots.arm(slot);
+                self.current = Some((lease, slot, Cursor::default()));
+            }
+            let Some((lease, slot, cur)) = self.current.as_mut() else {
+                return;
+            };
+            let step = self.writer.write(lease, *slot, cur, &self.metrics);
+            if step == Step::QueueFull {
+                return;
+            }
+            let Some((lease, slot, cur)) = self.current.take() else {
+                return;
+            };
+            slots.disarm(slot, cur.produced);
+            self.inflight.push_back((lease, slot));
+            if step == Step::Failed {
+                return;
+            }
+        }
+    }
+
+    /// Hands back the finished leases at the front, oldest first, until one failed.
+    fn report_finished(&mut self) {
+        let slots = self.writer.producer().deliveries();
+        while !self.failed {
+            let Some((_, slot)) = self.inflight.front() else {
+                return;
+            };
+            if !slots.is_done(*slot) {
+                return;
+            }
+            let failure = slots.failure(*slot);
+            let Some((lease, _)) = self.inflight.pop_front() else {
+                return;
+            };
+            let report = match failure {
+                None => Report::Delivered(lease),
+                Some(failure) => {
+                    self.failed = true;
+                    Report::Failed { lease, failure }
+                }
+            };
+            let _ = self.reports.send(report);
+        }
+    }
+
+    fn close(mut self, purge: bool, wait: Duration) {
+        let producer = self.writer.producer();
+        if purge {
+            producer.purge();
+        }
+        if let Some((lease, slot, cur)) = self.current.take() {
+            producer.deliveries().disarm(slot, cur.produced);
+            self.inflight.push_back((lease, slot));
+        }
+        // Serve the reports of what is left (purged records report at once).
+        let Thread {
+            writer,
+            mut inflight,
+            waiting,
+            reports,
+            mut failed,
+            ..
+        } = self;
+        let deliveries = writer.producer().deliveries().clone();
+        writer.into_producer().close(wait);
+        // The producer is destroyed: nothing refers to the leases' events any more.
+        while !failed {
+            let Some((_, slot)) = inflight.front() else {
+                break;
+            };
+            if !deliveries.is_done(*slot) || deliveries.failure(*slot).is_some() {
+                failed = true;
+                continue;
+            }
+            if let Some((lease, _)) = inflight.pop_front() {
+                let _ = reports.send(Report::Delivered(lease));
+            }
+        }
+        let rest = inflight
+            .into_iter()
+            .map(|(l, _)| l)
+            .chain(waiting)
+            .collect();
+        let _ = reports.send(Report::Closed(rest));
+    }
+}

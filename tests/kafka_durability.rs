@@ -1,0 +1,279 @@
+//! End-to-end durability through Kafka: spooldir -> file channel -> Kafka, with the agent
+//! killed by SIGKILL over and over, and with Kafka stopped while files keep arriving. The
+//! topic is checked with `sluice audit --expect` against the original files, and with an
+//! independent reader (kcat) for per-file partition and order.
+
+mod support;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::agent::{Agent, drop_file, free_port, http_get, sluice, wait_until};
+use support::kafka::{KafkaBroker, Record, murmur2_partition};
+
+const LONG: Duration = Duration::from_secs(180);
+
+fn config(
+    spool: &Path,
+    data: &Path,
+    brokers: &str,
+    topic: &str,
+    channel: &str,
+    http: u16,
+) -> String {
+    format!(
+        r#"
+a1:
+  data_dir: {data}
+  shutdown_timeout: 30s
+  http: 127.0.0.1:{http}
+  sources:
+    r1: {{ type: spooldir, dir: {spool}, channel: c1, batch_size: 500 }}
+  channels:
+    c1: {channel}
+  sinks:
+    k1:
+      type: kafka
+      channel: c1
+      brokers: {brokers}
+      topic: {topic}
+      batch_size: 1000
+"#,
+        data = data.display(),
+        spool = spool.display(),
+    )
+}
+
+/// A deterministic pseudo-random sequence (xorshift64*), so a failing run can be repeated.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+/// `lines` numbered lines of varied length; CRLF on every fifth, no final terminator.
+fn content(tag: &str, lines: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..lines {
+        out.extend_from_slice(format!("{tag} {i:07} {}", "y".repeat(i % 120)).as_bytes());
+        if i + 1 < lines {
+            out.extend_from_slice(if i % 5 == 0 { b"\r\n" } else { b"\n" });
+        }
+    }
+    out
+}
+
+fn metric(port: u16, name: &str) -> Option<u64> {
+    let body = http_get(port, "/metrics")?.1;
+    body.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Runs `sluice audit --expect` and returns (exit code, report).
+fn audit(broker: &KafkaBroker, topic: &str, originals: &Path) -> (i32, String) {
+    let bootstrap = broker.bootstrap();
+    let (code, out, err) = sluice(&[
+        "audit",
+        "--brokers",
+        &bootstrap,
+        "--topic",
+        topic,
+        "--expect",
+        originals.to_str().unwrap(),
+    ]);
+    (code, format!("{out}{err}"))
+}
+
+/// Checks with the independent reader: each file's lines sit in the partition murmur2 picks
+/// for its key, and first deliveries come in file order with none missing.
+fn check_partitions_and_order(
+    records: &[Record],
+    files: &HashMap<String, usize>,
+    partitions: i32,
+) -> usize {
+    let mut seen: HashMap<String, (i32, usize)> = HashMap::new();
+    let mut duplicates = 0;
+    for r in records {
+        let key = String::from_utf8(r.key.clone().expect("keyed")).unwrap();
+        assert_eq!(
+            r.partition,
+            murmur2_partition(key.as_bytes(), partitions),
+            "key {key}"
+        );
+        let text = r.value_str();
+        let mut parts = text.split(' ');
+        let tag = parts.next().unwrap().to_owned();
+        let seq: usize = parts.next().unwrap().parse().unwrap();
+        let entry = seen.entry(tag.clone()).or_insert((r.partition, 0));
+        assert_eq!(entry.0, r.partition, "{tag} in one partition");
+        if seq < entry.1 {
+            duplicates += 1;
+        } else {
+            assert_eq!(
+                seq, entry.1,
+                "{tag}: first deliveries in order and without gaps"
+            );
+            entry.1 += 1;
+        }
+    }
+    for (tag, n) in files {
+        assert_eq!(seen.get(tag).map(|e| e.1), Some(*n), "{tag} complete");
+    }
+    duplicates
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_nothing_and_keeps_order() {
+    let broker = KafkaBroker::start();
+    let topic = "durable";
+    broker.create_topic(topic, 4);
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, data, originals) = (
+        tmp.path().join("spool"),
+        tmp.path().join("data"),
+        tmp.path().join("orig"),
+    );
+    fs::create_dir_all(&spool).unwrap();
+    fs::create_dir_all(&originals).unwrap();
+    let http = free_port();
+    let channel = format!(
+        "{{ type: file, dir: {}, capacity: 64MiB, min_free_space: 1MiB }}",
+        tmp.path().join("wal").display()
+    );
+    let conf = config(&spool, &data, &broker.bootstrap(), topic, &channel, http);
+    let mut files = HashMap::new();
+    let mut add_file = |i: usize| {
+        let (tag, n) = (format!("f{i}"), 40_000 + i * 3_000);
+        let body = content(&tag, n);
+        fs::write(originals.join(format!("{tag}.log")), &body).unwrap();
+        drop_file(&spool, &format!("{tag}.log"), &body);
+        files.insert(tag, n);
+    };
+    for i in 0..4 {
+        add_file(i);
+    }
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let run = tmp.path().join("run");
+    let mut kills = 0;
+    while kills < 22 {
+        let mut agent = Agent::start(&run, "a1", &conf);
+        // Fault injection, not synchronization: the kill lands at a random moment of the run.
+        std::thread::sleep(Duration::from_millis(150 + rng.below(900)));
+        agent.kill();
+        kills += 1;
+        if kills % 6 == 0 {
+            add_file(3 + kills / 6);
+        }
+    }
+    let total: usize = files.values().sum();
+    let mut agent = Agent::start(&run, "a1", &conf);
+    wait_until(LONG, "every file completed", || {
+        files
+            .keys()
+            .all(|t| spool.join(format!("{t}.log.COMPLETED")).exists())
+    });
+    wait_until(LONG, "the channel drained", || {
+        metric(http, "sluice_channel_events{") == Some(0)
+    });
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
+
+    let (code, report) = audit(&broker, topic, &originals);
+    assert_eq!(code, 0, "audit after {kills} kills:\n{report}");
+    let records = broker.consume_all(topic, total, Duration::from_secs(60));
+    let duplicates = check_partitions_and_order(&records, &files, 4);
+    println!(
+        "{kills} SIGKILLs, {total} lines, {} records, {duplicates} duplicates of in-flight lines",
+        records.len()
+    );
+    assert_eq!(records.len(), total + duplicates);
+}
+
+#[test]
+fn a_kafka_outage_fills_the_file_channel_then_everything_drains_in_order() {
+    let broker = KafkaBroker::start();
+    if broker
+        .skip_unless_owned("a_kafka_outage_fills_the_file_channel_then_everything_drains_in_order")
+    {
+        return;
+    }
+    let topic = "outage";
+    broker.create_topic(topic, 4);
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, data, originals) = (
+        tmp.path().join("spool"),
+        tmp.path().join("data"),
+        tmp.path().join("orig"),
+    );
+    fs::create_dir_all(&spool).unwrap();
+    fs::create_dir_all(&originals).unwrap();
+    let http = free_port();
+    let channel = format!(
+        "{{ type: file, dir: {}, capacity: 2MiB, segment_size: 256KiB, min_free_space: 1MiB }}",
+        tmp.path().join("wal").display()
+    );
+    let conf = config(&spool, &data, &broker.bootstrap(), topic, &channel, http);
+    let mut agent = Agent::start(&tmp.path().join("run"), "a1", &conf);
+    let mut files = HashMap::new();
+    let mut add = |tag: &str, n: usize| {
+        let body = content(tag, n);
+        fs::write(originals.join(format!("{tag}.log")), &body).unwrap();
+        drop_file(&spool, &format!("{tag}.log"), &body);
+        files.insert(tag.to_owned(), n);
+    };
+    add("before", 5_000);
+    wait_until(LONG, "the first file delivered", || {
+        spool.join("before.log.COMPLETED").exists()
+    });
+
+    broker.stop();
+    for i in 0..4 {
+        add(&format!("during{i}"), 20_000);
+    }
+    // ~2.4 MB of lines behind a 2 MiB channel: the channel fills and the source stops
+    // reading. Wait until the source has not put a line for three seconds.
+    let mut last = (0, Instant::now());
+    wait_until(LONG, "the source stalled behind a full channel", || {
+        let now = metric(http, "sluice_source_events_total{").unwrap_or(0);
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        now > 5_000 && last.1.elapsed() > Duration::from_secs(3)
+    });
+    let held = metric(http, "sluice_channel_bytes{").unwrap();
+    assert!(
+        held > 1 << 20,
+        "the channel holds {held} bytes of its 2 MiB when the source waits"
+    );
+    assert!(
+        !spool.join("during3.log.COMPLETED").exists(),
+        "not everything was read during the outage"
+    );
+    assert!(agent.running(), "the agent survives the outage");
+
+    broker.restart();
+    wait_until(LONG, "every file completed after the outage", || {
+        files
+            .keys()
+            .all(|t| spool.join(format!("{t}.log.COMPLETED")).exists())
+    });
+    wait_until(LONG, "the channel drained", || {
+        metric(http, "sluice_channel_events{") == Some(0)
+    });
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
+    let (code, report) = audit(&broker, topic, &originals);
+    assert_eq!(code, 0, "{report}");
+    let total: usize = files.values().sum();
+    let records = broker.consume_all(topic, total, Duration::from_secs(60));
+    check_partitions_and_order(&records, &files, 4);
+}

@@ -1,0 +1,314 @@
+//! End-to-end: spool files through the real `sluice` binary into a real Kafka broker (KRaft,
+//! provisioned by scripts/kafka-dev), read back with kcat. Every line arrives, each file's
+//! lines sit in one partition (the one Kafka's Java partitioner picks for the key) in file
+//! order, and a broker outage mid-stream loses nothing and reorders nothing.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use support::agent::{Agent, drop_file, free_port, http_get, wait_until};
+use support::kafka::{KafkaBroker, Record, murmur2_partition};
+
+const PARTITIONS: i32 = 4;
+const LONG: Duration = Duration::from_secs(180);
+
+fn config(
+    spool: &Path,
+    data: &Path,
+    bootstrap: &str,
+    topic: &str,
+    port: u16,
+    capacity: usize,
+) -> String {
+    format!(
+        r#"
+a1:
+  data_dir: {data}
+  shutdown_timeout: 20s
+  http: 127.0.0.1:{port}
+  sources:
+    r1:
+      type: spooldir
+      dir: {spool}
+      channel: c1
+      batch_size: 500
+  channels:
+    c1: {{ type: memory, capacity: {capacity} }}
+  sinks:
+    k1:
+      type: kafka
+      channel: c1
+      brokers: {bootstrap}
+      topic: {topic}
+      batch_size: 700
+      batches_in_flight: 4
+"#,
+        data = data.display(),
+        spool = spool.display(),
+    )
+}
+
+/// The lines of file `name`: each names its file and number, with some varying filler.
+fn file_lines(name: &str, lines: usize) -> Vec<String> {
+    (0..lines)
+        .map(|i| {
+            format!(
+                "{name} {i:06} level=info msg=\"request done\" {}",
+                "z".repeat(i % 40)
+            )
+        })
+        .collect()
+}
+
+/// The file's bytes and the byte offset of each line.
+fn file_content(lines: &[String]) -> (Vec<u8>, Vec<u64>) {
+    let mut out = Vec::new();
+    let mut offsets = Vec::new();
+    for l in lines {
+        offsets.push(out.len() as u64);
+        out.extend_from_slice(l.as_bytes());
+        out.push(b'\n');
+    }
+    (out, offsets)
+}
+
+/// A counter of the agent's `/metrics`, 0 while it does not answer.
+fn metric(port: u16, name: &str) -> u64 {
+    let Some((_, body)) = http_get(port, "/metrics") else {
+        return 0;
+    };
+    body.lines()
+        .find(|l| l.starts_with(name) && l.contains("sink=\"k1\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn completed(spool: &Path) -> usize {
+    std::fs::read_dir(spool)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".COMPLETED")
+        })
+        .count()
+}
+
+/// What arrived for each file: its records in partition order.
+fn by_file(records: &[Record]) -> HashMap<String, Vec<&Record>> {
+    let mut files: HashMap<String, Vec<&Record>> = HashMap::new();
+    for r in records {
+        let key = String::from_utf8(r.key.clone().expect("every record has a key")).unwrap();
+        files.entry(key).or_default().push(r);
+    }
+    files
+}
+
+/// Checks one file's records: one partition, the Java partitioner's for the key, and the
+/// lines in file order with their path and offset headers. With `exactly_once` every line
+/// arrives once; otherwise lines may repeat, but the first arrivals are the file in order.
+fn check_file(
+    name: &str,
+    path: &Path,
+    recs: &[&Record],
+    lines: &[String],
+    offsets: &[u64],
+    exactly_once: bool,
+) {
+    let partition = murmur2_partition(name.as_bytes(), PARTITIONS);
+    assert!(
+        recs.iter().all(|r| r.partition == partition),
+        "{name}: every record in partition {partition} (murmur2 of the key)"
+    );
+    let mut seen = HashSet::new();
+    let mut firsts = Vec::new();
+    for r in recs {
+        let value = r.value_str();
+        let i: usize = value.split(' ').nth(1).unwrap().parse().unwrap();
+        assert_eq!(value, lines[i], "{name}: record content");
+        assert_eq!(
+            r.header("path"),
+            Some(path.to_str().unwrap().as_bytes()),
+            "{name}: path header"
+        );
+        assert_eq!(
+            r.header("offset"),
+            Some(offsets[i].to_string().as_bytes()),
+            "{name}: offset header"
+        );
+        if seen.insert(i) {
+            firsts.push(i);
+        }
+    }
+    let expected: Vec<usize> = (0..lines.len()).collect();
+    assert_eq!(
+        firsts, expected,
+        "{name}: every line arrived, first arrivals in file order"
+    );
+    if exactly_once {
+        assert_eq!(recs.len(), lines.len(), "{name}: no line repeated");
+    }
+}
+
+#[test]
+fn spool_files_arrive_exactly_once_in_file_order_on_the_java_partition() {
+    let broker = KafkaBroker::start();
+    let topic = "sluice-e2e-order";
+    broker.create_topic(topic, PARTITIONS);
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, data) = (dir.path().join("spool"), dir.path().join("data"));
+    std::fs::create_dir_all(&spool).unwrap();
+    let port = free_port();
+    let mut agent = Agent::start(
+        dir.path(),
+        "a1",
+        &config(&spool, &data, &broker.bootstrap(), topic, port, 10_000),
+    );
+
+    let names: Vec<String> = (0..6).map(|i| format!("app-{i}.log")).collect();
+    let mut files = Vec::new();
+    for (n, name) in names.iter().enumerate() {
+        let lines = file_lines(name, 3000 + 500 * n);
+        let (content, offsets) = file_content(&lines);
+        drop_file(&spool, name, &content);
+        files.push((name.clone(), lines, offsets));
+    }
+    let total: usize = files.iter().map(|(_, l, _)| l.len()).sum();
+    wait_until(LONG, "every file is delivered and renamed", || {
+        completed(&spool) == files.len()
+    });
+    assert_eq!(metric(port, "sluice_sink_events_total") as usize, total);
+    assert_eq!(metric(port, "sluice_sink_rollbacks_total"), 0);
+
+    let records = broker.consume_all(topic, total, LONG);
+    assert_eq!(records.len(), total, "every line exactly once");
+    let got = by_file(&records);
+    assert_eq!(got.len(), files.len());
+    for (name, lines, offsets) in &files {
+        check_file(name, &spool.join(name), &got[name], lines, offsets, true);
+    }
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
+}
+
+#[test]
+fn a_broker_outage_mid_stream_loses_nothing_and_keeps_order() {
+    let broker = KafkaBroker::start();
+    if broker.skip_unless_owned("a_broker_outage_mid_stream_loses_nothing_and_keeps_order") {
+        return;
+    }
+    let topic = "sluice-e2e-outage";
+    broker.create_topic(topic, PARTITIONS);
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, data) = (dir.path().join("spool"), dir.path().join("data"));
+    std::fs::create_dir_all(&spool).unwrap();
+    let port = free_port();
+    // A small channel: during the outage it fills and the source waits.
+    let mut agent = Agent::start(
+        dir.path(),
+        "a1",
+        &config(&spool, &data, &broker.bootstrap(), topic, port, 3000),
+    );
+
+    let mut files = Vec::new();
+    let mut add = |name: String, n: usize| {
+        let lines = file_lines(&name, n);
+        let (content, offsets) = file_content(&lines);
+        drop_file(&spool, &name, &content);
+        files.push((name, lines, offsets));
+    };
+    for i in 0..4 {
+        add(format!("before-{i}.log"), 20_000);
+    }
+    wait_until(LONG, "delivery is under way", || {
+        metric(port, "sluice_sink_events_total") >= 2000
+    });
+
+    broker.stop();
+    let stalled_at = metric(port, "sluice_sink_events_total");
+    // Files dropped during the outage can only arrive after it.
+    for i in 0..2 {
+        add(format!("during-{i}.log"), 5000);
+    }
+    // The outage lasts several seconds; nothing is committed meanwhile (no delivery
+    // deadline: the sink waits, nothing fails).
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        metric(port, "sluice_sink_events_total"),
+        stalled_at,
+        "nothing committed while the broker is down"
+    );
+    assert!(
+        agent.running(),
+        "the agent waits out the outage: {}",
+        agent.stderr_text()
+    );
+
+    broker.restart();
+    add("after-0.log".to_owned(), 5000);
+    wait_until(LONG, "every file is delivered and renamed", || {
+        completed(&spool) == files.len()
+    });
+    let total: usize = files.iter().map(|(_, l, _)| l.len()).sum();
+    assert_eq!(metric(port, "sluice_sink_events_total") as usize, total);
+
+    let records = broker.consume_all(topic, total, LONG);
+    let got = by_file(&records);
+    assert_eq!(got.len(), files.len());
+    for (name, lines, offsets) in &files {
+        check_file(name, &spool.join(name), &got[name], lines, offsets, false);
+    }
+    let repeated = records.len() - total;
+    eprintln!(
+        "outage: the broker stopped after {stalled_at} lines were delivered; {} records for \
+         {total} lines ({repeated} repeated)",
+        records.len()
+    );
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
+}
+
+#[test]
+fn the_shipped_spooldir_kafka_config_delivers_to_kafkatopic() {
+    let broker = KafkaBroker::start();
+    broker.create_topic("kafkatopic", PARTITIONS);
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let config =
+        std::fs::read_to_string(support::agent::repo_root().join("conf/spooldir-kafka.yaml"))
+            .unwrap();
+    let port = free_port().to_string();
+    let env = [
+        ("KAFKA_BROKERS", broker.bootstrap()),
+        ("SPOOL_DIR", spool.display().to_string()),
+        ("SLUICE_DATA", dir.path().join("data").display().to_string()),
+        ("SLUICE_HTTP", format!("127.0.0.1:{port}")),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut agent = Agent::start_with_env(&dir.path().join("agent"), "a1", &config, &env);
+    let lines = file_lines("syslog", 2000);
+    let (content, offsets) = file_content(&lines);
+    drop_file(&spool, "syslog", &content);
+    wait_until(LONG, "the file is delivered and renamed", || {
+        completed(&spool) == 1
+    });
+    let records = broker.consume_all("kafkatopic", lines.len(), LONG);
+    assert_eq!(records.len(), lines.len());
+    check_file(
+        "syslog",
+        &spool.join("syslog"),
+        &by_file(&records)["syslog"],
+        &lines,
+        &offsets,
+        true,
+    );
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
+}
