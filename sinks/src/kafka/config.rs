@@ -53,8 +53,10 @@ pub struct KafkaConfig {
 fn default_key() -> Template {
     Template::compile("%{file}").unwrap_or_else(|_| unreachable!("a valid literal template"))
 }
+/// `path` and `offset` let `sluice audit` check every file; `fid` (set by the taildir source,
+/// left out for others) tells a recreated file from its predecessor under the same path.
 fn default_headers() -> Vec<String> {
-    vec!["path".to_owned(), "offset".to_owned()]
+    vec!["path".to_owned(), "offset".to_owned(), "fid".to_owned()]
 }
 fn default_batch_size() -> usize {
     2000
@@ -408,7 +410,7 @@ mod tests {
         let c = with("");
         assert!(c.validate().is_empty(), "{:?}", c.validate());
         assert_eq!(c.key.as_str(), "%{file}");
-        assert_eq!(c.headers, ["path", "offset"]);
+        assert_eq!(c.headers, ["path", "offset", "fid"]);
         assert_eq!(
             (c.compression, c.acks, c.oversize),
             (Compression::Lz4, Acks::All, Oversize::Split)
