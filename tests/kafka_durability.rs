@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::agent::{Agent, drop_file, free_port, http_get, sluice, wait_until};
@@ -131,71 +131,108 @@ fn check_partitions_and_order(
     duplicates
 }
 
+/// A spool folder fed with generated files (a copy of each kept for `--expect`), and the
+/// agent configuration that ships it through a file channel into `topic`.
+struct Setup {
+    tmp: tempfile::TempDir,
+    spool: PathBuf,
+    originals: PathBuf,
+    conf: String,
+    http: u16,
+    topic: &'static str,
+    /// Tag -> number of lines of each file dropped.
+    files: HashMap<String, usize>,
+}
+
+impl Setup {
+    fn new(broker: &KafkaBroker, topic: &'static str, channel_options: &str) -> Setup {
+        broker.create_topic(topic, 4);
+        let tmp = tempfile::tempdir().unwrap();
+        let (spool, originals) = (tmp.path().join("spool"), tmp.path().join("orig"));
+        fs::create_dir_all(&spool).unwrap();
+        fs::create_dir_all(&originals).unwrap();
+        let http = free_port();
+        let channel = format!(
+            "{{ type: file, dir: {}, {channel_options} }}",
+            tmp.path().join("wal").display()
+        );
+        let data = tmp.path().join("data");
+        let conf = config(&spool, &data, &broker.bootstrap(), topic, &channel, http);
+        Setup {
+            tmp,
+            spool,
+            originals,
+            conf,
+            http,
+            topic,
+            files: HashMap::new(),
+        }
+    }
+
+    fn start(&self) -> Agent {
+        Agent::start(&self.tmp.path().join("run"), "a1", &self.conf)
+    }
+
+    /// Drops file `TAG.log` of `lines` lines into the spool folder.
+    fn add(&mut self, tag: &str, lines: usize) {
+        let body = content(tag, lines);
+        fs::write(self.originals.join(format!("{tag}.log")), &body).unwrap();
+        drop_file(&self.spool, &format!("{tag}.log"), &body);
+        self.files.insert(tag.to_owned(), lines);
+    }
+
+    fn completed(&self, tag: &str) -> bool {
+        self.spool.join(format!("{tag}.log.COMPLETED")).exists()
+    }
+
+    /// Waits until every file is delivered, stops the agent with SIGTERM, and checks the topic
+    /// with `sluice audit --expect` and with kcat. Returns (records, repeats).
+    fn finish(&self, mut agent: Agent, broker: &KafkaBroker) -> (usize, usize) {
+        wait_until(LONG, "every file completed", || {
+            self.files.keys().all(|t| self.completed(t))
+        });
+        wait_until(LONG, "the channel drained", || {
+            metric(self.http, "sluice_channel_events{") == Some(0)
+        });
+        agent.signal(libc::SIGTERM);
+        assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
+        let (code, report) = audit(broker, self.topic, &self.originals);
+        assert_eq!(code, 0, "{report}");
+        let total: usize = self.files.values().sum();
+        let records = broker.consume_all(self.topic, total, Duration::from_secs(60));
+        let duplicates = check_partitions_and_order(&records, &self.files, 4);
+        assert_eq!(records.len(), total + duplicates);
+        (records.len(), duplicates)
+    }
+}
+
 #[test]
 fn sigkill_at_random_moments_loses_nothing_and_keeps_order() {
     let broker = KafkaBroker::start();
-    let topic = "durable";
-    broker.create_topic(topic, 4);
-    let tmp = tempfile::tempdir().unwrap();
-    let (spool, data, originals) = (
-        tmp.path().join("spool"),
-        tmp.path().join("data"),
-        tmp.path().join("orig"),
-    );
-    fs::create_dir_all(&spool).unwrap();
-    fs::create_dir_all(&originals).unwrap();
-    let http = free_port();
-    let channel = format!(
-        "{{ type: file, dir: {}, capacity: 64MiB, min_free_space: 1MiB }}",
-        tmp.path().join("wal").display()
-    );
-    let conf = config(&spool, &data, &broker.bootstrap(), topic, &channel, http);
-    let mut files = HashMap::new();
-    let mut add_file = |i: usize| {
-        let (tag, n) = (format!("f{i}"), 40_000 + i * 3_000);
-        let body = content(&tag, n);
-        fs::write(originals.join(format!("{tag}.log")), &body).unwrap();
-        drop_file(&spool, &format!("{tag}.log"), &body);
-        files.insert(tag, n);
-    };
+    let mut setup = Setup::new(&broker, "durable", "capacity: 64MiB, min_free_space: 1MiB");
+    let lines = |i: usize| 40_000 + i * 3_000;
     for i in 0..4 {
-        add_file(i);
+        setup.add(&format!("f{i}"), lines(i));
     }
     let mut rng = Rng(0x5eed_1234_abcd_0001);
-    let run = tmp.path().join("run");
     let mut kills = 0;
     while kills < 22 {
-        let mut agent = Agent::start(&run, "a1", &conf);
+        let mut agent = setup.start();
         // Fault injection, not synchronization: the kill lands at a random moment of the run.
         std::thread::sleep(Duration::from_millis(150 + rng.below(900)));
         agent.kill();
         kills += 1;
         if kills % 6 == 0 {
-            add_file(3 + kills / 6);
+            let i = 3 + kills / 6;
+            setup.add(&format!("f{i}"), lines(i));
         }
     }
-    let total: usize = files.values().sum();
-    let mut agent = Agent::start(&run, "a1", &conf);
-    wait_until(LONG, "every file completed", || {
-        files
-            .keys()
-            .all(|t| spool.join(format!("{t}.log.COMPLETED")).exists())
-    });
-    wait_until(LONG, "the channel drained", || {
-        metric(http, "sluice_channel_events{") == Some(0)
-    });
-    agent.signal(libc::SIGTERM);
-    assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
-
-    let (code, report) = audit(&broker, topic, &originals);
-    assert_eq!(code, 0, "audit after {kills} kills:\n{report}");
-    let records = broker.consume_all(topic, total, Duration::from_secs(60));
-    let duplicates = check_partitions_and_order(&records, &files, 4);
+    let agent = setup.start();
+    let (records, duplicates) = setup.finish(agent, &broker);
+    let total: usize = setup.files.values().sum();
     println!(
-        "{kills} SIGKILLs, {total} lines, {} records, {duplicates} duplicates of in-flight lines",
-        records.len()
+        "{kills} SIGKILLs, {total} lines, {records} records, {duplicates} repeats of in-flight lines"
     );
-    assert_eq!(records.len(), total + duplicates);
 }
 
 #[test]
@@ -206,41 +243,24 @@ fn a_kafka_outage_fills_the_file_channel_then_everything_drains_in_order() {
     {
         return;
     }
-    let topic = "outage";
-    broker.create_topic(topic, 4);
-    let tmp = tempfile::tempdir().unwrap();
-    let (spool, data, originals) = (
-        tmp.path().join("spool"),
-        tmp.path().join("data"),
-        tmp.path().join("orig"),
+    let mut setup = Setup::new(
+        &broker,
+        "outage",
+        "capacity: 2MiB, segment_size: 256KiB, min_free_space: 1MiB",
     );
-    fs::create_dir_all(&spool).unwrap();
-    fs::create_dir_all(&originals).unwrap();
-    let http = free_port();
-    let channel = format!(
-        "{{ type: file, dir: {}, capacity: 2MiB, segment_size: 256KiB, min_free_space: 1MiB }}",
-        tmp.path().join("wal").display()
-    );
-    let conf = config(&spool, &data, &broker.bootstrap(), topic, &channel, http);
-    let mut agent = Agent::start(&tmp.path().join("run"), "a1", &conf);
-    let mut files = HashMap::new();
-    let mut add = |tag: &str, n: usize| {
-        let body = content(tag, n);
-        fs::write(originals.join(format!("{tag}.log")), &body).unwrap();
-        drop_file(&spool, &format!("{tag}.log"), &body);
-        files.insert(tag.to_owned(), n);
-    };
-    add("before", 5_000);
+    let mut agent = setup.start();
+    setup.add("before", 5_000);
     wait_until(LONG, "the first file delivered", || {
-        spool.join("before.log.COMPLETED").exists()
+        setup.completed("before")
     });
 
     broker.stop();
     for i in 0..4 {
-        add(&format!("during{i}"), 20_000);
+        setup.add(&format!("during{i}"), 20_000);
     }
     // ~2.4 MB of lines behind a 2 MiB channel: the channel fills and the source stops
     // reading. Wait until the source has not put a line for three seconds.
+    let http = setup.http;
     let mut last = (0, Instant::now());
     wait_until(LONG, "the source stalled behind a full channel", || {
         let now = metric(http, "sluice_source_events_total{").unwrap_or(0);
@@ -255,25 +275,11 @@ fn a_kafka_outage_fills_the_file_channel_then_everything_drains_in_order() {
         "the channel holds {held} bytes of its 2 MiB when the source waits"
     );
     assert!(
-        !spool.join("during3.log.COMPLETED").exists(),
+        !setup.completed("during3"),
         "not everything was read during the outage"
     );
     assert!(agent.running(), "the agent survives the outage");
 
     broker.restart();
-    wait_until(LONG, "every file completed after the outage", || {
-        files
-            .keys()
-            .all(|t| spool.join(format!("{t}.log.COMPLETED")).exists())
-    });
-    wait_until(LONG, "the channel drained", || {
-        metric(http, "sluice_channel_events{") == Some(0)
-    });
-    agent.signal(libc::SIGTERM);
-    assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
-    let (code, report) = audit(&broker, topic, &originals);
-    assert_eq!(code, 0, "{report}");
-    let total: usize = files.values().sum();
-    let records = broker.consume_all(topic, total, Duration::from_secs(60));
-    check_partitions_and_order(&records, &files, 4);
+    setup.finish(agent, &broker);
 }
