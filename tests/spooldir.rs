@@ -484,3 +484,53 @@ fn an_idle_agent_does_not_wake_itself() {
     agent.signal(libc::SIGTERM);
     assert!(agent.wait_exit(LONG).success());
 }
+
+#[test]
+fn sigkill_with_several_files_in_flight_resumes_each_without_gaps() {
+    let (tmp, spool, data) = dirs();
+    let files = 40;
+    for i in 0..files {
+        drop_file(
+            &spool,
+            &format!("s{i:02}.log"),
+            &file_content(&format!("s{i:02}"), 8_000),
+        );
+    }
+    let conf = config(&spool, &data, "      order: name", 20_000);
+    let run_dir = tmp.path().join("run");
+    let mut first = Agent::start(&run_dir, "a1", &conf);
+    let completed = || {
+        (0..files)
+            .filter(|i| spool.join(format!("s{i:02}.log.COMPLETED")).exists())
+            .count()
+    };
+    wait_until(LONG, "some files completed", || completed() >= 3);
+    first.kill();
+    assert!(
+        completed() < files,
+        "the kill came after every file: add files"
+    );
+    let mut second = Agent::start(&run_dir, "a1", &conf);
+    wait_until(LONG, "every file completed after the restart", || {
+        completed() == files
+    });
+    second.signal(libc::SIGTERM);
+    assert!(second.wait_exit(LONG).success(), "{}", second.stderr_text());
+    let mut all = first.stdout_bytes();
+    // A line cut by the kill is not a line: drop the first run's unterminated tail.
+    let cut = all.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    all.truncate(cut);
+    all.extend(second.stdout_bytes());
+    let tags = by_tag(&lines_of(&all));
+    for i in 0..files {
+        let seqs = &tags[&format!("s{i:02}")];
+        let mut next = 0;
+        for &s in seqs {
+            assert!(s <= next, "s{i:02}: line {s} arrived before line {next}");
+            if s == next {
+                next += 1;
+            }
+        }
+        assert_eq!(next, 8_000, "s{i:02} complete");
+    }
+}

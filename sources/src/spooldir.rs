@@ -143,11 +143,11 @@ impl SpoolDirConfig {
     }
 }
 
-/// The checkpoint: the file in progress and how much of it is safe.
+/// The checkpoint: the files in progress, oldest first, and how much of each is safe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 struct Checkpoint {
-    /// The file being read, if any.
-    current: Option<InProgress>,
+    /// Files read (or being read) whose lines are not all safe yet.
+    files: Vec<InProgress>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,14 +168,22 @@ struct Skipped {
     mtime: i64,
 }
 
-/// How reading one file ended.
-enum Outcome {
-    /// Every line is safe; the file can be completed.
-    Complete,
-    /// The agent is stopping; the checkpoint holds the safe offset.
-    Interrupted,
-    /// The file was set aside with an error.
-    SetAside,
+/// The most files whose lines are in the channel but not all safe yet. Reading the next file
+/// while the last one's lines are still being delivered keeps the sink busy at file
+/// boundaries.
+const MAX_FILES_IN_FLIGHT: usize = 8;
+
+/// A file read (or being read) whose lines are not all safe yet.
+struct InFlight {
+    path: PathBuf,
+    meta: fs::Metadata,
+    /// Receipts of the batches put, with the offset just past each batch.
+    pending: VecDeque<(Receipt, u64)>,
+    /// Every line before this offset is safe.
+    safe: u64,
+    /// How reading ended: `None` while it goes on (or was interrupted by a stop),
+    /// `Some(true)` at the end of the file, `Some(false)` on a read error.
+    read: Option<bool>,
 }
 
 /// The spooling-directory source.
@@ -186,6 +194,10 @@ pub struct SpoolDirSource {
     ctx: SourceContext,
     checkpoint_path: PathBuf,
     skipped: HashSet<Skipped>,
+    /// Files whose lines are not all safe yet, oldest first.
+    flight: VecDeque<InFlight>,
+    /// When the checkpoint was last made durable.
+    synced_at: Instant,
 }
 
 impl SpoolDirSource {
@@ -204,6 +216,8 @@ impl SpoolDirSource {
             cfg,
             ctx,
             skipped: HashSet::new(),
+            flight: VecDeque::new(),
+            synced_at: Instant::now(),
         }
     }
 
@@ -221,33 +235,47 @@ impl SpoolDirSource {
         })?;
         let wake = Arc::new(Notify::new());
         let _watcher = self.watch(wake.clone());
-        let mut resume = self.load_checkpoint().current;
+        let mut resume: VecDeque<InProgress> = self.load_checkpoint().files.into();
         info!(source = %self.ctx.name, dir = %self.cfg.dir.display(), "spooldir source started");
         let mut shutdown = self.ctx.shutdown.clone();
         while !shutdown.is_stopping() {
-            let next = match resume.take() {
-                Some(p) => self.resume_target(p),
-                None => None,
-            };
-            let next = match next {
-                Some(n) => Some(n),
-                None => self.scan(),
-            };
-            let Some((path, offset)) = next else {
+            self.advance(false).await;
+            if self.flight.len() >= MAX_FILES_IN_FLIGHT {
+                if !self.wait_front().await {
+                    break;
+                }
+                continue;
+            }
+            let mut next = None;
+            while next.is_none()
+                && let Some(p) = resume.pop_front()
+            {
+                next = self.resume_target(p);
+            }
+            let Some((path, offset)) = next.or_else(|| self.scan()) else {
                 let notified = wake.notified();
+                let waiting = self.flight.iter().any(|f| !f.pending.is_empty());
                 tokio::select! {
                     _ = notified => {}
                     _ = tokio::time::sleep(self.cfg.poll_interval.0) => {}
                     _ = shutdown.reached(Phase::Draining) => {}
+                    _ = self.wait_front(), if waiting => {}
                 }
                 continue;
             };
-            match self.read_file(&path, offset).await {
-                Outcome::Complete => self.complete(&path).await,
-                Outcome::Interrupted => break,
-                Outcome::SetAside => {}
+            if !self.read_file(&path, offset).await {
+                break;
             }
         }
+        // Stopping: wait for what was put to become safe (the sinks drain meanwhile),
+        // completing the files that become safe, unless the drain deadline passes first.
+        while self.flight.iter().any(|f| !f.pending.is_empty()) {
+            if !self.wait_front().await {
+                break;
+            }
+            self.advance(false).await;
+        }
+        self.advance(true).await;
         info!(source = %self.ctx.name, "spooldir source stopped");
         Ok(())
     }
@@ -300,9 +328,25 @@ impl SpoolDirSource {
         }
     }
 
-    async fn save_checkpoint(&self, cp: &Checkpoint, durable: bool) {
+    /// Writes the checkpoint of the files in flight; see [`SYNC_EVERY`] for `durable`.
+    async fn save_checkpoint(&mut self, durable: bool) {
+        let cp = Checkpoint {
+            files: self
+                .flight
+                .iter()
+                .map(|f| InProgress {
+                    path: f.path.clone(),
+                    dev: f.meta.dev(),
+                    ino: f.meta.ino(),
+                    offset: f.safe,
+                })
+                .collect(),
+        };
+        if durable {
+            self.synced_at = Instant::now();
+        }
         let path = self.checkpoint_path.clone();
-        let data = serde_json::to_vec(cp).unwrap_or_default();
+        let data = serde_json::to_vec(&cp).unwrap_or_default();
         let result =
             tokio::task::spawn_blocking(move || atomic_file::write_atomic(&path, &data, durable))
                 .await;
@@ -359,6 +403,9 @@ impl SpoolDirSource {
                 continue;
             }
             let path = entry.path();
+            if self.flight.iter().any(|f| f.path == path) {
+                continue;
+            }
             let Ok(meta) = fs::metadata(&path) else {
                 continue;
             };
@@ -404,8 +451,10 @@ impl SpoolDirSource {
         warn!(source = %self.ctx.name, file = %path.display(), "file left in place and skipped while it stays unchanged");
     }
 
-    /// Reads `path` from `offset` to its end, putting its lines into the channel.
-    async fn read_file(&mut self, path: &Path, offset: u64) -> Outcome {
+    /// Reads `path` from `offset` to its end, putting its lines into the channel; the file
+    /// joins the files in flight and is completed once all its lines are safe. Returns false
+    /// if the agent is stopping (or the channel refused a batch).
+    async fn read_file(&mut self, path: &Path, offset: u64) -> bool {
         let opened = File::open(path).and_then(|mut f| {
             let meta = f.metadata()?;
             f.seek(SeekFrom::Start(offset))?;
@@ -417,7 +466,7 @@ impl SpoolDirSource {
                 SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
                 error!(source = %self.ctx.name, file = %path.display(), error = %e, "cannot read the file");
                 self.set_aside(path, e.kind() != io::ErrorKind::NotFound);
-                return Outcome::SetAside;
+                return true;
             }
         };
         if self.cfg.after_read == AfterRead::Rename {
@@ -426,19 +475,18 @@ impl SpoolDirSource {
                 error!(source = %self.ctx.name, file = %path.display(), completed = %done.display(),
                     "the completed name is already taken; the file is not read (rename one of them)");
                 self.set_aside(path, false);
-                return Outcome::SetAside;
+                return true;
             }
         }
-        let mut cp = Checkpoint {
-            current: Some(InProgress {
-                path: path.to_path_buf(),
-                dev: meta.dev(),
-                ino: meta.ino(),
-                offset,
-            }),
-        };
-        self.save_checkpoint(&cp, true).await;
         debug!(source = %self.ctx.name, file = %path.display(), offset, size = meta.len(), "reading file");
+        self.flight.push_back(InFlight {
+            path: path.to_path_buf(),
+            meta,
+            pending: VecDeque::new(),
+            safe: offset,
+            read: None,
+        });
+        self.save_checkpoint(true).await;
 
         let headers = self.cfg.headers.iter().map(|(k, v)| (k.clone(), v.clone()));
         let origin = Arc::new(Origin::for_file(
@@ -455,16 +503,12 @@ impl SpoolDirSource {
                 self.cfg.long_lines,
             )),
         };
-        let mut pending: VecDeque<(Receipt, u64)> = VecDeque::new();
-        let mut safe = offset;
-        let mut synced_at = Instant::now();
         let mut reported_long = 0u64;
         let mut shutdown = self.ctx.shutdown.clone();
         let batch_size = self.cfg.batch_size;
-
-        let read_ok = loop {
+        loop {
             if shutdown.is_stopping() {
-                break None;
+                return false;
             }
             let (batches, end) = match reader.next_batches(batch_size, &origin).await {
                 Ok(x) => x,
@@ -472,7 +516,8 @@ impl SpoolDirSource {
                     SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
                     error!(source = %self.ctx.name, file = %path.display(), offset = reader.offset(), error = %e,
                         "read error; the file is set aside after what was read is safe");
-                    break Some(false);
+                    self.set_read(false);
+                    return true;
                 }
             };
             let long = reader.long_lines();
@@ -484,7 +529,6 @@ impl SpoolDirSource {
                 reported_long = long.lines;
             }
             let count = batches.len();
-            let mut refused = false;
             for (i, batch) in batches.into_iter().enumerate() {
                 let batch_end = if i + 1 == count {
                     reader.offset()
@@ -498,83 +542,102 @@ impl SpoolDirSource {
                 let put = self.ctx.channel.put(batch.0);
                 let receipt = tokio::select! {
                     r = put => r,
-                    _ = shutdown.reached(Phase::Aborting) => {
-                        refused = true;
-                        break;
-                    }
+                    _ = shutdown.reached(Phase::Aborting) => return false,
                 };
                 match receipt {
-                    Ok(r) => pending.push_back((r, batch_end)),
+                    Ok(r) => {
+                        if let Some(f) = self.flight.back_mut() {
+                            f.pending.push_back((r, batch_end));
+                        }
+                    }
                     Err(e) => {
                         warn!(source = %self.ctx.name, error = %e, "channel refused a batch; stopping");
-                        refused = true;
-                        break;
+                        return false;
                     }
                 }
                 SourceMetrics::add(&self.ctx.metrics.events, events);
                 SourceMetrics::add(&self.ctx.metrics.bytes, bytes);
             }
-            if refused {
-                break None;
-            }
-            let before = safe;
-            while pending.front().is_some_and(|(r, _)| r.is_safe()) {
-                safe = pending.pop_front().map_or(safe, |(_, o)| o);
-            }
-            if safe != before {
-                let durable = synced_at.elapsed() >= SYNC_EVERY;
-                set_offset(&mut cp, safe);
-                self.save_checkpoint(&cp, durable).await;
-                if durable {
-                    synced_at = Instant::now();
-                }
-            }
+            self.advance(false).await;
             if end {
-                break Some(true);
-            }
-        };
-
-        // Wait for everything put to become safe, unless the drain deadline passes first.
-        while let Some((receipt, end)) = pending.front_mut() {
-            let end = *end;
-            tokio::select! {
-                ok = receipt.wait() => {
-                    if !ok { break; }
-                    safe = end;
-                    pending.pop_front();
-                }
-                _ = shutdown.reached(Phase::Aborting) => break,
-            }
-        }
-        set_offset(&mut cp, safe);
-        self.save_checkpoint(&cp, true).await;
-        if !pending.is_empty() {
-            return Outcome::Interrupted;
-        }
-        match read_ok {
-            None => Outcome::Interrupted,
-            Some(false) => {
-                self.set_aside(path, true);
-                self.save_checkpoint(&Checkpoint::default(), true).await;
-                Outcome::SetAside
-            }
-            Some(true) => {
-                if let Some(problem) = changed_since(path, &meta, safe) {
-                    SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
-                    error!(source = %self.ctx.name, file = %path.display(), problem,
-                        "the file changed after it was picked up; spooldir files must be complete \
-                         when they are dropped in (write elsewhere, then move them in)");
-                    self.set_aside(path, true);
-                    self.save_checkpoint(&Checkpoint::default(), true).await;
-                    return Outcome::SetAside;
-                }
-                Outcome::Complete
+                self.set_read(true);
+                return true;
             }
         }
     }
 
-    /// Renames or deletes a fully safe file, then clears the checkpoint.
-    async fn complete(&mut self, path: &Path) {
+    /// Records how reading the newest file in flight ended: at its end, or on a read error.
+    fn set_read(&mut self, to_the_end: bool) {
+        if let Some(f) = self.flight.back_mut() {
+            f.read = Some(to_the_end);
+        }
+    }
+
+    /// Waits until the oldest unsafe batch in flight is safe. Returns false if the drain
+    /// deadline passed (or the channel is gone) first.
+    async fn wait_front(&mut self) -> bool {
+        let mut shutdown = self.ctx.shutdown.clone();
+        let Some(receipt) = self
+            .flight
+            .iter_mut()
+            .find_map(|f| f.pending.front_mut().map(|(r, _)| r))
+        else {
+            return true;
+        };
+        tokio::select! {
+            ok = receipt.wait() => ok,
+            _ = shutdown.reached(Phase::Aborting) => false,
+        }
+    }
+
+    /// Advances every file in flight over its safe batches, finishes the oldest files once
+    /// all their lines are safe, and saves the checkpoint if anything moved: rewritten at
+    /// once, made durable every [`SYNC_EVERY`], after a file is finished, or when `durable`
+    /// asks.
+    async fn advance(&mut self, durable: bool) {
+        let mut moved = false;
+        for f in &mut self.flight {
+            while f.pending.front().is_some_and(|(r, _)| r.is_safe()) {
+                if let Some((_, end)) = f.pending.pop_front() {
+                    f.safe = end;
+                    moved = true;
+                }
+            }
+        }
+        let mut finished = false;
+        while self
+            .flight
+            .front()
+            .is_some_and(|f| f.read.is_some() && f.pending.is_empty())
+        {
+            let Some(f) = self.flight.pop_front() else {
+                break;
+            };
+            self.finish(f);
+            finished = true;
+        }
+        if moved || finished || durable {
+            let durable = durable || finished || self.synced_at.elapsed() >= SYNC_EVERY;
+            self.save_checkpoint(durable).await;
+        }
+    }
+
+    /// Completes a file whose lines are all safe: renames or deletes it, or sets it aside if
+    /// it could not be read to its end or changed after it was picked up.
+    fn finish(&mut self, f: InFlight) {
+        let path = f.path.as_path();
+        if f.read != Some(true) {
+            self.set_aside(path, true);
+            return;
+        }
+        if let Some(problem) = changed_since(path, &f.meta, f.safe) {
+            SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
+            error!(source = %self.ctx.name, file = %path.display(), problem,
+                "the file changed after it was picked up; spooldir files must be complete \
+                 when they are dropped in (write elsewhere, then move them in)");
+            self.set_aside(path, true);
+            return;
+        }
         let result = match self.cfg.after_read {
             AfterRead::Delete => fs::remove_file(path),
             AfterRead::Rename => rename_no_replace(path, &self.completed_name(path)),
@@ -594,7 +657,6 @@ impl SpoolDirSource {
                 self.set_aside(path, false);
             }
         }
-        self.save_checkpoint(&Checkpoint::default(), true).await;
     }
 }
 
@@ -606,12 +668,6 @@ fn wakes_the_scan(kind: &notify::EventKind) -> bool {
         kind,
         EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
     )
-}
-
-fn set_offset(cp: &mut Checkpoint, safe: u64) {
-    if let Some(c) = cp.current.as_mut() {
-        c.offset = safe;
-    }
 }
 
 fn skip_key(path: &Path, meta: &fs::Metadata) -> Skipped {
