@@ -7,6 +7,7 @@
 //! head of the queue with [`Channel::rollback`].
 
 mod channel;
+mod chunks;
 mod event;
 mod file;
 pub mod lifecycle;

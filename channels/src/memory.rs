@@ -6,6 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::sync::{Notify, watch};
 
 use crate::channel::{BoxFuture, Channel, ChannelError, ChannelStats, Lease, Receipt};
+use crate::chunks::{self, EventChunk};
 use crate::event::Event;
 
 /// The memory channel's limits.
@@ -31,6 +32,28 @@ struct Chunk {
     first_seq: u64,
     events: Vec<Event>,
     bytes: usize,
+}
+
+impl EventChunk for Chunk {
+    fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+    fn events_mut(&mut self) -> &mut Vec<Event> {
+        &mut self.events
+    }
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+    fn split_off(&mut self, n: usize) -> Self {
+        let events = self.events.split_off(n);
+        let bytes = chunks::weight(&events);
+        self.bytes -= bytes;
+        Chunk {
+            first_seq: self.first_seq + n as u64,
+            events,
+            bytes,
+        }
+    }
 }
 
 struct State {
@@ -111,7 +134,7 @@ impl MemoryChannel {
 
     async fn put_batch(&self, batch: Vec<Event>) -> Result<Receipt, ChannelError> {
         let count = batch.len();
-        let bytes: usize = batch.iter().map(Event::weight).sum();
+        let bytes = chunks::weight(&batch);
         let mut batch = Some(batch);
         loop {
             let space = self.space.notified();
@@ -173,36 +196,7 @@ impl MemoryChannel {
 
     /// Moves up to `max` of the oldest queued events into a lease, whole chunks when they fit.
     fn lease_from(st: &mut State, max: usize) -> Option<Lease> {
-        let first = st.queue.pop_front()?;
-        let first_seq = first.first_seq;
-        let mut lease = Lease {
-            first_seq,
-            events: Vec::new(),
-            bytes: 0,
-        };
-        let mut next = Some(first);
-        while let Some(mut chunk) = next.take() {
-            let room = max - lease.events.len();
-            if chunk.events.len() > room {
-                let rest = chunk.events.split_off(room);
-                let rest_bytes: usize = rest.iter().map(Event::weight).sum();
-                st.queue.push_front(Chunk {
-                    first_seq: chunk.first_seq + room as u64,
-                    events: rest,
-                    bytes: rest_bytes,
-                });
-                chunk.bytes -= rest_bytes;
-            }
-            lease.bytes += chunk.bytes;
-            if lease.events.is_empty() {
-                lease.events = chunk.events;
-            } else {
-                lease.events.append(&mut chunk.events);
-            }
-            if lease.events.len() < max {
-                next = st.queue.pop_front();
-            }
-        }
+        let lease = chunks::lease(&mut st.queue, max, |_| {})?;
         st.take_seq = lease.end_seq();
         Some(lease)
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use super::segment;
 use super::syncer::Group;
 use crate::channel::Lease;
+use crate::chunks::{self, EventChunk};
 use crate::event::{Event, Origin};
 
 /// A place in the log: the record at `off` of segment `seg`, of which the first `skip`
@@ -86,6 +87,31 @@ pub struct Chunk {
     pub off: u64,
     /// The index of the first event in the record.
     pub first_idx: u32,
+}
+
+impl EventChunk for Chunk {
+    fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+    fn events_mut(&mut self) -> &mut Vec<Event> {
+        &mut self.events
+    }
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+    fn split_off(&mut self, n: usize) -> Self {
+        let events = self.events.split_off(n);
+        let bytes = chunks::weight(&events);
+        self.bytes -= bytes;
+        Chunk {
+            first_seq: self.first_seq + n as u64,
+            events,
+            bytes,
+            seg: self.seg,
+            off: self.off,
+            first_idx: self.first_idx + n as u32,
+        }
+    }
 }
 
 /// The part of a lease that came from one record.
@@ -250,47 +276,16 @@ impl State {
 
     /// Leases up to `max` of the oldest events in the head.
     pub fn lease(&mut self, max: usize) -> Option<Lease> {
-        let max = max.max(1);
-        let first = self.head.pop_front()?;
-        let mut lease = Lease {
-            first_seq: first.first_seq,
-            events: Vec::new(),
-            bytes: 0,
-        };
         let mut parts = Vec::new();
-        let mut next = Some(first);
-        while let Some(mut chunk) = next.take() {
-            let room = max - lease.events.len();
-            if chunk.events.len() > room {
-                let rest = chunk.events.split_off(room);
-                let rest_bytes: usize = rest.iter().map(Event::weight).sum();
-                self.head.push_front(Chunk {
-                    first_seq: chunk.first_seq + room as u64,
-                    events: rest,
-                    bytes: rest_bytes,
-                    seg: chunk.seg,
-                    off: chunk.off,
-                    first_idx: chunk.first_idx + room as u32,
-                });
-                chunk.bytes -= rest_bytes;
-            }
-            self.head_bytes -= chunk.bytes;
+        let lease = chunks::lease(&mut self.head, max, |chunk: &Chunk| {
             parts.push(Part {
                 seg: chunk.seg,
                 off: chunk.off,
                 first_idx: chunk.first_idx,
                 count: chunk.events.len() as u32,
             });
-            lease.bytes += chunk.bytes;
-            if lease.events.is_empty() {
-                lease.events = chunk.events;
-            } else {
-                lease.events.append(&mut chunk.events);
-            }
-            if lease.events.len() < max {
-                next = self.head.pop_front();
-            }
-        }
+        })?;
+        self.head_bytes -= lease.bytes;
         self.leases.push_back(LeaseInfo {
             first_seq: lease.first_seq,
             end_seq: lease.end_seq(),
@@ -347,7 +342,7 @@ impl State {
             } else {
                 events.split_off(events.len() - part.count as usize)
             };
-            let bytes: usize = part_events.iter().map(Event::weight).sum();
+            let bytes = chunks::weight(&part_events);
             self.head_bytes += bytes;
             end -= u64::from(part.count);
             self.head.push_front(Chunk {
