@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use support::agent::{Agent, drop_file, free_port, http_get, wait_until};
+use support::agent::{Agent, drop_file, free_port, http_get, spool_dirs, wait_until};
 use support::kafka::{KafkaBroker, Record, murmur2_partition};
 
 const PARTITIONS: i32 = 4;
@@ -161,9 +161,7 @@ fn spool_files_arrive_exactly_once_in_file_order_on_the_java_partition() {
     let broker = KafkaBroker::start();
     let topic = "sluice-e2e-order";
     broker.create_topic(topic, PARTITIONS);
-    let dir = tempfile::tempdir().unwrap();
-    let (spool, data) = (dir.path().join("spool"), dir.path().join("data"));
-    std::fs::create_dir_all(&spool).unwrap();
+    let (dir, spool, data) = spool_dirs();
     let port = free_port();
     let mut agent = Agent::start(
         dir.path(),
@@ -205,9 +203,7 @@ fn a_broker_outage_mid_stream_loses_nothing_and_keeps_order() {
     }
     let topic = "sluice-e2e-outage";
     broker.create_topic(topic, PARTITIONS);
-    let dir = tempfile::tempdir().unwrap();
-    let (spool, data) = (dir.path().join("spool"), dir.path().join("data"));
-    std::fs::create_dir_all(&spool).unwrap();
+    let (dir, spool, data) = spool_dirs();
     let port = free_port();
     // A small channel: during the outage it fills and the source waits.
     let mut agent = Agent::start(

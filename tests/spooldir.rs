@@ -6,11 +6,11 @@ mod support;
 use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::agent::{Agent, drop_file, free_port, http_get, sluice_bin, wait_until};
+use support::agent::{Agent, drop_file, free_port, http_get, sluice_bin, spool_dirs, wait_until};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -35,14 +35,6 @@ a1:
         data = data.display(),
         spool = spool.display(),
     )
-}
-
-/// A temporary folder with an empty spool folder and a data folder path in it.
-fn dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let (spool, data) = (tmp.path().join("spool"), tmp.path().join("data"));
-    fs::create_dir_all(&spool).unwrap();
-    (tmp, spool, data)
 }
 
 /// `lines` lines tagged with the file's tag and a sequence number; every seventh line ends
@@ -86,7 +78,7 @@ fn count_lines(agent: &Agent) -> usize {
 
 #[test]
 fn files_arrive_complete_in_order_and_are_renamed_then_sigterm_exits_zero() {
-    let (tmp, spool, data) = dirs();
+    let (tmp, spool, data) = spool_dirs();
     let sizes = [3000, 5000, 1, 4000];
     for (i, n) in sizes.iter().enumerate() {
         drop_file(
@@ -168,7 +160,7 @@ fn files_arrive_complete_in_order_and_are_renamed_then_sigterm_exits_zero() {
 
 #[test]
 fn sigkill_in_the_middle_of_a_large_file_loses_nothing_after_a_restart() {
-    let (tmp, spool, data) = dirs();
+    let (tmp, spool, data) = spool_dirs();
     let total = 400_000;
     drop_file(&spool, "big.log", &file_content("big", total));
     let capacity = 5000;
@@ -221,7 +213,7 @@ fn sigkill_in_the_middle_of_a_large_file_loses_nothing_after_a_restart() {
 
 #[test]
 fn sigterm_mid_file_drains_and_a_restart_repeats_nothing() {
-    let (tmp, spool, data) = dirs();
+    let (tmp, spool, data) = spool_dirs();
     let total = 400_000;
     drop_file(&spool, "big.log", &file_content("big", total));
     let conf = config(&spool, &data, "", 5000);
@@ -256,7 +248,7 @@ fn sigterm_mid_file_drains_and_a_restart_repeats_nothing() {
 
 #[test]
 fn a_file_changed_after_pickup_is_set_aside_and_the_agent_goes_on() {
-    let (tmp, spool, data) = dirs();
+    let (tmp, spool, data) = spool_dirs();
     drop_file(&spool, "growing.log", &file_content("g", 200_000));
     let conf_path = tmp.path().join("agent.yaml");
     fs::write(&conf_path, config(&spool, &data, "", 1000)).unwrap();
@@ -321,7 +313,7 @@ impl AppendExt for fs::File {
 
 #[test]
 fn a_taken_completed_name_leaves_the_file_and_others_still_flow() {
-    let (tmp, spool, data) = dirs();
+    let (tmp, spool, data) = spool_dirs();
     drop_file(&spool, "dup.log", b"new content\n");
     drop_file(&spool, "dup.log.COMPLETED", b"old content\n");
     drop_file(&spool, "ok.log", &file_content("ok", 100));
@@ -356,7 +348,7 @@ fn a_taken_completed_name_leaves_the_file_and_others_still_flow() {
 
 #[test]
 fn long_lines_are_split_invalid_utf8_passes_and_delete_mode_deletes() {
-    let (tmp, spool, data) = dirs();
+    let (tmp, spool, data) = spool_dirs();
     let mut content = b"short\n".to_vec();
     content.extend(std::iter::repeat_n(b'L', 2500));
     content.extend_from_slice(b"\n\xff\xfe\xc3\x28 bytes\n\nend");
@@ -417,7 +409,7 @@ fn a_missing_spool_folder_fails_the_agent_with_a_clear_error() {
 
 #[test]
 fn a_corrupt_checkpoint_is_set_aside_and_the_file_read_again_from_its_start() {
-    let (tmp, spool, data) = dirs();
+    let (tmp, spool, data) = spool_dirs();
     fs::create_dir_all(data.join("sources/r1")).unwrap();
     fs::write(
         data.join("sources/r1/spooldir.json"),
@@ -461,7 +453,7 @@ fn cpu_ticks(pid: i32) -> u64 {
 
 #[test]
 fn an_idle_agent_does_not_wake_itself() {
-    let (tmp, spool, data) = dirs();
+    let (tmp, spool, data) = spool_dirs();
     drop_file(&spool, "a.log", &file_content("a", 100));
     let mut agent = Agent::start(
         &tmp.path().join("run"),
@@ -487,7 +479,7 @@ fn an_idle_agent_does_not_wake_itself() {
 
 #[test]
 fn sigkill_with_several_files_in_flight_resumes_each_without_gaps() {
-    let (tmp, spool, data) = dirs();
+    let (tmp, spool, data) = spool_dirs();
     let files = 40;
     for i in 0..files {
         drop_file(

@@ -202,3 +202,11 @@ pub fn drop_file(dir: &Path, name: &str, content: &[u8]) {
     fs::write(&tmp, content).unwrap();
     fs::rename(&tmp, dir.join(name)).unwrap();
 }
+
+/// A temporary folder holding an empty spool folder, and the path of a data folder in it.
+pub fn spool_dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, data) = (tmp.path().join("spool"), tmp.path().join("data"));
+    fs::create_dir_all(&spool).unwrap();
+    (tmp, spool, data)
+}
