@@ -131,6 +131,12 @@ pub fn render(c: &Components) -> String {
         "Files that vanished or could not be read.",
         src(|m| SourceMetrics::get(&m.read_errors)),
     );
+    family(
+        "sluice_source_files_missed_total",
+        "counter",
+        "Files that matched but were renamed away or deleted before they could be opened.",
+        src(|m| SourceMetrics::get(&m.files_missed)),
+    );
     let chan = |f: fn(&sluice_channels::ChannelStats) -> u64| -> Vec<(String, u64)> {
         c.channels
             .iter()

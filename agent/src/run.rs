@@ -132,6 +132,7 @@ async fn run_agent(cfg: AgentConfig) -> anyhow::Result<()> {
             name: s.name.clone(),
             channel: channels[&s.channel].clone(),
             state_dir: cfg.data_dir.join("sources").join(&s.name),
+            data_dir: cfg.data_dir.clone(),
             host: host.clone(),
             shutdown: trigger.subscribe(),
             metrics,

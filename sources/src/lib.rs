@@ -25,6 +25,9 @@ pub struct SourceContext {
     pub channel: Arc<dyn Channel>,
     /// A folder the source owns for its checkpoints; created by the source if missing.
     pub state_dir: PathBuf,
+    /// The agent's data folder (its lock, every source's checkpoints, the file channels'
+    /// logs): a source never reads a file under it, whatever its patterns match.
+    pub data_dir: PathBuf,
     /// The host name, for event headers.
     pub host: String,
     /// The agent's lifecycle.

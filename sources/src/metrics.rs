@@ -19,6 +19,9 @@ pub struct SourceMetrics {
     pub long_line_bytes_dropped: AtomicU64,
     /// Read errors (a file vanished or could not be read).
     pub read_errors: AtomicU64,
+    /// Files that matched but could not be read at all: renamed out of every watched folder or
+    /// deleted before they could be opened. Their lines are lost; each one is also logged.
+    pub files_missed: AtomicU64,
 }
 
 impl SourceMetrics {

@@ -76,6 +76,8 @@ pub struct Listing {
 pub struct Patterns {
     list: Vec<PathPattern>,
     exclude: Vec<Exclude>,
+    /// The agent's own folders (absolute, as given and as resolved): never read or watched.
+    private: Vec<PathBuf>,
 }
 
 const WHOLE_PATH: glob::MatchOptions = glob::MatchOptions {
@@ -138,17 +140,43 @@ impl Patterns {
                     })
                 })
                 .collect(),
+            private: Vec::new(),
         }
+    }
+
+    /// Never matches a path under `dir` (the agent's data folder: its position files,
+    /// checkpoints and write-ahead logs), whatever the patterns say.
+    pub fn keep_out(&mut self, dir: &Path) {
+        for d in [std::path::absolute(dir).ok(), fs::canonicalize(dir).ok()]
+            .into_iter()
+            .flatten()
+        {
+            if !self.private.contains(&d) {
+                self.private.push(d);
+            }
+        }
+    }
+
+    /// True if `path` is under one of the agent's own folders.
+    pub fn private(&self, path: &Path) -> bool {
+        if self.private.is_empty() {
+            return false;
+        }
+        if path.is_absolute() {
+            return self.private.iter().any(|d| path.starts_with(d));
+        }
+        std::path::absolute(path).is_ok_and(|p| self.private.iter().any(|d| p.starts_with(d)))
     }
 
     /// True if `path` is excluded.
     pub fn excluded(&self, path: &Path) -> bool {
-        self.exclude.iter().any(|e| match e {
-            Exclude::Name(p) => path
-                .file_name()
-                .is_some_and(|n| p.matches(&n.to_string_lossy())),
-            Exclude::Path(p) => p.matches_path_with(path, WHOLE_PATH),
-        })
+        self.private(path)
+            || self.exclude.iter().any(|e| match e {
+                Exclude::Name(p) => path
+                    .file_name()
+                    .is_some_and(|n| p.matches(&n.to_string_lossy())),
+                Exclude::Path(p) => p.matches_path_with(path, WHOLE_PATH),
+            })
     }
 
     /// The index of the first pattern that matches `path`, if no exclusion does.
@@ -202,6 +230,9 @@ impl Walk<'_> {
         let Some(comp) = self.pattern.comps.get(i) else {
             return;
         };
+        if self.patterns.private(dir) {
+            return;
+        }
         let last = i + 1 == self.pattern.comps.len();
         match comp {
             Comp::Literal(name) => {
@@ -301,6 +332,9 @@ impl Walk<'_> {
             let Ok(target) = fs::canonicalize(&path) else {
                 return;
             };
+            if self.patterns.private(&target) {
+                return;
+            }
             if let Some(parent) = target.parent() {
                 self.out.dirs.insert(parent.to_path_buf());
             }

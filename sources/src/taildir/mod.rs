@@ -40,7 +40,7 @@ use identity::{Fingerprint, Verdict};
 use matcher::{Listing, Patterns};
 use positions::{Loaded, Position};
 use reader::{Batch, Done, Job, Key, Reader, Settings, Start, Status};
-use watcher::{Shared, Watcher};
+use watcher::{Held, Shared, Watcher};
 
 use crate::{SourceContext, SourceError, SourceMetrics};
 
@@ -106,6 +106,8 @@ impl TailDirSource {
 /// Whether a file's reader is with the source, lent to a blocking read, or closed.
 enum Slot {
     Closed,
+    /// A handle the watcher opened when the file appeared, not read yet.
+    Held(std::fs::File),
     Open(Box<Reader>),
     Lent,
 }
@@ -138,6 +140,8 @@ struct FileState {
     queued: bool,
     eof: bool,
     last_growth: Instant,
+    /// Since when it has been read to its end without growing: `rotate_wait` counts from here.
+    at_end_since: Option<Instant>,
     /// Read to its end after rotation, or gone: removed once its receipts are safe.
     retiring: bool,
     /// The number of the last scan that found it at its path.
@@ -255,8 +259,17 @@ impl Tail {
                 HashMap::new()
             }
         };
-        let patterns = Arc::new(Patterns::new(&cfg.paths, &cfg.exclude));
-        let watcher = Watcher::new(&ctx.name);
+        let mut patterns = Patterns::new(&cfg.paths, &cfg.exclude);
+        // The agent's own files are never read: a position file under a watched glob would
+        // otherwise be shipped, and each rewrite of it would be a new file to follow.
+        patterns.keep_out(&ctx.data_dir);
+        patterns.keep_out(&ctx.state_dir);
+        patterns.keep_out(&position_file);
+        let mut tmp = position_file.clone().into_os_string();
+        tmp.push(".tmp");
+        patterns.keep_out(Path::new(&tmp));
+        let patterns = Arc::new(patterns);
+        let watcher = Watcher::new(&ctx.name, patterns.clone());
         let now = Instant::now();
         Tail {
             settings,
@@ -368,6 +381,14 @@ impl Tail {
     /// Folds file-system events into the queue and the need for a scan.
     fn take_changes(&mut self) {
         let changes = self.shared.take();
+        for h in changes.held {
+            self.hold(h);
+        }
+        for (path, what) in changes.missed {
+            SourceMetrics::add(&self.ctx.metrics.files_missed, 1);
+            warn!(source = %self.ctx.name, file = %path.display(), what,
+                "a file matched the patterns but could not be read: its lines are lost");
+        }
         if changes.rescan {
             self.scan_wanted = true;
             self.thorough_wanted = true;
@@ -395,6 +416,42 @@ impl Tail {
         {
             self.scan_wanted = true;
         }
+    }
+
+    /// Takes a file the watcher opened as it appeared: a new file is followed through that
+    /// handle, so renaming or deleting it before the source got to it loses nothing.
+    fn hold(&mut self, h: Held) {
+        let Held {
+            path,
+            at,
+            file,
+            dev,
+            ino,
+        } = h;
+        if let Some(&key) = self.by_inode.get(&(dev, ino)) {
+            if let Some(st) = self.files.get_mut(&key)
+                && !st.retiring
+                && matches!(st.reader, Slot::Closed)
+            {
+                st.reader = Slot::Held(file);
+                self.enqueue(key);
+            }
+            return;
+        }
+        let (start, safe, fp) = match self.resume.remove(&(dev, ino)) {
+            Some(p) => (Start::At(p.offset), p.offset, p.fp),
+            None => (Start::At(0), 0, None),
+        };
+        debug!(source = %self.ctx.name, file = %path.display(), at = %at.display(),
+            "following a new file from the moment it appeared");
+        let pattern = self.patterns.pattern_of(&path).unwrap_or(0);
+        let key = self.add(&path, pattern, (dev, ino), start, safe, fp);
+        if let Some(st) = self.files.get_mut(&key) {
+            st.open_path = at;
+            st.reader = Slot::Held(file);
+        }
+        self.enqueue(key);
+        self.scan_wanted = true;
     }
 
     /// Expands the patterns, updates the watches, and matches what it found to the files
@@ -452,7 +509,6 @@ impl Tail {
     fn apply(&mut self, listing: Listing, first: bool) -> Vec<Key> {
         self.scan_no += 1;
         let scan_no = self.scan_no;
-        let inodes = Arc::make_mut(&mut self.inodes);
         let old_before = self.cfg.ignore_older.map(|d| SystemTime::now() - d.0);
         for f in listing.files {
             let key = match self.by_inode.get(&(f.dev, f.ino)) {
@@ -473,23 +529,10 @@ impl Tail {
                         None => (Start::At(0), 0, None),
                     };
                     debug!(source = %self.ctx.name, file = %f.path.display(), start = ?start, "following a new file");
-                    let key = self.next_key;
-                    self.next_key += 1;
-                    let st = new_state(
-                        &self.cfg,
-                        &self.ctx,
-                        &f.path,
-                        f.pattern,
-                        (f.dev, f.ino),
-                        (start, safe, fp),
-                    );
-                    self.files.insert(key, st);
-                    self.by_inode.insert((f.dev, f.ino), key);
-                    self.positions_changed = true;
-                    self.positions_urgent = true;
-                    key
+                    self.add(&f.path, f.pattern, (f.dev, f.ino), start, safe, fp)
                 }
             };
+            let inodes = Arc::make_mut(&mut self.inodes);
             let Some(st) = self.files.get_mut(&key) else {
                 continue;
             };
@@ -523,6 +566,7 @@ impl Tail {
                 self.queue.push_back(key);
             }
         }
+        let inodes = Arc::make_mut(&mut self.inodes);
         let mut lost = Vec::new();
         for (key, st) in &mut self.files {
             if !st.bound || st.seen == scan_no || st.retiring {
@@ -695,7 +739,7 @@ impl Tail {
             let needs_slot = self
                 .files
                 .get(&key)
-                .is_some_and(|s| matches!(s.reader, Slot::Closed));
+                .is_some_and(|s| matches!(s.reader, Slot::Closed | Slot::Held(_)));
             if needs_slot && self.open >= max_open && !self.evict() {
                 deferred.push(key);
                 continue;
@@ -707,11 +751,15 @@ impl Tail {
             if st.retiring {
                 continue;
             }
-            let (reader, start) = match std::mem::replace(&mut st.reader, Slot::Lent) {
-                Slot::Open(r) => (Some(r), Start::At(st.read_pos)),
+            let (reader, start, held) = match std::mem::replace(&mut st.reader, Slot::Lent) {
+                Slot::Open(r) => (Some(r), Start::At(st.read_pos), None),
                 Slot::Closed => {
                     self.open += 1;
-                    (None, st.start)
+                    (None, st.start, None)
+                }
+                Slot::Held(file) => {
+                    self.open += 1;
+                    (None, st.start, Some(file))
                 }
                 Slot::Lent => continue,
             };
@@ -719,6 +767,7 @@ impl Tail {
                 key,
                 generation: st.generation,
                 reader,
+                held,
                 path: st.open_path.clone(),
                 start,
                 dev: st.dev,
@@ -726,7 +775,8 @@ impl Tail {
                 fp: st.fp,
                 origin: st.origin.clone(),
                 base: st.base.clone(),
-                finish_at_eof: !st.bound && st.last_growth.elapsed() >= rotate_wait,
+                finish_at_eof: !st.bound
+                    && st.at_end_since.is_some_and(|t| t.elapsed() >= rotate_wait),
             });
         }
         for key in deferred {
@@ -802,8 +852,14 @@ impl Tail {
                 st.read_end = d.read_end;
                 st.start = Start::At(d.read_pos);
                 st.eof = eof;
+                let now = Instant::now();
                 if d.grew {
-                    st.last_growth = Instant::now();
+                    st.last_growth = now;
+                }
+                if !eof {
+                    st.at_end_since = None;
+                } else if d.grew || st.at_end_since.is_none() {
+                    st.at_end_since = Some(now);
                 }
                 if d.unmarked {
                     match st.pending.back() {
@@ -1042,6 +1098,7 @@ fn new_state(
         queued: false,
         eof: false,
         last_growth: Instant::now(),
+        at_end_since: None,
         retiring: false,
         seen: 0,
     }

@@ -71,6 +71,8 @@ pub struct Job {
     pub generation: u32,
     /// Its open reader, or `None` to open it at `path` from `start`.
     pub reader: Option<Box<Reader>>,
+    /// A handle to open it through instead of `path` (opened when it appeared).
+    pub held: Option<File>,
     /// Where to open it.
     pub path: PathBuf,
     /// Where to start when opening it.
@@ -188,7 +190,7 @@ fn process(s: &Settings, mut job: Job, budget: &mut usize, packer: &mut Packer) 
     };
     let mut reader = match job.reader.take() {
         Some(r) => r,
-        None => match open(s, &job, &mut done) {
+        None => match open(s, &mut job, &mut done) {
             Ok(Some(r)) => r,
             Ok(None) => {
                 done.status = Status::Gone;
@@ -247,11 +249,14 @@ fn job_start(job: &Job, done: &Done) -> u64 {
 }
 
 /// Opens the job's file if it still is the file (device and inode) and positions it.
-fn open(s: &Settings, job: &Job, done: &mut Done) -> io::Result<Option<Box<Reader>>> {
-    let mut file = match File::open(&job.path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+fn open(s: &Settings, job: &mut Job, done: &mut Done) -> io::Result<Option<Box<Reader>>> {
+    let mut file = match job.held.take() {
+        Some(f) => f,
+        None => match File::open(&job.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        },
     };
     let meta = file.metadata()?;
     if meta.dev() != job.dev || meta.ino() != job.ino {
@@ -482,6 +487,7 @@ mod tests {
             key,
             generation: 0,
             reader: None,
+            held: None,
             path: path.to_path_buf(),
             start,
             dev: meta.dev(),

@@ -5,20 +5,54 @@
 //! Where events are not available (no inotify instance, the watch limit reached, a network
 //! file system such as NFS whose remote writes raise no events) the folder is polled instead,
 //! with a warning.
+//!
+//! A file that appears under a matching name is opened on the event thread at once, whatever
+//! the source is doing (it may be held back by a full channel for minutes), and its handle is
+//! handed to the source ([`Held`]): a file that is renamed away or deleted a moment later is
+//! still read in full. A file that could not be opened in time is followed through the renames
+//! the events report; one that left every watched folder, or was deleted, before it could be
+//! opened is reported ([`Changes::missed`]), never forgotten silently.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::CString;
+use std::fs::File;
+use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use notify::Watcher as _;
-use notify::event::{CreateKind, EventKind, ModifyKind, RemoveKind};
+use notify::event::{CreateKind, EventKind, ModifyKind, RemoveKind, RenameMode};
 use tokio::sync::Notify;
 use tracing::warn;
 
+use super::matcher::Patterns;
+
 /// Past this many changed paths between two wake-ups, the source looks at everything instead.
 const MAX_CHANGED: usize = 1 << 16;
+/// The most handles opened for the source and not yet taken by it; past that, new files are
+/// found by the next scan as before.
+const MAX_HELD: usize = 1024;
+/// The most files followed by name because they could not be opened when they appeared.
+const MAX_UNHELD: usize = 4096;
+/// Without birth times, the same inode opened again within this time is the same file.
+const SAME_FILE_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A file opened on the event thread as soon as it appeared under a matching name.
+#[derive(Debug)]
+pub struct Held {
+    /// The matching name it appeared under: its events carry this path.
+    pub path: PathBuf,
+    /// Where it was when it was opened.
+    pub at: PathBuf,
+    /// The open handle.
+    pub file: File,
+    /// Its device.
+    pub dev: u64,
+    /// Its inode.
+    pub ino: u64,
+}
 
 /// What changed since the source last looked.
 #[derive(Debug, Default)]
@@ -29,23 +63,37 @@ pub struct Changes {
     pub names: HashSet<PathBuf>,
     /// Events were lost or a folder appeared or vanished: every matched file must be looked at.
     pub rescan: bool,
+    /// Files opened as they appeared, in the order they appeared.
+    pub held: Vec<Held>,
+    /// Matching names of files that were renamed out of every watched folder, or deleted,
+    /// before they could be opened, with what happened to them.
+    pub missed: Vec<(PathBuf, &'static str)>,
+}
+
+/// What the event thread and the source share under one lock.
+struct State {
+    changes: Changes,
+    follow: Follow,
 }
 
 /// The part shared with the watcher's thread.
-#[derive(Debug, Default)]
 pub struct Shared {
-    changes: Mutex<Changes>,
+    state: Mutex<State>,
     wake: Notify,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Changes> {
-        self.changes.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes what changed so far.
+    /// Takes what changed so far. A rename away from a watched folder is reported here at the
+    /// latest on the second call after it, when no other event came to settle it.
     pub fn take(&self) -> Changes {
-        std::mem::take(&mut *self.lock())
+        let mut st = self.lock();
+        let State { changes, follow } = &mut *st;
+        follow.settle_stale_move(changes);
+        std::mem::take(changes)
     }
 
     /// Resolves once something changed since the last call (or immediately if it did).
@@ -54,12 +102,14 @@ impl Shared {
     }
 
     fn record(&self, event: notify::Result<notify::Event>) {
-        let mut c = self.lock();
+        let mut st = self.lock();
+        let State { changes: c, follow } = &mut *st;
         match event {
             Ok(ev) => {
                 if ev.need_rescan() {
                     c.rescan = true;
                 }
+                follow.event(&ev, c);
                 match ev.kind {
                     EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => return,
                     EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
@@ -82,9 +132,236 @@ impl Shared {
             c.names.clear();
             c.rescan = true;
         }
-        drop(c);
+        drop(st);
         self.wake.notify_one();
     }
+}
+
+/// What the event thread keeps to open new files and follow the ones it could not open.
+///
+/// Each file that arrives at a matching name (created there, or renamed there) is opened by
+/// name when its event is handled. Events queue, so by then the name may already hold a later
+/// file, or none: the file that arrived has left, and its leaving event (a rename, a delete)
+/// is further down the queue. So the last file opened at each name is kept ([`Arrival`]):
+/// when the next arrival at that name opens the very same file again, the file of the earlier
+/// arrival was never opened, and how it left says whether it can still be followed (renamed
+/// within the watched folders: opened at its new name) or is lost (deleted, or renamed out of
+/// them: reported).
+struct Follow {
+    patterns: Arc<Patterns>,
+    /// The last arrival at each name, while it matters.
+    arrivals: HashMap<PathBuf, Arrival>,
+    /// Files not opened when they arrived, by the name they have now, with the matching name
+    /// they arrived under.
+    unheld: HashMap<PathBuf, PathBuf>,
+    /// The path of the last `MOVED_FROM` whose `MOVED_TO` has not come yet, and whether the
+    /// source already took changes once since.
+    moving: Option<(PathBuf, bool)>,
+}
+
+/// What became of the last file that arrived at a name.
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    /// The file opened at that name when the arrival was handled.
+    opened: Identity,
+    /// How the file that arrived left the name, once its event was handled.
+    left: Option<Left>,
+}
+
+/// How a file left a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Left {
+    /// Renamed within the watched folders: it was opened (or followed) at its new name.
+    Renamed,
+    /// Deleted, or renamed out of every watched folder.
+    Lost(&'static str),
+}
+
+/// Tells two files apart even when an inode number is reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    /// The birth time, where the file system keeps one.
+    born: Option<std::time::SystemTime>,
+    /// When it was opened, to judge a reused inode where there is no birth time.
+    opened_at: std::time::Instant,
+}
+
+impl Identity {
+    /// Whether `later` is the same file as `self`. Without birth times, an inode seen again
+    /// within a second is taken as the same file: an inode is reused only after the file was
+    /// deleted and the source closed it, which takes at least its `rotate_wait`.
+    fn same_as(&self, later: &Identity) -> bool {
+        self.dev == later.dev
+            && self.ino == later.ino
+            && match (self.born, later.born) {
+                (Some(a), Some(b)) => a == b,
+                _ => later.opened_at.duration_since(self.opened_at) < SAME_FILE_WINDOW,
+            }
+    }
+}
+
+const DELETED: &str = "deleted before it could be opened";
+const MOVED_OUT: &str = "renamed out of every watched folder before it could be opened";
+const REPLACED: &str = "replaced by another file before it could be opened";
+
+impl Follow {
+    fn new(patterns: Arc<Patterns>) -> Self {
+        Follow {
+            patterns,
+            arrivals: HashMap::new(),
+            unheld: HashMap::new(),
+            moving: None,
+        }
+    }
+
+    /// Settles a `MOVED_FROM` that no `MOVED_TO` followed for a whole turn of the source.
+    fn settle_stale_move(&mut self, c: &mut Changes) {
+        match &mut self.moving {
+            Some((_, seen)) if !*seen => *seen = true,
+            Some(_) => {
+                if let Some((from, _)) = self.moving.take() {
+                    self.left(&from, Left::Lost(MOVED_OUT), c);
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn event(&mut self, ev: &notify::Event, c: &mut Changes) {
+        let rename = match ev.kind {
+            EventKind::Modify(ModifyKind::Name(mode)) => Some(mode),
+            _ => None,
+        };
+        // A rename's `From` is followed by its `To` (and `Both`) at once when the file stays
+        // in a watched folder; anything else after it means the file left them.
+        if !matches!(rename, Some(RenameMode::To | RenameMode::Both))
+            && let Some((from, _)) = self.moving.take()
+        {
+            self.left(&from, Left::Lost(MOVED_OUT), c);
+        }
+        match (ev.kind, ev.paths.as_slice()) {
+            (EventKind::Create(CreateKind::File | CreateKind::Any), [p])
+            | (EventKind::Modify(ModifyKind::Name(RenameMode::To)), [p])
+                if self.patterns.matches(p) =>
+            {
+                self.arrived(p, c);
+            }
+            (EventKind::Modify(ModifyKind::Name(RenameMode::From)), [p]) => {
+                self.moving = Some((p.clone(), false));
+            }
+            (EventKind::Modify(ModifyKind::Name(RenameMode::Both)), [from, to]) => {
+                self.moving = None;
+                let path = match self.unheld.remove(from) {
+                    Some(path) => Some(path),
+                    None if self.patterns.matches(from) => Some(from.clone()),
+                    None => None,
+                };
+                self.left(from, Left::Renamed, c);
+                // At a matching name, its arrival there (the `To` before) opened it.
+                if let Some(path) = path
+                    && !self.patterns.matches(to)
+                {
+                    self.hold(to, path, c);
+                }
+            }
+            (EventKind::Remove(_), [p]) => self.left(p, Left::Lost(DELETED), c),
+            _ => {}
+        }
+    }
+
+    /// A file arrived at the matching name `p`: opens whatever is there now.
+    fn arrived(&mut self, p: &Path, c: &mut Changes) {
+        let Some(opened) = self.hold(p, p.to_path_buf(), c) else {
+            self.arrivals.remove(p);
+            return;
+        };
+        if self.arrivals.len() >= MAX_UNHELD {
+            self.arrivals.clear();
+        }
+        let previous = self
+            .arrivals
+            .insert(p.to_path_buf(), Arrival { opened, left: None });
+        if let Some(prev) = previous
+            && prev.opened.same_as(&opened)
+        {
+            // The earlier arrival opened this later file: the earlier file left unopened.
+            match prev.left {
+                Some(Left::Renamed) => {}
+                Some(Left::Lost(what)) => c.missed.push((p.to_path_buf(), what)),
+                None => c.missed.push((p.to_path_buf(), REPLACED)),
+            }
+        }
+    }
+
+    /// The file at `p` left it (renamed away or deleted).
+    fn left(&mut self, p: &Path, how: Left, c: &mut Changes) {
+        if let Some(path) = self.unheld.remove(p) {
+            if let Left::Lost(what) = how {
+                c.missed.push((path, what));
+            }
+            return;
+        }
+        if let Some(a) = self.arrivals.get_mut(p)
+            && a.left.is_none()
+        {
+            a.left = Some(how);
+        }
+    }
+
+    /// Opens the file at `at`, which arrived as `path`, for the source; returns what it
+    /// opened, if it opened a regular file.
+    fn hold(&mut self, at: &Path, path: PathBuf, c: &mut Changes) -> Option<Identity> {
+        if c.held.len() >= MAX_HELD {
+            c.rescan = true;
+            return None;
+        }
+        match open_regular(at) {
+            Ok(Some((file, identity))) => {
+                self.unheld.remove(at);
+                c.held.push(Held {
+                    path,
+                    at: at.to_path_buf(),
+                    file,
+                    dev: identity.dev,
+                    ino: identity.ino,
+                });
+                Some(identity)
+            }
+            // Not a regular file: the scan decides what to make of it.
+            Ok(None) => None,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if self.unheld.len() >= MAX_UNHELD {
+                    c.rescan = true;
+                } else {
+                    self.unheld.insert(at.to_path_buf(), path);
+                }
+                None
+            }
+            // Unreadable: the scan finds it and reports why.
+            Err(_) => None,
+        }
+    }
+}
+
+/// Opens `path` for reading if it is a regular file, without blocking on a FIFO.
+fn open_regular(path: &Path) -> io::Result<Option<(File, Identity)>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let identity = Identity {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        born: meta.created().ok(),
+        opened_at: std::time::Instant::now(),
+    };
+    Ok(Some((file, identity)))
 }
 
 /// Watches folders, falling back to polling where it cannot.
@@ -98,9 +375,16 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// A watcher for the source named `source`; without inotify every folder is polled.
-    pub fn new(source: &str) -> Self {
-        let shared = Arc::new(Shared::default());
+    /// A watcher for the source named `source`, opening files that appear under a name
+    /// `patterns` match; without inotify every folder is polled.
+    pub fn new(source: &str, patterns: Arc<Patterns>) -> Self {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                changes: Changes::default(),
+                follow: Follow::new(patterns),
+            }),
+            wake: Notify::new(),
+        });
         let handler = {
             let shared = shared.clone();
             move |event| shared.record(event)
