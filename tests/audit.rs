@@ -8,12 +8,14 @@
 
 mod support;
 
+use std::ffi::OsStr;
 use std::fs;
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::agent::sluice;
+use support::agent::{Agent, sluice, wait_until};
 use support::kafka::KafkaBroker;
 
 /// `a.log`: five LF-terminated lines; alpha 0, bravo 6, charlie 12, delta 20, echo 26.
@@ -277,4 +279,160 @@ fn an_unreachable_broker_is_exit_2_after_the_timeout() {
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("no metadata within 2s"), "{err}");
     assert!(out.is_empty(), "{out}");
+}
+
+/// Writes `content` under the file name `name` (any bytes but `/` and NUL) in `dir`: first
+/// under a hidden name, then renamed in, as a spool file should be dropped.
+fn drop_raw(dir: &Path, name: &[u8], content: &[u8]) -> PathBuf {
+    let tmp = dir.join(".incoming.tmp");
+    fs::write(&tmp, content).unwrap();
+    let path = dir.join(OsStr::from_bytes(name));
+    fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+/// How many files of `dir` have the `.COMPLETED` suffix.
+fn completed(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .as_bytes()
+                .ends_with(b".COMPLETED")
+        })
+        .count()
+}
+
+/// A spooldir source, a memory channel and a Kafka sink writing to `topic`.
+fn spool_to_kafka(spool: &Path, data: &Path, bootstrap: &str, topic: &str) -> String {
+    format!(
+        r#"
+a1:
+  data_dir: {data}
+  shutdown_timeout: 20s
+  sources:
+    r1: {{ type: spooldir, dir: "{spool}", channel: c1 }}
+  channels:
+    c1: {{ type: memory }}
+  sinks:
+    k1: {{ type: kafka, channel: c1, brokers: "{bootstrap}", topic: {topic} }}
+"#,
+        data = data.display(),
+        spool = spool.display(),
+    )
+}
+
+/// Asserts that every line of a text report is one of its kinds of lines, so that no name
+/// spilled over onto a line of its own.
+fn assert_one_line_per_item(out: &str) {
+    for line in out.lines() {
+        let known = line.is_empty()
+            || line.starts_with("topic ")
+            || line.starts_with("summary: ")
+            || line.starts_with("unattributable: ")
+            || line.starts_with("  ")
+            || line.starts_with('/');
+        assert!(known, "a report line of no known kind: {line:?} in\n{out}");
+    }
+}
+
+#[test]
+fn files_named_with_invalid_utf8_or_a_newline_are_matched_and_shown_escaped() {
+    const BAD: &[u8] = b"bad-\xff\xfe.log";
+    const NEWLINE: &[u8] = b"two\nlines.log";
+    const GONE: &[u8] = b"gone-\xff\n.log";
+    let broker = KafkaBroker::start();
+    let bs = broker.bootstrap();
+    let t = topic(&broker, "names", 1);
+    let (tmp, spool, data) = support::agent::spool_dirs();
+    drop_raw(&spool, b"plain.log", b"p1\np2\n");
+    drop_raw(&spool, BAD, b"b1\nb2\n");
+    drop_raw(&spool, NEWLINE, b"n1\r\nn2\n");
+    // The last line ends in a lone `\r`: no terminator but data, delivered as `abc\r`.
+    drop_raw(&spool, b"cr.log", b"one\r\nabc\r");
+    let mut agent = Agent::start(
+        &tmp.path().join("run"),
+        "a1",
+        &spool_to_kafka(&spool, &data, &bs, &t),
+    );
+    wait_until(
+        Duration::from_secs(120),
+        "every file delivered and completed",
+        || completed(&spool) == 4,
+    );
+    agent.signal(libc::SIGTERM);
+    assert!(
+        agent.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        agent.stderr_text()
+    );
+
+    // Delivered and compared with themselves: clean, every name matched.
+    let spool_s = path_str(&spool);
+    let (code, out) = audit(&bs, &t, &["--expect", spool_s]);
+    assert_eq!(code, 0, "{out}");
+    assert_has(
+        &out,
+        "summary: 4 files, 8 lines, 8 records, 0 duplicates, 0 unattributable: clean\n",
+    );
+    assert_has(
+        &out,
+        &format!("  compared with {spool_s}/bad-\\xff\\xfe.log.COMPLETED\n"),
+    );
+    assert_has(
+        &out,
+        &format!("{spool_s}/two\\nlines.log  [partition 0]  OK\n"),
+    );
+    assert_has(
+        &out,
+        &format!("  compared with {spool_s}/two\\nlines.log.COMPLETED\n"),
+    );
+    assert!(!out.contains("MISSING"), "{out}");
+    assert_one_line_per_item(&out);
+    let (code, json) = audit(&bs, &t, &["--expect", spool_s, "--json"]);
+    assert_eq!(code, 0, "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("--json prints JSON");
+    let paths: Vec<&str> = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&format!("{spool_s}/two\\nlines.log").as_str()),
+        "{paths:?}"
+    );
+
+    // Against other originals: a changed file and a file that never arrived, both with such
+    // names, each named escaped on its one line.
+    let others = tempfile::tempdir().unwrap();
+    let others_s = path_str(others.path());
+    drop_raw(others.path(), BAD, b"b1\nB2\n");
+    drop_raw(others.path(), NEWLINE, b"n1\r\nN2\n");
+    drop_raw(others.path(), GONE, b"never sent\n");
+    let (code, out) = audit(&bs, &t, &["--expect", others_s]);
+    assert_eq!(code, 1, "{out}");
+    assert_one_line_per_item(&out);
+    assert_has(
+        &out,
+        &format!(
+            "\n{others_s}/gone-\\xff\\n.log  MISSING: none of its 1 line (11 bytes) arrived\n"
+        ),
+    );
+    assert_has(
+        &out,
+        &format!("\n{spool_s}/two\\nlines.log  [partition 0]  1 PROBLEM\n"),
+    );
+    assert_has(
+        &out,
+        &format!("  compared with {others_s}/two\\nlines.log\n"),
+    );
+    assert_has(
+        &out,
+        &format!("  compared with {others_s}/bad-\\xff\\xfe.log\n"),
+    );
+    assert_has(&out, "  mismatch: offset 3 at 0@");
+    assert_has(&out, ": 3 problems\n");
 }

@@ -1,9 +1,10 @@
 //! Zero-copy line framing: a growing read buffer cut into lines with `memchr`.
 //!
-//! Lines end at `\n` or `\r\n`; the terminator is not part of the line. A line is a slice of
-//! the read buffer ([`Bytes`]), so framing copies nothing but the unterminated tail of a
-//! buffer, once, when the next read needs room. Bytes are passed through untouched: invalid
-//! UTF-8 is not the framer's business.
+//! Lines end at `\n` or `\r\n`; the terminator is not part of the line. A `\r` not followed
+//! by `\n` is data, also at the very end of a stream (`abc\r` is the line `abc\r`). A line is
+//! a slice of the read buffer ([`Bytes`]), so framing copies nothing but the unterminated tail
+//! of a buffer, once, when the next read needs room. Bytes are passed through untouched:
+//! invalid UTF-8 is not the framer's business.
 
 use std::io::{self, Read};
 
@@ -260,7 +261,9 @@ impl LineFramer {
                                 tail.saturating_sub(4) / max * max
                             };
                             let cut = line_start + whole;
-                            if !self.continuing {
+                            // Counted once, when its first piece goes out (or, with no
+                            // piece yet, by whatever ends the line).
+                            if !self.continuing && whole > 0 {
                                 self.long.lines += 1;
                             }
                             self.continuing = whole > 0 || self.continuing;
@@ -317,26 +320,21 @@ impl LineFramer {
             self.long.dropped_bytes += len as u64;
             return;
         }
-        let cr = self.newline.cr();
-        let end = if tail.ends_with(cr) && len.is_multiple_of(cr.len()) {
-            len - cr.len()
-        } else {
-            len
-        };
-        // A lone `\r` is an empty last line, unless it ends a long line already split.
+        // Only `\r\n` ends a line: a `\r` at the end of the stream is no terminator but data,
+        // kept in the body (a `\r` held back by `frame` as a possible half CRLF included).
         let mut p = 0;
-        while p < end || (p == 0 && !self.continuing) {
+        while p < len {
             let q = match self.policy {
-                LongLinePolicy::Split => (p + self.max_line).min(end),
-                LongLinePolicy::Truncate => end.min(self.max_line),
+                LongLinePolicy::Split => (p + self.max_line).min(len),
+                LongLinePolicy::Truncate => len.min(self.max_line),
             };
             emit(tail.slice(p..q), start + p as u64);
-            if self.policy == LongLinePolicy::Truncate || q == end {
+            if self.policy == LongLinePolicy::Truncate {
                 break;
             }
             p = q;
         }
-        if end > self.max_line && !std::mem::take(&mut self.continuing) {
+        if len > self.max_line && !std::mem::take(&mut self.continuing) {
             self.long.lines += 1;
         }
         self.continuing = false;
@@ -419,6 +417,47 @@ mod tests {
         assert_eq!(bodies(&out), vec![&b"a"[..], b"bb", b"", b"", b"last"]);
         let offsets: Vec<u64> = out.iter().map(|(_, o)| *o).collect();
         assert_eq!(offsets, vec![0, 3, 6, 7, 9]);
+    }
+
+    #[test]
+    fn a_lone_cr_is_data_even_at_the_end_of_the_stream() {
+        // Only `\r\n` ends a line: a `\r` without its `\n` stays in the body, wherever it is.
+        for chunks in [&[][..], &[1], &[3], &[4, 1]] {
+            let out = frame_all(b"abc\r", 100, LongLinePolicy::Split, chunks);
+            assert_eq!(bodies(&out), vec![&b"abc\r"[..]], "chunks {chunks:?}");
+            let out = frame_all(b"x\r\n\r", 100, LongLinePolicy::Split, chunks);
+            assert_eq!(bodies(&out), vec![&b"x"[..], b"\r"], "chunks {chunks:?}");
+            let out = frame_all(b"a\rb\r\r", 100, LongLinePolicy::Split, chunks);
+            assert_eq!(bodies(&out), vec![&b"a\rb\r\r"[..]], "chunks {chunks:?}");
+        }
+        // The end of a long line split into pieces: the `\r` held back as a possible half
+        // CRLF is the last piece.
+        let mut f = LineFramer::new(0, 4, LongLinePolicy::Split);
+        let mut out = Vec::new();
+        f.extend(b"0123\r");
+        for _ in 0..3 {
+            f.frame(|b, o| out.push((b.to_vec(), o)));
+        }
+        f.finish(|b, o| out.push((b.to_vec(), o)));
+        assert_eq!(out, vec![(b"0123".to_vec(), 0), (b"\r".to_vec(), 4)]);
+        assert_eq!(f.long_lines().lines, 1, "one long line, counted once");
+        let out = frame_all(b"012\r", 2, LongLinePolicy::Truncate, &[]);
+        assert_eq!(bodies(&out), vec![&b"01"[..]]);
+        // UTF-16: a lone CR code unit at the end is data too.
+        for big_endian in [false, true] {
+            let newline = if big_endian {
+                Newline::Utf16Be
+            } else {
+                Newline::Utf16Le
+            };
+            let input = utf16("a\r\nabc\r", big_endian);
+            let out = frame_utf16(&input, newline, 100, &[3]);
+            let want = [utf16("a", big_endian), utf16("abc\r", big_endian)];
+            assert_eq!(
+                bodies(&out),
+                want.iter().map(Vec::as_slice).collect::<Vec<_>>()
+            );
+        }
     }
 
     #[test]
@@ -506,7 +545,8 @@ mod tests {
         );
     }
 
-    /// The reference: split on `\n`, strip one `\r` before it, drop the empty remainder.
+    /// The reference: split on `\n`, strip one `\r` before it, drop the empty remainder. A
+    /// `\r` not followed by `\n` (the end of an unterminated last line included) is data.
     fn reference(input: &[u8]) -> Vec<Vec<u8>> {
         let mut lines: Vec<Vec<u8>> = input.split(|&b| b == b'\n').map(|l| l.to_vec()).collect();
         if lines.last().is_some_and(|l| l.is_empty()) {
@@ -515,7 +555,7 @@ mod tests {
         let n = lines.len();
         for (i, l) in lines.iter_mut().enumerate() {
             let terminated = i + 1 < n || input.ends_with(b"\n");
-            if (terminated || i + 1 == n) && l.ends_with(b"\r") {
+            if terminated && l.ends_with(b"\r") {
                 l.pop();
             }
         }
@@ -617,6 +657,50 @@ mod tests {
             for (body, off) in &out {
                 prop_assert_eq!(&input[*off as usize..*off as usize + body.len()], body.as_slice());
             }
+        }
+
+        #[test]
+        fn nothing_but_terminators_lies_between_and_after_the_lines(
+            input in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'x')], 0..300),
+            max in prop_oneof![Just(1usize << 20), 1usize..20],
+            chunks in proptest::collection::vec(1usize..40, 1..6),
+        ) {
+            // Lossless framing: every byte is in a body or in a `\n` or `\r\n` terminator,
+            // so a lone `\r` (at the end of the stream too) must be in a body.
+            let out = frame_all(&input, max, LongLinePolicy::Split, &chunks);
+            let terminator = |b: &[u8]| matches!(b, b"" | b"\n" | b"\r\n");
+            let mut end = 0usize;
+            for (body, off) in &out {
+                let off = *off as usize;
+                prop_assert!(off >= end, "lines overlap at {}", off);
+                prop_assert!(terminator(&input[end..off]), "{:?} dropped before {}", &input[end..off], off);
+                end = off + body.len();
+            }
+            prop_assert!(terminator(&input[end..]), "{:?} dropped at the end", &input[end..]);
+        }
+
+        #[test]
+        fn each_long_line_is_counted_once(
+            input in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'x')], 0..300),
+            max in 1usize..20,
+            chunks in proptest::collection::vec(1usize..40, 1..6),
+            reframes in 1usize..3,
+        ) {
+            let mut f = LineFramer::new(0, max, LongLinePolicy::Split);
+            let mut rest = &input[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = chunks[i % chunks.len()].min(rest.len());
+                i += 1;
+                f.extend(&rest[..n]);
+                rest = &rest[n..];
+                for _ in 0..reframes {
+                    f.frame(|_, _| {});
+                }
+            }
+            f.finish(|_, _| {});
+            let want = reference(&input).iter().filter(|l| l.len() > max).count() as u64;
+            prop_assert_eq!(f.long_lines().lines, want);
         }
 
         #[test]

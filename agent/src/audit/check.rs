@@ -21,6 +21,7 @@ use std::ops::Bound;
 use serde::Serialize;
 
 use super::expect::{ExpectedFile, ExpectedSet, Verdict};
+use super::names::{escape, escape_path};
 
 /// How many items of each kind of finding a report lists; counts are always exact.
 pub const MAX_SHOWN: usize = 100;
@@ -177,11 +178,11 @@ pub struct Foreign {
 /// The verdict on one stream: one file (path and file identity).
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamReport {
-    /// The path header (lossy UTF-8).
+    /// The path header, escaped ([`escape`]).
     pub path: String,
-    /// The file-identity header, when records carry one.
+    /// The file-identity header, when records carry one, escaped.
     pub fid: Option<String>,
-    /// The original file it was compared with (`--expect`).
+    /// The original file it was compared with (`--expect`), escaped.
     pub original: Option<String>,
     /// The partitions its records were found in.
     pub partitions: Vec<i32>,
@@ -206,7 +207,7 @@ pub struct StreamReport {
 /// An original file (`--expect`) of which no record arrived.
 #[derive(Debug, Clone, Serialize)]
 pub struct MissingFile {
-    /// The original's path.
+    /// The original's path, escaped ([`escape`]).
     pub path: String,
     /// Its line count.
     pub lines: u64,
@@ -449,12 +450,9 @@ impl Stream {
         let mut partitions = self.partitions;
         partitions.sort_unstable();
         StreamReport {
-            path: String::from_utf8_lossy(&self.path).into_owned(),
-            fid: self
-                .fid
-                .as_deref()
-                .map(|f| String::from_utf8_lossy(f).into_owned()),
-            original: original.map(|f| f.path().display().to_string()),
+            path: escape(&self.path),
+            fid: self.fid.as_deref().map(escape),
+            original: original.map(|f| escape_path(f.path())),
             partitions,
             records: self.records,
             lines: self.lines,
@@ -551,8 +549,9 @@ impl Checker {
         let settings = self.settings;
         let expected = self.expected.as_ref();
         let mut used = vec![false; expected.map_or(0, |e| e.files().len())];
-        let mut streams: Vec<StreamReport> = self
-            .streams
+        let mut streams = self.streams;
+        streams.sort_by(|a, b| (&a.path, &a.fid).cmp(&(&b.path, &b.fid)));
+        let streams: Vec<StreamReport> = streams
             .into_iter()
             .map(|s| {
                 if let Some(i) = s.original {
@@ -561,7 +560,6 @@ impl Checker {
                 s.report(expected, &settings)
             })
             .collect();
-        streams.sort_by(|a, b| (&a.path, &a.fid).cmp(&(&b.path, &b.fid)));
         let missing_files: Vec<MissingFile> = expected
             .map(ExpectedSet::files)
             .unwrap_or_default()
@@ -569,7 +567,7 @@ impl Checker {
             .zip(&used)
             .filter(|(f, used)| !**used && f.lines() > 0)
             .map(|(f, _)| MissingFile {
-                path: f.path().display().to_string(),
+                path: escape_path(f.path()),
                 lines: f.lines(),
                 bytes: f.len(),
             })
@@ -952,7 +950,8 @@ mod tests {
             fid: None,
             body: b"x",
         });
-        assert_eq!(c.finish().streams[0].path, "/spool/\u{fffd}name");
+        // Shown escaped, not lossily: two names that differ in such bytes stay apart.
+        assert_eq!(c.finish().streams[0].path, "/spool/\\xffname");
     }
 
     #[test]

@@ -8,13 +8,18 @@
 //! [`ExpectedFile::next_after`] says exactly where the next record must start.
 //!
 //! Files are matched to records by base name, ignoring a `.COMPLETED` suffix on either side.
-//! The files are read into memory.
+//! Names are compared as bytes, whatever they hold (bytes that are not UTF-8, a newline). A
+//! record whose path header holds a lossy UTF-8 copy of a name that is not UTF-8 (each invalid
+//! sequence replaced by U+FFFD, as the agent writes such paths) matches the original whose
+//! name has that copy, unless two originals do. The files are read into memory.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use super::names::{escape, escape_path};
 
 /// The suffix a spooldir source gives finished files; ignored when matching names.
 const COMPLETED: &[u8] = b".COMPLETED";
@@ -23,7 +28,7 @@ const COMPLETED: &[u8] = b".COMPLETED";
 #[derive(Debug, thiserror::Error)]
 pub enum ExpectError {
     /// Listing the directory or reading a file failed.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {source}", escape_path(path))]
     Read {
         /// The directory or file.
         path: PathBuf,
@@ -31,9 +36,13 @@ pub enum ExpectError {
         source: io::Error,
     },
     /// Two files match the same records (`a.log` and `a.log.COMPLETED`).
-    #[error("{} and {} both match the records of {name}", first.display(), second.display())]
+    #[error(
+        "{} and {} both match the records of {name}",
+        escape_path(first),
+        escape_path(second)
+    )]
     SameName {
-        /// The name records are matched by.
+        /// The name records are matched by, escaped.
         name: String,
         /// One file.
         first: PathBuf,
@@ -184,6 +193,9 @@ impl ExpectedFile {
 pub struct ExpectedSet {
     files: Vec<ExpectedFile>,
     by_name: HashMap<Box<[u8]>, usize>,
+    /// For names that are not UTF-8: their lossy UTF-8 copy, and the file that has it (none
+    /// when several do: such records cannot tell them apart).
+    by_lossy: HashMap<Box<[u8]>, Option<usize>>,
 }
 
 impl ExpectedSet {
@@ -217,24 +229,42 @@ impl ExpectedSet {
     /// error.
     pub fn from_files(files: Vec<ExpectedFile>) -> Result<Self, ExpectError> {
         let mut by_name = HashMap::with_capacity(files.len());
+        let mut by_lossy = HashMap::new();
         for (i, f) in files.iter().enumerate() {
             let name: Box<[u8]> = match_name(f.path.as_os_str().as_bytes()).into();
             if let Some(&j) = by_name.get(&name) {
                 let first: &ExpectedFile = &files[j];
                 return Err(ExpectError::SameName {
-                    name: String::from_utf8_lossy(&name).into_owned(),
+                    name: escape(&name),
                     first: first.path.clone(),
                     second: f.path.clone(),
                 });
             }
+            if std::str::from_utf8(&name).is_err() {
+                let lossy: Box<[u8]> = String::from_utf8_lossy(&name).as_bytes().into();
+                by_lossy
+                    .entry(lossy)
+                    .and_modify(|only: &mut Option<usize>| *only = None)
+                    .or_insert(Some(i));
+            }
             by_name.insert(name, i);
         }
-        Ok(ExpectedSet { files, by_name })
+        Ok(ExpectedSet {
+            files,
+            by_name,
+            by_lossy,
+        })
     }
 
-    /// The file whose records carry `path` (a source file's full path), if any.
+    /// The file whose records carry `path` (a source file's full path), if any: the one
+    /// with the same base name byte for byte, else the only one whose name is not UTF-8 and
+    /// whose lossy UTF-8 copy that base name is.
     pub fn find(&self, path: &[u8]) -> Option<usize> {
-        self.by_name.get(match_name(path)).copied()
+        let name = match_name(path);
+        self.by_name
+            .get(name)
+            .copied()
+            .or_else(|| self.by_lossy.get(name).copied().flatten())
     }
 
     /// The file at `index` (from [`ExpectedSet::find`]).
@@ -258,6 +288,8 @@ fn match_name(path: &[u8]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsStr;
+
     use super::*;
 
     fn file(content: &[u8]) -> ExpectedFile {
@@ -359,6 +391,57 @@ mod tests {
         assert_eq!(set.find(b"b.log"), Some(1));
         assert_eq!(set.find(b"/var/spool/c.log"), None);
         assert_eq!(set.find(b"/var/spool/a.lo"), None);
+    }
+
+    #[test]
+    fn names_are_compared_as_bytes_and_match_their_lossy_utf8_copy() {
+        let named = |name: &[u8]| {
+            let path = Path::new("/orig").join(OsStr::from_bytes(name));
+            ExpectedFile::from_bytes(path, b"x\n".to_vec())
+        };
+        let set = ExpectedSet::from_files(vec![
+            named(b"bad-\xff\xfe.log.COMPLETED"),
+            named(b"two\nlines.log"),
+            named(b"twin-\xff.log"),
+            named(b"twin-\xfe.log"),
+            named(b"plain.log"),
+        ])
+        .unwrap();
+        // Byte for byte.
+        assert_eq!(set.find(b"/spool/bad-\xff\xfe.log"), Some(0));
+        assert_eq!(set.find(b"/spool/two\nlines.log.COMPLETED"), Some(1));
+        assert_eq!(set.find(b"/spool/twin-\xfe.log"), Some(3));
+        // The agent's lossy copy of a name that is not UTF-8.
+        assert_eq!(
+            set.find("/spool/bad-\u{fffd}\u{fffd}.log".as_bytes()),
+            Some(0)
+        );
+        // ... unless two originals have that copy.
+        assert_eq!(set.find("/spool/twin-\u{fffd}.log".as_bytes()), None);
+        assert_eq!(set.find("/spool/bad-\u{fffd}.log".as_bytes()), None);
+        assert_eq!(set.find(b"/spool/two\rlines.log"), None);
+        assert_eq!(set.find(b"/spool/plain.log"), Some(4));
+    }
+
+    #[test]
+    fn errors_show_names_escaped_on_one_line() {
+        let err = ExpectedSet::from_files(vec![
+            ExpectedFile::from_bytes("/orig/a\nb\u{85}.log".into(), Vec::new()),
+            ExpectedFile::from_bytes("/orig/a\nb\u{85}.log.COMPLETED".into(), Vec::new()),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "/orig/a\\nb\\u{85}.log and /orig/a\\nb\\u{85}.log.COMPLETED both match the \
+             records of a\\nb\\u{85}.log"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let err = ExpectedSet::load(&dir.path().join(OsStr::from_bytes(b"no\n\xff")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no\\n\\xff: "), "{err}");
+        assert!(!err.contains('\n'), "{err}");
     }
 
     #[test]

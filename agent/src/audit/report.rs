@@ -271,6 +271,67 @@ mod tests {
     }
 
     #[test]
+    fn names_that_are_not_utf8_or_hold_a_newline_are_matched_and_escaped_on_one_line() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let orig = |name: &[u8], content: &[u8]| {
+            let path = PathBuf::from("/orig").join(OsStr::from_bytes(name));
+            ExpectedFile::from_bytes(path, content.to_vec())
+        };
+        let expected = ExpectedSet::from_files(vec![
+            orig(b"bad-\xff.log.COMPLETED", b"one\n"),
+            orig(b"two\nlines.log", b"one\n"),
+            orig(b"gone-\xfe\n.log", b"x\n"),
+        ])
+        .unwrap();
+        let mut c = Checker::new(Settings::default(), Some(expected));
+        let rec = |k, path: &'static [u8], body: &'static [u8]| Record {
+            path: Some(path),
+            ..record(k, "0", body)
+        };
+        // As the agent writes them: byte for byte, and a lossy UTF-8 copy.
+        c.observe(rec(0, b"/spool/two\nlines.log", b"ONE"));
+        c.observe(rec(1, "/spool/bad-\u{fffd}.log".as_bytes(), b"one"));
+        c.observe(rec(2, b"/spool/bad-\xff.log", b"one"));
+        let t = text(&c.finish());
+        assert!(
+            t.contains("\n/spool/two\\nlines.log  [partition 0]  1 PROBLEM\n"),
+            "{t}"
+        );
+        assert!(t.contains("  compared with /orig/two\\nlines.log\n"), "{t}");
+        assert!(
+            t.contains("\n/spool/bad-\u{fffd}.log  [partition 0]  OK\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("\n/spool/bad-\\xff.log  [partition 0]  OK\n"),
+            "{t}"
+        );
+        assert_eq!(
+            t.matches("  compared with /orig/bad-\\xff.log.COMPLETED\n")
+                .count(),
+            2,
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "\n/orig/gone-\\xfe\\n.log  MISSING: none of its 1 line (2 bytes) arrived\n"
+            ),
+            "{t}"
+        );
+        assert!(!t.contains("MISSING: none of its 1 line (4 bytes)"), "{t}");
+        for line in t.lines() {
+            assert!(
+                line.is_empty()
+                    || line.starts_with(['/', ' '])
+                    || line.starts_with("topic ")
+                    || line.starts_with("summary: "),
+                "{line:?} in\n{t}"
+            );
+        }
+    }
+
+    #[test]
     fn problems_are_named_with_their_positions() {
         let f = ExpectedFile::from_bytes(PathBuf::from("/orig/a.log"), b"one\ntwo\nsix\n".to_vec());
         let gone = ExpectedFile::from_bytes(PathBuf::from("/orig/b.log"), b"x\n".to_vec());
