@@ -21,9 +21,7 @@ fn parse(out: &[u8]) -> Vec<Line> {
     String::from_utf8_lossy(out)
         .lines()
         .enumerate()
-        .map(|(i, l)| {
-            Line::parse(l).unwrap_or_else(|| panic!("unexpected output line {i}: {l:?}"))
-        })
+        .map(|(i, l)| Line::parse(l).unwrap_or_else(|| panic!("unexpected output line {i}: {l:?}")))
         .collect()
 }
 
@@ -198,12 +196,16 @@ fn the_agents_own_files_under_a_watched_glob_are_never_read() {
         wait_until(Duration::from_secs(30), "the lines on stdout", || {
             parse(&agent.stdout_bytes()).len() as u64 >= (round + 1) * 100
         });
-        wait_until(Duration::from_secs(30), "the position file rewritten", || {
-            fs::metadata(&positions)
-                .ok()
-                .map(|m| m.modified().unwrap())
-                .is_some_and(|t| Some(t) != before)
-        });
+        wait_until(
+            Duration::from_secs(30),
+            "the position file rewritten",
+            || {
+                fs::metadata(&positions)
+                    .ok()
+                    .map(|m| m.modified().unwrap())
+                    .is_some_and(|t| Some(t) != before)
+            },
+        );
     }
     stop(&mut agent);
     let lines = parse(&agent.stdout_bytes());

@@ -8,20 +8,20 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use support::agent::{Agent, sluice, wait_until};
-use support::kafka::{KafkaBroker, Record, murmur2_partition};
-use support::rotation::{Line, Progress, Scheme, started, stop, text, write_rotating};
+use support::agent::{Agent, wait_until};
+use support::kafka::KafkaBroker;
+use support::rotation::{Progress, Scheme, started, stop, text, write_rotating};
+use support::tail_topic::{
+    DELIVERY, PARTITIONS, audit, by_fid, counts, lines_of, read_until, topic_prefix,
+};
 
-const PARTITIONS: i32 = 4;
-/// How long every line may take to reach Kafka once written.
-const DELIVERY: Duration = Duration::from_secs(90);
 /// A bound on the lines of a writer that runs until the test stops it (about 40 s of writing).
 const MAX_LINES: u64 = 160_000;
 
@@ -33,15 +33,6 @@ fn scheme_name(scheme: Scheme) -> &'static str {
         Scheme::SymlinkSwap => "symlink",
         Scheme::CopyTruncate => "copytruncate",
     }
-}
-
-/// A topic name prefix not used before, even on a shared external broker.
-fn topic_prefix(test: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("taildir-{test}-{}-{nanos}", std::process::id())
 }
 
 /// One taildir source following `files` (each a path and the value of its `scheme` static
@@ -98,129 +89,6 @@ fn stop_clean(agent: &mut Agent) {
     stop(agent);
     let stderr = agent.stderr_text();
     assert!(!stderr.contains("ERROR"), "{stderr}");
-}
-
-/// One of a writer's lines as read back from Kafka.
-#[derive(Debug)]
-struct Got {
-    partition: i32,
-    /// The `fid` header: which file generation it was read from.
-    fid: String,
-    /// The `offset` header: its byte offset in that file.
-    offset: u64,
-    line: Line,
-}
-
-fn header<'a>(r: &'a Record, name: &str) -> &'a str {
-    let v = r
-        .header(name)
-        .unwrap_or_else(|| panic!("record {}@{} has no {name} header", r.partition, r.offset));
-    std::str::from_utf8(v).expect("UTF-8 header")
-}
-
-/// The records of the writer whose log is `live`, in partition order. Asserts what holds for
-/// every record: the key is the path (see `config`), the partition is the one Kafka's Java
-/// partitioner picks for it, and the value is one of the writer's lines.
-fn lines_of(records: &[Record], live: &Path) -> Vec<Got> {
-    let live = live.to_str().expect("UTF-8 path");
-    let want = murmur2_partition(live.as_bytes(), PARTITIONS);
-    records
-        .iter()
-        .filter(|r| header(r, "path") == live)
-        .map(|r| {
-            let at = format!("record {}@{}", r.partition, r.offset);
-            assert_eq!(r.key.as_deref(), Some(live.as_bytes()), "{at}: key");
-            assert_eq!(r.partition, want, "{at}: not in the key's partition");
-            let line = Line::parse(&r.value_str())
-                .unwrap_or_else(|| panic!("{at}: not a writer's line: {:?}", r.value_str()));
-            Got {
-                partition: r.partition,
-                fid: header(r, "fid").to_owned(),
-                offset: header(r, "offset").parse().expect("decimal offset"),
-                line,
-            }
-        })
-        .collect()
-}
-
-/// A writer's lines grouped per file generation (`fid`), each in partition order. Asserts that
-/// a `fid` stands for exactly one generation and the other way round, that a generation is in
-/// one partition, and that its offsets match its line numbers (equal lines, no gap).
-fn by_fid(lines: &[Got]) -> BTreeMap<&str, Vec<&Got>> {
-    let len = text(0, 0).len() as u64;
-    let mut streams: BTreeMap<&str, Vec<&Got>> = BTreeMap::new();
-    for g in lines {
-        streams.entry(&g.fid).or_default().push(g);
-    }
-    let mut generations: HashMap<u32, &str> = HashMap::new();
-    for (fid, s) in &streams {
-        let first = s[0];
-        for g in s {
-            assert_eq!(g.line.file, first.line.file, "fid {fid}: two generations");
-            assert_eq!(g.partition, first.partition, "fid {fid}: two partitions");
-            assert_eq!(
-                g.offset % len,
-                0,
-                "fid {fid}: offset {} inside a line",
-                g.offset
-            );
-            assert_eq!(
-                g.offset / len + first.line.seq,
-                g.line.seq + first.offset / len,
-                "fid {fid}: line {} at offset {}",
-                g.line.seq,
-                g.offset
-            );
-        }
-        if let Some(other) = generations.insert(first.line.file, fid) {
-            panic!(
-                "generation {} has two fids: {other} and {fid}",
-                first.line.file
-            );
-        }
-    }
-    streams
-}
-
-/// How many times each line number arrived.
-fn counts(lines: &[Got]) -> HashMap<u64, usize> {
-    let mut counts = HashMap::new();
-    for g in lines {
-        *counts.entry(g.line.seq).or_default() += 1;
-    }
-    counts
-}
-
-/// Reads `topic` again and again until `complete` holds for its records or [`DELIVERY`]
-/// passed; returns the last read, in which the caller's assertions then name what is missing.
-fn read_until(
-    broker: &KafkaBroker,
-    topic: &str,
-    complete: impl Fn(&[Record]) -> bool,
-) -> Vec<Record> {
-    let end = Instant::now() + DELIVERY;
-    loop {
-        let records = broker.consume_all(topic, 0, Duration::from_secs(30));
-        if complete(&records) || Instant::now() >= end {
-            return records;
-        }
-    }
-}
-
-/// Runs `sluice audit --json` on `topic` with `extra` flags; asserts it found no problem and
-/// returns its report.
-fn audit(broker: &KafkaBroker, topic: &str, extra: &[&str]) -> serde_json::Value {
-    let bootstrap = broker.bootstrap();
-    let mut args = vec!["audit", "--brokers", &bootstrap, "--topic", topic, "--json"];
-    args.extend_from_slice(extra);
-    let (code, out, err) = sluice(&args);
-    assert_eq!(
-        code, 0,
-        "sluice audit {topic} {extra:?} found problems:\n{out}{err}"
-    );
-    let report: serde_json::Value = serde_json::from_str(&out).expect("audit JSON");
-    assert_eq!(report["clean"], true, "{out}");
-    report
 }
 
 /// Rename and create, delete and recreate, a re-pointed symlink and copytruncate, each

@@ -3,3 +3,4 @@
 pub mod agent;
 pub mod kafka;
 pub mod rotation;
+pub mod tail_topic;

@@ -135,7 +135,7 @@ fn default_batch_size() -> usize {
     1000
 }
 fn default_max_line() -> ByteSize {
-    ByteSize(1 << 20)
+    ByteSize(960 << 10)
 }
 fn default_idle_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(300))
