@@ -204,6 +204,8 @@ struct Tail {
     queue: VecDeque<Key>,
     /// Readers open or lent.
     open: usize,
+    /// Handles the watcher opened, not read yet (counted against `max_open_files` too).
+    held: usize,
     /// Files with receipts not yet safe.
     inflight: HashSet<Key>,
     /// Open files whose path no longer leads to them, read until they are finished.
@@ -292,6 +294,7 @@ impl Tail {
             next_key: 0,
             queue: VecDeque::new(),
             open: 0,
+            held: 0,
             inflight: HashSet::new(),
             unbound: HashSet::new(),
             retiring: HashSet::new(),
@@ -428,12 +431,16 @@ impl Tail {
             dev,
             ino,
         } = h;
+        // Past `max_open_files`, the file is followed by name and inode as any other.
+        let room = self.open + self.held < self.cfg.max_open_files;
         if let Some(&key) = self.by_inode.get(&(dev, ino)) {
             if let Some(st) = self.files.get_mut(&key)
                 && !st.retiring
                 && matches!(st.reader, Slot::Closed)
+                && room
             {
                 st.reader = Slot::Held(file);
+                self.held += 1;
                 self.enqueue(key);
             }
             return;
@@ -448,7 +455,10 @@ impl Tail {
         let key = self.add(&path, pattern, (dev, ino), start, safe, fp);
         if let Some(st) = self.files.get_mut(&key) {
             st.open_path = at;
-            st.reader = Slot::Held(file);
+            if room {
+                st.reader = Slot::Held(file);
+                self.held += 1;
+            }
         }
         self.enqueue(key);
         self.scan_wanted = true;
@@ -759,6 +769,7 @@ impl Tail {
                 }
                 Slot::Held(file) => {
                     self.open += 1;
+                    self.held -= 1;
                     (None, st.start, Some(file))
                 }
                 Slot::Lent => continue,
@@ -977,6 +988,7 @@ impl Tail {
         let by_inode = &mut self.by_inode;
         let by_path = &mut self.by_path;
         let inodes = Arc::make_mut(&mut self.inodes);
+        let held = &mut self.held;
         let mut changed = false;
         self.retiring.retain(|key| {
             let Some(st) = files.get(key) else {
@@ -984,6 +996,9 @@ impl Tail {
             };
             if !st.pending.is_empty() {
                 return true;
+            }
+            if matches!(st.reader, Slot::Held(_)) {
+                *held -= 1;
             }
             if by_inode.get(&(st.dev, st.ino)) == Some(key) {
                 by_inode.remove(&(st.dev, st.ino));

@@ -480,3 +480,142 @@ fn remote_fs(dir: &Path) -> Option<&'static str> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::fs;
+    use std::os::unix::fs::MetadataExt;
+
+    use notify::Event;
+
+    use super::*;
+    use crate::taildir::config::PathSpec;
+
+    /// A `Follow` for `dir/app.log` and the folder.
+    fn follow() -> (tempfile::TempDir, Follow) {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = PathSpec {
+            glob: dir.path().join("app.log").to_string_lossy().into_owned(),
+            headers: BTreeMap::new(),
+        };
+        let patterns = Arc::new(Patterns::new(&[spec], &[]));
+        (dir, Follow::new(patterns))
+    }
+
+    fn create(p: &Path) -> Event {
+        Event::new(EventKind::Create(CreateKind::File)).add_path(p.to_path_buf())
+    }
+
+    fn remove(p: &Path) -> Event {
+        Event::new(EventKind::Remove(RemoveKind::File)).add_path(p.to_path_buf())
+    }
+
+    /// The events inotify reports for a rename within watched folders.
+    fn rename(from: &Path, to: &Path) -> Vec<Event> {
+        let name = |m| Event::new(EventKind::Modify(ModifyKind::Name(m)));
+        vec![
+            name(RenameMode::From).add_path(from.to_path_buf()),
+            name(RenameMode::To).add_path(to.to_path_buf()),
+            name(RenameMode::Both)
+                .add_path(from.to_path_buf())
+                .add_path(to.to_path_buf()),
+        ]
+    }
+
+    fn moved_away(from: &Path) -> Event {
+        Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::From)))
+            .add_path(from.to_path_buf())
+    }
+
+    fn ino(p: &Path) -> u64 {
+        fs::metadata(p).unwrap().ino()
+    }
+
+    /// The files are changed first, then the queued events are handled: the first create's
+    /// open finds the second file, and the rename's event opens the first at its new name.
+    #[test]
+    fn a_file_renamed_before_its_event_is_opened_at_its_new_name() {
+        let (dir, mut f) = follow();
+        let (live, rotated) = (dir.path().join("app.log"), dir.path().join("app.log.1"));
+        fs::write(&live, "a\n").unwrap();
+        fs::rename(&live, &rotated).unwrap();
+        fs::write(&live, "b\n").unwrap();
+        let mut c = Changes::default();
+        f.event(&create(&live), &mut c);
+        for ev in rename(&live, &rotated) {
+            f.event(&ev, &mut c);
+        }
+        f.event(&create(&live), &mut c);
+        let held: Vec<(u64, &Path)> = c.held.iter().map(|h| (h.ino, h.path.as_path())).collect();
+        assert!(held.contains(&(ino(&rotated), live.as_path())), "{held:?}");
+        assert!(held.contains(&(ino(&live), live.as_path())), "{held:?}");
+        assert!(c.missed.is_empty(), "{:?}", c.missed);
+    }
+
+    /// A file deleted before its event was handled: the next create at its name opens the
+    /// same later file again, which tells that the deleted one was never opened.
+    #[test]
+    fn a_file_deleted_before_it_was_opened_is_reported() {
+        let (dir, mut f) = follow();
+        let live = dir.path().join("app.log");
+        fs::write(&live, "a\n").unwrap();
+        fs::remove_file(&live).unwrap();
+        fs::write(&live, "b\n").unwrap();
+        let mut c = Changes::default();
+        f.event(&create(&live), &mut c);
+        f.event(&remove(&live), &mut c);
+        f.event(&create(&live), &mut c);
+        assert_eq!(c.missed, vec![(live.clone(), DELETED)]);
+    }
+
+    /// A file opened in time is not reported when it is deleted or moved away later.
+    #[test]
+    fn a_file_opened_in_time_is_not_reported_when_it_leaves() {
+        let (dir, mut f) = follow();
+        let live = dir.path().join("app.log");
+        let mut c = Changes::default();
+        fs::write(&live, "a\n").unwrap();
+        f.event(&create(&live), &mut c);
+        fs::remove_file(&live).unwrap();
+        f.event(&remove(&live), &mut c);
+        fs::write(&live, "b\n").unwrap();
+        f.event(&create(&live), &mut c);
+        f.event(&moved_away(&live), &mut c);
+        let _ = fs::remove_file(&live);
+        fs::write(&live, "c\n").unwrap();
+        f.event(&create(&live), &mut c);
+        assert_eq!(c.held.len(), 3);
+        assert!(c.missed.is_empty(), "{:?}", c.missed);
+    }
+
+    /// A file gone from its name when its event is handled, then renamed out of the watched
+    /// folders: reported once the source took changes twice without a `MOVED_TO` coming.
+    #[test]
+    fn a_file_moved_out_before_it_was_opened_is_reported() {
+        let (dir, mut f) = follow();
+        let live = dir.path().join("app.log");
+        let mut c = Changes::default();
+        f.event(&create(&live), &mut c);
+        assert!(c.held.is_empty());
+        f.event(&moved_away(&live), &mut c);
+        f.settle_stale_move(&mut c);
+        assert!(c.missed.is_empty(), "a MOVED_TO may still come");
+        f.settle_stale_move(&mut c);
+        assert_eq!(c.missed, vec![(live, MOVED_OUT)]);
+    }
+
+    /// A FIFO under a matching name is not opened (opening it would block) and not held.
+    #[test]
+    fn a_fifo_is_not_held() {
+        let (dir, mut f) = follow();
+        let live = dir.path().join("app.log");
+        let c_path = std::ffi::CString::new(live.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let mut c = Changes::default();
+        f.event(&create(&live), &mut c);
+        assert!(c.held.is_empty());
+        assert!(c.missed.is_empty());
+    }
+}
