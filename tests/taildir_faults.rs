@@ -211,4 +211,13 @@ fn the_agents_own_files_under_a_watched_glob_are_never_read() {
     let lines = parse(&agent.stdout_bytes());
     let seqs: Vec<u64> = lines.iter().map(|l| l.seq).collect();
     assert_eq!(seqs, (0..200).collect::<Vec<u64>>());
+    // Every file the source follows is in its position file: only the application's log.
+    let saved: serde_json::Value = serde_json::from_slice(&fs::read(&positions).unwrap()).unwrap();
+    let followed: Vec<&str> = saved["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| f["path"].as_str().expect("path"))
+        .collect();
+    assert_eq!(followed, vec![app.to_str().unwrap()], "files followed");
 }
