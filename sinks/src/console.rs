@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use serde::Deserialize;
 use sluice_channels::lifecycle::Phase;
 use sluice_channels::{Event, Lease};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{SinkContext, SinkError, SinkMetrics};
 
@@ -51,7 +51,10 @@ impl ConsoleSink {
         ConsoleSink { cfg, ctx }
     }
 
-    /// Runs until the channel is closed and empty, or the agent aborts.
+    /// Runs until the channel is closed and empty, or the agent aborts. An abort returns at
+    /// once, also while a write to stdout is blocked (a pipe nobody reads): the batch being
+    /// written is left to the blocked thread and is neither committed nor rolled back, so its
+    /// lines are read again from their sources' checkpoints after a restart.
     pub async fn run(self) -> Result<(), SinkError> {
         let stdout =
             io::stdout()
@@ -64,6 +67,9 @@ impl ConsoleSink {
         let mut out: Option<Stdout> = Some(BufWriter::with_capacity(256 << 10, File::from(stdout)));
         let mut shutdown = self.ctx.shutdown.clone();
         let channel = &self.ctx.channel;
+        let metrics = &self.ctx.metrics;
+        metrics.started();
+        metrics.set_connected(true);
         loop {
             let lease = tokio::select! {
                 lease = channel.take(self.cfg.batch_size) => lease,
@@ -78,20 +84,28 @@ impl ConsoleSink {
                 sink: self.ctx.name.clone(),
                 error: io::Error::other("stdout lost"),
             })?;
-            let (writer, lease, result) = tokio::task::spawn_blocking(move || {
+            let write = tokio::task::spawn_blocking(move || {
                 let mut writer = writer;
                 let result = write_lease(&mut writer, &lease);
                 (writer, lease, result)
-            })
-            .await
-            .map_err(|e| SinkError::Output {
+            });
+            let written = tokio::select! {
+                written = write => written,
+                _ = shutdown.reached(Phase::Aborting) => {
+                    warn!(sink = %self.ctx.name,
+                        "stopping while a write to stdout is blocked; its lines are read again after a restart");
+                    return Ok(());
+                }
+            };
+            let (writer, lease, result) = written.map_err(|e| SinkError::Output {
                 sink: self.ctx.name.clone(),
                 error: io::Error::other(e),
             })?;
             out = Some(writer);
             if let Err(error) = result {
-                SinkMetrics::add(&self.ctx.metrics.errors, 1);
-                SinkMetrics::add(&self.ctx.metrics.rollbacks, 1);
+                metrics.delivery_failed(format!("cannot write to stdout: {error}"));
+                metrics.set_connected(false);
+                SinkMetrics::add(&metrics.rollbacks, 1);
                 error!(sink = %self.ctx.name, error = %error, "cannot write to stdout; the batch stays in the channel");
                 let _ = channel.rollback(lease);
                 return Err(SinkError::Output {
@@ -107,9 +121,7 @@ impl ConsoleSink {
                     sink: self.ctx.name.clone(),
                     error,
                 })?;
-            SinkMetrics::add(&self.ctx.metrics.events, events);
-            SinkMetrics::add(&self.ctx.metrics.bytes, bytes);
-            SinkMetrics::add(&self.ctx.metrics.batches, 1);
+            metrics.delivered(events, bytes);
         }
         info!(sink = %self.ctx.name, "console sink stopped");
         Ok(())

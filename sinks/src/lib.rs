@@ -10,7 +10,7 @@ use std::sync::Arc;
 use sluice_channels::Channel;
 use sluice_channels::lifecycle::Shutdown;
 
-pub use metrics::SinkMetrics;
+pub use metrics::{SinkHealth, SinkMetrics};
 
 /// What the agent gives a sink to run with.
 #[derive(Clone)]

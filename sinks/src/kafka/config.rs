@@ -68,6 +68,12 @@ fn default_max_message_bytes() -> ByteSize {
     ByteSize(1_000_000)
 }
 
+/// Room kept for a record's key, headers and framing when telling whether a line fits in
+/// `max_message_bytes`: with the default key (the file name) and headers (path, offset, fid)
+/// that is the path twice (at most 4096 bytes each) and a few dozen bytes. A source's
+/// `max_line_bytes` at most `max_message_bytes` minus this fits one record.
+pub const KEY_AND_HEADERS_RESERVE: u64 = 16 << 10;
+
 /// The most batches the sink keeps in flight (the delivery bookkeeping has this many slots).
 pub const MAX_BATCHES_IN_FLIGHT: usize = 1024;
 
@@ -208,6 +214,23 @@ const KEYED_PARTITIONERS: [&str; 5] = [
     "fnv1a_random",
 ];
 
+/// librdkafka settings that name a file (or, for `ssl.ca.location`, a folder) librdkafka reads
+/// when the producer starts: a missing or unreadable one fails the sink at start, so
+/// `validate` checks them.
+const FILE_SETTINGS: [&str; 6] = [
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.crl.location",
+    "ssl.keystore.location",
+    "sasl.kerberos.keytab",
+];
+
+/// How often librdkafka reports its statistics, from which the sink reads whether a broker
+/// connection is up (the `sluice_sink_connected` metric); `producer: { statistics.interval.ms }`
+/// overrides it.
+pub const STATISTICS_INTERVAL_MS: &str = "1000";
+
 /// librdkafka's limit on requests in flight for an idempotent producer.
 const IDEMPOTENT_MAX_IN_FLIGHT: i64 = 5;
 
@@ -343,6 +366,7 @@ impl KafkaConfig {
                 ));
             }
         }
+        self.validate_files(p);
         if let Err(KafkaError::ClientConfig(_, desc, key, _)) =
             self.client_config("validate").create_native_config()
         {
@@ -361,6 +385,26 @@ impl KafkaConfig {
         }
     }
 
+    /// Checks that the files the `producer:` settings name exist and can be read.
+    fn validate_files(&self, p: &mut Vec<(String, String)>) {
+        for key in FILE_SETTINGS {
+            let Some(value) = self.producer.get(key) else {
+                continue;
+            };
+            let path = value.to_string();
+            if key == "ssl.ca.location" && path == "probe" {
+                continue;
+            }
+            let folder_ok = key == "ssl.ca.location";
+            if let Err(e) = readable(std::path::Path::new(&path), folder_ok) {
+                p.push((
+                    format!("producer.{key}"),
+                    format!("cannot read `{path}`: {e}"),
+                ));
+            }
+        }
+    }
+
     /// The librdkafka configuration: the ordering defaults, the typed options, then the
     /// `producer:` map as written.
     pub fn client_config(&self, sink: &str) -> ClientConfig {
@@ -374,10 +418,26 @@ impl KafkaConfig {
         c.set("acks", self.acks.setting());
         c.set("compression.codec", self.compression.codec());
         c.set("message.max.bytes", self.max_message_bytes.0.to_string());
+        c.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         for (k, v) in &self.producer {
             c.set(k, v.to_string());
         }
         c
+    }
+}
+
+/// Opens `path` for reading: a file, or a folder (listed) when `folder_ok`.
+fn readable(path: &std::path::Path, folder_ok: bool) -> std::io::Result<()> {
+    if path.as_os_str().is_empty() {
+        return Err(std::io::Error::other("the path is empty"));
+    }
+    if std::fs::metadata(path)?.is_dir() {
+        if !folder_ok {
+            return Err(std::io::Error::other("it is a folder, not a file"));
+        }
+        std::fs::read_dir(path).map(drop)
+    } else {
+        std::fs::File::open(path).map(drop)
     }
 }
 
@@ -424,6 +484,7 @@ mod tests {
         assert_eq!(cc.get("message.max.bytes"), Some("1000000"));
         assert_eq!(cc.get("bootstrap.servers"), Some("localhost:9092"));
         assert_eq!(cc.get("client.id"), Some("sluice-k1"));
+        assert_eq!(cc.get("statistics.interval.ms"), Some("1000"));
     }
 
     #[test]
@@ -528,6 +589,42 @@ mod tests {
         assert_eq!(
             keys("producer: { linger.ms: soon }"),
             ["producer.linger.ms"]
+        );
+    }
+
+    #[test]
+    fn files_given_to_librdkafka_must_exist_and_be_readable() {
+        let dir = std::env::temp_dir();
+        let ca = dir.join(format!("sluice-test-ca-{}.pem", std::process::id()));
+        std::fs::write(&ca, "not checked here").unwrap();
+        let ok = format!(
+            "producer: {{ security.protocol: ssl, ssl.ca.location: {}, ssl.key.location: {} }}",
+            dir.display(),
+            ca.display()
+        );
+        assert!(keys(&ok).is_empty(), "{:?}", with(&ok).validate());
+        assert!(keys("producer: { ssl.ca.location: probe }").is_empty());
+        let bad = with(
+            "producer: { security.protocol: ssl, ssl.ca.location: /nonexistent/ca.pem, \
+             ssl.certificate.location: /nonexistent/cert.pem, ssl.key.location: /tmp }",
+        )
+        .validate();
+        let _ = std::fs::remove_file(&ca);
+        let found: Vec<&str> = bad.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            found,
+            [
+                "producer.ssl.ca.location",
+                "producer.ssl.certificate.location",
+                "producer.ssl.key.location"
+            ],
+            "{bad:?}"
+        );
+        assert!(
+            bad[0].1.contains("cannot read `/nonexistent/ca.pem`")
+                && bad[0].1.contains("No such file"),
+            "{}",
+            bad[0].1
         );
     }
 

@@ -26,7 +26,9 @@ use sluice_channels::lifecycle::Phase;
 use sluice_channels::{BoxFuture, ChannelError, Lease};
 use tracing::{error, info, warn};
 
-pub use config::{Acks, Compression, KafkaConfig, Oversize, ProducerValue};
+pub use config::{
+    Acks, Compression, KEY_AND_HEADERS_RESERVE, KafkaConfig, Oversize, ProducerValue,
+};
 pub use template::{Template, TemplateError};
 
 use crate::{SinkContext, SinkError, SinkMetrics};
@@ -61,6 +63,7 @@ impl KafkaSink {
     /// the broker refuses as too large, a topic name Kafka refuses); the batches not
     /// delivered are back in the channel then.
     pub async fn run(self) -> Result<(), SinkError> {
+        self.ctx.metrics.started();
         let mut worker = self.start().await?;
         let channel = self.ctx.channel.clone();
         let mut shutdown = self.ctx.shutdown.clone();
@@ -138,8 +141,9 @@ impl KafkaSink {
         let config = self.cfg.client_config(&self.ctx.name);
         let slots = self.cfg.batches_in_flight;
         let name = self.ctx.name.clone();
+        let metrics = self.ctx.metrics.clone();
         let producer =
-            tokio::task::spawn_blocking(move || KafkaProducer::new(&config, slots, &name))
+            tokio::task::spawn_blocking(move || KafkaProducer::new(&config, slots, &name, metrics))
                 .await
                 .map_err(|e| self.setup_error(e.to_string()))?
                 .map_err(|e| self.setup_error(format!("cannot create the kafka producer: {e}")))?;
@@ -155,10 +159,7 @@ impl KafkaSink {
             .commit(lease)
             .await
             .map_err(|error| self.channel_error(error))?;
-        let m = &self.ctx.metrics;
-        SinkMetrics::add(&m.events, events);
-        SinkMetrics::add(&m.bytes, bytes);
-        SinkMetrics::add(&m.batches, 1);
+        self.ctx.metrics.delivered(events, bytes);
         Ok(())
     }
 
@@ -200,28 +201,20 @@ impl KafkaSink {
         failure: Failure,
         backoff: &mut Duration,
     ) -> Result<Option<Worker>, SinkError> {
-        SinkMetrics::add(&self.ctx.metrics.errors, 1);
-        let (file, offset) = failed
-            .events
-            .get(failure.index)
-            .map_or((String::new(), 0), |e| (e.origin.path.clone(), e.offset));
-        let fatal = match &failure.kind {
-            FailureKind::Oversize => {
-                Some("the line exceeds max_message_bytes (oversize: stop)".to_owned())
-            }
-            FailureKind::BadTopic(why) => Some(why.clone()),
-            FailureKind::Delivery(
-                code @ (RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::MessageBatchTooLarge),
-            ) => {
-                SinkMetrics::add(&self.ctx.metrics.oversize, 1);
-                Some(format!(
-                    "the broker refused the record as too large ({code}): lower \
-                     max_message_bytes to the topic's max.message.bytes"
-                ))
-            }
-            FailureKind::Delivery(_) => None,
-        };
+        let event = failed.events.get(failure.index);
+        let (file, offset) =
+            event.map_or((String::new(), 0), |e| (e.origin.path.clone(), e.offset));
+        let line_bytes = event.map_or(0, |e| e.body.len());
+        let (why, fatal) = self.describe(&failure, line_bytes);
+        self.ctx.metrics.delivery_failed(why.clone());
+        if let FailureKind::Delivery(code) = failure.kind
+            && (code as i32 > 0 || code == RDKafkaErrorCode::UnknownTopic)
+        {
+            // A broker answered (error codes above 0 are the broker's; a missing topic is
+            // known from its metadata): the sink is connected, even if its producer does not
+            // live long enough to report its statistics.
+            self.ctx.metrics.set_connected(true);
+        }
         // The producer must be gone before the leases go back: it may still be sending them.
         let mut leases = vec![failed];
         for report in worker.close(true, CLOSE_WAIT).await {
@@ -232,7 +225,7 @@ impl KafkaSink {
         }
         let batches = leases.len();
         self.roll_back(leases)?;
-        if let Some(why) = fatal {
+        if fatal {
             error!(sink = %self.ctx.name, file = %file, offset, batches, error = %why,
                 "cannot deliver the line; the sink stops and the line stays in the channel");
             return Err(SinkError::Delivery {
@@ -240,7 +233,7 @@ impl KafkaSink {
                 message: format!("{file} at offset {offset}: {why}"),
             });
         }
-        warn!(sink = %self.ctx.name, file = %file, offset, batches, error = ?failure.kind,
+        warn!(sink = %self.ctx.name, file = %file, offset, batches, error = %why,
             retry_in = ?*backoff,
             "delivery failed; the batches in flight are back in the channel and the producer is rebuilt");
         let mut shutdown = self.ctx.shutdown.clone();
@@ -249,7 +242,58 @@ impl KafkaSink {
             _ = shutdown.reached(Phase::Aborting) => return Ok(None),
         }
         *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        SinkMetrics::add(&self.ctx.metrics.retries, 1);
         self.start().await.map(Some)
+    }
+
+    /// Why a record failed, in words that name the real cause, and whether retrying cannot
+    /// help (the sink stops then). `line_bytes` is the size of the failed record's line.
+    fn describe(&self, failure: &Failure, line_bytes: usize) -> (String, bool) {
+        let topic = failure.topic.as_deref().unwrap_or("?");
+        let max = self.cfg.max_message_bytes.0;
+        match &failure.kind {
+            FailureKind::Oversize => (
+                format!(
+                    "the line ({line_bytes} bytes) exceeds max_message_bytes ({max} bytes) \
+                     (oversize: stop)"
+                ),
+                true,
+            ),
+            FailureKind::BadTopic(why) => (why.clone(), true),
+            FailureKind::Delivery(
+                code @ (RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::MessageBatchTooLarge),
+            ) => (
+                // librdkafka accepted the record, so the record itself is within
+                // message.max.bytes (max_message_bytes); the broker refused the record batch
+                // holding it, which librdkafka fills up to that same size.
+                format!(
+                    "the broker refused the record batch holding this line as too large \
+                     ({code}); the line is {line_bytes} bytes, but librdkafka packs records into \
+                     batches of up to max_message_bytes ({max} bytes) and topic `{topic}` accepts \
+                     less (its max.message.bytes, or the broker's message.max.bytes, is smaller): \
+                     set max_message_bytes to at most the topic's max.message.bytes"
+                ),
+                true,
+            ),
+            FailureKind::Delivery(
+                code @ (RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition),
+            ) => (
+                format!(
+                    "topic `{topic}` does not exist and the broker did not create it ({code}): \
+                     create the topic, or let the broker create topics \
+                     (auto.create.topics.enable)"
+                ),
+                false,
+            ),
+            FailureKind::Delivery(RDKafkaErrorCode::TopicAuthorizationFailed) => (
+                format!("not authorized to write to topic `{topic}` (TopicAuthorizationFailed)"),
+                false,
+            ),
+            FailureKind::Delivery(code) => {
+                (format!("delivery to topic `{topic}` failed: {code}"), false)
+            }
+        }
     }
 
     /// The agent gives up waiting: commit what is already delivered, roll back the rest.

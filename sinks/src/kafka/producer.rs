@@ -19,9 +19,13 @@ use rdkafka::bindings as rdsys;
 use rdkafka::bindings::rd_kafka_vtype_t::*;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 use rdkafka::{ClientConfig, ClientContext};
+use serde::Deserialize;
 use tracing::{debug, error, info, warn};
+
+use crate::SinkMetrics;
 
 /// Bits of a record's opaque that hold the event's index in its batch; the rest is the slot.
 const INDEX_BITS: u32 = 40;
@@ -53,6 +57,8 @@ pub struct Failure {
     pub index: usize,
     /// What went wrong.
     pub kind: FailureKind,
+    /// The topic the record was produced to, when librdkafka reported it.
+    pub topic: Option<String>,
 }
 
 struct Slot {
@@ -102,11 +108,12 @@ impl Deliveries {
             .fetch_sub(GUARD - produced, Ordering::AcqRel);
     }
 
-    /// Records a failure of the record at `index` of `slot`'s batch; the earliest one is kept.
-    pub fn fail(&self, slot: usize, index: usize, kind: FailureKind) {
+    /// Records a failure of the record at `index` of `slot`'s batch, produced to `topic`;
+    /// the earliest one is kept.
+    pub fn fail(&self, slot: usize, index: usize, kind: FailureKind, topic: Option<String>) {
         let mut f = self.failure_of(slot);
         if f.as_ref().is_none_or(|old| index < old.index) {
-            *f = Some(Failure { index, kind });
+            *f = Some(Failure { index, kind, topic });
         }
     }
 
@@ -120,13 +127,19 @@ impl Deliveries {
         self.failure_of(slot).clone()
     }
 
-    fn delivered(&self, opaque: usize, error: Option<RDKafkaErrorCode>) {
+    /// Applies the delivery report of the record with `opaque`; `error` is its error code and
+    /// a function that names its topic (called only for a failure).
+    fn delivered(
+        &self,
+        opaque: usize,
+        error: Option<(RDKafkaErrorCode, &dyn Fn() -> Option<String>)>,
+    ) {
         let (slot, index) = (opaque >> INDEX_BITS, opaque & INDEX_MASK);
         let Some(s) = self.slots.get(slot) else {
             return;
         };
-        if let Some(code) = error {
-            self.fail(slot, index, FailureKind::Delivery(code));
+        if let Some((code, topic)) = error {
+            self.fail(slot, index, FailureKind::Delivery(code), topic());
         }
         s.pending.fetch_sub(1, Ordering::AcqRel);
     }
@@ -168,13 +181,60 @@ impl ProducerContext for Context {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
-        let error = match result {
+        let code = match result {
             Ok(_) => None,
             Err((KafkaError::MessageProduction(code), _)) => Some(*code),
             Err(_) => Some(RDKafkaErrorCode::Fail),
         };
-        self.deliveries.delivered(opaque, error);
+        let topic = || match result {
+            Ok(m) | Err((_, m)) => Some(m.topic().to_owned()),
+        };
+        self.deliveries.delivered(
+            opaque,
+            code.map(|c| (c, &topic as &dyn Fn() -> Option<String>)),
+        );
     }
+}
+
+/// What the sink reads of librdkafka's statistics (`statistics.interval.ms`).
+#[derive(Debug, Deserialize)]
+struct Statistics {
+    #[serde(default)]
+    brokers: HashMap<String, BrokerStatistics>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BrokerStatistics {
+    /// `configured`, `learned`, `internal` or `logical`.
+    #[serde(default)]
+    source: String,
+    /// `INIT`, `DOWN`, `CONNECT`, `AUTH`, `APIVERSION_QUERY`, `AUTH_HANDSHAKE`, `UP`, `UPDATE`.
+    #[serde(default)]
+    state: String,
+}
+
+impl Statistics {
+    /// True when a connection to a real broker (not librdkafka's internal ones) is up.
+    fn connected(&self) -> bool {
+        self.brokers.values().any(|b| {
+            !matches!(b.source.as_str(), "internal" | "logical")
+                && matches!(b.state.as_str(), "UP" | "UPDATE")
+        })
+    }
+}
+
+/// A C string from librdkafka, lossily as UTF-8; empty for a null pointer.
+///
+/// # Safety
+/// `s` is null or a valid NUL-terminated string.
+unsafe fn lossy(s: *const std::ffi::c_char) -> String {
+    if s.is_null() {
+        return String::new();
+    }
+    // SAFETY: the caller promises a valid NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(s) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// A topic handle of one producer. Using it with another producer is refused.
@@ -260,14 +320,23 @@ pub struct KafkaProducer {
     queue: MainQueue,
     inner: BaseProducer<Context>,
     deliveries: Arc<Deliveries>,
+    /// The sink's counters: client errors and the connection state are recorded here.
+    metrics: Arc<SinkMetrics>,
+    sink: String,
     id: u64,
 }
 
 impl KafkaProducer {
-    /// A producer from `config` with delivery bookkeeping for `slots` batches in flight.
-    /// Starts librdkafka's threads; call from a blocking context. Its delivery reports are
-    /// served only by [`KafkaProducer::poll`].
-    pub fn new(config: &ClientConfig, slots: usize, sink: &str) -> KafkaResult<Self> {
+    /// A producer from `config` with delivery bookkeeping for `slots` batches in flight; it
+    /// records client errors and its connection state in `metrics`. Starts librdkafka's
+    /// threads; call from a blocking context. Its delivery reports, errors and statistics
+    /// are served only by [`KafkaProducer::poll`].
+    pub fn new(
+        config: &ClientConfig,
+        slots: usize,
+        sink: &str,
+        metrics: Arc<SinkMetrics>,
+    ) -> KafkaResult<Self> {
         let deliveries = Arc::new(Deliveries::new(slots));
         let context = Context {
             sink: sink.to_owned(),
@@ -283,6 +352,8 @@ impl KafkaProducer {
             queue: MainQueue(queue),
             inner,
             deliveries,
+            metrics,
+            sink: sink.to_owned(),
             id: PRODUCER_IDS.fetch_add(1, Ordering::Relaxed),
         })
     }
@@ -403,9 +474,11 @@ impl KafkaProducer {
         }
     }
 
-    /// Applies one event: delivery reports to the slots, client errors to the log.
+    /// Applies one event: delivery reports to the slots, client errors to the log and the
+    /// metrics, statistics to the connection state.
     fn serve(&self, ev: *mut rdsys::rd_kafka_event_t) {
-        // SAFETY: `ev` is a live event from our queue; its messages live as long as it does.
+        // SAFETY: `ev` is a live event from our queue; its messages and strings live as long as
+        // it does.
         unsafe {
             match rdsys::rd_kafka_event_type(ev) {
                 rdsys::RD_KAFKA_EVENT_DR => loop {
@@ -414,28 +487,56 @@ impl KafkaProducer {
                         break;
                     }
                     let err = (*msg).err;
+                    let topic = || {
+                        let rkt = (*msg).rkt;
+                        (!rkt.is_null()).then(|| lossy(rdsys::rd_kafka_topic_name(rkt)))
+                    };
                     let error = (err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR)
-                        .then(|| RDKafkaErrorCode::from(err));
+                        .then(|| {
+                            (
+                                RDKafkaErrorCode::from(err),
+                                &topic as &dyn Fn() -> Option<String>,
+                            )
+                        });
                     self.deliveries.delivered((*msg)._private as usize, error);
                 },
                 rdsys::RD_KAFKA_EVENT_ERROR => {
                     let code = RDKafkaErrorCode::from(rdsys::rd_kafka_event_error(ev));
-                    let reason = rdsys::rd_kafka_event_error_string(ev);
-                    let reason = if reason.is_null() {
-                        String::new()
-                    } else {
-                        std::ffi::CStr::from_ptr(reason)
-                            .to_string_lossy()
-                            .into_owned()
-                    };
-                    if rdsys::rd_kafka_event_error_is_fatal(ev) != 0 {
-                        error!(error = %code, reason, "fatal kafka producer error");
-                    } else {
-                        warn!(error = %code, reason, "kafka client error");
+                    let reason = lossy(rdsys::rd_kafka_event_error_string(ev));
+                    let fatal = rdsys::rd_kafka_event_error_is_fatal(ev) != 0;
+                    self.client_error(code, &reason, fatal);
+                }
+                rdsys::RD_KAFKA_EVENT_STATS => {
+                    let json = rdsys::rd_kafka_event_stats(ev);
+                    if !json.is_null() {
+                        self.statistics(std::ffi::CStr::from_ptr(json).to_bytes());
                     }
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Logs and counts an error of the client (not of one record).
+    fn client_error(&self, code: RDKafkaErrorCode, reason: &str, fatal: bool) {
+        let sink = &self.sink;
+        if fatal {
+            error!(sink, error = %code, reason, "fatal kafka producer error");
+        } else {
+            warn!(sink, error = %code, reason, "kafka client error");
+        }
+        if code == RDKafkaErrorCode::AllBrokersDown {
+            self.metrics.set_connected(false);
+        }
+        self.metrics.client_error(format!("{code}: {reason}"));
+    }
+
+    /// Reads the connection state from librdkafka's statistics: connected when a broker
+    /// connection is up.
+    fn statistics(&self, json: &[u8]) {
+        match serde_json::from_slice::<Statistics>(json) {
+            Ok(stats) => self.metrics.set_connected(stats.connected()),
+            Err(e) => debug!(sink = %self.sink, error = %e, "unreadable librdkafka statistics"),
         }
     }
 

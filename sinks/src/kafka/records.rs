@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rdkafka::error::RDKafkaErrorCode;
 use sluice_channels::{Event, Lease, Origin};
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use super::config::{KafkaConfig, Oversize};
 use super::producer::{FailureKind, KafkaProducer, Record, TopicRef, opaque};
@@ -56,6 +56,10 @@ pub struct RecordWriter {
     route: Option<TopicRef>,
     key_buf: Vec<u8>,
     topic_buf: Vec<u8>,
+    /// The file and end offset of the last event that exceeded `max_message_bytes`: an event
+    /// that starts right there is the next piece of the same line (the source split it), which
+    /// is neither logged nor counted again.
+    long_line: Option<(Arc<Origin>, u64)>,
 }
 
 impl RecordWriter {
@@ -77,6 +81,7 @@ impl RecordWriter {
             route: None,
             key_buf: Vec::new(),
             topic_buf: Vec::new(),
+            long_line: None,
         }
     }
 
@@ -137,11 +142,18 @@ impl RecordWriter {
                 }
                 Err(RDKafkaErrorCode::QueueFull) => return Step::QueueFull,
                 Err(RDKafkaErrorCode::MessageSizeTooLarge) if cur.piece.is_none() => {
-                    SinkMetrics::add(&metrics.oversize, 1);
                     let policy = self.oversize;
-                    warn!(sink = %self.sink, file = %ev.origin.path, offset = ev.offset,
-                        bytes = ev.body.len(), max_message_bytes = self.max_message_bytes,
-                        policy = ?policy, "line exceeds max_message_bytes");
+                    if self.first_piece_of_long_line(ev) {
+                        SinkMetrics::add(&metrics.oversize, 1);
+                        warn!(sink = %self.sink, file = %ev.origin.path, offset = ev.offset,
+                            bytes = ev.body.len(), max_message_bytes = self.max_message_bytes,
+                            policy = ?policy,
+                            "line exceeds max_message_bytes (logged once per line, however many pieces the source cut it into)");
+                    } else {
+                        debug!(sink = %self.sink, file = %ev.origin.path, offset = ev.offset,
+                            bytes = ev.body.len(), policy = ?policy,
+                            "the next piece of a long line exceeds max_message_bytes too");
+                    }
                     match policy {
                         Oversize::Split => cur.piece = Some(0),
                         Oversize::Skip => cur.event += 1,
@@ -165,7 +177,17 @@ impl RecordWriter {
     }
 
     fn fail(&self, slot: usize, index: usize, kind: FailureKind) {
-        self.producer.deliveries().fail(slot, index, kind);
+        self.producer.deliveries().fail(slot, index, kind, None);
+    }
+
+    /// Notes that `ev` exceeds `max_message_bytes`; false when it continues the last such
+    /// event (the next piece of a line the source split), true when it starts a new line.
+    fn first_piece_of_long_line(&mut self, ev: &Event) -> bool {
+        let continues = self.long_line.as_ref().is_some_and(|(o, end)| {
+            *end == ev.offset && (Arc::ptr_eq(o, &ev.origin) || o.path == ev.origin.path)
+        });
+        self.long_line = Some((ev.origin.clone(), ev.offset + ev.body.len() as u64));
+        !continues
     }
 
     /// Renders topic and key for the origin of `ev`.

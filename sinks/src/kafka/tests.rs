@@ -629,3 +629,151 @@ async fn templates_choose_topic_and_key_and_headers_come_from_the_origin() {
         assert_eq!(g.headers["offset"], (i * 100).to_string());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_shows_as_not_connected_and_counts_errors() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let channel = Recording::new();
+    let sink = start(
+        config(&bootstrap, "producer: { statistics.interval.ms: 100 }"),
+        channel.clone(),
+    );
+    let m = sink.metrics.clone();
+    wait_until("connected (from librdkafka's statistics)", || m.connected()).await;
+    assert!(m.health(0).ok());
+    assert_eq!(SinkMetrics::get(&m.errors), 0);
+
+    mock.broker_down(1).unwrap();
+    wait_until("not connected, with errors counted", || {
+        !m.connected() && SinkMetrics::get(&m.errors) > 0
+    })
+    .await;
+    let h = m.health(0);
+    assert!(!h.ok() && h.last_error.is_some(), "{h:?}");
+
+    mock.broker_up(1).unwrap();
+    wait_until("connected again", || m.connected()).await;
+    channel.put(lines("a.log", 10)).await.unwrap();
+    wait_until("delivered after the outage", || {
+        channel.stats().committed_total == 10
+    })
+    .await;
+    assert!(m.health(0).ok() && m.last_delivery_ms() > 0);
+    channel.close();
+    let (result, _) = sink.finish().await;
+    result.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic_is_named_and_counted_until_it_exists() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let channel = Recording::new();
+    channel.put(lines("a.log", 10)).await.unwrap();
+    // The broker does not create it, and librdkafka declares it missing after 200 ms (30 s by
+    // default, for topics just created elsewhere).
+    let yaml = format!(
+        "brokers: {bootstrap}\ntopic: app-logs\nproducer: {{ allow.auto.create.topics: false, \
+         topic.metadata.propagation.max.ms: 200 }}"
+    );
+    let cfg: KafkaConfig = serde_yaml::from_str(&yaml).unwrap();
+    let sink = start(cfg, channel.clone());
+    let m = sink.metrics.clone();
+    wait_until(
+        "the missing topic is reported, the broker connected",
+        || SinkMetrics::get(&m.errors) > 0 && m.health(0).failing && m.connected(),
+    )
+    .await;
+    let h = m.health(0);
+    let error = h.last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("topic `app-logs` does not exist"),
+        "the error names the topic: {error}"
+    );
+    assert!(h.connected && !h.ok(), "{h:?}");
+
+    mock.create_topic("app-logs", PARTITIONS, 1).unwrap();
+    wait_until("delivered once the topic exists", || {
+        channel.stats().committed_total == 10
+    })
+    .await;
+    assert!(m.health(0).ok(), "{:?}", m.health(0));
+    assert!(SinkMetrics::get(&m.retries) >= 1);
+    channel.close();
+    let (result, _) = sink.finish().await;
+    result.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_broker_refuses_as_too_large_is_not_blamed_on_a_short_line() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    let channel = Recording::new();
+    channel.put(lines("a.log", 3)).await.unwrap();
+    channel.close();
+    let (result, metrics) = start(config(&bootstrap, ""), channel.clone())
+        .finish()
+        .await;
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("/spool/a.log at offset 0"), "{err}");
+    assert!(
+        err.contains("record batch holding this line")
+            && err.contains("the line is 7 bytes")
+            && err.contains("max_message_bytes (1000000 bytes)")
+            && err.contains("topic `logs`"),
+        "the error names the batch, the line's size and the limit: {err}"
+    );
+    assert_eq!(
+        SinkMetrics::get(&metrics.oversize),
+        0,
+        "a 7-byte line is not an oversized line"
+    );
+    assert_eq!(channel.stats().events, 3, "the lines stay in the channel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pieces_of_one_long_line_are_counted_once() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let o = origin("big.log");
+    let ev = |body: String, offset| Event {
+        body: Bytes::from(body),
+        origin: o.clone(),
+        offset,
+        read_at_ms: 0,
+    };
+    let piece = |n: usize| -> String { "x".repeat(n) };
+    // One 15000-byte line that the source cut into three pieces of 5000 (contiguous offsets),
+    // a short line, then another long line.
+    let channel = Recording::new();
+    channel
+        .put(vec![
+            ev("before".into(), 0),
+            ev(piece(5000), 7),
+            ev(piece(5000), 5007),
+            ev(piece(5000), 10007),
+            ev("after".into(), 15008),
+            ev(piece(3000), 15014),
+        ])
+        .await
+        .unwrap();
+    channel.close();
+    let (result, metrics) = start(
+        config(&bootstrap, "max_message_bytes: 1000"),
+        channel.clone(),
+    )
+    .finish()
+    .await;
+    result.unwrap();
+    assert_eq!(
+        SinkMetrics::get(&metrics.oversize),
+        2,
+        "two long lines, however many pieces"
+    );
+    assert_eq!(channel.stats().committed_total, 6);
+}
