@@ -82,6 +82,9 @@ pub struct AgentConfig {
     pub channels: Vec<ChannelDef>,
     /// The sinks, by name.
     pub sinks: Vec<SinkDef>,
+    /// What is valid but probably not meant: two sources that read the same files, a pattern
+    /// that covers the agent's own files. `validate` prints them; the agent logs them.
+    pub warnings: Vec<Problem>,
 }
 
 /// A configured source.
@@ -182,16 +185,32 @@ pub fn load(path: &Path, name: &str) -> Result<AgentConfig, ConfigError> {
     parse(&text, name, path, |v| std::env::var(v).ok())
 }
 
-/// The agent names a file defines, for `validate` without `-n`.
+/// The agent names a file defines, for `validate` without `-n`. Top-level keys that start
+/// with `x-` are not agents: they hold YAML anchors for merge keys (`<<: *common`).
 pub fn agent_names(path: &Path) -> Result<Vec<String>, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::one(path.display().to_string(), format!("cannot read: {e}")))?;
     let top = top_level(&text, path, |v| std::env::var(v).ok())?;
-    Ok(top
-        .keys()
-        .filter_map(|k| k.as_str().map(str::to_owned))
-        .collect())
+    Ok(agents(&top))
 }
+
+/// The top-level keys that name agents.
+fn agents(top: &serde_yaml::Mapping) -> Vec<String> {
+    top.keys()
+        .filter_map(Value::as_str)
+        .filter(|k| !k.starts_with(TEMPLATE_PREFIX))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Top-level keys with this prefix hold anchors to merge, not agents.
+const TEMPLATE_PREFIX: &str = "x-";
+
+/// Stands in for an integer too large for any option, so that the file still parses and the
+/// problem is reported under its key (see [`out_of_range`]).
+const OUT_OF_RANGE: &str = "\u{1}sluice-out-of-range:";
+/// [`OUT_OF_RANGE`] as written in a double-quoted YAML string.
+const OUT_OF_RANGE_YAML: &str = "\\x01sluice-out-of-range:";
 
 fn top_level(
     text: &str,
@@ -199,10 +218,26 @@ fn top_level(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<serde_yaml::Mapping, ConfigError> {
     let file = path.display().to_string();
-    let text =
+    let mut text =
         envsubst::substitute(text, env).map_err(|e| ConfigError::one(&file, e.to_string()))?;
-    let value: Value =
-        serde_yaml::from_str(&text).map_err(|e| ConfigError::one(&file, e.to_string()))?;
+    let mut value: Value = loop {
+        match serde_yaml::from_str(&text) {
+            Ok(v) => break v,
+            Err(e) => match mark_out_of_range(&text, &e) {
+                Some(marked) => text = marked,
+                None => return Err(ConfigError::one(&file, e.to_string())),
+            },
+        }
+    };
+    // `<<: *anchor` merge keys; a merged mapping may hold merge keys itself.
+    for _ in 0..MAX_MERGE_DEPTH {
+        if !has_merge_key(&value) {
+            break;
+        }
+        value
+            .apply_merge()
+            .map_err(|e| ConfigError::one(&file, format!("merge key `<<`: {e}")))?;
+    }
     match value {
         Value::Mapping(m) => Ok(m),
         Value::Null => Err(ConfigError::one(file, "the file defines no agent")),
@@ -210,6 +245,94 @@ fn top_level(
             file,
             "the top level must map agent names to agents",
         )),
+    }
+}
+
+/// How many levels of merge keys within merged mappings are applied.
+const MAX_MERGE_DEPTH: usize = 16;
+
+fn has_merge_key(v: &Value) -> bool {
+    match v {
+        Value::Mapping(m) => m
+            .iter()
+            .any(|(k, v)| k.as_str() == Some("<<") || has_merge_key(v)),
+        Value::Sequence(s) => s.iter().any(has_merge_key),
+        Value::Tagged(t) => has_merge_key(&t.value),
+        _ => false,
+    }
+}
+
+/// When `error` is serde_yaml refusing an integer beyond 64 bits, `text` with that integer
+/// replaced by an [`OUT_OF_RANGE`] string, so that parsing can go on and the problem be named
+/// under its key.
+fn mark_out_of_range(text: &str, error: &serde_yaml::Error) -> Option<String> {
+    let message = error.to_string();
+    // serde_yaml may put the key path in front of the message.
+    if !(message.contains("invalid type: integer `")
+        && (message.contains("` as u128") || message.contains("` as i128")))
+    {
+        return None;
+    }
+    let loc = error.location()?;
+    // The line and column (1-based, in characters) of the integer.
+    let line_start: usize = text
+        .split_inclusive('\n')
+        .take(loc.line().checked_sub(1)?)
+        .map(str::len)
+        .sum();
+    let line = text[line_start..].split('\n').next()?;
+    let start = line_start
+        + line
+            .char_indices()
+            .nth(loc.column().checked_sub(1)?)
+            .map(|(i, _)| i)?;
+    let len = text[start..]
+        .find(|c: char| c.is_whitespace() || matches!(c, ',' | ']' | '}' | '#'))
+        .unwrap_or(text.len() - start);
+    let number = &text[start..start + len];
+    if number.is_empty()
+        || !number
+            .trim_start_matches(['+', '-'])
+            .starts_with(|c: char| c.is_ascii_digit())
+    {
+        return None;
+    }
+    Some(format!(
+        "{}\"{OUT_OF_RANGE_YAML}{number}\"{}",
+        &text[..start],
+        &text[start + len..]
+    ))
+}
+
+/// The integers too large for any option under `value`, as problems under their keys.
+fn out_of_range(value: &Value, at: &str, problems: &mut Vec<Problem>) {
+    match value {
+        Value::String(s) => {
+            if let Some(number) = s.strip_prefix(OUT_OF_RANGE) {
+                problems.push(problem(
+                    at,
+                    format!("`{number}` is out of range for this key (too large)"),
+                ));
+            }
+        }
+        Value::Mapping(m) => {
+            for (k, v) in m {
+                let key = match k {
+                    Value::String(k) => k.clone(),
+                    other => serde_yaml::to_string(other)
+                        .map(|s| s.trim().to_owned())
+                        .unwrap_or_default(),
+                };
+                out_of_range(v, &format!("{at}.{key}"), problems);
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, v) in items.iter().enumerate() {
+                out_of_range(v, &format!("{at}[{i}]"), problems);
+            }
+        }
+        Value::Tagged(t) => out_of_range(&t.value, at, problems),
+        _ => {}
     }
 }
 
@@ -221,11 +344,13 @@ pub fn parse(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<AgentConfig, ConfigError> {
     let mut top = top_level(text, path, env)?;
-    let Some(agent) = top.remove(name) else {
-        let names: Vec<String> = top
-            .keys()
-            .filter_map(|k| k.as_str().map(str::to_owned))
-            .collect();
+    let agent = if name.starts_with(TEMPLATE_PREFIX) {
+        None
+    } else {
+        top.remove(name)
+    };
+    let Some(agent) = agent else {
+        let names = agents(&top);
         return Err(ConfigError::one(
             name,
             format!(
@@ -235,7 +360,20 @@ pub fn parse(
             ),
         ));
     };
-    let file: AgentFile = deserialize_at(agent, name)?;
+    // Integers too large for any option: named once, under their key; the errors that the
+    // stand-in string causes for the same keys below are dropped at the end.
+    let mut too_large = Vec::new();
+    out_of_range(&agent, name, &mut too_large);
+    let file: AgentFile = match deserialize_at(agent, name) {
+        Ok(f) => f,
+        Err(mut e) => {
+            drop_shadowed(&mut e.problems, &too_large);
+            too_large.extend(e.problems);
+            return Err(ConfigError {
+                problems: too_large,
+            });
+        }
+    };
     let mut problems = Vec::new();
     let http = file.http.as_deref().and_then(|h| match h.parse() {
         Ok(a) => Some(a),
@@ -259,6 +397,14 @@ pub fn parse(
         sources: Vec::new(),
         channels: Vec::new(),
         sinks: Vec::new(),
+        warnings: Vec::new(),
+    };
+    // What the components name, whether their own options are valid or not, so that one
+    // invalid component is reported once and not again by the components wired to it.
+    let wiring = Wiring {
+        channels: file.channels.keys().cloned().collect(),
+        sources: references(&file.sources),
+        sinks: references(&file.sinks),
     };
     for (key, kind) in [
         ("sources", &file.sources),
@@ -362,12 +508,49 @@ pub fn parse(
         collect(&mut problems, result, |d| cfg.sinks.push(d));
         check_name(&mut problems, &at, &n);
     }
-    check_wiring(&cfg, &mut problems);
+    check_wiring(&cfg, &wiring, &mut problems);
+    drop_shadowed(&mut problems, &too_large);
+    too_large.extend(problems);
+    let problems = too_large;
     if problems.is_empty() {
+        cfg.warnings = crate::warnings::check(&cfg);
         Ok(cfg)
     } else {
         Err(ConfigError { problems })
     }
+}
+
+/// Removes the problems at or below a key already reported in `reported`.
+fn drop_shadowed(problems: &mut Vec<Problem>, reported: &[Problem]) {
+    problems.retain(|p| {
+        !reported.iter().any(|r| {
+            p.key == r.key
+                || p.key.starts_with(&format!("{}.", r.key))
+                || p.key.starts_with(&format!("{}[", r.key))
+        })
+    });
+}
+
+/// The component names and the channels they name, as written (valid or not).
+struct Wiring {
+    channels: Vec<String>,
+    sources: Vec<(String, Option<String>)>,
+    sinks: Vec<(String, Option<String>)>,
+}
+
+/// Each component's name and the `channel` it names, if it names one as a string.
+fn references(components: &BTreeMap<String, Value>) -> Vec<(String, Option<String>)> {
+    components
+        .iter()
+        .map(|(n, v)| {
+            let channel = v
+                .as_mapping()
+                .and_then(|m| m.get("channel"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            (n.clone(), channel)
+        })
+        .collect()
 }
 
 fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
@@ -481,8 +664,33 @@ fn deserialize_at<T: DeserializeOwned>(value: Value, at: &str) -> Result<T, Conf
                 .unwrap_or("no options");
             return ConfigError::one(key_of(field), format!("unknown key (expected {expected})"));
         }
+        if let Some(range) = integer_out_of_range(&message) {
+            return ConfigError::one(base, range);
+        }
         ConfigError::one(base, message)
     })
+}
+
+/// serde's `invalid value: integer `N`, expected u32` in words that say what is wrong: the
+/// number is out of the key's range, and what the range is.
+fn integer_out_of_range(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("invalid value: integer `")?;
+    let (number, expected) = rest.split_once("`, expected ")?;
+    let (lo, hi): (i128, i128) = match expected {
+        "u8" => (0, u8::MAX.into()),
+        "u16" => (0, u16::MAX.into()),
+        "u32" => (0, u32::MAX.into()),
+        "u64" => (0, u64::MAX.into()),
+        "usize" => (0, usize::MAX as i128),
+        "i8" => (i8::MIN.into(), i8::MAX.into()),
+        "i16" => (i16::MIN.into(), i16::MAX.into()),
+        "i32" => (i32::MIN.into(), i32::MAX.into()),
+        "i64" => (i64::MIN.into(), i64::MAX.into()),
+        _ => return None,
+    };
+    Some(format!(
+        "invalid value `{number}`: out of range for this key ({lo} to {hi})"
+    ))
 }
 
 fn backticked<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
@@ -490,46 +698,49 @@ fn backticked<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// Cross-references: every source and sink names an existing channel, every channel has a
-/// source and exactly one sink.
-fn check_wiring(cfg: &AgentConfig, problems: &mut Vec<Problem>) {
+/// source and exactly one sink. Checked on the names as written, so that a channel with an
+/// invalid option is not also reported as missing by its source and sink.
+fn check_wiring(cfg: &AgentConfig, w: &Wiring, problems: &mut Vec<Problem>) {
     let a = &cfg.name;
-    let names: Vec<&str> = cfg.channels.iter().map(|c| c.name.as_str()).collect();
+    let names: Vec<&str> = w.channels.iter().map(String::as_str).collect();
     let known = names.join(", ");
-    for s in &cfg.sources {
-        if !names.contains(&s.channel.as_str()) {
+    for (s, channel) in &w.sources {
+        if let Some(c) = channel.as_deref().filter(|c| !names.contains(c)) {
             problems.push(problem(
-                format!("{a}.sources.{}.channel", s.name),
-                format!("no channel named `{}` (channels: {known})", s.channel),
+                format!("{a}.sources.{s}.channel"),
+                format!("no channel named `{c}` (channels: {known})"),
             ));
         }
     }
     let mut drained: BTreeMap<&str, &str> = BTreeMap::new();
-    for k in &cfg.sinks {
-        if !names.contains(&k.channel.as_str()) {
+    for (k, channel) in &w.sinks {
+        let Some(c) = channel.as_deref() else {
+            continue;
+        };
+        if !names.contains(&c) {
             problems.push(problem(
-                format!("{a}.sinks.{}.channel", k.name),
-                format!("no channel named `{}` (channels: {known})", k.channel),
+                format!("{a}.sinks.{k}.channel"),
+                format!("no channel named `{c}` (channels: {known})"),
             ));
-        } else if let Some(first) = drained.insert(&k.channel, &k.name) {
+        } else if let Some(first) = drained.insert(c, k) {
             problems.push(problem(
-                format!("{a}.sinks.{}.channel", k.name),
+                format!("{a}.sinks.{k}.channel"),
                 format!(
-                    "channel `{}` is already drained by sink `{first}`; one sink per channel keeps its events in order",
-                    k.channel
+                    "channel `{c}` is already drained by sink `{first}`; one sink per channel keeps its events in order"
                 ),
             ));
         }
     }
-    for c in &cfg.channels {
-        if !cfg.sinks.iter().any(|k| k.channel == c.name) {
+    for c in &names {
+        if !w.sinks.iter().any(|(_, ch)| ch.as_deref() == Some(*c)) {
             problems.push(problem(
-                format!("{a}.channels.{}", c.name),
+                format!("{a}.channels.{c}"),
                 "no sink drains this channel",
             ));
         }
-        if !cfg.sources.iter().any(|s| s.channel == c.name) {
+        if !w.sources.iter().any(|(_, ch)| ch.as_deref() == Some(*c)) {
             problems.push(problem(
-                format!("{a}.channels.{}", c.name),
+                format!("{a}.channels.{c}"),
                 "no source puts into this channel",
             ));
         }

@@ -50,7 +50,7 @@ fn a_good_configuration_parses_with_defaults() {
     };
     assert_eq!(s.completed_suffix, ".COMPLETED");
     assert_eq!(s.batch_size, 1000);
-    assert_eq!(s.max_line_bytes, ByteSize(1 << 20));
+    assert_eq!(s.max_line_bytes, ByteSize(960 << 10));
     assert_eq!(cfg.sources[0].channel, "c1");
     let ChannelKind::Memory(m) = &cfg.channels[0].kind else {
         panic!("a memory channel")
@@ -375,5 +375,215 @@ fn a_kafka_sink_parses_and_its_problems_name_their_keys() {
         &with_sink("{ type: kafkaa, channel: c1 }"),
         "a1.sinks.k1.type",
         "console, kafka",
+    );
+}
+
+#[test]
+fn an_invalid_channel_is_reported_once_not_again_by_its_source_and_sink() {
+    for (opts, key) in [
+        ("{ type: memory, capacity: 0 }", "a1.channels.c1.capacity"),
+        ("{ type: jdbc }", "a1.channels.c1.type"),
+        ("{ type: file }", "a1.channels.c1.dir"),
+    ] {
+        let errs = errors(&with_channel(opts));
+        assert_eq!(errs.len(), 1, "{opts}: {errs:#?}");
+        assert!(errs[0].starts_with(&format!("{key}: ")), "{errs:#?}");
+    }
+    // An invalid sink does not make its channel undrained either.
+    let errs = errors(&GOOD.replace(
+        "{ type: console, channel: c1 }",
+        "{ type: console, channel: c1, batch_size: 0 }",
+    ));
+    assert_eq!(errs, ["a1.sinks.k1.batch_size: must be at least 1"]);
+    // A channel that is truly missing is still named, with the channels there are.
+    assert_error(
+        &GOOD.replace("channel: c1 }\n  channels", "channel: c7 }\n  channels"),
+        "a1.sources.r1.channel",
+        "no channel named `c7` (channels: c1)",
+    );
+}
+
+#[test]
+fn yaml_merge_keys_are_applied_and_x_keys_are_not_agents() {
+    let text = r#"
+x-defaults:
+  spool: &spool { type: spooldir, channel: c1, batch_size: 50 }
+  memory: &memory { type: memory, capacity: 700 }
+a1:
+  sources:
+    r1: { <<: *spool, dir: /var/spool/a }
+    r2:
+      <<: *spool
+      dir: /var/spool/b
+      batch_size: 60
+  channels:
+    c1:
+      <<: [*memory, { capacity_bytes: 2MiB }]
+  sinks:
+    k1: { type: console, channel: c1 }
+"#;
+    let cfg = parse_with(text, &[]).unwrap();
+    let batch = |i: usize| match &cfg.sources[i].kind {
+        SourceKind::SpoolDir(s) => (s.dir.clone(), s.batch_size),
+        SourceKind::TailDir(_) => panic!("a spooldir source"),
+    };
+    assert_eq!(batch(0), (PathBuf::from("/var/spool/a"), 50));
+    assert_eq!(
+        batch(1),
+        (PathBuf::from("/var/spool/b"), 60),
+        "a key beside `<<` wins"
+    );
+    let ChannelKind::Memory(m) = &cfg.channels[0].kind else {
+        panic!("a memory channel")
+    };
+    assert_eq!((m.capacity, m.capacity_bytes), (700, 2 << 20));
+    let top = top_level(text, Path::new("t.yaml"), |_| None).unwrap();
+    assert_eq!(agents(&top), ["a1"]);
+    // A merge of something that is not a mapping is an error, not ignored.
+    let err = parse_with("a1:\n  <<: 3\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("merge key `<<`"), "{err}");
+}
+
+#[test]
+fn an_integer_too_large_is_out_of_range_for_its_key() {
+    let errs = errors(&GOOD.replace("capacity: 500", "capacity: 99999999999999999999999"));
+    assert_eq!(
+        errs,
+        [
+            "a1.channels.c1.capacity: `99999999999999999999999` is out of range for this key (too large)"
+        ]
+    );
+    let errs = errors(&format!("{GOOD}  shutdown_timeout: 18446744073709551616\n"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].starts_with("a1.shutdown_timeout: `18446744073709551616` is out of range"));
+    assert_error(
+        &GOOD.replace("capacity: 500", "capacity: -4"),
+        "a1.channels.c1.capacity",
+        "invalid value `-4`: out of range for this key (0 to",
+    );
+    // The value is taken as written: a string that looks like the stand-in is just a string.
+    assert!(!errors(&GOOD.replace("capacity: 500", "capacity: \"x\"")).is_empty());
+}
+
+#[test]
+fn librdkafka_file_settings_must_name_readable_files() {
+    let text = GOOD.replace(
+        "{ type: console, channel: c1 }",
+        "{ type: kafka, channel: c1, brokers: \"b:9093\", topic: t, producer: { security.protocol: ssl, ssl.ca.location: /nonexistent/ca.pem } }",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0]
+            .starts_with("a1.sinks.k1.producer.ssl.ca.location: cannot read `/nonexistent/ca.pem`"),
+        "{errs:#?}"
+    );
+}
+
+/// The warnings of a valid configuration, as `key: message` lines.
+fn warnings_of(text: &str) -> Vec<String> {
+    parse_with(text, &[])
+        .unwrap()
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn a_taildir_pattern_over_the_data_dir_is_a_warning() {
+    let text = |paths: &str| {
+        format!(
+            "a1:\n  data_dir: /srv/logs/data\n  sources:\n    r1: {{ type: taildir, paths: [\"{paths}\"], channel: c1 }}\n  channels:\n    c1: {{ type: memory }}\n  sinks:\n    k1: {{ type: console, channel: c1 }}\n"
+        )
+    };
+    let w = warnings_of(&text("/srv/logs/**"));
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(
+        w[0].starts_with("a1.sources.r1.paths[0]: `/srv/logs/**` also matches the agent's data_dir /srv/logs/data"),
+        "{w:#?}"
+    );
+    assert!(warnings_of(&text("/srv/logs/*.log")).is_empty());
+    assert!(warnings_of(&text("/srv/logs/data*/x.log")).len() == 1);
+    // A file channel's folder and a position file are the agent's files too.
+    let w = warnings_of(
+        "a1:\n  data_dir: /srv/agent\n  sources:\n    r1: { type: taildir, paths: [\"/srv/logs/**/*\"], position_file: /srv/pos.json, channel: c1 }\n    r2: { type: taildir, paths: [\"/srv/*.json\"], channel: c1 }\n  channels:\n    c1: { type: file, dir: /srv/logs/wal }\n  sinks:\n    k1: { type: console, channel: c1 }\n",
+    );
+    assert_eq!(w.len(), 2, "{w:#?}");
+    assert!(w[0].contains("file channel `c1`"), "{w:#?}");
+    assert!(w[1].contains("position file of source `r1`"), "{w:#?}");
+}
+
+#[test]
+fn two_sources_reading_the_same_files_is_a_warning() {
+    let text = |r1: &str, r2: &str| {
+        format!(
+            "a1:\n  data_dir: /srv/agent\n  sources:\n    r1: {r1}\n    r2: {r2}\n  channels:\n    c1: {{ type: memory }}\n  sinks:\n    k1: {{ type: console, channel: c1 }}\n"
+        )
+    };
+    let spool = "{ type: spooldir, dir: /var/spool/app, channel: c1 }";
+    let w = warnings_of(&text(
+        spool,
+        "{ type: taildir, paths: [\"/var/spool/app/*.log\"], channel: c1 }",
+    ));
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(
+        w[0].starts_with("a1.sources.r2.paths[0]: `/var/spool/app/*.log` matches files that source `r1` also reads"),
+        "{w:#?}"
+    );
+    assert!(w[0].contains("shipped twice"), "{w:#?}");
+    let w = warnings_of(&text(
+        "{ type: taildir, paths: [\"/var/log/app/*.log\"], channel: c1 }",
+        "{ type: taildir, paths: [\"/var/log/*/web.*\", \"/var/log/app/*.txt\"], channel: c1 }",
+    ));
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(w[0].starts_with("a1.sources.r2.paths[0]:"), "{w:#?}");
+    // Different files: no warning.
+    assert!(
+        warnings_of(&text(
+            spool,
+            "{ type: taildir, paths: [\"/var/log/app/*.log\"], channel: c1 }"
+        ))
+        .is_empty()
+    );
+    assert!(
+        warnings_of(&text(
+            "{ type: spooldir, dir: /var/spool/app, include: [\"*.csv\"], channel: c1 }",
+            "{ type: taildir, paths: [\"/var/spool/app/*.log\"], channel: c1 }"
+        ))
+        .is_empty()
+    );
+}
+
+#[test]
+fn the_default_longest_line_fits_the_default_kafka_record() {
+    let kafka = "{ type: kafka, channel: c1, brokers: \"b:9092\", topic: t }";
+    for source in [
+        "{ type: spooldir, dir: /var/spool/app, channel: c1 }",
+        "{ type: taildir, paths: [/var/log/app.log], channel: c1 }",
+    ] {
+        let text = GOOD
+            .replace(
+                "{ type: spooldir, dir: /var/spool/app, channel: c1 }",
+                source,
+            )
+            .replace("{ type: console, channel: c1 }", kafka);
+        assert!(
+            warnings_of(&text).is_empty(),
+            "{source}: {:#?}",
+            warnings_of(&text)
+        );
+    }
+    let text = GOOD
+        .replace(
+            "channel: c1 }\n  channels",
+            "channel: c1, max_line_bytes: 1MiB }\n  channels",
+        )
+        .replace("{ type: console, channel: c1 }", kafka);
+    let w = warnings_of(&text);
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(
+        w[0].starts_with("a1.sources.r1.max_line_bytes: lines of up to 1048576 bytes do not fit"),
+        "{w:#?}"
     );
 }

@@ -5,7 +5,9 @@ mod config;
 mod envsubst;
 mod http;
 mod logging;
+mod overlap;
 mod run;
+mod warnings;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -94,13 +96,23 @@ fn validate(file: &std::path::Path, name: Option<&str>) -> ExitCode {
     let mut ok = true;
     for n in &names {
         match config::load(file, n) {
-            Ok(cfg) => println!(
-                "{}: agent {n} is valid ({} sources, {} channels, {} sinks)",
-                file.display(),
-                cfg.sources.len(),
-                cfg.channels.len(),
-                cfg.sinks.len()
-            ),
+            Ok(cfg) => {
+                for w in &cfg.warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!(
+                    "{}: agent {n} is valid ({} sources, {} channels, {} sinks{})",
+                    file.display(),
+                    cfg.sources.len(),
+                    cfg.channels.len(),
+                    cfg.sinks.len(),
+                    match cfg.warnings.len() {
+                        0 => String::new(),
+                        1 => ", 1 warning".to_owned(),
+                        n => format!(", {n} warnings"),
+                    }
+                );
+            }
             Err(e) => {
                 ok = false;
                 eprintln!("{e}");

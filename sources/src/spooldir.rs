@@ -104,7 +104,7 @@ fn default_batch_size() -> usize {
     1000
 }
 fn default_max_line() -> ByteSize {
-    ByteSize(1 << 20)
+    ByteSize(960 << 10)
 }
 fn default_poll() -> HumanDuration {
     HumanDuration(Duration::from_millis(500))
