@@ -1,11 +1,21 @@
-//! End-to-end checks of the `sluice` command line: help, version, and `validate` on every
-//! example configuration in `conf/`.
+//! End-to-end checks of the `sluice` command line: help, version, `validate` (every example
+//! configuration in `conf/`, its errors and warnings), and how `sluice agent` starts and stops:
+//! a startup failure touches no file, a dead sink or a second signal ends the drain at once.
 
 mod support;
 
 use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use support::agent::{repo_root, sluice};
+use support::agent::{
+    Agent, drop_file, free_port, http_get, repo_root, sluice, sluice_bin, spool_dirs, wait_until,
+};
+
+/// How long an agent that should stop at once may take, at most, to exit (a deadline for a
+/// hang, not a measure of speed).
+const STOPS: Duration = Duration::from_secs(30);
 
 #[test]
 fn help_and_version_work() {
@@ -60,4 +70,281 @@ fn validate_names_the_exact_key_and_exits_non_zero() {
     let (code, _, err) = sluice(&["validate", "-f", conf.to_str().unwrap(), "-n", "zz"]);
     assert_ne!(code, 0);
     assert!(err.contains("zz: no such agent"), "{err}");
+}
+
+/// Writes `text` to `dir/name` and validates it; returns (exit code, stdout, stderr).
+fn validate(dir: &Path, name: &str, text: &str) -> (i32, String, String) {
+    let conf = dir.join(name);
+    fs::write(&conf, text).unwrap();
+    sluice(&["validate", "-f", conf.to_str().unwrap()])
+}
+
+#[test]
+fn validate_names_the_real_fault_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wired = |channel: &str| {
+        format!(
+            "a1:\n  sources:\n    r1: {{ type: spooldir, dir: /tmp, channel: c1 }}\n  channels:\n    c1: {channel}\n  sinks:\n    k1: {{ type: console, channel: c1 }}\n"
+        )
+    };
+    // An invalid channel: its own key, and not "no channel named `c1`" for its users.
+    let (code, _, err) = validate(
+        tmp.path(),
+        "chan.yaml",
+        &wired("{ type: memory, capacity: 0 }"),
+    );
+    assert_eq!(code, 2);
+    assert_eq!(err.trim(), "a1.channels.c1.capacity: must be at least 1");
+    // A huge integer: out of range for its key.
+    let (code, _, err) = validate(
+        tmp.path(),
+        "huge.yaml",
+        &wired("{ type: memory, capacity: 99999999999999999999999 }"),
+    );
+    assert_eq!(code, 2);
+    assert_eq!(
+        err.trim(),
+        "a1.channels.c1.capacity: `99999999999999999999999` is out of range for this key (too large)"
+    );
+    // A merge key is applied, not ignored; `x-` keys hold anchors and are not agents.
+    let merged = "x-common:\n  console: &console { type: console, batch_size: 0 }\na1:\n  sources:\n    r1: { type: spooldir, dir: /tmp, channel: c1 }\n  channels:\n    c1: { type: memory }\n  sinks:\n    k1: { <<: *console, channel: c1 }\n";
+    let (code, _, err) = validate(tmp.path(), "merge.yaml", merged);
+    assert_eq!(code, 2, "the merged batch_size: 0 is checked");
+    assert_eq!(err.trim(), "a1.sinks.k1.batch_size: must be at least 1");
+    let (code, out, err) = validate(
+        tmp.path(),
+        "merge-ok.yaml",
+        &merged.replace("batch_size: 0", "batch_size: 10"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("agent a1 is valid"), "{out}");
+    assert!(!out.contains("x-common"), "{out}");
+    // A CA file that does not exist is named under its librdkafka key.
+    let (code, _, err) = validate(
+        tmp.path(),
+        "tls.yaml",
+        "a1:\n  sources:\n    r1: { type: spooldir, dir: /tmp, channel: c1 }\n  channels:\n    c1: { type: memory }\n  sinks:\n    k1: { type: kafka, channel: c1, brokers: \"b:9093\", topic: t, producer: { security.protocol: ssl, ssl.ca.location: /nonexistent/ca.pem } }\n",
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with("a1.sinks.k1.producer.ssl.ca.location: cannot read `/nonexistent/ca.pem`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn validate_warns_when_a_pattern_covers_the_data_dir_or_two_sources_read_the_same_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    fs::create_dir_all(logs.join("spool")).unwrap();
+    let text = format!(
+        "a1:\n  data_dir: {logs}/data\n  sources:\n    r1: {{ type: taildir, paths: [\"{logs}/**\"], channel: c1 }}\n    r2: {{ type: spooldir, dir: {logs}/spool, channel: c1 }}\n  channels:\n    c1: {{ type: memory }}\n  sinks:\n    k1: {{ type: console, channel: c1 }}\n",
+        logs = logs.display()
+    );
+    let (code, out, err) = validate(tmp.path(), "overlap.yaml", &text);
+    assert_eq!(
+        code, 0,
+        "warnings do not make a configuration invalid: {err}"
+    );
+    assert!(
+        out.contains("is valid") && out.contains("2 warnings"),
+        "{out}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with("warning: a1.sources.r1.paths[0]:") && lines[0].contains("data_dir"),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with("warning: a1.sources.r2.dir:")
+            && lines[1].contains("source `r1` also reads")
+            && lines[1].contains("shipped twice"),
+        "{err}"
+    );
+    // The agent logs them when it starts.
+    let mut agent = Agent::start(&tmp.path().join("run"), "a1", &text);
+    wait_until(Duration::from_secs(30), "the agent starts", || {
+        agent.stderr_text().contains("agent started")
+    });
+    assert!(
+        agent.stderr_text().contains("configuration warning"),
+        "{}",
+        agent.stderr_text()
+    );
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(STOPS).success(), "{}", agent.stderr_text());
+}
+
+fn spool_console(spool: &Path, data: &Path, extra: &str) -> String {
+    format!(
+        "a1:\n  data_dir: {}\n  shutdown_timeout: 1h\n{extra}  sources:\n    r1: {{ type: spooldir, dir: {}, channel: c1 }}\n  channels:\n    c1: {{ type: memory }}\n  sinks:\n    k1: {{ type: console, channel: c1 }}\n",
+        data.display(),
+        spool.display()
+    )
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut n: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    n.sort();
+    n
+}
+
+#[test]
+fn a_busy_http_port_stops_the_agent_before_any_file_is_touched() {
+    let (tmp, spool, data) = spool_dirs();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    for name in ["a.log", "b.log", "c.log"] {
+        drop_file(&spool, name, b"one\ntwo\nthree\n");
+    }
+    let config = spool_console(&spool, &data, &format!("  http: 127.0.0.1:{port}\n"));
+    let mut agent = Agent::start(&tmp.path().join("run"), "a1", &config);
+    let status = agent.wait_exit(STOPS);
+    let log = agent.stderr_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert_eq!(
+        names(&spool),
+        ["a.log", "b.log", "c.log"],
+        "no file read, renamed or set aside: {log}"
+    );
+    assert!(!log.contains("set aside"), "{log}");
+    assert!(
+        log.contains(&format!(
+            "a1.http: cannot listen on 127.0.0.1:{port} (port {port})"
+        )),
+        "the error names the setting and the port: {log}"
+    );
+    assert!(agent.stdout_bytes().is_empty(), "no line was shipped");
+    drop(held);
+}
+
+/// Starts `sluice agent -n a1` on `config` in `dir` with stdout connected as given and stderr
+/// to `dir/stderr`.
+fn start_with_stdout(dir: &Path, config: &str, stdout: Stdio) -> std::process::Child {
+    fs::create_dir_all(dir).unwrap();
+    let conf = dir.join("agent.yaml");
+    fs::write(&conf, config).unwrap();
+    Command::new(sluice_bin())
+        .args(["agent", "-n", "a1", "-f"])
+        .arg(&conf)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(fs::File::create(dir.join("stderr")).unwrap())
+        .spawn()
+        .expect("start sluice")
+}
+
+/// Waits up to `deadline` for `child` to exit; kills it and panics with its log otherwise.
+fn wait_exit(child: &mut std::process::Child, dir: &Path, deadline: Duration) -> i32 {
+    let log = || fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+    let end = std::time::Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the agent did not exit within {deadline:?}; stderr:\n{}",
+                log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_sink_that_fails_at_start_ends_the_drain_at_once() {
+    let (tmp, spool, data) = spool_dirs();
+    drop_file(&spool, "a.log", &"line\n".repeat(10_000).into_bytes());
+    // The CA file exists (so `validate` accepts it) but holds no certificate: librdkafka
+    // refuses to create the producer.
+    let ca = tmp.path().join("ca.pem");
+    fs::write(&ca, "not a certificate\n").unwrap();
+    let config = spool_console(&spool, &data, "").replace(
+        "{ type: console, channel: c1 }",
+        &format!(
+            "{{ type: kafka, channel: c1, brokers: \"127.0.0.1:1\", topic: t, producer: {{ security.protocol: ssl, ssl.ca.location: {} }} }}",
+            ca.display()
+        ),
+    );
+    let mut agent = Agent::start(&tmp.path().join("run"), "a1", &config);
+    // shutdown_timeout is an hour: only a drain that ends at once lets the agent exit.
+    let status = agent.wait_exit(STOPS);
+    let log = agent.stderr_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("sink k1: cannot create the kafka producer")
+            && log.contains("ssl.ca.location"),
+        "{log}"
+    );
+    assert!(
+        !names(&spool).iter().any(|n| n.ends_with(".FAILED")),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_sink_that_dies_while_running_ends_the_drain_at_once() {
+    let (tmp, spool, data) = spool_dirs();
+    drop_file(&spool, "a.log", &"line\n".repeat(100_000).into_bytes());
+    let dir = tmp.path().join("run");
+    // stdout is a pipe whose reading end is closed: the console sink's first write fails.
+    let mut child = start_with_stdout(&dir, &spool_console(&spool, &data, ""), Stdio::piped());
+    drop(child.stdout.take());
+    let code = wait_exit(&mut child, &dir, STOPS);
+    let log = fs::read_to_string(dir.join("stderr")).unwrap();
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("component failed component=k1"), "{log}");
+}
+
+#[test]
+fn a_second_signal_stops_at_once_while_stdout_is_blocked() {
+    let (tmp, spool, data) = spool_dirs();
+    drop_file(
+        &spool,
+        "a.log",
+        &"a line of text\n".repeat(300_000).into_bytes(),
+    );
+    let port = free_port();
+    let dir = tmp.path().join("run");
+    let config = spool_console(&spool, &data, &format!("  http: 127.0.0.1:{port}\n"));
+    // stdout is a pipe nobody reads: once its buffer (64 KiB) is full, every write blocks.
+    let mut child = start_with_stdout(&dir, &config, Stdio::piped());
+    let _unread = child.stdout.take();
+    let source_events = || {
+        http_get(port, "/metrics")
+            .and_then(|(_, body)| {
+                body.lines()
+                    .find(|l| l.starts_with("sluice_source_events_total{"))
+                    .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    // Far more lines than the pipe holds were read: the sink is stuck in a write.
+    wait_until(
+        Duration::from_secs(60),
+        "the source read 50000 lines",
+        || source_events() >= 50_000,
+    );
+    let log = || fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    wait_until(Duration::from_secs(10), "the first signal is seen", || {
+        log().contains("SIGTERM: stopping")
+    });
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // "A second signal stops it at once": a deadline for a hang, generous for a loaded machine
+    // and shorter than the 5 s the agent used to wait for the blocked sink (before hanging on
+    // the blocked thread).
+    wait_exit(&mut child, &dir, Duration::from_secs(4));
+    assert!(log().contains("second signal: stopping now"), "{}", log());
 }

@@ -1,7 +1,8 @@
 //! End-to-end: spool files through the real `sluice` binary into a real Kafka broker (KRaft,
 //! provisioned by scripts/kafka-dev), read back with kcat. Every line arrives, each file's
 //! lines sit in one partition (the one Kafka's Java partitioner picks for the key) in file
-//! order, and a broker outage mid-stream loses nothing and reorders nothing.
+//! order, and a broker outage mid-stream loses nothing and reorders nothing. An outage, a
+//! wrong broker address or a missing topic shows in `/metrics` and `/health`.
 
 mod support;
 
@@ -22,6 +23,19 @@ fn config(
     topic: &str,
     port: u16,
     capacity: usize,
+) -> String {
+    config_with(spool, data, bootstrap, topic, port, capacity, "")
+}
+
+/// [`config`] with extra lines for the sink (indented as its options).
+fn config_with(
+    spool: &Path,
+    data: &Path,
+    bootstrap: &str,
+    topic: &str,
+    port: u16,
+    capacity: usize,
+    sink_extra: &str,
 ) -> String {
     format!(
         r#"
@@ -45,7 +59,7 @@ a1:
       topic: {topic}
       batch_size: 700
       batches_in_flight: 4
-"#,
+{sink_extra}"#,
         data = data.display(),
         spool = spool.display(),
     )
@@ -85,6 +99,14 @@ fn metric(port: u16, name: &str) -> u64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// The first line of `/health` (`ok` or `degraded`) and the whole body; the status must be
+/// 200 (the agent is alive, whatever its sinks do).
+fn health(port: u16) -> Option<(String, String)> {
+    let (status, body) = http_get(port, "/health")?;
+    assert!(status.contains(" 200 "), "{status}");
+    Some((body.lines().next()?.to_owned(), body))
 }
 
 fn completed(spool: &Path) -> usize {
@@ -227,6 +249,13 @@ fn a_broker_outage_mid_stream_loses_nothing_and_keeps_order() {
     });
 
     broker.stop();
+    // The outage shows: not connected, errors counted, /health degraded.
+    wait_until(LONG, "the sink reports the outage", || {
+        metric(port, "sluice_sink_connected") == 0 && metric(port, "sluice_sink_errors_total") > 0
+    });
+    let (state, body) = health(port).unwrap();
+    assert_eq!(state, "degraded", "{body}");
+    assert!(body.contains("sink k1: not connected"), "{body}");
     let stalled_at = metric(port, "sluice_sink_events_total");
     // Files dropped during the outage can only arrive after it.
     for i in 0..2 {
@@ -253,6 +282,11 @@ fn a_broker_outage_mid_stream_loses_nothing_and_keeps_order() {
     });
     let total: usize = files.iter().map(|(_, l, _)| l.len()).sum();
     assert_eq!(metric(port, "sluice_sink_events_total") as usize, total);
+    wait_until(LONG, "connected again", || {
+        metric(port, "sluice_sink_connected") == 1
+    });
+    let (state, body) = health(port).unwrap();
+    assert_eq!(state, "ok", "{body}");
 
     let records = broker.consume_all(topic, total, LONG);
     let got = by_file(&records);
@@ -304,6 +338,116 @@ fn the_shipped_spooldir_kafka_config_delivers_to_kafkatopic() {
         &lines,
         &offsets,
         true,
+    );
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
+}
+
+#[test]
+fn a_wrong_broker_address_shows_as_not_connected_with_errors() {
+    let (dir, spool, data) = spool_dirs();
+    let port = free_port();
+    // Nothing listens there.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let mut agent = Agent::start(
+        dir.path(),
+        "a1",
+        &config(&spool, &data, &nowhere, "app-logs", port, 1000),
+    );
+    let lines = file_lines("app.log", 5000);
+    drop_file(&spool, "app.log", &file_content(&lines).0);
+    wait_until(LONG, "errors counted while not connected", || {
+        metric(port, "sluice_sink_errors_total") > 0
+    });
+    let (_, body) = http_get(port, "/metrics").unwrap();
+    assert!(
+        body.contains("sluice_sink_connected{agent=\"a1\",sink=\"k1\"} 0"),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            "sluice_sink_last_delivery_timestamp_seconds{agent=\"a1\",sink=\"k1\"} 0.000"
+        ),
+        "nothing delivered: {body}"
+    );
+    assert!(
+        body.contains("sluice_sink_last_delivery_age_seconds{"),
+        "{body}"
+    );
+    let (state, body) = health(port).unwrap();
+    assert_eq!(state, "degraded", "{body}");
+    assert!(
+        body.contains("sink k1: not connected; nothing delivered since the start"),
+        "{body}"
+    );
+    assert!(
+        body.contains("channel c1: "),
+        "the channels' fill level: {body}"
+    );
+    assert_eq!(metric(port, "sluice_sink_events_total"), 0);
+    assert!(agent.running(), "the agent waits: {}", agent.stderr_text());
+    agent.kill();
+}
+
+#[test]
+fn a_missing_topic_is_named_and_counted_then_delivery_resumes_once_it_exists() {
+    let broker = KafkaBroker::start();
+    let topic = "sluice-e2e-missing";
+    let (dir, spool, data) = spool_dirs();
+    let port = free_port();
+    // The sink does not ask the broker to create the topic, and librdkafka declares it
+    // missing after 1 s instead of its default 30 s (the time it leaves a topic just created
+    // elsewhere to appear).
+    let extra = "      producer: { allow.auto.create.topics: false, topic.metadata.propagation.max.ms: 1000 }\n";
+    let mut agent = Agent::start(
+        dir.path(),
+        "a1",
+        &config_with(
+            &spool,
+            &data,
+            &broker.bootstrap(),
+            topic,
+            port,
+            10_000,
+            extra,
+        ),
+    );
+    let lines = file_lines("app.log", 2000);
+    let (content, offsets) = file_content(&lines);
+    drop_file(&spool, "app.log", &content);
+    wait_until(LONG, "the missing topic is reported", || {
+        metric(port, "sluice_sink_errors_total") > 0
+            && agent
+                .stderr_text()
+                .contains(&format!("topic `{topic}` does not exist"))
+    });
+    wait_until(LONG, "connected: the broker answers", || {
+        metric(port, "sluice_sink_connected") == 1
+    });
+    let (state, body) = health(port).unwrap();
+    assert_eq!(state, "degraded", "{body}");
+    assert!(
+        body.contains("delivery failing")
+            && body.contains(&format!("topic `{topic}` does not exist")),
+        "{body}"
+    );
+    assert_eq!(completed(&spool), 0);
+
+    broker.create_topic(topic, PARTITIONS);
+    wait_until(LONG, "the file is delivered once the topic exists", || {
+        completed(&spool) == 1
+    });
+    assert!(metric(port, "sluice_sink_retries_total") >= 1);
+    let (state, body) = health(port).unwrap();
+    assert_eq!(state, "ok", "{body}");
+    let records = broker.consume_all(topic, lines.len(), LONG);
+    check_file(
+        "app.log",
+        &spool.join("app.log"),
+        &by_file(&records)["app.log"],
+        &lines,
+        &offsets,
+        false,
     );
     agent.signal(libc::SIGTERM);
     assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use sluice_sinks::SinkMetrics;
+use sluice_sinks::{SinkHealth, SinkMetrics};
 use sluice_sources::SourceMetrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,16 +17,23 @@ use tracing::{debug, info};
 
 use crate::run::Components;
 
-/// Starts serving on `addr`; the returned task runs until aborted.
-pub async fn serve(
-    addr: SocketAddr,
-    components: Arc<Components>,
-) -> anyhow::Result<JoinHandle<()>> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} for /metrics"))?;
-    info!(address = %listener.local_addr().unwrap_or(addr), "serving /metrics and /health");
-    Ok(tokio::spawn(async move {
+/// Binds the listener for `/metrics` and `/health` on `addr`; `key` names the setting in
+/// errors (`a1.http`).
+pub async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "{key}: cannot listen on {addr} (port {}) for /metrics and /health",
+            addr.port()
+        )
+    })
+}
+
+/// Serves `listener`; the returned task runs until aborted.
+pub fn serve(listener: TcpListener, components: Arc<Components>) -> JoinHandle<()> {
+    if let Ok(address) = listener.local_addr() {
+        info!(%address, "serving /metrics and /health");
+    }
+    tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
@@ -38,7 +45,7 @@ pub async fn serve(
                 }
             });
         }
-    }))
+    })
 }
 
 async fn answer(mut stream: TcpStream, components: &Components) -> std::io::Result<()> {
@@ -56,7 +63,7 @@ async fn answer(mut stream: TcpStream, components: &Components) -> std::io::Resu
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, content_type, body) = match (method, path) {
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", render(components)),
-        ("GET", "/health") => ("200 OK", "text/plain", "ok\n".to_owned()),
+        ("GET", "/health") => ("200 OK", "text/plain", health(components, now_ms())),
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
         _ => (
             "405 Method Not Allowed",
@@ -77,16 +84,16 @@ async fn answer(mut stream: TcpStream, components: &Components) -> std::io::Resu
 pub fn render(c: &Components) -> String {
     let mut out = String::new();
     let agent = &c.agent;
-    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
+    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, v) in rows {
             let _ = writeln!(out, "{name}{{agent=\"{agent}\",{labels}}} {v}");
         }
     };
-    let src = |f: fn(&SourceMetrics) -> u64| -> Vec<(String, u64)> {
+    let src = |f: fn(&SourceMetrics) -> u64| -> Vec<(String, String)> {
         c.sources
             .iter()
-            .map(|(n, m)| (format!("source=\"{n}\""), f(m)))
+            .map(|(n, m)| (format!("source=\"{n}\""), f(m).to_string()))
             .collect()
     };
     family(
@@ -137,10 +144,15 @@ pub fn render(c: &Components) -> String {
         "Files that matched but were renamed away or deleted before they could be opened.",
         src(|m| SourceMetrics::get(&m.files_missed)),
     );
-    let chan = |f: fn(&sluice_channels::ChannelStats) -> u64| -> Vec<(String, u64)> {
+    let chan = |f: fn(&sluice_channels::ChannelStats) -> u64| -> Vec<(String, String)> {
         c.channels
             .iter()
-            .map(|ch| (format!("channel=\"{}\"", ch.name()), f(&ch.stats())))
+            .map(|ch| {
+                (
+                    format!("channel=\"{}\"", ch.name()),
+                    f(&ch.stats()).to_string(),
+                )
+            })
             .collect()
     };
     family(
@@ -191,47 +203,140 @@ pub fn render(c: &Components) -> String {
         "Times a file channel started waiting for its disk (full, low on space, or failing).",
         chan(|s| s.disk_stalls),
     );
-    let sink = |f: fn(&SinkMetrics) -> u64| -> Vec<(String, u64)> {
+    let sink = |f: &dyn Fn(&SinkMetrics) -> String| -> Vec<(String, String)> {
         c.sinks
             .iter()
             .map(|(n, m)| (format!("sink=\"{n}\""), f(m)))
             .collect()
     };
+    let count = |f: fn(&SinkMetrics) -> &std::sync::atomic::AtomicU64| {
+        sink(&move |m: &SinkMetrics| SinkMetrics::get(f(m)).to_string())
+    };
     family(
         "sluice_sink_events_total",
         "counter",
         "Events delivered and committed.",
-        sink(|m| SinkMetrics::get(&m.events)),
+        count(|m| &m.events),
     );
     family(
         "sluice_sink_bytes_total",
         "counter",
         "Bytes delivered and committed.",
-        sink(|m| SinkMetrics::get(&m.bytes)),
+        count(|m| &m.bytes),
     );
     family(
         "sluice_sink_batches_total",
         "counter",
         "Batches committed.",
-        sink(|m| SinkMetrics::get(&m.batches)),
+        count(|m| &m.batches),
     );
     family(
         "sluice_sink_rollbacks_total",
         "counter",
         "Batches rolled back after a failed delivery.",
-        sink(|m| SinkMetrics::get(&m.rollbacks)),
+        count(|m| &m.rollbacks),
     );
     family(
         "sluice_sink_errors_total",
         "counter",
-        "Delivery errors.",
-        sink(|m| SinkMetrics::get(&m.errors)),
+        "Errors: failed deliveries, and client errors (a broker refusing connections, every broker down).",
+        count(|m| &m.errors),
+    );
+    family(
+        "sluice_sink_retries_total",
+        "counter",
+        "Times delivery started again after a failed delivery (the failed batches are sent again).",
+        count(|m| &m.retries),
+    );
+    family(
+        "sluice_sink_connected",
+        "gauge",
+        "1 while the sink reaches its output (Kafka: a broker connection is up), else 0.",
+        sink(&|m| u8::from(m.connected()).to_string()),
+    );
+    let now = now_ms();
+    family(
+        "sluice_sink_last_delivery_timestamp_seconds",
+        "gauge",
+        "When a batch was last delivered, in seconds since the Unix epoch (0: never).",
+        sink(&|m| seconds(m.last_delivery_ms())),
+    );
+    family(
+        "sluice_sink_last_delivery_age_seconds",
+        "gauge",
+        "Seconds since a batch was last delivered, or since the sink started when none was yet.",
+        sink(&|m| seconds(m.health(now).idle_ms.unwrap_or(0))),
     );
     family(
         "sluice_sink_oversize_total",
         "counter",
         "Lines larger than the output accepts (split, skipped or stopped at, by policy).",
-        sink(|m| SinkMetrics::get(&m.oversize)),
+        count(|m| &m.oversize),
     );
+    out
+}
+
+/// Milliseconds as seconds with three decimals.
+fn seconds(ms: u64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The `/health` body: `ok` or `degraded` on the first line, then one line per sink and per
+/// channel. The status is 200 either way while the process runs, so that a liveness probe
+/// does not restart an agent that waits out a Kafka outage (restarting would not help: the
+/// files on disk are the buffer); monitoring reads the first line or the metrics.
+pub fn health(c: &Components, now_ms: u64) -> String {
+    let sinks: Vec<(&str, SinkHealth)> = c
+        .sinks
+        .iter()
+        .map(|(n, m)| (n.as_str(), m.health(now_ms)))
+        .collect();
+    let ok = sinks.iter().all(|(_, h)| h.ok());
+    let mut out = String::from(if ok { "ok\n" } else { "degraded\n" });
+    for (name, h) in &sinks {
+        let state = match (h.connected, h.failing) {
+            (false, _) => "not connected",
+            (true, true) => "connected, delivery failing",
+            (true, false) => "connected",
+        };
+        let _ = write!(out, "sink {name}: {state}; ");
+        match (h.delivered, h.idle_ms) {
+            (true, Some(ms)) => {
+                let _ = write!(out, "last delivery {}s ago", seconds(ms));
+            }
+            (false, Some(ms)) => {
+                let _ = write!(
+                    out,
+                    "nothing delivered since the start {}s ago",
+                    seconds(ms)
+                );
+            }
+            (_, None) => out.push_str("not started"),
+        }
+        let _ = write!(out, "; {} errors", h.errors);
+        if let Some(e) = &h.last_error {
+            let _ = write!(out, "; last error: {}", e.replace('\n', " "));
+        }
+        out.push('\n');
+    }
+    for ch in &c.channels {
+        let s = ch.stats();
+        let _ = writeln!(
+            out,
+            "channel {}: {} of {} events, {} of {} bytes",
+            ch.name(),
+            s.events,
+            s.capacity_events,
+            s.bytes,
+            s.capacity_bytes
+        );
+    }
     out
 }

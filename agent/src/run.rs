@@ -46,7 +46,24 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .thread_name("sluice")
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(run_agent(cfg))
+    let (result, stop) = runtime.block_on(run_agent(cfg));
+    match stop {
+        // Every component returned: nothing is left to wait for.
+        Stop::Drained => runtime.shutdown_timeout(ABORT_GRACE),
+        // A thread may still be blocked (a write to a pipe nobody reads): do not wait for it.
+        Stop::CutShort => runtime.shutdown_background(),
+    }
+    result
+}
+
+/// How the agent's components ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Every component returned by itself.
+    Drained,
+    /// The drain was cut short (second signal, deadline, a dead sink) or components were cut
+    /// off.
+    CutShort,
 }
 
 /// Takes an exclusive lock on the data folder so that two agents never share it.
@@ -80,7 +97,20 @@ fn host_name() -> String {
 
 type Task = (String, anyhow::Result<()>);
 
-async fn run_agent(cfg: AgentConfig) -> anyhow::Result<()> {
+async fn run_agent(cfg: AgentConfig) -> (anyhow::Result<()>, Stop) {
+    let mut stop = Stop::Drained;
+    let result = run_components(cfg, &mut stop).await;
+    (result, stop)
+}
+
+/// Opens, binds and starts everything, then runs until a signal or a failure and stops the
+/// components in order. Everything that can fail at startup (the data folder's lock, the
+/// channels, the `/metrics` listener, the signal handlers) is done before any source starts,
+/// so a startup failure never leaves a file half-read or set aside.
+async fn run_components(cfg: AgentConfig, stop: &mut Stop) -> anyhow::Result<()> {
+    for w in &cfg.warnings {
+        warn!(key = %w.key, warning = %w.message, "configuration warning");
+    }
     let _lock = lock_data_dir(&cfg.data_dir)?;
     let trigger = ShutdownTrigger::new();
     let host = host_name();
@@ -88,29 +118,51 @@ async fn run_agent(cfg: AgentConfig) -> anyhow::Result<()> {
     for c in &cfg.channels {
         let ch: Arc<dyn Channel> = match &c.kind {
             ChannelKind::Memory(m) => Arc::new(MemoryChannel::new(&c.name, *m)),
-            ChannelKind::File(f) => Arc::new(
-                FileChannel::open(&c.name, f.clone()).context("cannot open a file channel")?,
-            ),
+            ChannelKind::File(f) => {
+                Arc::new(FileChannel::open(&c.name, f.clone()).with_context(|| {
+                    format!(
+                        "{}.channels.{}: cannot open the file channel in {}",
+                        cfg.name,
+                        c.name,
+                        f.dir.display()
+                    )
+                })?)
+            }
         };
         channels.insert(c.name.clone(), ch);
     }
     let mut components = Components {
         agent: cfg.name.clone(),
-        sources: Vec::new(),
+        sources: cfg
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), Arc::new(SourceMetrics::default())))
+            .collect(),
         channels: channels.values().cloned().collect(),
-        sinks: Vec::new(),
+        sinks: cfg
+            .sinks
+            .iter()
+            .map(|s| (s.name.clone(), Arc::new(SinkMetrics::default())))
+            .collect(),
     };
     components.channels.sort_by(|a, b| a.name().cmp(b.name()));
+    let components = Arc::new(components);
+    let listener = match cfg.http {
+        Some(addr) => Some(http::bind(addr, &format!("{}.http", cfg.name)).await?),
+        None => None,
+    };
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
 
+    // Nothing can fail any more before the components run: start them, sinks first.
+    let server = listener.map(|l| http::serve(l, components.clone()));
     let mut sinks: JoinSet<Task> = JoinSet::new();
-    for s in &cfg.sinks {
-        let metrics = Arc::new(SinkMetrics::default());
-        components.sinks.push((s.name.clone(), metrics.clone()));
+    for (s, (_, metrics)) in cfg.sinks.iter().zip(&components.sinks) {
         let ctx = SinkContext {
             name: s.name.clone(),
             channel: channels[&s.channel].clone(),
             shutdown: trigger.subscribe(),
-            metrics,
+            metrics: metrics.clone(),
         };
         let name = s.name.clone();
         match &s.kind {
@@ -125,9 +177,7 @@ async fn run_agent(cfg: AgentConfig) -> anyhow::Result<()> {
         }
     }
     let mut sources: JoinSet<Task> = JoinSet::new();
-    for s in &cfg.sources {
-        let metrics = Arc::new(SourceMetrics::default());
-        components.sources.push((s.name.clone(), metrics.clone()));
+    for (s, (_, metrics)) in cfg.sources.iter().zip(&components.sources) {
         let ctx = SourceContext {
             name: s.name.clone(),
             channel: channels[&s.channel].clone(),
@@ -135,7 +185,7 @@ async fn run_agent(cfg: AgentConfig) -> anyhow::Result<()> {
             data_dir: cfg.data_dir.clone(),
             host: host.clone(),
             shutdown: trigger.subscribe(),
-            metrics,
+            metrics: metrics.clone(),
         };
         let name = s.name.clone();
         match &s.kind {
@@ -151,50 +201,72 @@ async fn run_agent(cfg: AgentConfig) -> anyhow::Result<()> {
             }
         }
     }
-    let components = Arc::new(components);
-    let server = match cfg.http {
-        Some(addr) => Some(http::serve(addr, components.clone()).await?),
-        None => None,
-    };
     info!(agent = %cfg.name, sources = cfg.sources.len(), channels = cfg.channels.len(),
         sinks = cfg.sinks.len(), data_dir = %cfg.data_dir.display(), "agent started");
 
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut failed = false;
+    // A sink that ended while its channel was still open: what is in that channel can no
+    // longer be delivered, so waiting for a drain is pointless.
+    let mut sink_dead = false;
     // Run until a signal, or until a component ends by itself (which only a failure does).
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: stopping"),
         _ = int.recv() => info!("SIGINT: stopping"),
         Some(done) = sources.join_next() => failed |= report(done),
-        Some(done) = sinks.join_next() => failed |= report(done),
+        Some(done) = sinks.join_next() => {
+            failed |= report(done);
+            sink_dead = true;
+        }
     }
 
     // Drain: sources stop reading and wait for their batches to be safe, sinks deliver what
-    // the channels hold, all within the deadline; a second signal cuts the wait short.
+    // the channels hold, all within the deadline; a second signal or a dead sink cuts the
+    // wait short.
     trigger.advance(Phase::Draining);
     let deadline = tokio::time::Instant::now() + cfg.shutdown_timeout;
-    let drained = async {
-        while let Some(done) = sources.join_next().await {
-            failed |= report(done);
+    let finished = if sink_dead {
+        warn!(
+            "a sink stopped; not waiting for the drain: what is not safe yet is read again after a restart"
+        );
+        false
+    } else {
+        let drained = async {
+            let mut closed = false;
+            loop {
+                if sources.is_empty() && !closed {
+                    for ch in channels.values() {
+                        ch.close();
+                    }
+                    closed = true;
+                }
+                tokio::select! {
+                    Some(done) = sources.join_next(), if !sources.is_empty() => {
+                        failed |= report(done);
+                    }
+                    Some(done) = sinks.join_next(), if !sinks.is_empty() => {
+                        failed |= report(done);
+                        if !closed {
+                            warn!("a sink stopped during the drain; not waiting for the rest: \
+                                what is not safe yet is read again after a restart");
+                            return false;
+                        }
+                    }
+                    else => return true,
+                }
+            }
+        };
+        tokio::select! {
+            done = drained => done,
+            _ = tokio::time::sleep_until(deadline) => {
+                warn!(timeout = ?cfg.shutdown_timeout, "drain deadline passed; what is not safe yet is read again after a restart");
+                false
+            }
+            _ = term.recv() => { warn!("second signal: stopping now"); false }
+            _ = int.recv() => { warn!("second signal: stopping now"); false }
         }
-        for ch in channels.values() {
-            ch.close();
-        }
-        while let Some(done) = sinks.join_next().await {
-            failed |= report(done);
-        }
-    };
-    let finished = tokio::select! {
-        _ = drained => true,
-        _ = tokio::time::sleep_until(deadline) => {
-            warn!(timeout = ?cfg.shutdown_timeout, "drain deadline passed; what is not safe yet is read again after a restart");
-            false
-        }
-        _ = term.recv() => { warn!("second signal: stopping now"); false }
-        _ = int.recv() => { warn!("second signal: stopping now"); false }
     };
     if !finished {
+        *stop = Stop::CutShort;
         trigger.advance(Phase::Aborting);
         for ch in channels.values() {
             ch.close();
@@ -207,7 +279,12 @@ async fn run_agent(cfg: AgentConfig) -> anyhow::Result<()> {
                 failed |= report(done);
             }
         };
-        if tokio::time::timeout(ABORT_GRACE, rest).await.is_err() {
+        let cut = tokio::select! {
+            r = tokio::time::timeout(ABORT_GRACE, rest) => r.is_err(),
+            _ = term.recv() => true,
+            _ = int.recv() => true,
+        };
+        if cut {
             error!("components did not stop in time; cutting them off");
             sources.abort_all();
             sinks.abort_all();
