@@ -36,6 +36,8 @@ const MAX_CHANGED: usize = 1 << 16;
 const MAX_HELD: usize = 1024;
 /// The most files followed by name because they could not be opened when they appeared.
 const MAX_UNHELD: usize = 4096;
+/// A `MOVED_FROM` without its `MOVED_TO` for this long was a move out of the watched folders.
+const MOVE_SETTLED: std::time::Duration = std::time::Duration::from_millis(100);
 /// Without birth times, the same inode opened again within this time is the same file.
 const SAME_FILE_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -87,8 +89,9 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes what changed so far. A rename away from a watched folder is reported here at the
-    /// latest on the second call after it, when no other event came to settle it.
+    /// Takes what changed so far. A file renamed out of the watched folders before it could
+    /// be opened is reported by the next event, or by the first call at least [`MOVE_SETTLED`]
+    /// after it.
     pub fn take(&self) -> Changes {
         let mut st = self.lock();
         let State { changes, follow } = &mut *st;
@@ -154,9 +157,8 @@ struct Follow {
     /// Files not opened when they arrived, by the name they have now, with the matching name
     /// they arrived under.
     unheld: HashMap<PathBuf, PathBuf>,
-    /// The path of the last `MOVED_FROM` whose `MOVED_TO` has not come yet, and whether the
-    /// source already took changes once since.
-    moving: Option<(PathBuf, bool)>,
+    /// The path of the last `MOVED_FROM` whose `MOVED_TO` has not come yet, and when it came.
+    moving: Option<(PathBuf, std::time::Instant)>,
 }
 
 /// What became of the last file that arrived at a name.
@@ -216,16 +218,16 @@ impl Follow {
         }
     }
 
-    /// Settles a `MOVED_FROM` that no `MOVED_TO` followed for a whole turn of the source.
+    /// Settles a `MOVED_FROM` that no `MOVED_TO` followed within [`MOVE_SETTLED`]: the
+    /// kernel queues both halves of a rename together, so the file left the watched folders.
     fn settle_stale_move(&mut self, c: &mut Changes) {
-        match &mut self.moving {
-            Some((_, seen)) if !*seen => *seen = true,
-            Some(_) => {
-                if let Some((from, _)) = self.moving.take() {
-                    self.left(&from, Left::Lost(MOVED_OUT), c);
-                }
-            }
-            None => {}
+        if self
+            .moving
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() >= MOVE_SETTLED)
+            && let Some((from, _)) = self.moving.take()
+        {
+            self.left(&from, Left::Lost(MOVED_OUT), c);
         }
     }
 
@@ -249,7 +251,7 @@ impl Follow {
                 self.arrived(p, c);
             }
             (EventKind::Modify(ModifyKind::Name(RenameMode::From)), [p]) => {
-                self.moving = Some((p.clone(), false));
+                self.moving = Some((p.clone(), std::time::Instant::now()));
             }
             (EventKind::Modify(ModifyKind::Name(RenameMode::Both)), [from, to]) => {
                 self.moving = None;
@@ -590,7 +592,7 @@ mod tests {
     }
 
     /// A file gone from its name when its event is handled, then renamed out of the watched
-    /// folders: reported once the source took changes twice without a `MOVED_TO` coming.
+    /// folders: reported once no `MOVED_TO` came for [`MOVE_SETTLED`].
     #[test]
     fn a_file_moved_out_before_it_was_opened_is_reported() {
         let (dir, mut f) = follow();
@@ -601,6 +603,10 @@ mod tests {
         f.event(&moved_away(&live), &mut c);
         f.settle_stale_move(&mut c);
         assert!(c.missed.is_empty(), "a MOVED_TO may still come");
+        // As if the move had come that long ago.
+        if let Some((_, at)) = f.moving.as_mut() {
+            *at -= MOVE_SETTLED;
+        }
         f.settle_stale_move(&mut c);
         assert_eq!(c.missed, vec![(live, MOVED_OUT)]);
     }
