@@ -452,3 +452,66 @@ fn a_missing_topic_is_named_and_counted_then_delivery_resumes_once_it_exists() {
     agent.signal(libc::SIGTERM);
     assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
 }
+
+/// `/ready`: its status and body.
+fn ready(port: u16) -> Option<(bool, String)> {
+    let (status, body) = http_get(port, "/ready")?;
+    Some((status.contains(" 200 "), body))
+}
+
+/// `/ready` is 503 with the reason while the broker is down at start, 200 once the sink
+/// reached it (and stays 200 through a later outage: the files on disk are the buffer), and
+/// 503 again while the agent drains after SIGTERM.
+#[test]
+fn ready_waits_for_the_broker_and_turns_unready_during_the_drain() {
+    let broker = KafkaBroker::start();
+    if broker.skip_unless_owned("ready_waits_for_the_broker_and_turns_unready_during_the_drain") {
+        return;
+    }
+    let topic = "sluice-e2e-ready";
+    broker.create_topic(topic, PARTITIONS);
+    broker.stop();
+    let (dir, spool, data) = spool_dirs();
+    let port = free_port();
+    let mut agent = Agent::start(
+        dir.path(),
+        "a1",
+        &config(&spool, &data, &broker.bootstrap(), topic, port, 3000),
+    );
+    wait_until(LONG, "/ready answers", || ready(port).is_some());
+    // The broker is down: not ready, and the reason names the sink. Several reads, so that a
+    // 200 while the broker is down cannot slip through between them.
+    for _ in 0..5 {
+        let (ok, body) = ready(port).unwrap();
+        assert!(!ok, "ready while the broker is down: {body}");
+        assert!(body.contains("\"ready\":false"), "{body}");
+        assert!(
+            body.contains("sink k1 has not reached its output yet"),
+            "{body}"
+        );
+    }
+    broker.restart();
+    wait_until(LONG, "ready once the broker is up", || {
+        ready(port).is_some_and(|(ok, _)| ok)
+    });
+    assert_eq!(ready(port).unwrap().1.trim(), "{\"ready\":true}");
+
+    // A later outage does not make it unready; SIGTERM with lines still to deliver does.
+    broker.stop();
+    let lines = file_lines("late.log", 2000);
+    drop_file(&spool, "late.log", &file_content(&lines).0);
+    wait_until(LONG, "the sink reports the outage", || {
+        metric(port, "sluice_sink_connected") == 0
+    });
+    assert!(
+        ready(port).unwrap().0,
+        "unready during an outage after the start"
+    );
+    agent.signal(libc::SIGTERM);
+    wait_until(LONG, "unready while draining", || {
+        ready(port).is_some_and(|(ok, body)| !ok && body.contains("the agent is stopping"))
+    });
+    assert!(agent.running(), "still draining: the broker is down");
+    agent.signal(libc::SIGTERM);
+    agent.wait_exit(LONG);
+}

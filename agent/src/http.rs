@@ -1,4 +1,4 @@
-//! `/metrics` (Prometheus text format) and `/health`, on a plain HTTP/1.1 listener.
+//! `/metrics` (Prometheus text format), `/health` and `/ready`, on a plain HTTP/1.1 listener.
 //!
 //! It answers one GET per connection; that is all a scraper or a probe needs, and it keeps an
 //! HTTP framework out of the agent.
@@ -31,7 +31,7 @@ pub async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
 /// Serves `listener`; the returned task runs until aborted.
 pub fn serve(listener: TcpListener, components: Arc<Components>) -> JoinHandle<()> {
     if let Ok(address) = listener.local_addr() {
-        info!(%address, "serving /metrics and /health");
+        info!(%address, "serving /metrics, /health and /ready");
     }
     tokio::spawn(async move {
         loop {
@@ -64,6 +64,15 @@ async fn answer(mut stream: TcpStream, components: &Components) -> std::io::Resu
     let (status, content_type, body) = match (method, path) {
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", render(components)),
         ("GET", "/health") => ("200 OK", "text/plain", health(components, now_ms())),
+        ("GET", "/ready") => {
+            let (ready, body) = readiness(components);
+            let status = if ready {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            (status, "application/json", body)
+        }
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
         _ => (
             "405 Method Not Allowed",
@@ -286,6 +295,42 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Whether the agent is ready, and the `/ready` body: `{"ready":true}`, or `{"ready":false,
+/// "reasons":[...]}` naming each component that is not. Ready means every component started
+/// and every sink reached its output at least once since the start (a later outage does not
+/// make it unready: the files on disk are the buffer, and `/health` tells about it); not
+/// ready again from the moment the agent begins to stop.
+pub fn readiness(c: &Components) -> (bool, String) {
+    use std::sync::atomic::Ordering;
+    let mut reasons: Vec<String> = Vec::new();
+    if c.stopping.load(Ordering::Relaxed) {
+        reasons.push("the agent is stopping".to_owned());
+    } else if !c.running.load(Ordering::Relaxed) {
+        reasons.push("the agent is starting".to_owned());
+    }
+    for (name, m) in &c.sources {
+        if !m.started() {
+            reasons.push(format!("source {name} has not started"));
+        }
+    }
+    for (name, m) in &c.sinks {
+        if !m.reached() {
+            let why = m
+                .health(now_ms())
+                .last_error
+                .map_or(String::new(), |e| format!(" (last error: {e})"));
+            reasons.push(format!("sink {name} has not reached its output yet{why}"));
+        }
+    }
+    let body = if reasons.is_empty() {
+        "{\"ready\":true}\n".to_owned()
+    } else {
+        let list = serde_json::to_string(&reasons).unwrap_or_else(|_| "[]".to_owned());
+        format!("{{\"ready\":false,\"reasons\":{list}}}\n")
+    };
+    (reasons.is_empty(), body)
 }
 
 /// The `/health` body: `ok` or `degraded` on the first line, then one line per sink and per

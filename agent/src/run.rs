@@ -6,6 +6,7 @@ use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -37,6 +38,10 @@ pub struct Components {
     pub channels: Vec<Arc<dyn Channel>>,
     /// Sinks and their counters.
     pub sinks: Vec<(String, Arc<SinkMetrics>)>,
+    /// Set once every component was started; cleared again when the agent begins to stop.
+    pub running: AtomicBool,
+    /// Set when the agent begins to stop (a signal, or a component that failed).
+    pub stopping: AtomicBool,
 }
 
 /// Runs the agent until a signal stops it; returns an error if a component failed.
@@ -144,6 +149,8 @@ async fn run_components(cfg: AgentConfig, stop: &mut Stop) -> anyhow::Result<()>
             .iter()
             .map(|s| (s.name.clone(), Arc::new(SinkMetrics::default())))
             .collect(),
+        running: AtomicBool::new(false),
+        stopping: AtomicBool::new(false),
     };
     components.channels.sort_by(|a, b| a.name().cmp(b.name()));
     let components = Arc::new(components);
@@ -201,6 +208,7 @@ async fn run_components(cfg: AgentConfig, stop: &mut Stop) -> anyhow::Result<()>
             }
         }
     }
+    components.running.store(true, Ordering::Relaxed);
     info!(agent = %cfg.name, sources = cfg.sources.len(), channels = cfg.channels.len(),
         sinks = cfg.sinks.len(), data_dir = %cfg.data_dir.display(), "agent started");
 
@@ -222,6 +230,7 @@ async fn run_components(cfg: AgentConfig, stop: &mut Stop) -> anyhow::Result<()>
     // Drain: sources stop reading and wait for their batches to be safe, sinks deliver what
     // the channels hold, all within the deadline; a second signal or a dead sink cuts the
     // wait short.
+    components.stopping.store(true, Ordering::Relaxed);
     trigger.advance(Phase::Draining);
     let deadline = tokio::time::Instant::now() + cfg.shutdown_timeout;
     let finished = if sink_dead {

@@ -26,6 +26,8 @@ pub struct SinkMetrics {
     pub oversize: AtomicU64,
     /// Whether the sink reaches its output (for Kafka: at least one broker connection is up).
     connected: AtomicBool,
+    /// Whether it ever did.
+    reached: AtomicBool,
     /// When the sink started, in milliseconds since the Unix epoch (0: not started).
     started_ms: AtomicU64,
     /// When a batch was last delivered and committed (0: never).
@@ -116,6 +118,14 @@ impl SinkMetrics {
     /// Sets whether the sink reaches its output.
     pub fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Ordering::Relaxed);
+        if connected {
+            self.reached.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the sink reached its output at least once since it started (it may not now).
+    pub fn reached(&self) -> bool {
+        self.reached.load(Ordering::Relaxed)
     }
 
     /// Whether the sink reaches its output.

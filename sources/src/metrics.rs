@@ -1,6 +1,6 @@
 //! A source's counters, read by the agent's metrics endpoint.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Counters every source keeps. Updated once per batch or per file, never per line.
 #[derive(Debug, Default)]
@@ -22,6 +22,8 @@ pub struct SourceMetrics {
     /// Files that matched but could not be read at all: renamed out of every watched folder or
     /// deleted before they could be opened. Their lines are lost; each one is also logged.
     pub files_missed: AtomicU64,
+    /// Set once the source runs: its folders are listed and it reads what it found.
+    started: AtomicBool,
 }
 
 impl SourceMetrics {
@@ -33,5 +35,15 @@ impl SourceMetrics {
     /// A counter's value.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Marks the source started: it listed what it reads and is reading it.
+    pub fn mark_started(&self) {
+        self.started.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the source started (see [`SourceMetrics::mark_started`]).
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
     }
 }

@@ -315,6 +315,7 @@ impl Tail {
     async fn run(&mut self) {
         let mut shutdown = self.ctx.shutdown.clone();
         self.scan(true).await;
+        self.ctx.metrics.mark_started();
         info!(source = %self.ctx.name, files = self.files.len(), polling = self.polling,
             "taildir source started");
         let shared = self.shared.clone();
