@@ -89,7 +89,8 @@ fn files_arrive_complete_in_order_and_are_renamed_then_sigterm_exits_zero() {
     }
     drop_file(&spool, "empty.log", b"");
     let port = free_port();
-    let conf = config(&spool, &data, "", 2000).replace(
+    // An empty file is completed once it has stayed empty for `empty_grace`.
+    let conf = config(&spool, &data, "      empty_grace: 1s", 2000).replace(
         "  sources:",
         &format!("  http: 127.0.0.1:{port}\n  sources:"),
     );
@@ -128,7 +129,8 @@ fn files_arrive_complete_in_order_and_are_renamed_then_sigterm_exits_zero() {
         metrics.contains("sluice_source_files_completed_total{agent=\"a1\",source=\"r1\"} 6"),
         "{metrics}"
     );
-    assert_eq!(http_get(port, "/health").unwrap().1, "ok\n");
+    let health = http_get(port, "/health").unwrap().1;
+    assert!(health.starts_with("ok\n"), "{health}");
 
     agent.signal(libc::SIGTERM);
     assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
@@ -246,14 +248,29 @@ fn sigterm_mid_file_drains_and_a_restart_repeats_nothing() {
     );
 }
 
+/// The value of the metric line starting with `name` (labels included), if served.
+fn metric(port: u16, name: &str) -> Option<u64> {
+    let body = http_get(port, "/metrics")?.1;
+    body.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 #[test]
-fn a_file_changed_after_pickup_is_set_aside_and_the_agent_goes_on() {
+fn a_file_changed_after_its_end_was_read_is_set_aside_and_the_agent_goes_on() {
     let (tmp, spool, data) = spool_dirs();
-    drop_file(&spool, "growing.log", &file_content("g", 200_000));
+    // Read by name: the big file first, whose lines fill the stdout pipe nobody reads yet, so
+    // that the lines of the second stay in the channel, not safe, after its end was read.
+    drop_file(&spool, "a-big.log", &file_content("big", 100_000));
+    drop_file(&spool, "b-changed.log", &file_content("c", 10));
+    let port = free_port();
+    let conf = config(&spool, &data, "      order: name", 300_000).replace(
+        "  sources:",
+        &format!("  http: 127.0.0.1:{port}\n  sources:"),
+    );
     let conf_path = tmp.path().join("agent.yaml");
-    fs::write(&conf_path, config(&spool, &data, "", 1000)).unwrap();
-    // Stdout is a pipe nobody reads yet: the sink blocks, the channel fills, the source waits
-    // in the middle of the file.
+    fs::write(&conf_path, conf).unwrap();
     let mut child = Command::new(sluice_bin())
         .args(["agent", "-n", "a1", "-f"])
         .arg(&conf_path)
@@ -261,16 +278,17 @@ fn a_file_changed_after_pickup_is_set_aside_and_the_agent_goes_on() {
         .stderr(fs::File::create(tmp.path().join("stderr")).unwrap())
         .spawn()
         .unwrap();
-    let progress = data.join("sources/r1/spooldir.json");
-    wait_until(LONG, "the file picked up", || {
-        fs::read_to_string(&progress).is_ok_and(|s| s.contains("growing.log"))
+    // The last line of b-changed.log has no terminator: it is put only once the end of the
+    // file was reached for good.
+    wait_until(LONG, "both files read to their end", || {
+        metric(port, "sluice_source_events_total{") == Some(100_010)
     });
     fs::OpenOptions::new()
         .append(true)
-        .open(spool.join("growing.log"))
+        .open(spool.join("b-changed.log"))
         .unwrap()
         .write_all_at_end(b"\nappended later\n");
-    drop_file(&spool, "next.log", &file_content("n", 10));
+    drop_file(&spool, "c-next.log", &file_content("n", 10));
     let mut stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut all = Vec::new();
@@ -278,27 +296,269 @@ fn a_file_changed_after_pickup_is_set_aside_and_the_agent_goes_on() {
         all
     });
     wait_until(LONG, "the changed file set aside", || {
-        spool.join("growing.log.FAILED").exists()
+        spool.join("b-changed.log.FAILED").exists()
     });
-    wait_until(LONG, "the next file completed", || {
-        spool.join("next.log.COMPLETED").exists()
+    wait_until(LONG, "the other files completed", || {
+        spool.join("a-big.log.COMPLETED").exists() && spool.join("c-next.log.COMPLETED").exists()
     });
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
     let out = reader.join().unwrap();
-    let tags = by_tag(
-        &lines_of(&out)
-            .into_iter()
-            .filter(|l| !l.starts_with(b"appended"))
-            .collect::<Vec<_>>(),
+    let tags = by_tag(&lines_of(&out));
+    assert_eq!(tags["big"].len(), 100_000);
+    assert_eq!(
+        tags["c"],
+        (0..10).collect::<Vec<_>>(),
+        "what was read is delivered"
     );
     assert_eq!(tags["n"], (0..10).collect::<Vec<_>>());
     let log = fs::read_to_string(tmp.path().join("stderr")).unwrap();
     assert!(
-        log.contains("changed after it was picked up") && log.contains("growing.log"),
+        log.contains("changed after it was read") && log.contains("b-changed.log"),
         "{log}"
     );
+}
+
+#[test]
+fn files_still_being_written_when_they_appear_are_delivered_whole() {
+    let (tmp, spool, data) = spool_dirs();
+    let mut agent = Agent::start(
+        &tmp.path().join("run"),
+        "a1",
+        &config(&spool, &data, "", 100_000),
+    );
+    wait_until(LONG, "the source started", || {
+        agent.stderr_text().contains("spooldir source started")
+    });
+    // The case: the file appears empty, its lines come a second later.
+    let seq = Command::new("sh")
+        .arg("-c")
+        .arg("{ sleep 1; seq 1 1000; } > \"$1\"")
+        .arg("sh")
+        .arg(spool.join("seq.log"))
+        .spawn()
+        .unwrap();
+    // A writer that appends in small pieces for three seconds after the file appears.
+    let appender = {
+        let path = spool.join("appended.log");
+        std::thread::spawn(move || {
+            let data = file_content("app", 3000);
+            let mut f = fs::File::create(&path).unwrap();
+            for piece in data.chunks(data.len() / 150 + 1) {
+                std::io::Write::write_all(&mut f, piece).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    // A slow copy: 8 MB in 256 KiB pieces, 100 ms apart.
+    let copier = {
+        let path = spool.join("copied.log");
+        std::thread::spawn(move || {
+            let data = file_content("copy", 160_000);
+            let mut f = fs::File::create(&path).unwrap();
+            for piece in data.chunks(256 << 10) {
+                std::io::Write::write_all(&mut f, piece).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            data.len()
+        })
+    };
+    let mut seq = seq;
+    assert!(seq.wait().unwrap().success());
+    appender.join().unwrap();
+    let copied = copier.join().unwrap();
+    assert!(copied > 8_000_000);
+    wait_until(LONG, "every file completed", || {
+        ["seq.log", "appended.log", "copied.log"]
+            .iter()
+            .all(|n| spool.join(format!("{n}.COMPLETED")).exists())
+    });
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
+    let out = agent.stdout_bytes();
+    let lines = lines_of(&out);
+    let seq_lines: Vec<usize> = lines
+        .iter()
+        .filter(|l| l.iter().all(u8::is_ascii_digit))
+        .map(|l| std::str::from_utf8(l).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(
+        seq_lines,
+        (1..=1000).collect::<Vec<_>>(),
+        "seq.log whole and in order"
+    );
+    let rest: Vec<&[u8]> = lines
+        .iter()
+        .copied()
+        .filter(|l| !l.iter().all(u8::is_ascii_digit))
+        .collect();
+    let tags = by_tag(&rest);
+    assert_eq!(
+        tags["app"],
+        (0..3000).collect::<Vec<_>>(),
+        "appended.log whole"
+    );
+    assert_eq!(
+        tags["copy"],
+        (0..160_000).collect::<Vec<_>>(),
+        "copied.log whole"
+    );
+    let log = agent.stderr_text();
+    assert!(!log.contains("set aside"), "{log}");
+}
+
+#[test]
+fn a_busy_http_port_fails_the_agent_but_no_waiting_file_is_set_aside() {
+    let (tmp, spool, data) = spool_dirs();
+    for i in 0..3 {
+        drop_file(
+            &spool,
+            &format!("w{i}.log"),
+            &file_content(&format!("w{i}"), 2000),
+        );
+    }
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let conf = config(&spool, &data, "", 10_000).replace(
+        "  sources:",
+        &format!("  http: 127.0.0.1:{port}\n  sources:"),
+    );
+    let run_dir = tmp.path().join("run");
+    let mut first = Agent::start(&run_dir, "a1", &conf);
+    let status = first.wait_exit(LONG);
+    assert!(!status.success(), "the port is taken");
+    for i in 0..3 {
+        assert!(
+            spool.join(format!("w{i}.log")).exists(),
+            "w{i}.log left in place: {}",
+            first.stderr_text()
+        );
+        assert!(!spool.join(format!("w{i}.log.FAILED")).exists());
+    }
+    // Once the port is free, a restart reads them all.
+    drop(held);
+    let mut second = Agent::start(&run_dir, "a1", &conf);
+    wait_until(LONG, "every file completed", || {
+        (0..3).all(|i| spool.join(format!("w{i}.log.COMPLETED")).exists())
+    });
+    second.signal(libc::SIGTERM);
+    assert!(second.wait_exit(LONG).success());
+    let tags = by_tag(&lines_of(&second.stdout_bytes()));
+    for i in 0..3 {
+        assert_eq!(tags[&format!("w{i}")], (0..2000).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn ten_thousand_small_files_are_all_delivered() {
+    let (tmp, spool, data) = spool_dirs();
+    let n = 10_000;
+    for i in 0..n {
+        let tag = format!("s{i:05}");
+        fs::write(spool.join(format!("{tag}.log")), file_content(&tag, 2)).unwrap();
+    }
+    let mut agent = Agent::start(
+        &tmp.path().join("run"),
+        "a1",
+        &config(&spool, &data, "", 100_000),
+    );
+    let completed = || {
+        fs::read_dir(&spool)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".COMPLETED"))
+            })
+            .count()
+    };
+    // Listing the folder once per file made this quadratic (minutes); it takes seconds.
+    wait_until(LONG, "every file completed", || completed() == n);
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
+    let out = agent.stdout_bytes();
+    let tags = by_tag(&lines_of(&out));
+    assert_eq!(tags.len(), n);
+    assert!(tags.values().all(|s| *s == [0, 1]));
+}
+
+#[test]
+fn fifos_devices_and_dangling_links_are_skipped_with_one_log_line_each() {
+    let (tmp, spool, data) = spool_dirs();
+    let fifo = std::ffi::CString::new(spool.join("pipe.log").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::os::unix::fs::symlink("/dev/null", spool.join("null.log")).unwrap();
+    std::os::unix::fs::symlink(spool.join("nowhere"), spool.join("dangling.log")).unwrap();
+    drop_file(&spool, "a.log", &file_content("a", 100));
+    let mut agent = Agent::start(
+        &tmp.path().join("run"),
+        "a1",
+        &config(&spool, &data, "      poll_interval: 50ms", 1000),
+    );
+    wait_until(LONG, "a.log completed", || {
+        spool.join("a.log.COMPLETED").exists()
+    });
+    // Files dropped later are still read: nothing blocked on the FIFO.
+    drop_file(&spool, "b.log", &file_content("b", 100));
+    wait_until(LONG, "b.log completed", || {
+        spool.join("b.log.COMPLETED").exists()
+    });
+    // Listed many times over (every 50 ms, and at each file): logged once all the same.
+    let since = std::time::Instant::now();
+    wait_until(LONG, "a second of listings", || {
+        since.elapsed() > Duration::from_secs(1)
+    });
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(LONG).success());
+    let log = agent.stderr_text();
+    for name in ["pipe.log", "null.log", "dangling.log"] {
+        let n = log
+            .lines()
+            .filter(|l| l.contains("not a regular file") && l.contains(name))
+            .count();
+        assert_eq!(n, 1, "{name} logged once:\n{log}");
+    }
+    assert!(spool.join("pipe.log").exists() && spool.join("dangling.log").is_symlink());
+    let tags = by_tag(&lines_of(&agent.stdout_bytes()));
+    assert_eq!(tags["a"].len() + tags["b"].len(), 200);
+}
+
+#[test]
+fn a_deleted_spool_folder_is_logged_once_and_its_return_is_noticed() {
+    let (tmp, spool, data) = spool_dirs();
+    let mut agent = Agent::start(
+        &tmp.path().join("run"),
+        "a1",
+        &config(&spool, &data, "      poll_interval: 50ms", 1000),
+    );
+    wait_until(LONG, "the source started", || {
+        agent.stderr_text().contains("spooldir source started")
+    });
+    fs::remove_dir(&spool).unwrap();
+    wait_until(LONG, "the folder's absence logged", || {
+        agent.stderr_text().contains("cannot list the")
+    });
+    // Twenty poll intervals without the folder: still one error.
+    let since = std::time::Instant::now();
+    wait_until(LONG, "a second without the folder", || {
+        since.elapsed() > Duration::from_secs(1)
+    });
+    fs::create_dir(&spool).unwrap();
+    drop_file(&spool, "back.log", &file_content("back", 100));
+    wait_until(LONG, "a file dropped into the new folder completed", || {
+        spool.join("back.log.COMPLETED").exists()
+    });
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(LONG).success());
+    let log = agent.stderr_text();
+    let errors = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("cannot list the"))
+        .count();
+    assert_eq!(errors, 1, "one error for the episode:\n{log}");
+    assert!(log.contains("recovered"), "{log}");
+    assert_eq!(by_tag(&lines_of(&agent.stdout_bytes()))["back"].len(), 100);
 }
 
 trait AppendExt {

@@ -1,0 +1,751 @@
+//! The spooling-directory source: finished files dropped in a folder, each read once in full,
+//! then renamed with a suffix or deleted.
+//!
+//! Progress is checkpointed in `STATE_DIR/spooldir.json` as the files in progress (path,
+//! device, inode) and, for each, the offset up to which every line is safe. A restart resumes
+//! there: no line is lost, and only lines that were in flight are read again. A file is
+//! renamed or deleted only once all its lines are safe.
+//!
+//! A file is read only once it has stayed unchanged for `ready_after` (an empty one: for
+//! `empty_grace`), and a reader at the end of a file that still grows follows it until it has
+//! stayed unchanged that long; only then is its end the end of the file. A file that changes
+//! after that, before it is completed, is set aside, never completed. A read that is cut short
+//! by the agent stopping is not the file's fault: the file stays in place and in the
+//! checkpoint, and is read on after a restart.
+
+mod config;
+mod reader;
+mod scan;
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sluice_channels::lifecycle::Phase;
+use sluice_channels::{Origin, Receipt};
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tracing::{debug, error, info, warn};
+
+pub use config::{AfterRead, ConfigProblem, FAILED_SUFFIX, Order, SpoolDirConfig};
+
+use crate::{SourceContext, SourceError, SourceMetrics, atomic_file};
+use reader::{Batch, FileReader, ReadFailure};
+use scan::{Candidate, FolderState, Shape, Spool};
+
+/// How often, at most, the checkpoint is made durable (fsynced); and at a stop. In between,
+/// it is rewritten without fsync whenever the safe offset advances or a file is finished,
+/// which a crash of the process survives. A power loss may bring back an older checkpoint:
+/// it names files with offsets that were safe then, so a restart repeats lines, and skips the
+/// entries of files completed since (their names are gone, or point to other inodes). Not
+/// syncing at each finished file keeps thousands of small files from costing an fsync each.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// The most files whose lines are in the channel but not all safe yet. Reading the next file
+/// while the last one's lines are still being delivered keeps the sink busy at file
+/// boundaries.
+const MAX_FILES_IN_FLIGHT: usize = 8;
+
+/// How old a look at a file's end may be to decide that it is the end of the file.
+const FRESH: Duration = Duration::from_millis(10);
+
+/// How long a file whose open failed for want of resources (descriptors, memory) waits
+/// before it is tried again.
+const RETRY_OPEN_AFTER: Duration = Duration::from_secs(1);
+
+/// The checkpoint: the files in progress, oldest first, and how much of each is safe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+struct Checkpoint {
+    /// Files read (or being read) whose lines are not all safe yet.
+    files: Vec<InProgress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct InProgress {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    /// Every line before this offset is safe.
+    offset: u64,
+}
+
+/// How reading a file in flight ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// Not yet: it goes on, or was cut short by a stop (the file stays in the checkpoint).
+    Reading,
+    /// At the end of the file, which then had this shape.
+    Done(Shape),
+    /// On a fault of the file: it is set aside once what was read is safe.
+    Failed,
+}
+
+/// A file read (or being read) whose lines are not all safe yet.
+struct InFlight {
+    path: PathBuf,
+    /// The file as opened: its identity.
+    opened: Shape,
+    /// Receipts of the batches put, with the offset just past each batch.
+    pending: VecDeque<(Receipt, u64)>,
+    /// Every line before this offset is safe.
+    safe: u64,
+    read: ReadEnd,
+}
+
+/// What the source reads next.
+enum Next {
+    /// The file in progress at the last stop, from this offset.
+    Resume(PathBuf, u64),
+    /// A file the listing found ready.
+    New(Candidate),
+}
+
+/// A file opened to be read.
+struct Opened {
+    path: PathBuf,
+    file: File,
+    /// Its shape when opened.
+    shape: Shape,
+    /// Where reading starts.
+    offset: u64,
+    /// Since when it has been seen with that shape.
+    seen: Instant,
+}
+
+/// The spooling-directory source.
+pub struct SpoolDirSource {
+    cfg: SpoolDirConfig,
+    ctx: SourceContext,
+    checkpoint_path: PathBuf,
+    spool: Spool,
+    /// Files whose lines are not all safe yet, oldest first.
+    flight: VecDeque<InFlight>,
+    /// When the checkpoint was last made durable.
+    synced_at: Instant,
+    /// The checkpoint was rewritten since it was last made durable.
+    unsynced: bool,
+    /// Where blocking reads and writes run: the current runtime's pool unless a test says
+    /// otherwise.
+    blocking: Option<Handle>,
+}
+
+impl SpoolDirSource {
+    /// A source over `cfg.dir`; the configuration must have passed [`SpoolDirConfig::validate`].
+    pub fn new(cfg: SpoolDirConfig, ctx: SourceContext) -> Self {
+        SpoolDirSource {
+            spool: Spool::new(&ctx.name, &cfg),
+            checkpoint_path: ctx.state_dir.join("spooldir.json"),
+            cfg,
+            ctx,
+            flight: VecDeque::new(),
+            synced_at: Instant::now(),
+            unsynced: false,
+            blocking: None,
+        }
+    }
+
+    fn blocking(&self) -> Handle {
+        self.blocking.clone().unwrap_or_else(Handle::current)
+    }
+
+    /// Runs until the agent stops: picks up files, reads them, completes them.
+    pub async fn run(mut self) -> Result<(), SourceError> {
+        fs::create_dir_all(&self.ctx.state_dir).map_err(|error| SourceError::State {
+            source_name: self.ctx.name.clone(),
+            path: self.ctx.state_dir.clone(),
+            error,
+        })?;
+        fs::read_dir(&self.cfg.dir).map_err(|error| SourceError::Dir {
+            source_name: self.ctx.name.clone(),
+            path: self.cfg.dir.clone(),
+            error,
+        })?;
+        self.blocking = Some(self.blocking());
+        let wake = Arc::new(Notify::new());
+        let mut watcher = self.watch(wake.clone());
+        let mut resume: VecDeque<InProgress> = self.load_checkpoint().files.into();
+        self.ctx.metrics.mark_started();
+        info!(source = %self.ctx.name, dir = %self.cfg.dir.display(), "spooldir source started");
+        let mut shutdown = self.ctx.shutdown.clone();
+        while !shutdown.is_stopping() {
+            self.advance(false).await;
+            if self.flight.len() >= MAX_FILES_IN_FLIGHT {
+                if !self.wait_front().await {
+                    break;
+                }
+                continue;
+            }
+            let mut next = None;
+            while next.is_none()
+                && let Some(p) = resume.pop_front()
+            {
+                next = self.resume_target(p);
+            }
+            if next.is_none() {
+                let flight = &self.flight;
+                let (found, state) = self
+                    .spool
+                    .next(|p| flight.iter().any(|f| f.path.as_path() == p));
+                if state == FolderState::Recovered {
+                    watcher = self.watch(wake.clone());
+                }
+                next = found.map(Next::New);
+            }
+            let Some(next) = next else {
+                if self.unsynced {
+                    // Idle: make the last progress durable.
+                    self.advance(true).await;
+                }
+                let notified = wake.notified();
+                let waiting = self.flight.iter().any(|f| !f.pending.is_empty());
+                let until = self.spool.wake_at();
+                tokio::select! {
+                    _ = notified => self.spool.mark_due(),
+                    _ = tokio::time::sleep_until(until.into()) => {}
+                    _ = shutdown.reached(Phase::Draining) => {}
+                    _ = self.wait_front(), if waiting => {}
+                }
+                continue;
+            };
+            if !self.read_file(next).await {
+                break;
+            }
+        }
+        drop(watcher);
+        // Stopping: wait for what was put to become safe (the sinks drain meanwhile),
+        // completing the files that become safe, unless the drain deadline passes first.
+        while self.flight.iter().any(|f| !f.pending.is_empty()) {
+            if !self.wait_front().await {
+                break;
+            }
+            self.advance(false).await;
+        }
+        self.advance(true).await;
+        let counts = self.spool.counts();
+        info!(source = %self.ctx.name, listings = counts.listings, stats = counts.stats,
+            "spooldir source stopped");
+        Ok(())
+    }
+
+    /// Starts a file-system watcher that wakes the loop; polling covers its absence.
+    fn watch(&self, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+        use notify::Watcher;
+        // Only a name appearing or changing can bring a new file. Opening, reading and closing
+        // (the source's own listing and reads among them) must not wake the loop, or it would
+        // wake itself forever; nor must writes to a file (a file being written becomes ready
+        // at a time the source computes, not on an event).
+        let handler = move |event: notify::Result<notify::Event>| {
+            if event.is_err() || event.is_ok_and(|e| wakes_the_scan(&e.kind)) {
+                wake.notify_one();
+            }
+        };
+        let mut watcher = match notify::recommended_watcher(handler) {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(source = %self.ctx.name, error = %e, "no file-system events; polling the folder");
+                return None;
+            }
+        };
+        if let Err(e) = watcher.watch(&self.cfg.dir, notify::RecursiveMode::NonRecursive) {
+            warn!(source = %self.ctx.name, dir = %self.cfg.dir.display(), error = %e,
+                "cannot watch the folder; polling it");
+            return None;
+        }
+        Some(watcher)
+    }
+
+    fn load_checkpoint(&self) -> Checkpoint {
+        let data = match fs::read(&self.checkpoint_path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Checkpoint::default(),
+            Err(e) => {
+                error!(source = %self.ctx.name, checkpoint = %self.checkpoint_path.display(), error = %e,
+                    "cannot read the checkpoint; files in progress are read again from their start");
+                return Checkpoint::default();
+            }
+        };
+        match serde_json::from_slice(&data) {
+            Ok(c) => c,
+            Err(e) => {
+                let aside = atomic_file::set_aside(&self.checkpoint_path);
+                error!(source = %self.ctx.name, checkpoint = %self.checkpoint_path.display(), error = %e,
+                    moved_to = ?aside.as_ref().ok(),
+                    "corrupt checkpoint set aside; files in progress are read again from their start");
+                Checkpoint::default()
+            }
+        }
+    }
+
+    /// Writes the checkpoint of the files in flight; see [`SYNC_EVERY`] for `durable`.
+    async fn save_checkpoint(&mut self, durable: bool) {
+        let cp = Checkpoint {
+            files: self
+                .flight
+                .iter()
+                .map(|f| InProgress {
+                    path: f.path.clone(),
+                    dev: f.opened.dev,
+                    ino: f.opened.ino,
+                    offset: f.safe,
+                })
+                .collect(),
+        };
+        if durable {
+            self.synced_at = Instant::now();
+        }
+        self.unsynced = !durable;
+        let path = self.checkpoint_path.clone();
+        let data = Arc::new(serde_json::to_vec(&cp).unwrap_or_default());
+        let write = {
+            let (path, data) = (path.clone(), data.clone());
+            move || atomic_file::write_atomic(&path, &data, durable)
+        };
+        let result = match self.blocking().spawn_blocking(write).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down and runs no more blocking work: write it here, so
+            // that the stop keeps what was safe.
+            Err(_) => atomic_file::write_atomic(&path, &data, durable),
+        };
+        if let Err(e) = result {
+            error!(source = %self.ctx.name, checkpoint = %self.checkpoint_path.display(), error = %e,
+                "cannot write the checkpoint; progress since the last one may be read again after a restart");
+        }
+    }
+
+    /// The file in progress at the last stop, if it is still the same file.
+    fn resume_target(&self, p: InProgress) -> Option<Next> {
+        use std::os::unix::fs::MetadataExt;
+        match fs::metadata(&p.path) {
+            Ok(m) if m.dev() == p.dev && m.ino() == p.ino && m.len() >= p.offset => {
+                info!(source = %self.ctx.name, file = %p.path.display(), offset = p.offset,
+                    "resuming the file in progress");
+                Some(Next::Resume(p.path, p.offset))
+            }
+            Ok(_) => {
+                warn!(source = %self.ctx.name, file = %p.path.display(),
+                    "the file in progress was replaced since the last run; reading the new one from its start");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn completed_name(&self, path: &Path) -> PathBuf {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(&self.cfg.completed_suffix);
+        path.with_file_name(name)
+    }
+
+    /// Sets a file aside after a fault of the file itself: renames it with `.FAILED` when
+    /// `rename` is set and possible, and otherwise skips it while it stays as it is.
+    fn set_aside(&mut self, path: &Path, rename: bool) {
+        SourceMetrics::add(&self.ctx.metrics.files_failed, 1);
+        if rename {
+            let mut name = path.file_name().unwrap_or_default().to_os_string();
+            name.push(FAILED_SUFFIX);
+            let dest = path.with_file_name(name);
+            if !dest.exists() && fs::rename(path, &dest).is_ok() {
+                warn!(source = %self.ctx.name, file = %path.display(), moved_to = %dest.display(), "file set aside");
+                return;
+            }
+        }
+        self.spool.skip(path);
+        warn!(source = %self.ctx.name, file = %path.display(), "file left in place and skipped while it stays unchanged");
+    }
+
+    /// Opens the next file and checks that it is ready; `None` if it is not to be read now.
+    fn open(&mut self, next: Next) -> Option<Opened> {
+        let (path, offset, listed) = match next {
+            Next::Resume(path, offset) => (path, offset, None),
+            Next::New(c) => (c.path.clone(), 0, Some(c)),
+        };
+        // Never block on a FIFO that replaced the file since the listing.
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .and_then(|f| Ok((f.metadata()?, f)));
+        let (meta, mut file) = match opened {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                debug!(source = %self.ctx.name, file = %path.display(), "the file vanished before it was read");
+                return None;
+            }
+            Err(e) if not_the_files_fault(&e) => {
+                warn!(source = %self.ctx.name, file = %path.display(), error = %e,
+                    retry_in = ?RETRY_OPEN_AFTER, "cannot open the file now; trying again later");
+                self.spool.defer(path, Instant::now() + RETRY_OPEN_AFTER);
+                return None;
+            }
+            Err(e) => {
+                SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
+                error!(source = %self.ctx.name, file = %path.display(), error = %e, "cannot read the file");
+                self.set_aside(&path, true);
+                return None;
+            }
+        };
+        if !meta.is_file() {
+            // Replaced since the listing by something else; the next listing reports it.
+            return None;
+        }
+        let shape = Shape::of(&meta);
+        let mut seen = Instant::now();
+        if let Some(c) = listed {
+            // Changed since it was listed: being written. It waits until it is quiet.
+            if shape == c.shape {
+                seen = c.seen;
+            }
+            if shape.quiet_for(seen) < self.spool.needed_quiet(shape.len) {
+                debug!(source = %self.ctx.name, file = %path.display(), size = shape.len,
+                    "the file changed since it was listed; waiting until it stays unchanged");
+                self.spool.not_ready(path, shape, seen);
+                return None;
+            }
+        }
+        if let Err(e) = file.seek(SeekFrom::Start(offset)) {
+            SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
+            error!(source = %self.ctx.name, file = %path.display(), error = %e, "cannot read the file");
+            self.set_aside(&path, true);
+            return None;
+        }
+        if self.cfg.after_read == AfterRead::Rename {
+            let done = self.completed_name(&path);
+            if done.exists() {
+                error!(source = %self.ctx.name, file = %path.display(), completed = %done.display(),
+                    "the completed name is already taken; the file is not read (rename one of them)");
+                self.set_aside(&path, false);
+                return None;
+            }
+        }
+        Some(Opened {
+            path,
+            file,
+            shape,
+            offset,
+            seen,
+        })
+    }
+
+    /// Reads the next file from its offset to its end, putting its lines into the channel; the
+    /// file joins the files in flight and is completed once all its lines are safe. At the end
+    /// of the bytes, a file that is still being written is followed until it stays unchanged
+    /// for `ready_after`. Returns false if the agent is stopping (or the channel refused a
+    /// batch, or the runtime cancelled the read): the file then stays in flight, unfinished,
+    /// and in the checkpoint.
+    async fn read_file(&mut self, next: Next) -> bool {
+        let Some(Opened {
+            path,
+            file,
+            shape: opened,
+            offset,
+            seen,
+        }) = self.open(next)
+        else {
+            return true;
+        };
+        debug!(source = %self.ctx.name, file = %path.display(), offset, size = opened.len, "reading file");
+        self.flight.push_back(InFlight {
+            path: path.clone(),
+            opened,
+            pending: VecDeque::new(),
+            safe: offset,
+            read: ReadEnd::Reading,
+        });
+        // The checkpoint records the file once some of its lines are safe: until then a
+        // restart reads it from its start (or from its older entry) all the same.
+
+        let headers = self.cfg.headers.iter().map(|(k, v)| (k.clone(), v.clone()));
+        let origin = Arc::new(Origin::for_file(
+            &self.ctx.name,
+            &path,
+            &self.ctx.host,
+            headers.collect(),
+        ));
+        let mut reader = FileReader::new(
+            file,
+            opened.len,
+            offset,
+            self.cfg.max_line_bytes.as_usize(),
+            self.cfg.long_lines,
+            origin,
+            self.cfg.batch_size,
+        );
+        let mut reported_long = 0u64;
+        let mut shutdown = self.ctx.shutdown.clone();
+        let blocking = self.blocking();
+        // The file's shape when last seen at its end, and since when it has had it.
+        let mut last_seen = (opened, seen);
+        loop {
+            if shutdown.is_stopping() {
+                return false;
+            }
+            let chunk = match reader.next(&blocking).await {
+                Ok(c) => c,
+                Err(ReadFailure::Interrupted) => {
+                    info!(source = %self.ctx.name, file = %path.display(), offset = reader.offset(),
+                        "read interrupted: the agent is stopping; the file stays in place and is read on after a restart");
+                    return false;
+                }
+                Err(ReadFailure::File(e)) => {
+                    SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
+                    error!(source = %self.ctx.name, file = %path.display(), offset = reader.offset(), error = %e,
+                        "read error; the file is set aside after what was read is safe");
+                    self.set_read(ReadEnd::Failed);
+                    return true;
+                }
+            };
+            let long = reader.long_lines();
+            if long.lines > reported_long {
+                warn!(source = %self.ctx.name, file = %path.display(), offset = reader.offset(),
+                    lines = long.lines - reported_long, max_line_bytes = self.cfg.max_line_bytes.0,
+                    policy = ?self.cfg.long_lines, "lines longer than max_line_bytes");
+                SourceMetrics::add(&self.ctx.metrics.long_lines, long.lines - reported_long);
+                reported_long = long.lines;
+            }
+            let put_any = !chunk.batches.is_empty();
+            if !self.put_batches(chunk.batches, &mut shutdown).await {
+                return false;
+            }
+            self.advance(false).await;
+            let Some((end, seen_at)) = chunk.end else {
+                continue;
+            };
+            if put_any && seen_at.elapsed() > FRESH {
+                // Seen before the puts, which waited for room in the channel: look again.
+                continue;
+            }
+            // At the end of the bytes. Is it the end of the file?
+            let read_to = reader.read_to();
+            if end.len > read_to {
+                continue; // it grew meanwhile
+            }
+            if end.len < read_to {
+                SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
+                error!(source = %self.ctx.name, file = %path.display(), size = end.len, read = read_to,
+                    "the file shrank while it was read (truncated); it is set aside after what was read is safe");
+                self.set_read(ReadEnd::Failed);
+                return true;
+            }
+            if end != last_seen.0 {
+                last_seen = (end, Instant::now());
+            }
+            let needed = self.spool.needed_quiet(end.len);
+            let quiet = end.quiet_for(last_seen.1);
+            if quiet >= needed {
+                // Unchanged long enough: its end is the end of the file.
+                let tail = reader.finish();
+                if !self.put_batches(tail, &mut shutdown).await {
+                    return false;
+                }
+                self.set_read(ReadEnd::Done(end));
+                self.advance(false).await;
+                return true;
+            }
+            debug!(source = %self.ctx.name, file = %path.display(), size = end.len,
+                "at the end of a file still being written; waiting for it to stay unchanged");
+            let waiting = self.flight.iter().any(|f| !f.pending.is_empty());
+            tokio::select! {
+                _ = tokio::time::sleep(needed - quiet) => {}
+                _ = shutdown.reached(Phase::Draining) => return false,
+                _ = self.wait_front(), if waiting => {}
+            }
+        }
+    }
+
+    /// Puts `batches` of the newest file in flight into the channel. Returns false if the
+    /// agent is aborting or the channel refused a batch.
+    async fn put_batches(
+        &mut self,
+        batches: Vec<Batch>,
+        shutdown: &mut sluice_channels::lifecycle::Shutdown,
+    ) -> bool {
+        for (events, batch_end) in batches {
+            let (count, bytes) = (
+                events.len() as u64,
+                events.iter().map(|e| e.body.len() as u64).sum(),
+            );
+            let put = self.ctx.channel.put(events);
+            let receipt = tokio::select! {
+                r = put => r,
+                _ = shutdown.reached(Phase::Aborting) => return false,
+            };
+            match receipt {
+                Ok(r) => {
+                    if let Some(f) = self.flight.back_mut() {
+                        f.pending.push_back((r, batch_end));
+                    }
+                }
+                Err(e) => {
+                    warn!(source = %self.ctx.name, error = %e, "channel refused a batch; stopping");
+                    return false;
+                }
+            }
+            SourceMetrics::add(&self.ctx.metrics.events, count);
+            SourceMetrics::add(&self.ctx.metrics.bytes, bytes);
+        }
+        true
+    }
+
+    /// Records how reading the newest file in flight ended.
+    fn set_read(&mut self, end: ReadEnd) {
+        if let Some(f) = self.flight.back_mut() {
+            f.read = end;
+        }
+    }
+
+    /// Waits until the oldest unsafe batch in flight is safe. Returns false if the drain
+    /// deadline passed (or the channel is gone) first.
+    async fn wait_front(&mut self) -> bool {
+        let mut shutdown = self.ctx.shutdown.clone();
+        let Some(receipt) = self
+            .flight
+            .iter_mut()
+            .find_map(|f| f.pending.front_mut().map(|(r, _)| r))
+        else {
+            return true;
+        };
+        tokio::select! {
+            ok = receipt.wait() => ok,
+            _ = shutdown.reached(Phase::Aborting) => false,
+        }
+    }
+
+    /// Advances every file in flight over its safe batches, finishes the oldest files once
+    /// all their lines are safe, and saves the checkpoint if anything moved: rewritten at
+    /// once, made durable every [`SYNC_EVERY`] or when `durable` asks.
+    async fn advance(&mut self, durable: bool) {
+        let mut moved = false;
+        for f in &mut self.flight {
+            while f.pending.front().is_some_and(|(r, _)| r.is_safe()) {
+                if let Some((_, end)) = f.pending.pop_front() {
+                    f.safe = end;
+                    moved = true;
+                }
+            }
+        }
+        let mut finished = false;
+        while self
+            .flight
+            .front()
+            .is_some_and(|f| f.read != ReadEnd::Reading && f.pending.is_empty())
+        {
+            let Some(f) = self.flight.pop_front() else {
+                break;
+            };
+            self.finish(f);
+            finished = true;
+        }
+        if moved || finished || durable {
+            let durable = durable || self.synced_at.elapsed() >= SYNC_EVERY;
+            self.save_checkpoint(durable).await;
+        }
+    }
+
+    /// Completes a file whose lines are all safe: renames or deletes it, or sets it aside if
+    /// it could not be read to its end or changed after it was read.
+    fn finish(&mut self, f: InFlight) {
+        let path = f.path.as_path();
+        let read = match f.read {
+            ReadEnd::Done(shape) => shape,
+            ReadEnd::Failed => {
+                self.set_aside(path, true);
+                return;
+            }
+            // Never finished: kept in the checkpoint by the caller.
+            ReadEnd::Reading => return,
+        };
+        if let Some(problem) = changed_since(path, &read) {
+            SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
+            error!(source = %self.ctx.name, file = %path.display(), problem,
+                "the file changed after it was read to its end; spooldir files must be complete \
+                 when they are dropped in (write elsewhere, then move them in)");
+            self.set_aside(path, true);
+            return;
+        }
+        let result = match self.cfg.after_read {
+            AfterRead::Delete => fs::remove_file(path),
+            AfterRead::Rename => rename_no_replace(path, &self.completed_name(path)),
+        };
+        match result {
+            Ok(()) => {
+                SourceMetrics::add(&self.ctx.metrics.files_completed, 1);
+                info!(source = %self.ctx.name, file = %path.display(), after_read = ?self.cfg.after_read, "file completed");
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                warn!(source = %self.ctx.name, file = %path.display(),
+                    "the file vanished after it was read in full; nothing to rename");
+            }
+            Err(e) => {
+                error!(source = %self.ctx.name, file = %path.display(), error = %e,
+                    "cannot complete the file; all its lines are safe, it is left in place and skipped");
+                self.set_aside(path, false);
+            }
+        }
+    }
+}
+
+/// True for file-system events that may show a new file: created, renamed, its metadata
+/// changed (made readable, say) or removed; false for opens, reads, closes and writes.
+fn wakes_the_scan(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::ModifyKind;
+    match kind {
+        EventKind::Modify(ModifyKind::Data(_)) => false,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any => true,
+        EventKind::Access(_) | EventKind::Other => false,
+    }
+}
+
+/// True for an error opening a file that says nothing about the file: the process ran out
+/// of descriptors or memory, or was interrupted. The file is tried again later, never set
+/// aside for it.
+fn not_the_files_fault(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EINTR | libc::EAGAIN | libc::ENOBUFS
+        )
+    )
+}
+
+/// Why the file at `path` is not what was read (the file that had shape `read` when its end
+/// was reached), or `None` if it is unchanged.
+fn changed_since(path: &Path, read: &Shape) -> Option<String> {
+    match fs::metadata(path) {
+        Ok(now) => {
+            let now = Shape::of(&now);
+            if now.ino != read.ino || now.dev != read.dev {
+                Some("the name now points to another file".into())
+            } else if now.len != read.len {
+                Some(format!(
+                    "it is now {} bytes; {} were read",
+                    now.len, read.len
+                ))
+            } else if now.mtime != read.mtime {
+                Some("it was modified after it was read".into())
+            } else {
+                None
+            }
+        }
+        Err(e) => Some(format!("it can no longer be looked at: {e}")),
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists, atomically where the file system has hard links.
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::hard_link(from, to) {
+        Ok(()) => fs::remove_file(from),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) if !to.exists() => fs::rename(from, to),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests;

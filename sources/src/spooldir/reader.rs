@@ -1,0 +1,206 @@
+//! Reading one spool file: chunks read and framed into batches on a blocking thread, and the
+//! file's shape whenever the reader is at the end of what it holds.
+//!
+//! Reaching the end of the bytes is not reaching the end of the file: the reader hands out
+//! the last, unterminated line only when the source decides the file is finished
+//! ([`FileReader::finish`]), after it stayed unchanged long enough.
+
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sluice_channels::{Event, Origin};
+use tokio::runtime::Handle;
+
+use super::scan::Shape;
+use crate::framing::{LineFramer, LongLinePolicy, LongLines};
+use crate::now_ms;
+
+/// How much is read from a file at a time, at most.
+const READ_CHUNK: usize = 1 << 20;
+/// The least read at a time: a read buffer is zeroed before it is filled, so a small file
+/// gets a small one.
+const MIN_READ: usize = 16 << 10;
+
+/// One batch of events and the file offset just past its last line.
+pub(super) type Batch = (Vec<Event>, u64);
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReadFailure {
+    /// The file could not be read: a fault of the file or of its disk.
+    #[error("{0}")]
+    File(#[from] io::Error),
+    /// The read never ran: the runtime is shutting down. Not the file's fault.
+    #[error("the read was cancelled")]
+    Interrupted,
+}
+
+/// What one read brought.
+pub(super) struct Chunk {
+    /// The complete lines read, in batches.
+    pub batches: Vec<Batch>,
+    /// Set when the read found no more bytes: the file's shape at that moment, and when it
+    /// was seen.
+    pub end: Option<(Shape, Instant)>,
+}
+
+/// A file and its framer, moved to a blocking thread for each read.
+pub(super) struct FileReader {
+    file: Option<File>,
+    framer: Option<LineFramer>,
+    /// The file offset just past the last byte read.
+    read_to: u64,
+    /// The file's size when last seen.
+    size: u64,
+    origin: Arc<Origin>,
+    batch_size: usize,
+}
+
+impl FileReader {
+    /// A reader of `file` of `size` bytes, whose position is `offset`.
+    pub fn new(
+        file: File,
+        size: u64,
+        offset: u64,
+        max_line: usize,
+        policy: LongLinePolicy,
+        origin: Arc<Origin>,
+        batch_size: usize,
+    ) -> Self {
+        FileReader {
+            file: Some(file),
+            framer: Some(LineFramer::new(offset, max_line, policy)),
+            read_to: offset,
+            size,
+            origin,
+            batch_size,
+        }
+    }
+
+    /// The file offset just past the last line handed out.
+    pub fn offset(&self) -> u64 {
+        self.framer.as_ref().map_or(0, LineFramer::offset)
+    }
+
+    /// The file offset just past the last byte read.
+    pub fn read_to(&self) -> u64 {
+        self.read_to
+    }
+
+    /// What the framer did to long lines so far.
+    pub fn long_lines(&self) -> LongLines {
+        self.framer
+            .as_ref()
+            .map(LineFramer::long_lines)
+            .unwrap_or_default()
+    }
+
+    /// Reads one chunk on a blocking thread of `blocking` and frames its complete lines into
+    /// batches. When there is nothing more to read, says so with the file's shape.
+    pub async fn next(&mut self, blocking: &Handle) -> Result<Chunk, ReadFailure> {
+        let (Some(mut file), Some(mut framer)) = (self.file.take(), self.framer.take()) else {
+            return Err(io::Error::other("reader used after a failure").into());
+        };
+        let origin = self.origin.clone();
+        let batch_size = self.batch_size;
+        let first = usize::try_from(self.size.saturating_sub(self.read_to))
+            .unwrap_or(READ_CHUNK)
+            .saturating_add(1)
+            .clamp(MIN_READ, READ_CHUNK);
+        let joined = blocking
+            .spawn_blocking(move || {
+                let result = fill_chunk(&mut framer, &mut file, first).and_then(|(n, at_end)| {
+                    let mut batches = Vec::new();
+                    framer.frame(batcher(&mut batches, &origin, batch_size));
+                    close_last(&mut batches, framer.offset());
+                    let end = if at_end {
+                        Some((Shape::of(&file.metadata()?), Instant::now()))
+                    } else {
+                        None
+                    };
+                    Ok((Chunk { batches, end }, n))
+                });
+                (file, framer, result)
+            })
+            .await;
+        let (file, framer, result) = match joined {
+            Ok(x) => x,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return Err(ReadFailure::Interrupted),
+        };
+        self.file = Some(file);
+        self.framer = Some(framer);
+        let (chunk, n) = result?;
+        self.read_to += n;
+        if let Some((end, _)) = &chunk.end {
+            self.size = end.len;
+        }
+        Ok(chunk)
+    }
+
+    /// Hands out the unterminated last line (if any), at the end of a file that will not
+    /// grow any more.
+    pub fn finish(&mut self) -> Vec<Batch> {
+        let mut batches = Vec::new();
+        if let Some(framer) = self.framer.as_mut() {
+            framer.finish(batcher(&mut batches, &self.origin, self.batch_size));
+            close_last(&mut batches, framer.offset());
+        }
+        batches
+    }
+}
+
+/// Reads up to [`READ_CHUNK`] bytes into the framer, `first` bytes first, until the chunk is
+/// full or a read finds nothing more (so that a small file is read, and its end seen, in one
+/// go). Returns how many bytes were read and whether the end of what the file holds was
+/// reached.
+fn fill_chunk(framer: &mut LineFramer, file: &mut File, first: usize) -> io::Result<(u64, bool)> {
+    let mut total = 0usize;
+    let mut want = first;
+    while total < READ_CHUNK {
+        let ask = want.min(READ_CHUNK - total);
+        let n = framer.fill(file, ask)?;
+        if n == 0 {
+            return Ok((total as u64, true));
+        }
+        total += n;
+        // A short read is usually the end: look with a small buffer.
+        want = if n < ask { MIN_READ } else { READ_CHUNK };
+    }
+    Ok((total as u64, false))
+}
+
+/// An `emit` for the framer that fills batches of at most `batch_size` events, each ending
+/// where the next one's first line starts.
+fn batcher<'a>(
+    batches: &'a mut Vec<Batch>,
+    origin: &'a Arc<Origin>,
+    batch_size: usize,
+) -> impl FnMut(bytes::Bytes, u64) + 'a {
+    let read_at_ms = now_ms();
+    move |body, offset| {
+        if batches.last().is_none_or(|b| b.0.len() >= batch_size) {
+            if let Some(last) = batches.last_mut() {
+                last.1 = offset;
+            }
+            batches.push((Vec::with_capacity(batch_size), 0));
+        }
+        if let Some(b) = batches.last_mut() {
+            b.0.push(Event {
+                body,
+                origin: origin.clone(),
+                offset,
+                read_at_ms,
+            });
+        }
+    }
+}
+
+/// The last batch ends where the framer stopped.
+fn close_last(batches: &mut [Batch], end: u64) {
+    if let Some(last) = batches.last_mut() {
+        last.1 = end;
+    }
+}

@@ -1,0 +1,409 @@
+//! The source run against a memory channel and a sink played by the test.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use sluice_channels::lifecycle::ShutdownTrigger;
+use sluice_channels::units::HumanDuration;
+use sluice_channels::{Channel, MemoryChannel, MemoryChannelConfig};
+
+use super::*;
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// A spool folder, a state folder, and a source over them.
+struct Setup {
+    _tmp: tempfile::TempDir,
+    spool: PathBuf,
+    state: PathBuf,
+    cfg: SpoolDirConfig,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let (spool, state) = (tmp.path().join("spool"), tmp.path().join("state"));
+        fs::create_dir_all(&spool).unwrap();
+        let mut cfg = SpoolDirConfig::for_dir(&spool);
+        cfg.ready_after = HumanDuration(Duration::from_millis(300));
+        cfg.poll_interval = HumanDuration(Duration::from_millis(50));
+        cfg.batch_size = 10;
+        Setup {
+            _tmp: tmp,
+            spool,
+            state,
+            cfg,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.spool.join(name)
+    }
+
+    /// Writes `name` with `lines` lines numbered after its stem (the last one unterminated),
+    /// modified a minute ago: ready at once.
+    fn drop_aged(&self, name: &str, lines: usize) {
+        let tag = name.trim_end_matches(".log");
+        fs::write(self.path(name), numbered(tag, 0..lines, false)).unwrap();
+        age(&self.path(name));
+    }
+
+    fn start(&self, capacity: usize, blocking: Option<Handle>) -> Run {
+        let channel = Arc::new(MemoryChannel::new(
+            "c1",
+            MemoryChannelConfig {
+                capacity,
+                capacity_bytes: 64 << 20,
+            },
+        ));
+        let trigger = ShutdownTrigger::new();
+        let metrics = Arc::new(SourceMetrics::default());
+        let ctx = SourceContext {
+            name: "r1".into(),
+            channel: channel.clone(),
+            state_dir: self.state.clone(),
+            data_dir: self.state.clone(),
+            host: "host".into(),
+            shutdown: trigger.subscribe(),
+            metrics: metrics.clone(),
+        };
+        let mut source = SpoolDirSource::new(self.cfg.clone(), ctx);
+        source.blocking = blocking;
+        Run {
+            channel,
+            trigger,
+            metrics,
+            task: tokio::spawn(source.run()),
+            lines: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        serde_json::from_slice(&fs::read(self.state.join("spooldir.json")).unwrap()).unwrap()
+    }
+}
+
+/// Lines `name N` for N in `range`, `\n`-terminated but for the last unless `terminated`.
+fn numbered(name: &str, range: std::ops::Range<usize>, terminated: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let end = range.end;
+    for i in range {
+        out.extend_from_slice(format!("{name} {i}").as_bytes());
+        if terminated || i + 1 < end {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+/// Sets the file's modification time a minute back.
+fn age(path: &Path) {
+    let f = File::options().write(true).open(path).unwrap();
+    f.set_modified(SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
+}
+
+fn append(path: &Path, data: &[u8]) {
+    let mut f = OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(data).unwrap();
+}
+
+/// A running source and what the test's sink took from its channel.
+struct Run {
+    channel: Arc<MemoryChannel>,
+    trigger: ShutdownTrigger,
+    metrics: Arc<SourceMetrics>,
+    task: tokio::task::JoinHandle<Result<(), SourceError>>,
+    /// (file name, body) of every line taken, in order.
+    lines: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl Run {
+    /// Takes and commits what the channel holds, until `cond` holds.
+    async fn drain_until(&self, what: &str, mut cond: impl FnMut(&Run) -> bool) {
+        let end = Instant::now() + LONG;
+        while !cond(self) {
+            assert!(Instant::now() < end, "timed out waiting for: {what}");
+            let take = self.channel.take(1000);
+            if let Ok(Ok(Some(lease))) = tokio::time::timeout(Duration::from_millis(20), take).await
+            {
+                {
+                    let mut lines = self.lines.lock().unwrap();
+                    for e in &lease.events {
+                        lines.push((
+                            e.origin.file.clone(),
+                            String::from_utf8_lossy(&e.body).into_owned(),
+                        ));
+                    }
+                }
+                self.channel.commit(lease).await.unwrap();
+            }
+        }
+    }
+
+    /// Waits for `cond` without taking anything from the channel.
+    async fn wait_until(&self, what: &str, mut cond: impl FnMut(&Run) -> bool) {
+        let end = Instant::now() + LONG;
+        while !cond(self) {
+            assert!(Instant::now() < end, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn events(&self) -> u64 {
+        SourceMetrics::get(&self.metrics.events)
+    }
+
+    /// The bodies taken from file `name`, in order.
+    fn bodies(&self, name: &str) -> Vec<String> {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .filter(|(f, _)| f == name)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
+    /// Stops the source (drain, then abort) and waits for it.
+    async fn stop(self) -> Self {
+        self.trigger.advance(Phase::Draining);
+        self.trigger.advance(Phase::Aborting);
+        let Run {
+            channel,
+            trigger,
+            metrics,
+            task,
+            lines,
+        } = self;
+        task.await.unwrap().unwrap();
+        Run {
+            channel,
+            trigger,
+            metrics,
+            task: tokio::spawn(async { Ok(()) }),
+            lines,
+        }
+    }
+}
+
+fn want(name: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("{name} {i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_was_empty_when_it_appeared_is_read_once_written() {
+    // `{ sleep 1; seq 1 1000; } > spool/a.log`: the file appears empty, its lines come later.
+    let s = Setup::new();
+    let mut writer = File::create(s.path("a.log")).unwrap();
+    let run = s.start(100_000, None);
+    // The writer's pause is the scenario (not a synchronization): the source sees the file
+    // empty for a while.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    writer.write_all(&numbered("a", 0..1000, true)).unwrap();
+    drop(writer);
+    run.drain_until("a.log completed", |_| s.path("a.log.COMPLETED").exists())
+        .await;
+    assert_eq!(run.bodies("a.log"), want("a", 0..1000));
+    assert!(!s.path("a.log.FAILED").exists());
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_still_being_written_is_read_whole_once_it_stays_unchanged() {
+    let s = Setup::new();
+    let path = s.path("slow.log");
+    File::create(&path).unwrap();
+    // A slow writer: 100 lines, 15 ms apart, in pieces that cut lines in two.
+    let writer = std::thread::spawn(move || {
+        let data = numbered("slow", 0..100, false);
+        for piece in data.chunks(data.len() / 100 + 1) {
+            append(&path, piece);
+            std::thread::sleep(Duration::from_millis(15));
+        }
+    });
+    let run = s.start(100_000, None);
+    run.drain_until("slow.log completed", |_| {
+        s.path("slow.log.COMPLETED").exists()
+    })
+    .await;
+    writer.join().unwrap();
+    assert_eq!(run.bodies("slow.log"), want("slow", 0..100));
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_at_the_end_of_a_growing_file_follows_it_until_it_is_quiet() {
+    // The file was quiet when it was picked up; its writer comes back while it is read (the
+    // channel is full, the source waits in the middle of it) and writes for a while more.
+    let s = Setup::new();
+    s.drop_aged("grow.log", 100);
+    let path = s.path("grow.log");
+    let run = s.start(10, None);
+    run.wait_until("the source waits on the full channel", |r| r.events() >= 10)
+        .await;
+    append(&path, b"\n");
+    let writer = std::thread::spawn(move || {
+        for i in 100..160 {
+            append(&path, format!("grow {i}\n").as_bytes());
+            std::thread::sleep(Duration::from_millis(15));
+        }
+    });
+    run.drain_until("grow.log completed", |_| {
+        s.path("grow.log.COMPLETED").exists() || s.path("grow.log.FAILED").exists()
+    })
+    .await;
+    writer.join().unwrap();
+    assert!(
+        s.path("grow.log.COMPLETED").exists(),
+        "completed, not set aside"
+    );
+    assert_eq!(run.bodies("grow.log"), want("grow", 0..160));
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_file_is_completed_only_after_the_empty_grace() {
+    let mut s = Setup::new();
+    s.cfg.order = Order::Name;
+    s.cfg.empty_grace = HumanDuration(Duration::from_secs(3));
+    File::create(s.path("a-empty.log")).unwrap();
+    s.drop_aged("b.log", 5);
+    let run = s.start(1000, None);
+    run.drain_until("b.log completed", |_| s.path("b.log.COMPLETED").exists())
+        .await;
+    assert!(
+        s.path("a-empty.log").exists(),
+        "an empty file waits for the grace; b.log came after it by name"
+    );
+    run.drain_until("the empty file completed after its grace", |_| {
+        s.path("a-empty.log.COMPLETED").exists()
+    })
+    .await;
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changed_after_its_end_was_read_is_set_aside_not_completed() {
+    let s = Setup::new();
+    s.drop_aged("late.log", 10);
+    let run = s.start(1000, None);
+    // Its last line has no terminator: it is put only once the end of the file was reached
+    // for good.
+    run.wait_until("the whole file put", |r| r.events() == 10)
+        .await;
+    append(&s.path("late.log"), b"\nappended after the end\n");
+    run.drain_until("late.log set aside", |_| s.path("late.log.FAILED").exists())
+        .await;
+    assert!(!s.path("late.log.COMPLETED").exists());
+    assert_eq!(SourceMetrics::get(&run.metrics.files_failed), 1);
+    assert_eq!(run.bodies("late.log"), want("late", 0..10));
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_read_is_not_a_fault_of_the_file_and_a_restart_reads_it() {
+    let s = Setup::new();
+    s.drop_aged("a.log", 50);
+    // A runtime that is gone: every blocking task given to it is cancelled, as when the
+    // agent's runtime shuts down under a running source.
+    let handle = std::thread::spawn(|| {
+        let dead = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let handle = dead.handle().clone();
+        drop(dead);
+        handle
+    })
+    .join()
+    .unwrap();
+    let run = s.start(1000, Some(handle));
+    // The source stops by itself: a cancelled read means the runtime is going away.
+    let Run { task, .. } = run;
+    tokio::time::timeout(LONG, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(s.path("a.log").exists(), "left in place");
+    assert!(!s.path("a.log.FAILED").exists(), "not a fault of the file");
+    let cp = s.checkpoint();
+    assert_eq!(cp.files.len(), 1, "{cp:?}");
+    assert_eq!(cp.files[0].path, s.path("a.log"));
+    // A restart reads it.
+    let run = s.start(1000, None);
+    run.drain_until("a.log completed", |_| s.path("a.log.COMPLETED").exists())
+        .await;
+    assert_eq!(run.bodies("a.log"), want("a", 0..50));
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_a_file_is_read_or_still_written_leaves_it_for_the_restart() {
+    let mut s = Setup::new();
+    s.drop_aged("big.log", 200);
+    let path = s.path("big.log");
+    // Stopped with the channel full, in the middle of the file.
+    let run = s.start(10, None);
+    run.wait_until("the source waits on the full channel", |r| r.events() >= 10)
+        .await;
+    let run = run.stop().await;
+    assert!(path.exists() && !s.path("big.log.FAILED").exists());
+    drop(run);
+    // Stopped at the end of the file while it is still being written (it was written just
+    // now, and must stay unchanged for 10 s before its end is the end of the file).
+    append(&path, b"\nbig 200\n");
+    s.cfg.ready_after = HumanDuration(Duration::from_secs(10));
+    let run = s.start(100_000, None);
+    run.drain_until("every line so far delivered", |r| {
+        r.bodies("big.log").len() == 201
+    })
+    .await;
+    assert_eq!(run.bodies("big.log"), want("big", 0..201));
+    let run = run.stop().await;
+    assert!(path.exists() && !s.path("big.log.FAILED").exists());
+    let cp = s.checkpoint();
+    assert_eq!(cp.files.len(), 1);
+    assert_eq!(cp.files[0].offset, fs::metadata(&path).unwrap().len());
+    drop(run);
+    // The restart reads on from the checkpoint, repeats nothing, and completes it.
+    s.cfg.ready_after = HumanDuration(Duration::from_millis(300));
+    let run = s.start(100_000, None);
+    run.drain_until("big.log completed", |_| {
+        s.path("big.log.COMPLETED").exists()
+    })
+    .await;
+    assert_eq!(run.bodies("big.log"), Vec::<String>::new());
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_channel_stops_the_source_without_setting_the_file_aside() {
+    let s = Setup::new();
+    s.drop_aged("a.log", 100);
+    let run = s.start(10, None);
+    run.wait_until("the source waits on the full channel", |r| r.events() >= 10)
+        .await;
+    run.channel.close();
+    // What is in the channel is still delivered; then the source ends by itself.
+    run.drain_until("the source stopped", |r| r.task.is_finished())
+        .await;
+    assert!(s.path("a.log").exists() && !s.path("a.log.FAILED").exists());
+    assert_eq!(s.checkpoint().files.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_files_are_all_read_and_completed() {
+    let s = Setup::new();
+    let n = 2000;
+    for i in 0..n {
+        s.drop_aged(&format!("f{i:05}.log"), 2);
+    }
+    let run = s.start(100_000, None);
+    run.drain_until("every file completed", |r| {
+        SourceMetrics::get(&r.metrics.files_completed) == n as u64
+    })
+    .await;
+    assert_eq!(run.lines.lock().unwrap().len(), 2 * n);
+    run.stop().await;
+}
