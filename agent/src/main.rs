@@ -6,11 +6,13 @@ mod envsubst;
 mod http;
 mod logging;
 mod overlap;
+mod probe;
 mod run;
 mod warnings;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -52,6 +54,24 @@ enum Command {
     /// Read a topic from beginning to end and report, per source file, lines lost,
     /// duplicated or out of order. Exit 0 clean, 1 problems found, 2 cannot audit.
     Audit(audit::AuditArgs),
+    /// GET the agent's /health (or /ready) and exit 0 on a 200 answer, 1 otherwise, with one
+    /// line saying why: a health check for images without a shell or curl.
+    Health {
+        /// The agent's `http` address, host:port (a wildcard such as 0.0.0.0 is probed on
+        /// loopback).
+        #[arg(long, env = "SLUICE_HTTP", default_value = "127.0.0.1:9100")]
+        addr: String,
+        /// A full http:// URL to GET; overrides --addr.
+        #[arg(long, conflicts_with = "ready")]
+        url: Option<String>,
+        /// Probe /ready (every component started, every sink reached its broker) instead
+        /// of /health.
+        #[arg(long)]
+        ready: bool,
+        /// Give up after this long, for the whole exchange (e.g. 500ms, 5s).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +99,44 @@ fn main() -> ExitCode {
         }
         Command::Validate { file, name } => validate(&file, name.as_deref()),
         Command::Audit(args) => audit::run(&args),
+        Command::Health {
+            addr,
+            url,
+            ready,
+            timeout,
+        } => health(&addr, url.as_deref(), ready, timeout),
+    }
+}
+
+/// `sluice health`: exit 0 on a 200 answer, 1 on anything else (never 2, which Docker
+/// reserves in a HEALTHCHECK), one line either way.
+fn health(addr: &str, url: Option<&str>, ready: bool, timeout: Duration) -> ExitCode {
+    let target = match url {
+        Some(u) => match probe::Target::from_url(u) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("sluice health: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => probe::Target::from_addr(addr, if ready { "/ready" } else { "/health" }),
+    };
+    match probe::probe(&target, timeout) {
+        Ok(a) if a.status == 200 => {
+            println!("{target}: {} {}: {}", a.status, a.reason, a.first_line);
+            ExitCode::SUCCESS
+        }
+        Ok(a) => {
+            eprintln!(
+                "sluice health: {target}: {} {}: {}",
+                a.status, a.reason, a.first_line
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("sluice health: {target}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
