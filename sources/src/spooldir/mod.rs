@@ -54,6 +54,9 @@ const MAX_FILES_IN_FLIGHT: usize = 8;
 /// How old a look at a file's end may be to decide that it is the end of the file.
 const FRESH: Duration = Duration::from_millis(10);
 
+/// How long a reader may follow a file that keeps growing before it says so.
+const LONG_GROWTH: Duration = Duration::from_secs(60);
+
 /// How long a file whose open failed for want of resources (descriptors, memory) waits
 /// before it is tried again.
 const RETRY_OPEN_AFTER: Duration = Duration::from_secs(1);
@@ -481,6 +484,10 @@ impl SpoolDirSource {
         let blocking = self.blocking();
         // The file's shape when last seen at its end, and since when it has had it.
         let mut last_seen = (opened, seen);
+        // When the reader first found the file still being written at its end, and whether
+        // that it goes on for long was logged.
+        let mut growing_since: Option<Instant> = None;
+        let mut warned_growing = false;
         loop {
             if shutdown.is_stopping() {
                 return false;
@@ -547,8 +554,18 @@ impl SpoolDirSource {
                 self.advance(false).await;
                 return true;
             }
-            debug!(source = %self.ctx.name, file = %path.display(), size = end.len,
-                "at the end of a file still being written; waiting for it to stay unchanged");
+            let since = *growing_since.get_or_insert_with(Instant::now);
+            if !warned_growing && since.elapsed() >= LONG_GROWTH {
+                warned_growing = true;
+                warn!(source = %self.ctx.name, file = %path.display(), size = end.len,
+                    growing_for = ?since.elapsed(),
+                    "the file is still being written; it is followed until it stays unchanged \
+                     for ready_after, and the files after it wait (spooldir files should be \
+                     complete when they are dropped in)");
+            } else {
+                debug!(source = %self.ctx.name, file = %path.display(), size = end.len,
+                    "at the end of a file still being written; waiting for it to stay unchanged");
+            }
             let waiting = self.flight.iter().any(|f| !f.pending.is_empty());
             tokio::select! {
                 _ = tokio::time::sleep(needed - quiet) => {}
