@@ -348,3 +348,47 @@ fn a_second_signal_stops_at_once_while_stdout_is_blocked() {
     wait_exit(&mut child, &dir, Duration::from_secs(4));
     assert!(log().contains("second signal: stopping now"), "{}", log());
 }
+
+/// The console an operator watches: a start line naming every component, a status line every
+/// `report_interval` with the counts, a line per file, and a summary at shutdown.
+#[test]
+fn the_console_tells_the_start_the_status_and_a_summary() {
+    let (dir, spool, data) = spool_dirs();
+    let cfg = spool_console(&spool, &data, "  report_interval: 1s\n");
+    let mut agent = Agent::start(dir.path(), "a1", &cfg);
+    let lines: String = (0..2500).map(|i| format!("line {i}\n")).collect();
+    drop_file(&spool, "app.log", lines.as_bytes());
+    wait_until(STOPS, "a status line with every line counted", || {
+        agent.stderr_text().lines().any(|l| {
+            l.contains(" status ")
+                && l.contains("r1: 2500 lines")
+                && l.contains("k1: 2500 delivered")
+        })
+    });
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(STOPS).success(), "{}", agent.stderr_text());
+    let stderr = agent.stderr_text();
+    let start = stderr
+        .lines()
+        .find(|l| l.contains("agent started"))
+        .unwrap_or_else(|| panic!("no start line: {stderr}"));
+    for part in [
+        "sources=\"r1 (spooldir ",
+        "channels=\"c1 (memory",
+        "sinks=\"k1 (console)\"",
+    ] {
+        assert!(start.contains(part), "{part} not in {start}");
+    }
+    assert!(stderr.contains("file completed"), "{stderr}");
+    let summary = stderr
+        .lines()
+        .find(|l| l.contains(" summary "))
+        .unwrap_or_else(|| panic!("no summary: {stderr}"));
+    for part in [
+        "r1: 2500 lines, 1 files completed",
+        "k1: 2500 delivered, 0 errors",
+        "c1: 0 left",
+    ] {
+        assert!(summary.contains(part), "{part} not in {summary}");
+    }
+}

@@ -461,11 +461,15 @@ fn ready(port: u16) -> Option<(bool, String)> {
 
 /// `/ready` is 503 with the reason while the broker is down at start, 200 once the sink
 /// reached it (and stays 200 through a later outage: the files on disk are the buffer), and
-/// 503 again while the agent drains after SIGTERM.
+/// 503 again while the agent drains after SIGTERM. The later outage, and the full channel
+/// that holds the source back during it, are each logged once, and their end with how long
+/// they lasted.
 #[test]
-fn ready_waits_for_the_broker_and_turns_unready_during_the_drain() {
+fn ready_waits_for_the_broker_outages_are_logged_once_and_draining_is_unready() {
     let broker = KafkaBroker::start();
-    if broker.skip_unless_owned("ready_waits_for_the_broker_and_turns_unready_during_the_drain") {
+    if broker.skip_unless_owned(
+        "ready_waits_for_the_broker_outages_are_logged_once_and_draining_is_unready",
+    ) {
         return;
     }
     let topic = "sluice-e2e-ready";
@@ -496,17 +500,48 @@ fn ready_waits_for_the_broker_and_turns_unready_during_the_drain() {
     });
     assert_eq!(ready(port).unwrap().1.trim(), "{\"ready\":true}");
 
-    // A later outage does not make it unready; SIGTERM with lines still to deliver does.
+    // The broker being down at start was one episode, logged once with its end.
+    let logged = |what: &str| agent.stderr_text().matches(what).count();
+    wait_until(LONG, "the start's episode ended", || {
+        logged("sink reaches its output again") == 1
+    });
+    assert_eq!(logged("sink cannot reach its output"), 1);
+
+    // A later outage does not make it unready. It is logged once, with its duration, and so
+    // is the full channel that holds the source back meanwhile.
+    broker.stop();
+    let lines = file_lines("during.log", 10_000);
+    drop_file(&spool, "during.log", &file_content(&lines).0);
+    wait_until(LONG, "the outage and the full channel logged", || {
+        logged("sink cannot reach its output") == 2 && logged("channel full") == 1
+    });
+    assert!(
+        ready(port).unwrap().0,
+        "unready during an outage after the start"
+    );
+    broker.restart();
+    wait_until(LONG, "the recovery logged and the file delivered", || {
+        logged("sink reaches its output again") == 2
+            && logged("channel has room again") == 1
+            && completed(&spool) == 1
+    });
+    let stderr = agent.stderr_text();
+    assert_eq!(logged("sink cannot reach its output"), 2, "{stderr}");
+    assert_eq!(logged("channel full"), 1, "{stderr}");
+    let again = stderr
+        .lines()
+        .filter(|l| l.contains("sink reaches its output again"))
+        .nth(1)
+        .unwrap();
+    assert!(again.contains("down_for="), "{again}");
+
+    // SIGTERM with lines still to deliver: unready while it drains.
     broker.stop();
     let lines = file_lines("late.log", 2000);
     drop_file(&spool, "late.log", &file_content(&lines).0);
     wait_until(LONG, "the sink reports the outage", || {
         metric(port, "sluice_sink_connected") == 0
     });
-    assert!(
-        ready(port).unwrap().0,
-        "unready during an outage after the start"
-    );
     agent.signal(libc::SIGTERM);
     wait_until(LONG, "unready while draining", || {
         ready(port).is_some_and(|(ok, body)| !ok && body.contains("the agent is stopping"))

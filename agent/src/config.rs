@@ -74,6 +74,8 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// How long a stop may take to drain the channels before the agent gives up waiting.
     pub shutdown_timeout: Duration,
+    /// How often a status line is logged (`None`: never).
+    pub report_interval: Option<Duration>,
     /// Where `/metrics` and `/health` are served, if anywhere.
     pub http: Option<std::net::SocketAddr>,
     /// The sources, by name.
@@ -145,12 +147,51 @@ pub enum SinkKind {
     Kafka(Box<KafkaConfig>),
 }
 
+impl SourceKind {
+    /// What it reads, for the start line.
+    pub fn describe(&self) -> String {
+        match self {
+            SourceKind::SpoolDir(c) => format!("spooldir {}", c.dir.display()),
+            SourceKind::TailDir(c) => {
+                let globs: Vec<&str> = c.paths.iter().map(|p| p.glob.as_str()).collect();
+                format!("taildir {}", globs.join(" "))
+            }
+        }
+    }
+}
+
+impl ChannelKind {
+    /// Its kind and capacity, for the start line.
+    pub fn describe(&self) -> String {
+        match self {
+            ChannelKind::Memory(m) => format!("memory, {} events", m.capacity),
+            ChannelKind::File(f) => format!(
+                "file {}, {} bytes, fsync {:?}",
+                f.dir.display(),
+                f.capacity.0,
+                f.fsync
+            ),
+        }
+    }
+}
+
+impl SinkKind {
+    /// Where it delivers, for the start line.
+    pub fn describe(&self) -> String {
+        match self {
+            SinkKind::Console(_) => "console".to_owned(),
+            SinkKind::Kafka(k) => format!("kafka {} topic {}", k.brokers, k.topic.as_str()),
+        }
+    }
+}
+
 /// The agent-level keys.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AgentFile {
     data_dir: Option<PathBuf>,
     shutdown_timeout: Option<HumanDuration>,
+    report_interval: Option<HumanDuration>,
     http: Option<String>,
     sources: BTreeMap<String, Value>,
     channels: BTreeMap<String, Value>,
@@ -393,6 +434,11 @@ pub fn parse(
         shutdown_timeout: file
             .shutdown_timeout
             .map_or(Duration::from_secs(30), |d| d.0),
+        report_interval: file
+            .report_interval
+            .map_or(Some(Duration::from_secs(30)), |d| {
+                (!d.0.is_zero()).then_some(d.0)
+            }),
         http,
         sources: Vec::new(),
         channels: Vec::new(),

@@ -216,6 +216,26 @@ fn bad_values_are_named_with_their_key() {
         "a1.shutdown_timeout",
         "not a duration",
     );
+    assert_error(
+        &format!("{GOOD}  report_interval: often\n"),
+        "a1.report_interval",
+        "not a duration",
+    );
+}
+
+#[test]
+fn report_interval_defaults_to_30s_and_0_turns_it_off() {
+    let load = |extra: &str| {
+        parse_with(&format!("{GOOD}{extra}"), &[])
+            .unwrap()
+            .report_interval
+    };
+    assert_eq!(load(""), Some(Duration::from_secs(30)));
+    assert_eq!(
+        load("  report_interval: 5s\n"),
+        Some(Duration::from_secs(5))
+    );
+    assert_eq!(load("  report_interval: 0s\n"), None);
 }
 
 #[test]

@@ -291,7 +291,7 @@ fn seconds(ms: u64) -> String {
 }
 
 /// Milliseconds since the Unix epoch, now.
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

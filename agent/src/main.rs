@@ -7,6 +7,7 @@ mod http;
 mod logging;
 mod overlap;
 mod probe;
+mod report;
 mod run;
 mod warnings;
 

@@ -24,6 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{AgentConfig, ChannelKind, SinkKind, SourceKind};
 use crate::http;
+use crate::report;
 
 /// How long components get to return after the drain deadline before they are cut off.
 const ABORT_GRACE: Duration = Duration::from_secs(5);
@@ -209,8 +210,13 @@ async fn run_components(cfg: AgentConfig, stop: &mut Stop) -> anyhow::Result<()>
         }
     }
     components.running.store(true, Ordering::Relaxed);
-    info!(agent = %cfg.name, sources = cfg.sources.len(), channels = cfg.channels.len(),
-        sinks = cfg.sinks.len(), data_dir = %cfg.data_dir.display(), "agent started");
+    let started = std::time::Instant::now();
+    let reporter = report::spawn(components.clone(), cfg.report_interval);
+    info!(agent = %cfg.name, sources = ?names(cfg.sources.iter().map(|s| (&s.name, s.kind.describe()))),
+        channels = ?names(cfg.channels.iter().map(|c| (&c.name, c.kind.describe()))),
+        sinks = ?names(cfg.sinks.iter().map(|s| (&s.name, s.kind.describe()))),
+        data_dir = %cfg.data_dir.display(), http = ?cfg.http,
+        shutdown_timeout = ?cfg.shutdown_timeout, "agent started");
 
     let mut failed = false;
     // A sink that ended while its channel was still open: what is in that channel can no
@@ -302,6 +308,8 @@ async fn run_components(cfg: AgentConfig, stop: &mut Stop) -> anyhow::Result<()>
     if let Some(server) = server {
         server.abort();
     }
+    reporter.abort();
+    report::summary(&components, started.elapsed());
     for ch in channels.values() {
         let left = ch.stats().events;
         if left > 0 {
@@ -317,6 +325,21 @@ async fn run_components(cfg: AgentConfig, stop: &mut Stop) -> anyhow::Result<()>
     }
     info!(agent = %cfg.name, "agent stopped");
     Ok(())
+}
+
+/// `name (what), ...` for the start line.
+fn names<'a>(list: impl Iterator<Item = (&'a String, String)>) -> String {
+    let mut out = String::new();
+    for (name, what) in list {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str(name);
+        out.push_str(" (");
+        out.push_str(&what);
+        out.push(')');
+    }
+    out
 }
 
 /// Logs a component's end; true if it failed.

@@ -450,7 +450,7 @@ impl Tail {
             Some(p) => (Start::At(p.offset), p.offset, p.fp),
             None => (Start::At(0), 0, None),
         };
-        debug!(source = %self.ctx.name, file = %path.display(), at = %at.display(),
+        info!(source = %self.ctx.name, file = %path.display(), at = %at.display(),
             "following a new file from the moment it appeared");
         let pattern = self.patterns.pattern_of(&path).unwrap_or(0);
         let key = self.add(&path, pattern, (dev, ino), start, safe, fp);
@@ -539,7 +539,7 @@ impl Tail {
                         }
                         None => (Start::At(0), 0, None),
                     };
-                    debug!(source = %self.ctx.name, file = %f.path.display(), start = ?start, "following a new file");
+                    info!(source = %self.ctx.name, file = %f.path.display(), start = ?start, "following a new file");
                     self.add(&f.path, f.pattern, (f.dev, f.ino), start, safe, fp)
                 }
             };

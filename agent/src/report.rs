@@ -1,0 +1,246 @@
+//! The console an operator watches: a status line every `report_interval`, a line when a sink
+//! loses or regains its output and when a channel fills up or has room again (once per
+//! episode, with how long it lasted), and a summary at shutdown. Never a line per event.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_sinks::SinkMetrics;
+use sluice_sources::SourceMetrics;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::run::Components;
+
+/// How often sinks and channels are looked at for episodes.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// A sink not connected for this long is unreachable (librdkafka reports its brokers' state
+/// every second; a new sink has this long to connect before it is reported).
+const UNREACHABLE_AFTER: Duration = Duration::from_secs(3);
+/// A channel this full holds its sources back.
+const FULL: f64 = 0.9;
+/// A full channel has room again below this fill.
+const ROOM: f64 = 0.75;
+
+/// Starts the reporter; it runs until aborted.
+pub fn spawn(c: Arc<Components>, interval: Option<Duration>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut watch = Episodes::new(&c);
+        let mut status = interval.map(|i| Status::new(&c, i));
+        let mut tick = tokio::time::interval(WATCH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            watch.look(&c);
+            if let Some(s) = status.as_mut() {
+                s.maybe_log(&c);
+            }
+        }
+    })
+}
+
+/// What the episode watch remembers between looks.
+struct Episodes {
+    /// Per sink: since when it has not been connected, and whether that was reported.
+    sinks: Vec<(Option<Instant>, bool)>,
+    /// Per channel: since when it has been full, if it is.
+    channels: Vec<Option<Instant>>,
+}
+
+impl Episodes {
+    fn new(c: &Components) -> Self {
+        let now = Instant::now();
+        Episodes {
+            sinks: c.sinks.iter().map(|_| (Some(now), false)).collect(),
+            channels: c.channels.iter().map(|_| None).collect(),
+        }
+    }
+
+    fn look(&mut self, c: &Components) {
+        let now = Instant::now();
+        for ((name, m), (down_since, reported)) in c.sinks.iter().zip(&mut self.sinks) {
+            match (m.connected(), *down_since) {
+                (true, Some(since)) => {
+                    if *reported {
+                        info!(sink = %name, down_for = ?round(now - since),
+                            "sink reaches its output again");
+                    }
+                    *down_since = None;
+                    *reported = false;
+                }
+                (true, None) => {}
+                (false, None) => *down_since = Some(now),
+                (false, Some(since)) => {
+                    if !*reported && now - since >= UNREACHABLE_AFTER {
+                        let h = m.health(crate::http::now_ms());
+                        warn!(sink = %name, down_for = ?round(now - since),
+                            last_error = h.last_error.as_deref().unwrap_or("none"),
+                            "sink cannot reach its output (Kafka unreachable?); lines wait in the channel");
+                        *reported = true;
+                    }
+                }
+            }
+        }
+        for (ch, full_since) in c.channels.iter().zip(&mut self.channels) {
+            let fill = fill(&ch.stats());
+            match *full_since {
+                None if fill >= FULL => {
+                    warn!(channel = ch.name(), fill = %percent(fill),
+                        "channel full: its sources wait (backpressure; the files on disk are the buffer)");
+                    *full_since = Some(now);
+                }
+                Some(since) if fill < ROOM => {
+                    info!(channel = ch.name(), full_for = ?round(now - since), fill = %percent(fill),
+                        "channel has room again: its sources read on");
+                    *full_since = None;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The status line's memory: the counts at the last line.
+struct Status {
+    interval: Duration,
+    last: Instant,
+    sources: Vec<u64>,
+    sinks: Vec<u64>,
+}
+
+impl Status {
+    fn new(c: &Components, interval: Duration) -> Self {
+        Status {
+            interval,
+            last: Instant::now(),
+            sources: c
+                .sources
+                .iter()
+                .map(|(_, m)| SourceMetrics::get(&m.events))
+                .collect(),
+            sinks: c
+                .sinks
+                .iter()
+                .map(|(_, m)| SinkMetrics::get(&m.events))
+                .collect(),
+        }
+    }
+
+    fn maybe_log(&mut self, c: &Components) {
+        let elapsed = self.last.elapsed();
+        // Looked at every WATCH_EVERY: the look nearest the interval's end logs.
+        if elapsed + WATCH_EVERY / 2 < self.interval {
+            return;
+        }
+        self.last = Instant::now();
+        let secs = elapsed.as_secs_f64().max(0.001);
+        let mut sources = String::new();
+        for ((name, m), last) in c.sources.iter().zip(&mut self.sources) {
+            let now = SourceMetrics::get(&m.events);
+            let _ = write!(
+                sources,
+                "{}{name}: {now} lines, {:.0}/s",
+                sep(&sources),
+                (now - *last) as f64 / secs
+            );
+            *last = now;
+        }
+        let mut channels = String::new();
+        for ch in &c.channels {
+            let s = ch.stats();
+            let _ = write!(
+                channels,
+                "{}{}: {} events, {} full",
+                sep(&channels),
+                ch.name(),
+                s.events,
+                percent(fill(&s))
+            );
+        }
+        let mut sinks = String::new();
+        let now_ms = crate::http::now_ms();
+        for ((name, m), last) in c.sinks.iter().zip(&mut self.sinks) {
+            let now = SinkMetrics::get(&m.events);
+            let h = m.health(now_ms);
+            let _ = write!(
+                sinks,
+                "{}{name}: {now} delivered, {:.0}/s, {}, last delivery {}",
+                sep(&sinks),
+                (now - *last) as f64 / secs,
+                if h.connected {
+                    "connected"
+                } else {
+                    "not connected"
+                },
+                match (h.delivered, h.idle_ms) {
+                    (true, Some(ms)) => format!("{:.1}s ago", ms as f64 / 1000.0),
+                    _ => "never".to_owned(),
+                }
+            );
+            *last = now;
+        }
+        info!(sources = ?sources, channels = ?channels, sinks = ?sinks, "status");
+    }
+}
+
+/// Logs what each component did over the agent's life, at shutdown.
+pub fn summary(c: &Components, ran_for: Duration) {
+    let mut sources = String::new();
+    for (name, m) in &c.sources {
+        let _ = write!(
+            sources,
+            "{}{name}: {} lines, {} files completed",
+            sep(&sources),
+            SourceMetrics::get(&m.events),
+            SourceMetrics::get(&m.files_completed)
+        );
+    }
+    let mut sinks = String::new();
+    for (name, m) in &c.sinks {
+        let _ = write!(
+            sinks,
+            "{}{name}: {} delivered, {} errors",
+            sep(&sinks),
+            SinkMetrics::get(&m.events),
+            SinkMetrics::get(&m.errors)
+        );
+    }
+    let mut channels = String::new();
+    for ch in &c.channels {
+        let _ = write!(
+            channels,
+            "{}{}: {} left",
+            sep(&channels),
+            ch.name(),
+            ch.stats().events
+        );
+    }
+    info!(ran_for = ?round(ran_for), sources = ?sources, channels = ?channels, sinks = ?sinks,
+        "summary");
+}
+
+fn sep(s: &str) -> &'static str {
+    if s.is_empty() { "" } else { "; " }
+}
+
+/// How full a channel is, 0 to 1: the fuller of its event and byte counts.
+fn fill(s: &sluice_channels::ChannelStats) -> f64 {
+    let ratio = |n: usize, cap: usize| {
+        if cap == 0 || cap == usize::MAX {
+            0.0
+        } else {
+            n as f64 / cap as f64
+        }
+    };
+    ratio(s.events, s.capacity_events).max(ratio(s.bytes, s.capacity_bytes))
+}
+
+fn percent(fill: f64) -> String {
+    format!("{:.0}%", fill * 100.0)
+}
+
+/// A duration to the tenth of a second, for logs.
+fn round(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64 / 100 * 100)
+}
