@@ -19,7 +19,7 @@ use support::agent::{Agent, wait_until};
 use support::kafka::KafkaBroker;
 use support::rotation::{Progress, Scheme, started, stop, text, write_rotating};
 use support::tail_topic::{
-    DELIVERY, PARTITIONS, audit, by_fid, counts, lines_of, read_until, topic_prefix,
+    DELIVERY, PARTITIONS, audit, by_fid, counts, kafka_sink, lines_of, read_until, topic_prefix,
 };
 
 /// A bound on the lines of a writer that runs until the test stops it (about 40 s of writing).
@@ -70,16 +70,8 @@ a1:
       poll_interval: 100ms
   channels:
     c1: {{ type: memory, capacity: 20000 }}
-  sinks:
-    k1:
-      type: kafka
-      channel: c1
-      brokers: {bootstrap}
-      topic: "{topic}"
-      key: "%{{path}}"
-      headers: [path, offset, fid]
-      batch_size: 500
-"#,
+{sinks}"#,
+        sinks = kafka_sink(bootstrap, topic),
         dir = dir.display(),
     )
 }

@@ -23,7 +23,7 @@ use support::agent::{Agent, free_port, http_get, wait_until};
 use support::kafka::KafkaBroker;
 use support::rotation::{Progress, Scheme, started, stop, write_rotating};
 use support::tail_topic::{
-    DELIVERY, PARTITIONS, audit, by_fid, counts, lines_in, read_until, topic_prefix,
+    DELIVERY, PARTITIONS, audit, by_fid, counts, kafka_sink, lines_in, read_until, topic_prefix,
 };
 
 /// How long the broker stays down.
@@ -89,16 +89,8 @@ a1:
   sources:
 {sources}  channels:
     c1: {channel}
-  sinks:
-    k1:
-      type: kafka
-      channel: c1
-      brokers: {bootstrap}
-      topic: "{topic}"
-      key: "%{{path}}"
-      headers: [path, offset, fid]
-      batch_size: 500
-"#,
+{sinks}"#,
+        sinks = kafka_sink(bootstrap, topic),
         dir = dir.display(),
     )
 }

@@ -17,6 +17,24 @@ pub const PARTITIONS: i32 = 4;
 /// How long every line may take to reach Kafka once written.
 pub const DELIVERY: Duration = Duration::from_secs(90);
 
+/// The `sinks:` section of an agent: sink `k1` on channel `c1` writing to `topic` (a
+/// template) on `bootstrap`, keyed by `%{path}`, with the headers `sluice audit` needs to check
+/// each file generation (`path`, `offset`, `fid`).
+pub fn kafka_sink(bootstrap: &str, topic: &str) -> String {
+    format!(
+        r#"  sinks:
+    k1:
+      type: kafka
+      channel: c1
+      brokers: {bootstrap}
+      topic: "{topic}"
+      key: "%{{path}}"
+      headers: [path, offset, fid]
+      batch_size: 500
+"#
+    )
+}
+
 /// A topic name prefix not used before, even on a shared external broker.
 pub fn topic_prefix(test: &str) -> String {
     let nanos = SystemTime::now()
