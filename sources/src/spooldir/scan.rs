@@ -22,9 +22,13 @@ use super::config::{FAILED_SUFFIX, Order, SpoolDirConfig};
 /// A file's identity, size and modification time: what says whether it changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Shape {
+    /// The device of the file system the file is on.
     pub dev: u64,
+    /// The file's inode number.
     pub ino: u64,
+    /// Its size in bytes.
     pub len: u64,
+    /// When it was last modified.
     pub mtime: SystemTime,
 }
 
@@ -59,7 +63,9 @@ pub(super) fn needed_quiet(len: u64, ready_after: Duration, empty_grace: Duratio
 /// A file ready to be read, as the listing saw it.
 #[derive(Debug, Clone)]
 pub(super) struct Candidate {
+    /// Where it is.
     pub path: PathBuf,
+    /// What it looked like.
     pub shape: Shape,
     /// Since when the file has been seen with this shape.
     pub seen: Instant,
