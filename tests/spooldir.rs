@@ -527,17 +527,29 @@ fn fifos_devices_and_dangling_links_are_skipped_with_one_log_line_each() {
 #[test]
 fn a_deleted_spool_folder_is_logged_once_and_its_return_is_noticed() {
     let (tmp, spool, data) = spool_dirs();
-    let mut agent = Agent::start(
-        &tmp.path().join("run"),
-        "a1",
-        &config(&spool, &data, "      poll_interval: 50ms", 1000),
+    let port = free_port();
+    let cfg = config(&spool, &data, "      poll_interval: 50ms", 1000).replacen(
+        "a1:\n",
+        &format!("a1:\n  http: 127.0.0.1:{port}\n"),
+        1,
     );
+    let mut agent = Agent::start(&tmp.path().join("run"), "a1", &cfg);
+    let health = || {
+        http_get(port, "/health")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
     wait_until(LONG, "the source started", || {
         agent.stderr_text().contains("spooldir source started")
     });
     fs::remove_dir(&spool).unwrap();
     wait_until(LONG, "the folder's absence logged", || {
         agent.stderr_text().contains("cannot list the")
+    });
+    // /health tells it while it lasts.
+    wait_until(LONG, "/health degraded, naming the folder", || {
+        let h = health();
+        h.starts_with("degraded\n") && h.contains("source r1: cannot list the spool folder")
     });
     // Twenty poll intervals without the folder: still one error.
     let since = std::time::Instant::now();
@@ -549,6 +561,8 @@ fn a_deleted_spool_folder_is_logged_once_and_its_return_is_noticed() {
     wait_until(LONG, "a file dropped into the new folder completed", || {
         spool.join("back.log.COMPLETED").exists()
     });
+    let h = health();
+    assert!(h.starts_with("ok\n"), "{h}");
     agent.signal(libc::SIGTERM);
     assert!(agent.wait_exit(LONG).success());
     let log = agent.stderr_text();

@@ -343,8 +343,16 @@ pub fn health(c: &Components, now_ms: u64) -> String {
         .iter()
         .map(|(n, m)| (n.as_str(), m.health(now_ms)))
         .collect();
-    let ok = sinks.iter().all(|(_, h)| h.ok());
+    let problems: Vec<(&str, String)> = c
+        .sources
+        .iter()
+        .filter_map(|(n, m)| Some((n.as_str(), m.problem()?)))
+        .collect();
+    let ok = sinks.iter().all(|(_, h)| h.ok()) && problems.is_empty();
     let mut out = String::from(if ok { "ok\n" } else { "degraded\n" });
+    for (name, problem) in &problems {
+        let _ = writeln!(out, "source {name}: {problem}");
+    }
     for (name, h) in &sinks {
         let state = match (h.connected, h.failing) {
             (false, _) => "not connected",

@@ -1,5 +1,6 @@
 //! A source's counters, read by the agent's metrics endpoint.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Counters every source keeps. Updated once per batch or per file, never per line.
@@ -24,6 +25,9 @@ pub struct SourceMetrics {
     pub files_missed: AtomicU64,
     /// Set once the source runs: its folders are listed and it reads what it found.
     started: AtomicBool,
+    /// What keeps the source from working now (a spool folder that cannot be listed), for
+    /// `/health`.
+    problem: Mutex<Option<String>>,
 }
 
 impl SourceMetrics {
@@ -40,6 +44,19 @@ impl SourceMetrics {
     /// Marks the source started: it listed what it reads and is reading it.
     pub fn mark_started(&self) {
         self.started.store(true, Ordering::Relaxed);
+    }
+
+    /// Sets or clears what keeps the source from working now.
+    pub fn set_problem(&self, problem: Option<String>) {
+        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    /// What keeps the source from working now, if anything.
+    pub fn problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Whether the source started (see [`SourceMetrics::mark_started`]).

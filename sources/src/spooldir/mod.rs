@@ -194,8 +194,17 @@ impl SpoolDirSource {
                 let (found, state) = self
                     .spool
                     .next(|p| flight.iter().any(|f| f.path.as_path() == p));
-                if state == FolderState::Recovered {
-                    watcher = self.watch(wake.clone());
+                match state {
+                    FolderState::Recovered => {
+                        self.ctx.metrics.set_problem(None);
+                        watcher = self.watch(wake.clone());
+                    }
+                    FolderState::Unavailable if self.ctx.metrics.problem().is_none() => {
+                        let problem =
+                            format!("cannot list the spool folder {}", self.cfg.dir.display());
+                        self.ctx.metrics.set_problem(Some(problem));
+                    }
+                    _ => {}
                 }
                 next = found.map(Next::New);
             }
