@@ -2,16 +2,17 @@
 //! then renamed with a suffix or deleted.
 //!
 //! Progress is checkpointed in `STATE_DIR/spooldir.json` as the files in progress (path,
-//! device, inode) and, for each, the offset up to which every line is safe. A restart resumes
-//! there: no line is lost, and only lines that were in flight are read again. A file is
-//! renamed or deleted only once all its lines are safe.
+//! device, inode) some of whose lines are safe and, for each, the offset up to which every line
+//! is. A restart resumes there (and reads the other files from their start): no line is lost,
+//! and only lines that were in flight are read again. A file is renamed or deleted only once
+//! all its lines are safe.
 //!
 //! A file is read only once it has stayed unchanged for `ready_after` (an empty one: for
 //! `empty_grace`), and a reader at the end of a file that still grows follows it until it has
 //! stayed unchanged that long; only then is its end the end of the file. A file that changes
 //! after that, before it is completed, is set aside, never completed. A read that is cut short
-//! by the agent stopping is not the file's fault: the file stays in place and in the
-//! checkpoint, and is read on after a restart.
+//! by the agent stopping is not the file's fault: the file stays in place (and in the
+//! checkpoint), and is read on after a restart.
 
 mod config;
 mod reader;
@@ -39,8 +40,8 @@ use reader::{Batch, FileReader, ReadFailure};
 use scan::{Candidate, FolderState, Shape, Spool};
 
 /// How often, at most, the checkpoint is made durable (fsynced); and at a stop. In between,
-/// it is rewritten without fsync whenever the safe offset advances or a file is finished,
-/// which a crash of the process survives. A power loss may bring back an older checkpoint:
+/// it is rewritten without fsync whenever what it says changes (a safe offset advances, a file
+/// it lists is finished), which a crash of the process survives. A power loss may bring back an older checkpoint:
 /// it names files with offsets that were safe then, so a restart repeats lines, and skips the
 /// entries of files completed since (their names are gone, or point to other inodes). Not
 /// syncing at each finished file keeps thousands of small files from costing an fsync each.
@@ -50,9 +51,6 @@ const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// while the last one's lines are still being delivered keeps the sink busy at file
 /// boundaries.
 const MAX_FILES_IN_FLIGHT: usize = 8;
-
-/// How old a look at a file's end may be to decide that it is the end of the file.
-const FRESH: Duration = Duration::from_millis(10);
 
 /// How long a reader may follow a file that keeps growing before it says so.
 const LONG_GROWTH: Duration = Duration::from_secs(60);
@@ -132,6 +130,8 @@ pub struct SpoolDirSource {
     synced_at: Instant,
     /// The checkpoint was rewritten since it was last made durable.
     unsynced: bool,
+    /// What the checkpoint was last written with.
+    written: Option<Arc<Vec<u8>>>,
     /// Where blocking reads and writes run: the current runtime's pool unless a test says
     /// otherwise.
     blocking: Option<Handle>,
@@ -148,6 +148,7 @@ impl SpoolDirSource {
             flight: VecDeque::new(),
             synced_at: Instant::now(),
             unsynced: false,
+            written: None,
             blocking: None,
         }
     }
@@ -294,11 +295,16 @@ impl SpoolDirSource {
     }
 
     /// Writes the checkpoint of the files in flight; see [`SYNC_EVERY`] for `durable`.
+    ///
+    /// Files none of whose lines are safe yet are left out (a restart reads them from their
+    /// start all the same), and a checkpoint that would say what the last one said is not
+    /// written again: thousands of small files, each read and safe at once, cost no write.
     async fn save_checkpoint(&mut self, durable: bool) {
         let cp = Checkpoint {
             files: self
                 .flight
                 .iter()
+                .filter(|f| f.safe > 0)
                 .map(|f| InProgress {
                     path: f.path.clone(),
                     dev: f.opened.dev,
@@ -307,12 +313,16 @@ impl SpoolDirSource {
                 })
                 .collect(),
         };
+        let data = Arc::new(serde_json::to_vec(&cp).unwrap_or_default());
+        if self.written.as_ref() == Some(&data) && (!durable || !self.unsynced) {
+            return;
+        }
         if durable {
             self.synced_at = Instant::now();
         }
         self.unsynced = !durable;
+        self.written = Some(data.clone());
         let path = self.checkpoint_path.clone();
-        let data = Arc::new(serde_json::to_vec(&cp).unwrap_or_default());
         let write = {
             let (path, data) = (path.clone(), data.clone());
             move || atomic_file::write_atomic(&path, &data, durable)
@@ -503,18 +513,7 @@ impl SpoolDirSource {
             }
             let chunk = match reader.next(&blocking).await {
                 Ok(c) => c,
-                Err(ReadFailure::Interrupted) => {
-                    info!(source = %self.ctx.name, file = %path.display(), offset = reader.offset(),
-                        "read interrupted: the agent is stopping; the file stays in place and is read on after a restart");
-                    return false;
-                }
-                Err(ReadFailure::File(e)) => {
-                    SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
-                    error!(source = %self.ctx.name, file = %path.display(), offset = reader.offset(), error = %e,
-                        "read error; the file is set aside after what was read is safe");
-                    self.set_read(ReadEnd::Failed);
-                    return true;
-                }
+                Err(failure) => return self.read_failed(&path, reader.offset(), failure),
             };
             let long = reader.long_lines();
             if long.lines > reported_long {
@@ -529,12 +528,16 @@ impl SpoolDirSource {
                 return false;
             }
             self.advance(false).await;
-            let Some((end, seen_at)) = chunk.end else {
+            let Some(mut end) = chunk.end else {
                 continue;
             };
-            if put_any && seen_at.elapsed() > FRESH {
-                // Seen before the puts, which waited for room in the channel: look again.
-                continue;
+            if put_any {
+                // Seen before the puts, which may have waited for room in the channel: look
+                // at the file again.
+                end = match reader.look(&blocking).await {
+                    Ok(shape) => shape,
+                    Err(failure) => return self.read_failed(&path, reader.offset(), failure),
+                };
             }
             // At the end of the bytes. Is it the end of the file?
             let read_to = reader.read_to();
@@ -580,6 +583,27 @@ impl SpoolDirSource {
                 _ = tokio::time::sleep(needed - quiet) => {}
                 _ = shutdown.reached(Phase::Draining) => return false,
                 _ = self.wait_front(), if waiting => {}
+            }
+        }
+    }
+
+    /// Handles a failed read of the newest file in flight; returns what
+    /// [`SpoolDirSource::read_file`] returns. A cancelled read is the agent stopping: the file
+    /// stays in flight, unfinished. A fault of the file sets it aside once what was read is
+    /// safe.
+    fn read_failed(&mut self, path: &Path, offset: u64, failure: ReadFailure) -> bool {
+        match failure {
+            ReadFailure::Interrupted => {
+                info!(source = %self.ctx.name, file = %path.display(), offset,
+                    "read interrupted: the agent is stopping; the file stays in place and is read on after a restart");
+                false
+            }
+            ReadFailure::File(e) => {
+                SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
+                error!(source = %self.ctx.name, file = %path.display(), offset, error = %e,
+                    "read error; the file is set aside after what was read is safe");
+                self.set_read(ReadEnd::Failed);
+                true
             }
         }
     }

@@ -8,7 +8,6 @@
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
 
 use sluice_channels::{Event, Origin};
 use tokio::runtime::Handle;
@@ -41,9 +40,8 @@ pub(super) enum ReadFailure {
 pub(super) struct Chunk {
     /// The complete lines read, in batches.
     pub batches: Vec<Batch>,
-    /// Set when the read found no more bytes: the file's shape at that moment, and when it
-    /// was seen.
-    pub end: Option<(Shape, Instant)>,
+    /// Set when the read found no more bytes: the file's shape at that moment.
+    pub end: Option<Shape>,
 }
 
 /// A file and its framer, moved to a blocking thread for each read.
@@ -116,7 +114,7 @@ impl FileReader {
                     framer.frame(batcher(&mut batches, &origin, batch_size));
                     close_last(&mut batches, framer.offset());
                     let end = if at_end {
-                        Some((Shape::of(&file.metadata()?), Instant::now()))
+                        Some(Shape::of(&file.metadata()?))
                     } else {
                         None
                     };
@@ -134,10 +132,32 @@ impl FileReader {
         self.framer = Some(framer);
         let (chunk, n) = result?;
         self.read_to += n;
-        if let Some((end, _)) = &chunk.end {
+        if let Some(end) = &chunk.end {
             self.size = end.len;
         }
         Ok(chunk)
+    }
+
+    /// The file's shape now, looked at on a blocking thread of `blocking`.
+    pub async fn look(&mut self, blocking: &Handle) -> Result<Shape, ReadFailure> {
+        let Some(file) = self.file.take() else {
+            return Err(io::Error::other("reader used after a failure").into());
+        };
+        let joined = blocking
+            .spawn_blocking(move || {
+                let shape = file.metadata().map(|m| Shape::of(&m));
+                (file, shape)
+            })
+            .await;
+        let (file, shape) = match joined {
+            Ok(x) => x,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return Err(ReadFailure::Interrupted),
+        };
+        self.file = Some(file);
+        let shape = shape?;
+        self.size = shape.len;
+        Ok(shape)
     }
 
     /// Hands out the unterminated last line (if any), at the end of a file that will not
