@@ -542,6 +542,14 @@ fn ready_waits_for_the_broker_outages_are_logged_once_and_draining_is_unready() 
     wait_until(LONG, "the sink reports the outage", || {
         metric(port, "sluice_sink_connected") == 0
     });
+    // The source read them (a new file is read once it stayed unchanged for `ready_after`):
+    // they wait in the channel, so the drain has something to wait for.
+    wait_until(LONG, "the late lines in the channel", || {
+        http_get(port, "/metrics").is_some_and(|(_, page)| {
+            page.lines()
+                .any(|l| l.starts_with("sluice_source_events_total{") && l.ends_with(" 12000"))
+        })
+    });
     agent.signal(libc::SIGTERM);
     wait_until(LONG, "unready while draining", || {
         ready(port).is_some_and(|(ok, body)| !ok && body.contains("the agent is stopping"))
