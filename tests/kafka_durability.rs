@@ -10,41 +10,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use support::agent::{Agent, drop_file, free_port, http_get, sluice, wait_until};
+use support::agent::{
+    Agent, drop_file, free_port, http_get, sluice, spool_kafka_config, wait_until,
+};
 use support::kafka::{KafkaBroker, Record, murmur2_partition};
 
 const LONG: Duration = Duration::from_secs(180);
-
-fn config(
-    spool: &Path,
-    data: &Path,
-    brokers: &str,
-    topic: &str,
-    channel: &str,
-    http: u16,
-) -> String {
-    format!(
-        r#"
-a1:
-  data_dir: {data}
-  shutdown_timeout: 30s
-  http: 127.0.0.1:{http}
-  sources:
-    r1: {{ type: spooldir, dir: {spool}, channel: c1, batch_size: 500 }}
-  channels:
-    c1: {channel}
-  sinks:
-    k1:
-      type: kafka
-      channel: c1
-      brokers: {brokers}
-      topic: {topic}
-      batch_size: 1000
-"#,
-        data = data.display(),
-        spool = spool.display(),
-    )
-}
 
 /// A deterministic pseudo-random sequence (xorshift64*), so a failing run can be repeated.
 struct Rng(u64);
@@ -157,7 +128,7 @@ impl Setup {
             tmp.path().join("wal").display()
         );
         let data = tmp.path().join("data");
-        let conf = config(&spool, &data, &broker.bootstrap(), topic, &channel, http);
+        let conf = spool_kafka_config(&spool, &data, &broker.bootstrap(), topic, &channel, http);
         Setup {
             tmp,
             spool,

@@ -11,46 +11,15 @@ mod support;
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use support::agent::{Agent, free_port, http_get, sluice, wait_until};
+use support::agent::{Agent, free_port, http_get, sluice, spool_kafka_config, wait_until};
 use support::kafka::KafkaBroker;
 
 const LONG: Duration = Duration::from_secs(240);
 const PARTITIONS: i32 = 4;
-
-fn config(
-    spool: &Path,
-    data: &Path,
-    bootstrap: &str,
-    topic: &str,
-    http: u16,
-    channel: &str,
-) -> String {
-    format!(
-        r#"
-a1:
-  data_dir: {data}
-  shutdown_timeout: 30s
-  http: 127.0.0.1:{http}
-  sources:
-    r1: {{ type: spooldir, dir: {spool}, channel: c1, batch_size: 500 }}
-  channels:
-    c1: {channel}
-  sinks:
-    k1:
-      type: kafka
-      channel: c1
-      brokers: {bootstrap}
-      topic: {topic}
-      batch_size: 1000
-"#,
-        data = data.display(),
-        spool = spool.display(),
-    )
-}
 
 /// `lines` lines of file `tag`, numbered, of varied length; CRLF on every ninth line; no
 /// final terminator when `open_end`.
@@ -208,13 +177,13 @@ fn files_being_written_slow_copies_and_5000_files_at_once_all_arrive_whole() {
     let mut spool = Spool::new();
     let http = free_port();
     let data = spool.tmp.path().join("data");
-    let conf = config(
+    let conf = spool_kafka_config(
         &spool.spool,
         &data,
         &broker.bootstrap(),
         topic,
-        http,
         "{ type: memory, capacity: 20000 }",
+        http,
     );
     let mut agent = Agent::start(&spool.tmp.path().join("run"), "a1", &conf);
     wait_until(LONG, "the source started", || {
@@ -268,13 +237,13 @@ fn a_sigkill_while_files_are_still_being_written_loses_nothing() {
         "{{ type: file, dir: {}, capacity: 64MiB, min_free_space: 1MiB }}",
         spool.tmp.path().join("wal").display()
     );
-    let conf = config(
+    let conf = spool_kafka_config(
         &spool.spool,
         &data,
         &broker.bootstrap(),
         topic,
-        http,
         &channel,
+        http,
     );
     let run = spool.tmp.path().join("run");
     let mut first = Agent::start(&run, "a1", &conf);

@@ -210,3 +210,37 @@ pub fn spool_dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
     fs::create_dir_all(&spool).unwrap();
     (tmp, spool, data)
 }
+
+/// An agent with a spooldir source on `spool` (batches of 500), channel `c1` as given (a YAML
+/// flow mapping), and a Kafka sink writing to `topic` on `brokers` (batches of 1,000), serving
+/// `/metrics` on `http`.
+pub fn spool_kafka_config(
+    spool: &Path,
+    data: &Path,
+    brokers: &str,
+    topic: &str,
+    channel: &str,
+    http: u16,
+) -> String {
+    format!(
+        r#"
+a1:
+  data_dir: {data}
+  shutdown_timeout: 30s
+  http: 127.0.0.1:{http}
+  sources:
+    r1: {{ type: spooldir, dir: {spool}, channel: c1, batch_size: 500 }}
+  channels:
+    c1: {channel}
+  sinks:
+    k1:
+      type: kafka
+      channel: c1
+      brokers: {brokers}
+      topic: {topic}
+      batch_size: 1000
+"#,
+        data = data.display(),
+        spool = spool.display(),
+    )
+}
