@@ -539,7 +539,12 @@ impl Tail {
                         }
                         None => (Start::At(0), 0, None),
                     };
-                    info!(source = %self.ctx.name, file = %f.path.display(), start = ?start, "following a new file");
+                    // At startup the start line gives the count; one line per file after.
+                    if first {
+                        debug!(source = %self.ctx.name, file = %f.path.display(), start = ?start, "following a new file");
+                    } else {
+                        info!(source = %self.ctx.name, file = %f.path.display(), start = ?start, "following a new file");
+                    }
                     self.add(&f.path, f.pattern, (f.dev, f.ino), start, safe, fp)
                 }
             };
