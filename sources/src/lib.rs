@@ -2,6 +2,7 @@
 //! their checkpoints only over batches the channel reports safe.
 
 mod atomic_file;
+mod defaults;
 pub mod framing;
 mod metrics;
 pub mod spooldir;

@@ -60,10 +60,10 @@ pub struct SpoolDirConfig {
     #[serde(default)]
     pub order: Order,
     /// The most lines put into the channel at once.
-    #[serde(default = "default_batch_size")]
+    #[serde(default = "crate::defaults::batch_size")]
     pub batch_size: usize,
     /// The longest line kept whole; longer lines follow `long_lines`.
-    #[serde(default = "default_max_line")]
+    #[serde(default = "crate::defaults::max_line_bytes")]
     pub max_line_bytes: ByteSize,
     /// `split` (default: pieces of `max_line_bytes`, nothing lost) or `truncate`.
     #[serde(default)]
@@ -89,12 +89,6 @@ pub struct SpoolDirConfig {
 fn default_suffix() -> String {
     ".COMPLETED".to_owned()
 }
-fn default_batch_size() -> usize {
-    1000
-}
-fn default_max_line() -> ByteSize {
-    ByteSize(960 << 10)
-}
 fn default_poll() -> HumanDuration {
     HumanDuration(Duration::from_millis(500))
 }
@@ -118,8 +112,8 @@ impl SpoolDirConfig {
             completed_suffix: default_suffix(),
             after_read: AfterRead::default(),
             order: Order::default(),
-            batch_size: default_batch_size(),
-            max_line_bytes: default_max_line(),
+            batch_size: crate::defaults::batch_size(),
+            max_line_bytes: crate::defaults::max_line_bytes(),
             long_lines: LongLinePolicy::default(),
             poll_interval: default_poll(),
             ready_after: default_ready_after(),

@@ -91,10 +91,10 @@ pub struct TailDirConfig {
     #[serde(default)]
     pub position_file: Option<PathBuf>,
     /// The most lines put into the channel at once.
-    #[serde(default = "default_batch_size")]
+    #[serde(default = "crate::defaults::batch_size")]
     pub batch_size: usize,
     /// The longest line kept whole; longer lines follow `long_lines`.
-    #[serde(default = "default_max_line")]
+    #[serde(default = "crate::defaults::max_line_bytes")]
     pub max_line_bytes: ByteSize,
     /// `split` (default: pieces of `max_line_bytes`, nothing lost) or `truncate`.
     #[serde(default)]
@@ -131,12 +131,6 @@ pub struct TailDirConfig {
     pub max_open_files: usize,
 }
 
-fn default_batch_size() -> usize {
-    1000
-}
-fn default_max_line() -> ByteSize {
-    ByteSize(960 << 10)
-}
 fn default_idle_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(300))
 }
