@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::agent::{Agent, drop_file, free_port, http_get, sluice_bin, spool_dirs, wait_until};
+use support::agent::{
+    Agent, drop_file, free_port, http_get, metric, sluice_bin, spool_dirs, wait_until,
+};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -248,15 +250,6 @@ fn sigterm_mid_file_drains_and_a_restart_repeats_nothing() {
     );
 }
 
-/// The value of the metric line starting with `name` (labels included), if served.
-fn metric(port: u16, name: &str) -> Option<u64> {
-    let body = http_get(port, "/metrics")?.1;
-    body.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[test]
 fn a_file_changed_after_its_end_was_read_is_set_aside_and_the_agent_goes_on() {
     let (tmp, spool, data) = spool_dirs();
@@ -281,7 +274,7 @@ fn a_file_changed_after_its_end_was_read_is_set_aside_and_the_agent_goes_on() {
     // The last line of b-changed.log has no terminator: it is put only once the end of the
     // file was reached for good.
     wait_until(LONG, "both files read to their end", || {
-        metric(port, "sluice_source_events_total{") == Some(100_010)
+        metric(port, "sluice_source_events_total", "") == Some(100_010)
     });
     fs::OpenOptions::new()
         .append(true)

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use support::agent::{Agent, free_port, http_get, sluice, spool_kafka_config, wait_until};
+use support::agent::{Agent, free_port, metric, sluice, spool_kafka_config, wait_until};
 use support::kafka::KafkaBroker;
 
 const LONG: Duration = Duration::from_secs(240);
@@ -120,14 +120,6 @@ impl Spool {
     }
 }
 
-fn metric(port: u16, name: &str) -> Option<u64> {
-    let body = http_get(port, "/metrics")?.1;
-    body.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 /// Checks the topic: `sluice audit --expect` clean, and every file's lines under its key,
 /// first deliveries complete and in order. Returns the number of repeated records.
 fn check_topic(broker: &KafkaBroker, topic: &str, spool: &Spool) -> usize {
@@ -217,7 +209,7 @@ fn files_being_written_slow_copies_and_5000_files_at_once_all_arrive_whole() {
     assert_eq!(spool.set_aside(), Vec::<String>::new(), "no file set aside");
     let total = spool.total_lines() as u64;
     wait_until(LONG, "every line delivered", || {
-        metric(http, "sluice_sink_events_total{") >= Some(total)
+        metric(http, "sluice_sink_events_total", "") >= Some(total)
     });
     agent.signal(libc::SIGTERM);
     assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
@@ -261,7 +253,7 @@ fn a_sigkill_while_files_are_still_being_written_loses_nothing() {
     }
     spool.small_files(500);
     wait_until(LONG, "some lines delivered", || {
-        metric(http, "sluice_sink_events_total{").is_some_and(|n| n > 0)
+        metric(http, "sluice_sink_events_total", "").is_some_and(|n| n > 0)
     });
     first.kill();
     let mut second = Agent::start(&run, "a1", &conf);
@@ -272,7 +264,7 @@ fn a_sigkill_while_files_are_still_being_written_loses_nothing() {
     });
     assert_eq!(spool.set_aside(), Vec::<String>::new(), "no file set aside");
     wait_until(LONG, "the channel drained", || {
-        metric(http, "sluice_channel_events{") == Some(0)
+        metric(http, "sluice_channel_events", "") == Some(0)
     });
     second.signal(libc::SIGTERM);
     assert!(second.wait_exit(LONG).success(), "{}", second.stderr_text());

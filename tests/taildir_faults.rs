@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use support::agent::{Agent, free_port, http_get, wait_until};
+use support::agent::{Agent, free_port, metric, wait_until};
 use support::rotation::{Line, append, started, stop, text};
 
 /// Parses the console output; any line that is not one of the writers' is an error.
@@ -110,14 +110,6 @@ fn files_that_live_milliseconds_under_the_watched_name_are_read_whole() {
     }
 }
 
-/// The value of the metric line that starts with `name{` in a Prometheus text page.
-fn metric(page: &str, name: &str) -> Option<u64> {
-    page.lines()
-        .find(|l| l.starts_with(&format!("{name}{{")))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 /// Files are created under the watched name and renamed at once into a folder that is not
 /// watched, hundreds of times. Some may be gone before the source could open them: each such
 /// file is logged by name and counted in `sluice_source_files_missed_total`, and every other
@@ -143,11 +135,7 @@ fn a_file_renamed_out_of_sight_before_it_could_be_opened_is_reported() {
         write_generation(&live, g, u64::from(g) * per_file, per_file);
         fs::rename(&live, away.join(format!("app.log.{g}"))).unwrap();
     }
-    let missed = || {
-        http_get(port, "/metrics")
-            .and_then(|(_, page)| metric(&page, "sluice_source_files_missed_total"))
-            .unwrap_or(0)
-    };
+    let missed = || metric(port, "sluice_source_files_missed_total", "").unwrap_or(0);
     wait_until(
         Duration::from_secs(60),
         "every file read or reported missed",

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use support::agent::{Agent, free_port, http_get, wait_until};
+use support::agent::{Agent, free_port, metric, wait_until};
 use support::kafka::KafkaBroker;
 use support::rotation::{Progress, Scheme, started, stop, write_rotating};
 use support::tail_topic::{
@@ -95,23 +95,6 @@ a1:
     )
 }
 
-/// The value of metric `name` whose labels include `label` (`sink="k1"`), 0 if absent.
-fn metric(port: u16, name: &str, label: &str) -> u64 {
-    let Some((_, page)) = http_get(port, "/metrics") else {
-        return 0;
-    };
-    let prefix = format!("{name}{{");
-    page.lines()
-        .filter(|l| l.starts_with(&prefix))
-        .find(|l| {
-            l.split_once('}')
-                .is_some_and(|(labels, _)| labels.contains(label))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 /// Runs the cells through one agent whose channel is `channel`, with a broker outage in the
 /// middle; `backpressure` asserts that the channel filled up and held the sources back.
 fn outage(test: &str, cells: &[Cell], channel: &str, backpressure: bool) {
@@ -154,7 +137,8 @@ fn outage(test: &str, cells: &[Cell], channel: &str, backpressure: bool) {
             port,
             "sluice_source_events_total",
             &format!("source=\"{name}\""),
-        );
+        )
+        .unwrap_or(0);
         let mut last = last_count.lock().unwrap();
         if n != last.0 {
             *last = (n, Instant::now());
@@ -180,15 +164,16 @@ fn outage(test: &str, cells: &[Cell], channel: &str, backpressure: bool) {
         };
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             wait_until(DELIVERY, "lines flowing into Kafka", || {
-                metric(port, "sluice_sink_events_total", "sink=\"k1\"") >= 10_000
+                metric(port, "sluice_sink_events_total", "sink=\"k1\"").unwrap_or(0) >= 10_000
             });
             broker.stop();
             let down = Instant::now();
             let before: Vec<u32> = (0..cells.len()).map(rotations).collect();
             if backpressure {
                 wait_until(OUTAGE, "the channel full, holding the sources back", || {
-                    let held = metric(port, "sluice_channel_events", "channel=\"c1\"");
-                    let cap = metric(port, "sluice_channel_capacity_events", "channel=\"c1\"");
+                    let held = metric(port, "sluice_channel_events", "channel=\"c1\"").unwrap_or(0);
+                    let cap = metric(port, "sluice_channel_capacity_events", "channel=\"c1\"")
+                        .unwrap_or(0);
                     cap > 0 && held + 1_000 >= cap
                 });
             }

@@ -244,3 +244,19 @@ a1:
         spool = spool.display(),
     )
 }
+
+/// The value of the agent's metric `name` whose labels include `label` (`sink="k1"`; empty for
+/// the first series), if the agent on `port` serves it.
+pub fn metric(port: u16, name: &str, label: &str) -> Option<u64> {
+    let page = http_get(port, "/metrics")?.1;
+    let prefix = format!("{name}{{");
+    page.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .find(|l| {
+            l.split_once('}')
+                .is_some_and(|(labels, _)| labels.contains(label))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
