@@ -343,6 +343,43 @@ fn the_shipped_spooldir_kafka_config_delivers_to_kafkatopic() {
     assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
 }
 
+/// librdkafka's own log lines (here its broker debug lines, asked for with `producer.debug`)
+/// reach the agent's log: rdkafka routes them to the queue the sink serves, and before they
+/// were served there they were dropped, so not even librdkafka's warnings were ever seen.
+#[test]
+fn librdkafka_log_lines_reach_the_agent_log() {
+    let (dir, spool, data) = spool_dirs();
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let cfg = config_with(
+        &spool,
+        &data,
+        &nowhere,
+        "app-logs",
+        free_port(),
+        1000,
+        "      producer: { debug: broker }\n",
+    );
+    let mut agent = Agent::start_with_env(
+        dir.path(),
+        "a1",
+        &cfg,
+        &[("RUST_LOG", "info,sluice_sinks=debug")],
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "librdkafka's broker debug lines in the log",
+        || agent.stderr_text().contains("librdkafka: "),
+    );
+    let log = agent.stderr_text();
+    assert!(
+        log.lines().any(|l| l.contains("librdkafka: ")
+            && l.contains("facility=")
+            && l.contains("sink=\"k1\"")),
+        "each line names its sink and facility: {log}"
+    );
+    agent.kill();
+}
+
 #[test]
 fn a_wrong_broker_address_shows_as_not_connected_with_errors() {
     let (dir, spool, data) = spool_dirs();

@@ -92,11 +92,34 @@ impl Agent {
         Self::start_with_env(dir, name, config, &[])
     }
 
-    /// Like [`Agent::start`], with extra environment variables.
+    /// Like [`Agent::start`], with extra environment variables (`RUST_LOG` among them: the
+    /// test's own is not passed on).
     pub fn start_with_env(dir: &Path, name: &str, config: &str, env: &[(&str, &str)]) -> Agent {
+        Self::start_with(dir, name, config, env, &[])
+    }
+
+    /// Like [`Agent::start_with_env`], with extra arguments after `agent -n NAME -f FILE`.
+    pub fn start_with(
+        dir: &Path,
+        name: &str,
+        config: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Agent {
         fs::create_dir_all(dir).unwrap();
         let conf = dir.join("agent.yaml");
         fs::write(&conf, config).unwrap();
+        Self::run(dir, name, &conf, env, args)
+    }
+
+    /// Starts agent `name` from the configuration file `conf` (written by the caller), with
+    /// extra arguments; its output goes to numbered files in `dir`.
+    pub fn start_file(dir: &Path, name: &str, conf: &Path, args: &[&str]) -> Agent {
+        fs::create_dir_all(dir).unwrap();
+        Self::run(dir, name, conf, &[], args)
+    }
+
+    fn run(dir: &Path, name: &str, conf: &Path, env: &[(&str, &str)], args: &[&str]) -> Agent {
         let run = (0..)
             .find(|i| !dir.join(format!("stdout.{i}")).exists())
             .unwrap();
@@ -104,9 +127,10 @@ impl Agent {
         let stderr = dir.join(format!("stderr.{run}"));
         let child = Command::new(sluice_bin())
             .args(["agent", "-n", name, "-f"])
-            .arg(&conf)
-            .envs(env.iter().copied())
+            .arg(conf)
+            .args(args)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(fs::File::create(&stdout).unwrap())
             .stderr(fs::File::create(&stderr).unwrap())

@@ -13,7 +13,7 @@ use sluice_channels::units::ByteSize;
 use super::template::Template;
 
 /// The Kafka sink's options, as written under `sinks.NAME` (without `type` and `channel`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap servers: `host:port`, several separated by commas.
@@ -409,7 +409,12 @@ impl KafkaConfig {
     /// `producer:` map as written.
     pub fn client_config(&self, sink: &str) -> ClientConfig {
         let mut c = ClientConfig::new();
-        c.set_log_level(RDKafkaLogLevel::Warning);
+        // librdkafka's debug lines (`producer: { debug: ... }`) pass only when asked for.
+        c.set_log_level(if self.producer.contains_key("debug") {
+            RDKafkaLogLevel::Debug
+        } else {
+            RDKafkaLogLevel::Warning
+        });
         for (k, v) in ORDERING_DEFAULTS {
             c.set(k, v);
         }

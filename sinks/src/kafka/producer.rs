@@ -150,6 +150,16 @@ pub fn opaque(slot: usize, index: usize) -> usize {
     (slot << INDEX_BITS) | (index & INDEX_MASK)
 }
 
+/// Logs one of librdkafka's log lines at its syslog `level` (0 emergency to 7 debug).
+fn log_line(sink: &str, level: i32, facility: &str, message: &str) {
+    match level {
+        ..=3 => error!(sink, facility, "librdkafka: {message}"),
+        4 => warn!(sink, facility, "librdkafka: {message}"),
+        5 | 6 => info!(sink, facility, "librdkafka: {message}"),
+        _ => debug!(sink, facility, "librdkafka: {message}"),
+    }
+}
+
 /// Receives librdkafka's callbacks: delivery reports, logs and client errors.
 struct Context {
     sink: String,
@@ -158,18 +168,7 @@ struct Context {
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        let sink = &self.sink;
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => error!(sink, facility = fac, "librdkafka: {message}"),
-            RDKafkaLogLevel::Warning => warn!(sink, facility = fac, "librdkafka: {message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                info!(sink, facility = fac, "librdkafka: {message}")
-            }
-            RDKafkaLogLevel::Debug => debug!(sink, facility = fac, "librdkafka: {message}"),
-        }
+        log_line(&self.sink, level as i32, fac, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -475,7 +474,8 @@ impl KafkaProducer {
     }
 
     /// Applies one event: delivery reports to the slots, client errors to the log and the
-    /// metrics, statistics to the connection state.
+    /// metrics, statistics to the connection state, librdkafka's own log lines to the log
+    /// (rdkafka routes them to this queue: unserved, they would be lost).
     fn serve(&self, ev: *mut rdsys::rd_kafka_event_t) {
         // SAFETY: `ev` is a live event from our queue; its messages and strings live as long as
         // it does.
@@ -505,6 +505,12 @@ impl KafkaProducer {
                     let reason = lossy(rdsys::rd_kafka_event_error_string(ev));
                     let fatal = rdsys::rd_kafka_event_error_is_fatal(ev) != 0;
                     self.client_error(code, &reason, fatal);
+                }
+                rdsys::RD_KAFKA_EVENT_LOG => {
+                    let (mut fac, mut text, mut level) = (ptr::null(), ptr::null(), 0);
+                    if rdsys::rd_kafka_event_log(ev, &mut fac, &mut text, &mut level) == 0 {
+                        log_line(&self.sink, level, lossy(fac).trim(), lossy(text).trim());
+                    }
                 }
                 rdsys::RD_KAFKA_EVENT_STATS => {
                     let json = rdsys::rd_kafka_event_stats(ev);
