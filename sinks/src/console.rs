@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 use crate::{SinkContext, SinkError, SinkMetrics};
 
 /// The console sink's options, as written under `sinks.NAME` (without `type` and `channel`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleConfig {
     /// The most events taken from the channel at once.
@@ -51,7 +51,8 @@ impl ConsoleSink {
         ConsoleSink { cfg, ctx }
     }
 
-    /// Runs until the channel is closed and empty, or the agent aborts. An abort returns at
+    /// Runs until the channel is closed and empty, until it is asked to drain (it returns
+    /// once the batch being written is committed), or until the agent aborts. An abort returns at
     /// once, also while a write to stdout is blocked (a pipe nobody reads): the batch being
     /// written is left to the blocked thread and is neither committed nor rolled back, so its
     /// lines are read again from their sources' checkpoints after a restart.
@@ -73,7 +74,7 @@ impl ConsoleSink {
         loop {
             let lease = tokio::select! {
                 lease = channel.take(self.cfg.batch_size) => lease,
-                _ = shutdown.reached(Phase::Aborting) => break,
+                _ = shutdown.reached(Phase::Draining) => break,
             };
             let lease = lease.map_err(|error| SinkError::Channel {
                 sink: self.ctx.name.clone(),

@@ -19,8 +19,10 @@ pub struct SinkContext {
     pub name: String,
     /// The channel the sink drains.
     pub channel: Arc<dyn Channel>,
-    /// The agent's lifecycle: on `Draining` the sink keeps delivering until the channel is
-    /// closed and empty; on `Aborting` it returns at once.
+    /// The sink's lifecycle. The sink delivers until its channel is closed and empty (how
+    /// the agent stops: it closes the channels). On `Draining` (how a reload retires a sink
+    /// while its channel stays open) it takes nothing more and returns once what it took is
+    /// delivered and committed. On `Aborting` it returns at once, rolling back what it holds.
     pub shutdown: Shutdown,
     /// The sink's counters.
     pub metrics: Arc<SinkMetrics>,

@@ -58,7 +58,8 @@ impl KafkaSink {
     }
 
     /// Runs until the channel is closed and empty and everything taken was delivered, or
-    /// until the agent aborts (then what is in flight is rolled back). Fails when a line can
+    /// until it is asked to drain (then it takes nothing more and returns once what it took
+    /// was delivered), or until the agent aborts (then what is in flight is rolled back). Fails when a line can
     /// never be delivered as configured (an oversized line under `oversize: stop`, a record
     /// the broker refuses as too large, a topic name Kafka refuses); the batches not
     /// delivered are back in the channel then.
@@ -67,12 +68,15 @@ impl KafkaSink {
         let mut worker = self.start().await?;
         let channel = self.ctx.channel.clone();
         let mut shutdown = self.ctx.shutdown.clone();
+        let mut retire = self.ctx.shutdown.clone();
         let mut in_flight = 0usize;
         let mut take: Option<Take<'_>> = None;
         let mut closed = false;
+        // Asked to retire (a reload replaces or removes this sink): take nothing more.
+        let mut retiring = false;
         let mut backoff = MIN_BACKOFF;
-        while !(closed && in_flight == 0) {
-            let can_take = !closed && in_flight < self.cfg.batches_in_flight;
+        while !((closed || retiring) && in_flight == 0) {
+            let can_take = !closed && !retiring && in_flight < self.cfg.batches_in_flight;
             if can_take && take.is_none() {
                 take = Some(channel.take(self.cfg.batch_size));
             }
@@ -81,6 +85,10 @@ impl KafkaSink {
                 _ = shutdown.reached(Phase::Aborting) => {
                     drop(take);
                     return self.abort(worker).await;
+                }
+                _ = retire.reached(Phase::Draining), if !retiring => {
+                    retiring = true;
+                    take = None;
                 }
                 report = worker.report() => match report {
                     Some(Report::Delivered(lease)) => {

@@ -575,6 +575,44 @@ async fn a_topic_name_kafka_refuses_stops_the_sink() {
     assert_eq!(channel.stats().events, 3, "the lines stay in the channel");
 }
 
+/// A reload retires a sink with `Draining` while its channel stays open: the sink takes
+/// nothing more, delivers what it took (here held up by a broker outage until the broker is
+/// back), commits it, and returns; the rest waits in the channel, in order, for its successor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_delivers_what_was_taken_and_leaves_the_rest_in_the_channel() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    mock.broker_down(1).unwrap();
+    let channel = Recording::new();
+    channel.put(lines("a.log", 1000)).await.unwrap();
+    let sink = start(
+        config(&bootstrap, "batch_size: 100\nbatches_in_flight: 3"),
+        channel.clone(),
+    );
+    wait_until("three batches in flight", || {
+        channel.outstanding.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    sink.trigger.advance(Phase::Draining);
+    mock.broker_up(1).unwrap();
+    let (result, metrics) = sink.finish().await;
+    result.unwrap();
+    assert_eq!(
+        SinkMetrics::get(&metrics.events),
+        300,
+        "what it took, delivered"
+    );
+    assert_eq!(SinkMetrics::get(&metrics.rollbacks), 0);
+    let stats = channel.stats();
+    assert_eq!((stats.committed_total, stats.events), (300, 700));
+    let rest = channel.take(1000).await.unwrap().unwrap();
+    assert_eq!((rest.first_seq, rest.events.len()), (300, 700));
+    assert_eq!(rest.events[0].body, "a.log:300");
+    let got = consume(&bootstrap, 300).await;
+    let values: Vec<String> = got.iter().map(|r| r.value.clone()).collect();
+    assert_eq!(values, expected("a.log", 300));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_returns_promptly_and_rolls_back_what_is_in_flight() {
     let mock = cluster();
