@@ -90,7 +90,7 @@ pub struct AgentConfig {
 }
 
 /// A configured source.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceDef {
     /// Its name.
     pub name: String,
@@ -101,7 +101,7 @@ pub struct SourceDef {
 }
 
 /// The source types.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SourceKind {
     /// `type: spooldir`.
     SpoolDir(SpoolDirConfig),
@@ -110,7 +110,7 @@ pub enum SourceKind {
 }
 
 /// A configured channel.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChannelDef {
     /// Its name.
     pub name: String,
@@ -119,7 +119,7 @@ pub struct ChannelDef {
 }
 
 /// The channel types.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ChannelKind {
     /// `type: memory`.
     Memory(MemoryChannelConfig),
@@ -128,7 +128,7 @@ pub enum ChannelKind {
 }
 
 /// A configured sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SinkDef {
     /// Its name.
     pub name: String,
@@ -139,7 +139,7 @@ pub struct SinkDef {
 }
 
 /// The sink types.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SinkKind {
     /// `type: console`.
     Console(ConsoleConfig),

@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use sluice_sinks::{SinkHealth, SinkMetrics};
@@ -15,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
-use crate::run::Components;
+use crate::components::Components;
 
 /// Binds the listener for `/metrics` and `/health` on `addr`; `key` names the setting in
 /// errors (`a1.http`).
@@ -93,14 +94,16 @@ async fn answer(mut stream: TcpStream, components: &Components) -> std::io::Resu
 pub fn render(c: &Components) -> String {
     let mut out = String::new();
     let agent = &c.agent;
+    let m = c.members();
     let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, v) in rows {
-            let _ = writeln!(out, "{name}{{agent=\"{agent}\",{labels}}} {v}");
+            let sep = if labels.is_empty() { "" } else { "," };
+            let _ = writeln!(out, "{name}{{agent=\"{agent}\"{sep}{labels}}} {v}");
         }
     };
     let src = |f: fn(&SourceMetrics) -> u64| -> Vec<(String, String)> {
-        c.sources
+        m.sources
             .iter()
             .map(|(n, m)| (format!("source=\"{n}\""), f(m).to_string()))
             .collect()
@@ -154,7 +157,7 @@ pub fn render(c: &Components) -> String {
         src(|m| SourceMetrics::get(&m.files_missed)),
     );
     let chan = |f: fn(&sluice_channels::ChannelStats) -> u64| -> Vec<(String, String)> {
-        c.channels
+        m.channels
             .iter()
             .map(|ch| {
                 (
@@ -213,7 +216,7 @@ pub fn render(c: &Components) -> String {
         chan(|s| s.disk_stalls),
     );
     let sink = |f: &dyn Fn(&SinkMetrics) -> String| -> Vec<(String, String)> {
-        c.sinks
+        m.sinks
             .iter()
             .map(|(n, m)| (format!("sink=\"{n}\""), f(m)))
             .collect()
@@ -282,6 +285,37 @@ pub fn render(c: &Components) -> String {
         "Lines larger than the output accepts (split, skipped or stopped at, by policy).",
         count(|m| &m.oversize),
     );
+    let r = &c.reloads;
+    family(
+        "sluice_config_reloads_total",
+        "counter",
+        "Configuration reloads (SIGHUP, --watch-config): applied, or failed (refused, or a component of the new configuration could not start).",
+        vec![
+            (
+                "result=\"applied\"".to_owned(),
+                r.applied.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "result=\"failed\"".to_owned(),
+                r.failed.load(Ordering::Relaxed).to_string(),
+            ),
+        ],
+    );
+    family(
+        "sluice_config_last_reload_successful",
+        "gauge",
+        "1 if the last configuration reload succeeded (or there was none), else 0.",
+        vec![(
+            String::new(),
+            u8::from(r.last_ok.load(Ordering::Relaxed)).to_string(),
+        )],
+    );
+    family(
+        "sluice_config_loaded_timestamp_seconds",
+        "gauge",
+        "When the running configuration was loaded, in seconds since the Unix epoch.",
+        vec![(String::new(), seconds(r.loaded_ms.load(Ordering::Relaxed)))],
+    );
     out
 }
 
@@ -303,19 +337,19 @@ pub(crate) fn now_ms() -> u64 {
 /// make it unready: the files on disk are the buffer, and `/health` tells about it); not
 /// ready again from the moment the agent begins to stop.
 pub fn readiness(c: &Components) -> (bool, String) {
-    use std::sync::atomic::Ordering;
     let mut reasons: Vec<String> = Vec::new();
     if c.stopping.load(Ordering::Relaxed) {
         reasons.push("the agent is stopping".to_owned());
     } else if !c.running.load(Ordering::Relaxed) {
         reasons.push("the agent is starting".to_owned());
     }
-    for (name, m) in &c.sources {
+    let members = c.members();
+    for (name, m) in &members.sources {
         if !m.started() {
             reasons.push(format!("source {name} has not started"));
         }
     }
-    for (name, m) in &c.sinks {
+    for (name, m) in &members.sinks {
         if !m.reached() {
             let why = m
                 .health(now_ms())
@@ -338,12 +372,13 @@ pub fn readiness(c: &Components) -> (bool, String) {
 /// does not restart an agent that waits out a Kafka outage (restarting would not help: the
 /// files on disk are the buffer); monitoring reads the first line or the metrics.
 pub fn health(c: &Components, now_ms: u64) -> String {
-    let sinks: Vec<(&str, SinkHealth)> = c
+    let members = c.members();
+    let sinks: Vec<(&str, SinkHealth)> = members
         .sinks
         .iter()
         .map(|(n, m)| (n.as_str(), m.health(now_ms)))
         .collect();
-    let problems: Vec<(&str, String)> = c
+    let problems: Vec<(&str, String)> = members
         .sources
         .iter()
         .filter_map(|(n, m)| Some((n.as_str(), m.problem()?)))
@@ -379,7 +414,7 @@ pub fn health(c: &Components, now_ms: u64) -> String {
         }
         out.push('\n');
     }
-    for ch in &c.channels {
+    for ch in &members.channels {
         let s = ch.stats();
         let _ = writeln!(
             out,

@@ -1,12 +1,14 @@
 //! `sluice`: runs one named agent from a YAML file, validates configurations.
 
 mod audit;
+mod components;
 mod config;
 mod envsubst;
 mod http;
 mod logging;
 mod overlap;
 mod probe;
+mod reload;
 mod report;
 mod run;
 mod warnings;
@@ -39,9 +41,13 @@ enum Command {
         /// The agent's name: a top-level key of the file.
         #[arg(short = 'n', long = "name")]
         name: String,
-        /// The YAML configuration file.
+        /// The YAML configuration file. SIGHUP reads it again and applies what changed.
         #[arg(short = 'f', long = "conf-file")]
         file: PathBuf,
+        /// Also reload whenever the file's content changes (a Kubernetes ConfigMap update
+        /// included).
+        #[arg(long)]
+        watch_config: bool,
     },
     /// Check a configuration file and exit non-zero with every problem found.
     Validate {
@@ -82,7 +88,11 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     match cli.command {
-        Command::Agent { name, file } => {
+        Command::Agent {
+            name,
+            file,
+            watch_config,
+        } => {
             let cfg = match config::load(&file, &name) {
                 Ok(c) => c,
                 Err(e) => {
@@ -90,7 +100,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match run::run(cfg) {
+            let origin = run::ConfigFile {
+                path: file,
+                watch: watch_config,
+            };
+            match run::run(cfg, origin) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "agent failed");

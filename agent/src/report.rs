@@ -2,6 +2,7 @@
 //! loses or regains its output and when a channel fills up or has room again (once per
 //! episode, with how long it lasted), and a summary at shutdown. Never a line per event.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use sluice_sources::SourceMetrics;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::run::Components;
+use crate::components::Components;
 
 /// How often sinks and channels are looked at for episodes.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
@@ -26,7 +27,7 @@ const ROOM: f64 = 0.75;
 /// Starts the reporter; it runs until aborted.
 pub fn spawn(c: Arc<Components>, interval: Option<Duration>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut watch = Episodes::new(&c);
+        let mut watch = Episodes::new();
         let mut status = interval.map(|i| Status::new(&c, i));
         let mut tick = tokio::time::interval(WATCH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -40,26 +41,34 @@ pub fn spawn(c: Arc<Components>, interval: Option<Duration>) -> JoinHandle<()> {
     })
 }
 
-/// What the episode watch remembers between looks.
+/// What the episode watch remembers between looks, by component name (a reload may add and
+/// remove components).
 struct Episodes {
     /// Per sink: since when it has not been connected, and whether that was reported.
-    sinks: Vec<(Option<Instant>, bool)>,
+    sinks: HashMap<String, (Option<Instant>, bool)>,
     /// Per channel: since when it has been full, if it is.
-    channels: Vec<Option<Instant>>,
+    channels: HashMap<String, Option<Instant>>,
 }
 
 impl Episodes {
-    fn new(c: &Components) -> Self {
-        let now = Instant::now();
+    fn new() -> Self {
         Episodes {
-            sinks: c.sinks.iter().map(|_| (Some(now), false)).collect(),
-            channels: c.channels.iter().map(|_| None).collect(),
+            sinks: HashMap::new(),
+            channels: HashMap::new(),
         }
     }
 
     fn look(&mut self, c: &Components) {
         let now = Instant::now();
-        for ((name, m), (down_since, reported)) in c.sinks.iter().zip(&mut self.sinks) {
+        let members = c.members();
+        self.sinks
+            .retain(|name, _| members.sinks.iter().any(|(n, _)| n == name));
+        self.channels
+            .retain(|name, _| members.channels.iter().any(|ch| ch.name() == name));
+        for (name, m) in &members.sinks {
+            // A sink seen for the first time counts as not connected since now.
+            let (down_since, reported) =
+                self.sinks.entry(name.clone()).or_insert((Some(now), false));
             match (m.connected(), *down_since) {
                 (true, Some(since)) => {
                     if *reported {
@@ -82,8 +91,9 @@ impl Episodes {
                 }
             }
         }
-        for (ch, full_since) in c.channels.iter().zip(&mut self.channels) {
+        for ch in &members.channels {
             let fill = fill(&ch.stats());
+            let full_since = self.channels.entry(ch.name().to_owned()).or_insert(None);
             match *full_since {
                 None if fill >= FULL => {
                     warn!(channel = ch.name(), fill = %percent(fill),
@@ -101,28 +111,29 @@ impl Episodes {
     }
 }
 
-/// The status line's memory: the counts at the last line.
+/// The status line's memory: the counts at the last line, by component name.
 struct Status {
     interval: Duration,
     last: Instant,
-    sources: Vec<u64>,
-    sinks: Vec<u64>,
+    sources: HashMap<String, u64>,
+    sinks: HashMap<String, u64>,
 }
 
 impl Status {
     fn new(c: &Components, interval: Duration) -> Self {
+        let members = c.members();
         Status {
             interval,
             last: Instant::now(),
-            sources: c
+            sources: members
                 .sources
                 .iter()
-                .map(|(_, m)| SourceMetrics::get(&m.events))
+                .map(|(n, m)| (n.clone(), SourceMetrics::get(&m.events)))
                 .collect(),
-            sinks: c
+            sinks: members
                 .sinks
                 .iter()
-                .map(|(_, m)| SinkMetrics::get(&m.events))
+                .map(|(n, m)| (n.clone(), SinkMetrics::get(&m.events)))
                 .collect(),
         }
     }
@@ -135,19 +146,23 @@ impl Status {
         }
         self.last = Instant::now();
         let secs = elapsed.as_secs_f64().max(0.001);
+        let members = c.members();
         let mut sources = String::new();
-        for ((name, m), last) in c.sources.iter().zip(&mut self.sources) {
+        let mut counts = HashMap::new();
+        for (name, m) in &members.sources {
             let now = SourceMetrics::get(&m.events);
+            let last = self.sources.get(name).copied().unwrap_or(now);
             let _ = write!(
                 sources,
                 "{}{name}: {now} lines, {:.0}/s",
                 sep(&sources),
-                (now - *last) as f64 / secs
+                now.saturating_sub(last) as f64 / secs
             );
-            *last = now;
+            counts.insert(name.clone(), now);
         }
+        self.sources = counts;
         let mut channels = String::new();
-        for ch in &c.channels {
+        for ch in &members.channels {
             let s = ch.stats();
             let _ = write!(
                 channels,
@@ -160,14 +175,16 @@ impl Status {
         }
         let mut sinks = String::new();
         let now_ms = crate::http::now_ms();
-        for ((name, m), last) in c.sinks.iter().zip(&mut self.sinks) {
+        let mut counts = HashMap::new();
+        for (name, m) in &members.sinks {
             let now = SinkMetrics::get(&m.events);
+            let last = self.sinks.get(name).copied().unwrap_or(now);
             let h = m.health(now_ms);
             let _ = write!(
                 sinks,
                 "{}{name}: {now} delivered, {:.0}/s, {}, last delivery {}",
                 sep(&sinks),
-                (now - *last) as f64 / secs,
+                now.saturating_sub(last) as f64 / secs,
                 if h.connected {
                     "connected"
                 } else {
@@ -178,16 +195,18 @@ impl Status {
                     _ => "never".to_owned(),
                 }
             );
-            *last = now;
+            counts.insert(name.clone(), now);
         }
+        self.sinks = counts;
         info!(sources = ?sources, channels = ?channels, sinks = ?sinks, "status");
     }
 }
 
 /// Logs what each component did over the agent's life, at shutdown.
 pub fn summary(c: &Components, ran_for: Duration) {
+    let members = c.members();
     let mut sources = String::new();
-    for (name, m) in &c.sources {
+    for (name, m) in &members.sources {
         let _ = write!(
             sources,
             "{}{name}: {} lines, {} files completed",
@@ -197,7 +216,7 @@ pub fn summary(c: &Components, ran_for: Duration) {
         );
     }
     let mut sinks = String::new();
-    for (name, m) in &c.sinks {
+    for (name, m) in &members.sinks {
         let _ = write!(
             sinks,
             "{}{name}: {} delivered, {} errors",
@@ -207,7 +226,7 @@ pub fn summary(c: &Components, ran_for: Duration) {
         );
     }
     let mut channels = String::new();
-    for ch in &c.channels {
+    for ch in &members.channels {
         let _ = write!(
             channels,
             "{}{}: {} left",

@@ -1,13 +1,14 @@
-//! Wiring and lifecycle: builds the components of one agent, runs them on tokio, and stops
-//! them in order on SIGTERM or SIGINT.
+//! Wiring and lifecycle: builds the components of one agent, runs them on tokio, replaces
+//! the changed ones on a reload (SIGHUP, `--watch-config`), and stops them in order on
+//! SIGTERM or SIGINT.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use sluice_channels::lifecycle::{Phase, ShutdownTrigger};
@@ -18,41 +19,39 @@ use sluice_sinks::{SinkContext, SinkMetrics};
 use sluice_sources::spooldir::SpoolDirSource;
 use sluice_sources::taildir::TailDirSource;
 use sluice_sources::{SourceContext, SourceMetrics};
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::task::JoinSet;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinError, JoinHandle};
 use tracing::{error, info, warn};
 
-use crate::config::{AgentConfig, ChannelKind, SinkKind, SourceKind};
-use crate::http;
-use crate::report;
+use crate::components::{Components, Members};
+use crate::config::{
+    self, AgentConfig, ChannelDef, ChannelKind, SinkDef, SinkKind, SourceDef, SourceKind,
+};
+use crate::reload::{self, Plan};
+use crate::{http, report};
 
 /// How long components get to return after the drain deadline before they are cut off.
 const ABORT_GRACE: Duration = Duration::from_secs(5);
+/// How long a reload waits for the last users of a replaced channel to let go of it.
+const CHANNEL_RELEASE: Duration = Duration::from_secs(5);
 
-/// The running components' counters, for `/metrics`.
-pub struct Components {
-    /// The agent's name.
-    pub agent: String,
-    /// Sources and their counters.
-    pub sources: Vec<(String, Arc<SourceMetrics>)>,
-    /// Channels.
-    pub channels: Vec<Arc<dyn Channel>>,
-    /// Sinks and their counters.
-    pub sinks: Vec<(String, Arc<SinkMetrics>)>,
-    /// Set once every component was started; cleared again when the agent begins to stop.
-    pub running: AtomicBool,
-    /// Set when the agent begins to stop (a signal, or a component that failed).
-    pub stopping: AtomicBool,
+/// Where the running configuration came from, for reloads.
+pub struct ConfigFile {
+    /// The file.
+    pub path: PathBuf,
+    /// Reload whenever its content changes (`--watch-config`), not only on SIGHUP.
+    pub watch: bool,
 }
 
 /// Runs the agent until a signal stops it; returns an error if a component failed.
-pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+pub fn run(cfg: AgentConfig, file: ConfigFile) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sluice")
         .build()
         .context("cannot start the runtime")?;
-    let (result, stop) = runtime.block_on(run_agent(cfg));
+    let (result, stop) = runtime.block_on(run_agent(cfg, file));
     match stop {
         // Every component returned: nothing is left to wait for.
         Stop::Drained => runtime.shutdown_timeout(ABORT_GRACE),
@@ -101,208 +100,703 @@ fn host_name() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-type Task = (String, anyhow::Result<()>);
+/// Opens a channel as its definition says (blocks for a file channel's recovery).
+fn open_channel(agent: &str, c: &ChannelDef) -> anyhow::Result<Arc<dyn Channel>> {
+    Ok(match &c.kind {
+        ChannelKind::Memory(m) => Arc::new(MemoryChannel::new(&c.name, *m)),
+        ChannelKind::File(f) => {
+            Arc::new(FileChannel::open(&c.name, f.clone()).with_context(|| {
+                format!(
+                    "{agent}.channels.{}: cannot open the file channel in {}",
+                    c.name,
+                    f.dir.display()
+                )
+            })?)
+        }
+    })
+}
 
-async fn run_agent(cfg: AgentConfig) -> (anyhow::Result<()>, Stop) {
+/// A source or a sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Source,
+    Sink,
+}
+
+/// A component's task ended.
+struct Ended {
+    kind: Kind,
+    name: String,
+    generation: u64,
+    result: Result<anyhow::Result<()>, JoinError>,
+}
+
+/// A running source or sink.
+struct Live {
+    trigger: ShutdownTrigger,
+    abort: AbortHandle,
+    generation: u64,
+    /// Asked to stop: its end is expected.
+    stopping: bool,
+}
+
+/// The agent's running components and what it needs to start new ones.
+struct Supervisor {
+    cfg: AgentConfig,
+    host: String,
+    channels: HashMap<String, Arc<dyn Channel>>,
+    sources: HashMap<String, Live>,
+    sinks: HashMap<String, Live>,
+    /// Counters by component name; a component restarted by a reload keeps its counters.
+    source_metrics: HashMap<String, Arc<SourceMetrics>>,
+    sink_metrics: HashMap<String, Arc<SinkMetrics>>,
+    components: Arc<Components>,
+    ended_tx: mpsc::UnboundedSender<Ended>,
+    ended: mpsc::UnboundedReceiver<Ended>,
+    next_generation: u64,
+    /// A component failed (its error is logged).
+    failed: bool,
+    /// A component ended without being asked to: the agent stops. `Some(Sink)` when a sink
+    /// did, which makes waiting for a drain pointless.
+    broken: Option<Kind>,
+}
+
+impl Supervisor {
+    fn new(cfg: AgentConfig, channels: HashMap<String, Arc<dyn Channel>>) -> Self {
+        let (ended_tx, ended) = mpsc::unbounded_channel();
+        let members = Members {
+            sources: Vec::new(),
+            channels: Vec::new(),
+            sinks: Vec::new(),
+        };
+        let components = Arc::new(Components::new(&cfg.name, members));
+        let mut s = Supervisor {
+            cfg,
+            host: host_name(),
+            channels,
+            sources: HashMap::new(),
+            sinks: HashMap::new(),
+            source_metrics: HashMap::new(),
+            sink_metrics: HashMap::new(),
+            components,
+            ended_tx,
+            ended,
+            next_generation: 0,
+            failed: false,
+            broken: None,
+        };
+        s.publish();
+        s
+    }
+
+    /// Shows the current set of components to `/metrics`, `/health` and the console.
+    fn publish(&mut self) {
+        let sources = self
+            .cfg
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), self.source_metrics_of(&s.name)))
+            .collect();
+        let sinks = self
+            .cfg
+            .sinks
+            .iter()
+            .map(|s| (s.name.clone(), self.sink_metrics_of(&s.name)))
+            .collect();
+        let channels = self.channels.values().cloned().collect();
+        self.components.set_members(Members {
+            sources,
+            channels,
+            sinks,
+        });
+    }
+
+    fn source_metrics_of(&self, name: &str) -> Arc<SourceMetrics> {
+        self.source_metrics.get(name).cloned().unwrap_or_default()
+    }
+
+    fn sink_metrics_of(&self, name: &str) -> Arc<SinkMetrics> {
+        self.sink_metrics.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Spawns a component's task; its end is reported on `ended`.
+    fn spawn(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        trigger: ShutdownTrigger,
+        task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let handle: JoinHandle<anyhow::Result<()>> = tokio::spawn(task);
+        let abort = handle.abort_handle();
+        let tx = self.ended_tx.clone();
+        let n = name.to_owned();
+        tokio::spawn(async move {
+            let result = handle.await;
+            let _ = tx.send(Ended {
+                kind,
+                name: n,
+                generation,
+                result,
+            });
+        });
+        let live = Live {
+            trigger,
+            abort,
+            generation,
+            stopping: false,
+        };
+        match kind {
+            Kind::Source => self.sources.insert(name.to_owned(), live),
+            Kind::Sink => self.sinks.insert(name.to_owned(), live),
+        };
+    }
+
+    fn start_sink(&mut self, s: &SinkDef) {
+        let trigger = ShutdownTrigger::new();
+        let metrics = self.sink_metrics.entry(s.name.clone()).or_default().clone();
+        let ctx = SinkContext {
+            name: s.name.clone(),
+            channel: self.channels[&s.channel].clone(),
+            shutdown: trigger.subscribe(),
+            metrics,
+        };
+        match &s.kind {
+            SinkKind::Console(c) => {
+                let sink = ConsoleSink::new(c.clone(), ctx);
+                self.spawn(Kind::Sink, &s.name, trigger, async move {
+                    sink.run().await.map_err(anyhow::Error::from)
+                });
+            }
+            SinkKind::Kafka(c) => {
+                let sink = KafkaSink::new((**c).clone(), ctx);
+                self.spawn(Kind::Sink, &s.name, trigger, async move {
+                    sink.run().await.map_err(anyhow::Error::from)
+                });
+            }
+        }
+    }
+
+    fn start_source(&mut self, s: &SourceDef) {
+        let trigger = ShutdownTrigger::new();
+        let metrics = self
+            .source_metrics
+            .entry(s.name.clone())
+            .or_default()
+            .clone();
+        let ctx = SourceContext {
+            name: s.name.clone(),
+            channel: self.channels[&s.channel].clone(),
+            state_dir: self.cfg.data_dir.join("sources").join(&s.name),
+            data_dir: self.cfg.data_dir.clone(),
+            host: self.host.clone(),
+            shutdown: trigger.subscribe(),
+            metrics,
+        };
+        match &s.kind {
+            SourceKind::SpoolDir(c) => {
+                let source = SpoolDirSource::new(c.clone(), ctx);
+                self.spawn(Kind::Source, &s.name, trigger, async move {
+                    source.run().await.map_err(anyhow::Error::from)
+                });
+            }
+            SourceKind::TailDir(c) => {
+                let source = TailDirSource::new(c.clone(), ctx);
+                self.spawn(Kind::Source, &s.name, trigger, async move {
+                    source.run().await.map_err(anyhow::Error::from)
+                });
+            }
+        }
+    }
+
+    fn live(&mut self, kind: Kind) -> &mut HashMap<String, Live> {
+        match kind {
+            Kind::Source => &mut self.sources,
+            Kind::Sink => &mut self.sinks,
+        }
+    }
+
+    /// Applies a component's end: forgets it and logs how it ended. Returns its kind if it
+    /// ended without being asked to (the agent must stop then).
+    fn on_ended(&mut self, e: Ended) -> Option<Kind> {
+        let live = self.live(e.kind);
+        if live
+            .get(&e.name)
+            .is_none_or(|l| l.generation != e.generation)
+        {
+            return None;
+        }
+        let stopping = live.remove(&e.name).is_some_and(|l| l.stopping);
+        self.failed |= report(&e.name, e.result);
+        if stopping {
+            None
+        } else {
+            self.broken.get_or_insert(e.kind);
+            Some(e.kind)
+        }
+    }
+
+    /// Moves the named components to `phase` and marks them as stopping.
+    fn signal(&mut self, kind: Kind, names: &[String], phase: Phase) {
+        for n in names {
+            if let Some(l) = self.live(kind).get_mut(n) {
+                l.stopping = true;
+                l.trigger.advance(phase);
+            }
+        }
+    }
+
+    /// True while any of the named components runs.
+    fn any_running(&self, kind: Kind, names: &[String]) -> bool {
+        let live = match kind {
+            Kind::Source => &self.sources,
+            Kind::Sink => &self.sinks,
+        };
+        names.iter().any(|n| live.contains_key(n))
+    }
+
+    /// Waits until none of the named components runs, or `timeout` passes (false then).
+    /// Other components that end meanwhile are applied too.
+    async fn wait_for(&mut self, kind: Kind, names: &[String], timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.any_running(kind, names) {
+            match tokio::time::timeout_at(deadline, self.ended.recv()).await {
+                Ok(Some(e)) => {
+                    self.on_ended(e);
+                }
+                Ok(None) | Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Waits up to `timeout` for the named components (already asked to stop) to return,
+    /// then aborts them (they save what they can), then cuts them off.
+    async fn finish(&mut self, kind: Kind, names: &[String], timeout: Duration) {
+        if self.wait_for(kind, names, timeout).await {
+            return;
+        }
+        warn!(components = ?names, timeout = ?timeout,
+            "components did not stop in time; what is not safe yet is read again");
+        self.signal(kind, names, Phase::Aborting);
+        if self.wait_for(kind, names, ABORT_GRACE).await {
+            return;
+        }
+        error!(components = ?names, "components did not stop in time; cutting them off");
+        for n in names {
+            if let Some(l) = self.live(kind).get(n) {
+                l.abort.abort();
+            }
+        }
+        self.wait_for(kind, names, ABORT_GRACE).await;
+    }
+
+    /// Reads the configuration file again and applies it: components whose configuration
+    /// did not change keep running untouched; changed, added and removed ones are stopped
+    /// (draining what they hold) and started. An invalid file changes nothing. True when the
+    /// status line's interval changed.
+    async fn reload(&mut self, file: &Path, why: &str) -> bool {
+        let r = &self.components.reloads;
+        let new = match config::load(file, &self.cfg.name) {
+            Ok(c) => c,
+            Err(e) => {
+                r.failed.fetch_add(1, Ordering::Relaxed);
+                r.last_ok.store(false, Ordering::Relaxed);
+                for p in &e.problems {
+                    error!(key = %p.key, problem = %p.message, "invalid configuration");
+                }
+                error!(file = %file.display(), trigger = why, problems = e.problems.len(),
+                    "configuration reload refused; the running configuration stays");
+                return false;
+            }
+        };
+        for w in &new.warnings {
+            warn!(key = %w.key, warning = %w.message, "configuration warning");
+        }
+        let mut new = new;
+        let a = &self.cfg.name;
+        if new.data_dir != self.cfg.data_dir {
+            return self.refuse(
+                file,
+                why,
+                &format!(
+                    "{a}.data_dir: changed from {} to {}: the data folder (checkpoints, file \
+                     channels, the agent's lock) changes only with a restart",
+                    self.cfg.data_dir.display(),
+                    new.data_dir.display()
+                ),
+            );
+        }
+        if new.http != self.cfg.http {
+            warn!(key = %format!("{a}.http"), running = ?self.cfg.http,
+                "changed, but takes effect only after a restart");
+            new.http = self.cfg.http;
+        }
+        let plan = Plan::new(&self.cfg, &new);
+        let interval_changed = new.report_interval != self.cfg.report_interval;
+        if plan.is_empty() {
+            self.cfg = new;
+            let r = &self.components.reloads;
+            r.applied.fetch_add(1, Ordering::Relaxed);
+            r.last_ok.store(true, Ordering::Relaxed);
+            r.loaded_ms.store(http::now_ms(), Ordering::Relaxed);
+            info!(
+                trigger = why,
+                kept = plan.kept.len(),
+                "configuration reloaded; no component changed"
+            );
+            return interval_changed;
+        }
+        // Added channels first: one that cannot be opened refuses the reload before anything
+        // was stopped.
+        let mut opened = HashMap::new();
+        for name in &plan.open_channels {
+            if plan.drop_channels.contains(name) {
+                continue;
+            }
+            let Some(def) = new.channels.iter().find(|c| &c.name == name).cloned() else {
+                continue;
+            };
+            let agent = self.cfg.name.clone();
+            match tokio::task::spawn_blocking(move || open_channel(&agent, &def)).await {
+                Ok(Ok(ch)) => {
+                    opened.insert(name.clone(), ch);
+                }
+                Ok(Err(e)) => return self.refuse(file, why, &format!("{e:#}")),
+                Err(e) => return self.refuse(file, why, &e.to_string()),
+            }
+        }
+        info!(trigger = why, stop_sources = ?plan.stop_sources, retire_sinks = ?plan.retire_sinks,
+            replace_channels = ?plan.drop_channels, start_sinks = ?plan.start_sinks,
+            start_sources = ?plan.start_sources, kept = plan.kept.len(), "reloading the configuration");
+        let timeout = new.shutdown_timeout;
+        // Sources first: draining, they wait for what they put to become safe, which a memory
+        // channel's sink has to deliver.
+        self.signal(Kind::Source, &plan.stop_sources, Phase::Draining);
+        self.finish(Kind::Source, &plan.stop_sources, timeout).await;
+        // Sinks whose channel stays take nothing more and deliver what they took; sinks of a
+        // channel that goes deliver what it holds once it is closed (nothing puts into it any
+        // more).
+        self.signal(Kind::Sink, &plan.retire_sinks, Phase::Draining);
+        for name in &plan.drop_channels {
+            if let Some(ch) = self.channels.get(name) {
+                ch.close();
+            }
+        }
+        for n in &plan.drain_sinks {
+            if let Some(l) = self.sinks.get_mut(n) {
+                l.stopping = true;
+            }
+        }
+        let mut sinks = plan.retire_sinks.clone();
+        sinks.extend(plan.drain_sinks.iter().cloned());
+        self.finish(Kind::Sink, &sinks, timeout).await;
+        let old = std::mem::replace(&mut self.cfg, new);
+        for name in &plan.drop_channels {
+            self.drop_channel(name, &old).await;
+        }
+        self.channels.extend(opened);
+        let mut trouble = Vec::new();
+        for name in &plan.open_channels {
+            if self.channels.contains_key(name) {
+                continue;
+            }
+            let Some(def) = self.cfg.channels.iter().find(|c| &c.name == name).cloned() else {
+                continue;
+            };
+            let agent = self.cfg.name.clone();
+            match tokio::task::spawn_blocking(move || open_channel(&agent, &def)).await {
+                Ok(Ok(ch)) => {
+                    self.channels.insert(name.clone(), ch);
+                }
+                Ok(Err(e)) => trouble.push(format!("{e:#}")),
+                Err(e) => trouble.push(e.to_string()),
+            }
+        }
+        self.source_metrics
+            .retain(|n, _| self.cfg.sources.iter().any(|s| &s.name == n));
+        self.sink_metrics
+            .retain(|n, _| self.cfg.sinks.iter().any(|s| &s.name == n));
+        let defs = self.cfg.clone();
+        for s in defs
+            .sinks
+            .iter()
+            .filter(|s| plan.start_sinks.contains(&s.name))
+        {
+            if self.channels.contains_key(&s.channel) {
+                self.start_sink(s);
+            }
+        }
+        for s in defs
+            .sources
+            .iter()
+            .filter(|s| plan.start_sources.contains(&s.name))
+        {
+            if self.channels.contains_key(&s.channel) {
+                self.start_source(s);
+            }
+        }
+        self.publish();
+        let r = &self.components.reloads;
+        r.loaded_ms.store(http::now_ms(), Ordering::Relaxed);
+        if trouble.is_empty() {
+            r.applied.fetch_add(1, Ordering::Relaxed);
+            r.last_ok.store(true, Ordering::Relaxed);
+            info!(trigger = why, started = ?names_of(&plan.start_sources, &plan.start_sinks),
+                kept = plan.kept.len(), "configuration reloaded");
+        } else {
+            r.failed.fetch_add(1, Ordering::Relaxed);
+            r.last_ok.store(false, Ordering::Relaxed);
+            for t in &trouble {
+                error!(error = %t, "reload: a channel of the new configuration cannot be opened; \
+                    its sources and sink do not run until the next reload or restart");
+            }
+        }
+        interval_changed
+    }
+
+    /// Counts and logs a refused reload; returns false (nothing changed).
+    fn refuse(&self, file: &Path, why: &str, error: &str) -> bool {
+        let r = &self.components.reloads;
+        r.failed.fetch_add(1, Ordering::Relaxed);
+        r.last_ok.store(false, Ordering::Relaxed);
+        error!(file = %file.display(), trigger = why, error,
+            "configuration reload refused; the running configuration stays");
+        false
+    }
+
+    /// Forgets a removed or replaced channel and closes it once its last user let go (a file
+    /// channel releases its folder then, for its successor).
+    async fn drop_channel(&mut self, name: &str, old: &AgentConfig) {
+        let Some(ch) = self.channels.remove(name) else {
+            return;
+        };
+        self.publish();
+        let left = ch.stats().events;
+        if left > 0 {
+            let file = old
+                .channels
+                .iter()
+                .find(|c| c.name == name)
+                .and_then(|c| match &c.kind {
+                    ChannelKind::File(f) => Some(f.dir.clone()),
+                    ChannelKind::Memory(_) => None,
+                });
+            match file {
+                Some(dir) => warn!(channel = name, events = left, dir = %dir.display(),
+                    "replaced channel still holds events; they stay in its folder and are delivered \
+                     by the channel that opens it next"),
+                None => warn!(
+                    channel = name,
+                    events = left,
+                    "replaced channel still holds events that were not safe for their sources; \
+                     they are read again from the files"
+                ),
+            }
+        }
+        let deadline = Instant::now() + CHANNEL_RELEASE;
+        while Arc::strong_count(&ch) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // A file channel joins its threads when dropped.
+        let _ = tokio::task::spawn_blocking(move || drop(ch)).await;
+    }
+}
+
+fn names_of(sources: &[String], sinks: &[String]) -> Vec<String> {
+    sources
+        .iter()
+        .map(|s| format!("source {s}"))
+        .chain(sinks.iter().map(|s| format!("sink {s}")))
+        .collect()
+}
+
+async fn run_agent(cfg: AgentConfig, file: ConfigFile) -> (anyhow::Result<()>, Stop) {
     let mut stop = Stop::Drained;
-    let result = run_components(cfg, &mut stop).await;
+    let result = run_components(cfg, file, &mut stop).await;
     (result, stop)
+}
+
+/// The signals that stop the agent.
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn stop(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 /// Opens, binds and starts everything, then runs until a signal or a failure and stops the
 /// components in order. Everything that can fail at startup (the data folder's lock, the
 /// channels, the `/metrics` listener, the signal handlers) is done before any source starts,
 /// so a startup failure never leaves a file half-read or set aside.
-async fn run_components(cfg: AgentConfig, stop: &mut Stop) -> anyhow::Result<()> {
+async fn run_components(cfg: AgentConfig, file: ConfigFile, stop: &mut Stop) -> anyhow::Result<()> {
+    // Signals first: an early SIGHUP (a reload while a file channel recovers) must not kill
+    // the agent, which is what SIGHUP does to a process that does not handle it.
+    let mut signals = Signals::new()?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     for w in &cfg.warnings {
         warn!(key = %w.key, warning = %w.message, "configuration warning");
     }
     let _lock = lock_data_dir(&cfg.data_dir)?;
-    let trigger = ShutdownTrigger::new();
-    let host = host_name();
     let mut channels: HashMap<String, Arc<dyn Channel>> = HashMap::new();
     for c in &cfg.channels {
-        let ch: Arc<dyn Channel> = match &c.kind {
-            ChannelKind::Memory(m) => Arc::new(MemoryChannel::new(&c.name, *m)),
-            ChannelKind::File(f) => {
-                Arc::new(FileChannel::open(&c.name, f.clone()).with_context(|| {
-                    format!(
-                        "{}.channels.{}: cannot open the file channel in {}",
-                        cfg.name,
-                        c.name,
-                        f.dir.display()
-                    )
-                })?)
-            }
-        };
-        channels.insert(c.name.clone(), ch);
+        channels.insert(c.name.clone(), open_channel(&cfg.name, c)?);
     }
-    let mut components = Components {
-        agent: cfg.name.clone(),
-        sources: cfg
-            .sources
-            .iter()
-            .map(|s| (s.name.clone(), Arc::new(SourceMetrics::default())))
-            .collect(),
-        channels: channels.values().cloned().collect(),
-        sinks: cfg
-            .sinks
-            .iter()
-            .map(|s| (s.name.clone(), Arc::new(SinkMetrics::default())))
-            .collect(),
-        running: AtomicBool::new(false),
-        stopping: AtomicBool::new(false),
-    };
-    components.channels.sort_by(|a, b| a.name().cmp(b.name()));
-    let components = Arc::new(components);
     let listener = match cfg.http {
         Some(addr) => Some(http::bind(addr, &format!("{}.http", cfg.name)).await?),
         None => None,
     };
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut watched = file.watch.then(|| reload::watch(file.path.clone()));
 
     // Nothing can fail any more before the components run: start them, sinks first.
+    let mut sv = Supervisor::new(cfg, channels);
+    let components = sv.components.clone();
     let server = listener.map(|l| http::serve(l, components.clone()));
-    let mut sinks: JoinSet<Task> = JoinSet::new();
-    for (s, (_, metrics)) in cfg.sinks.iter().zip(&components.sinks) {
-        let ctx = SinkContext {
-            name: s.name.clone(),
-            channel: channels[&s.channel].clone(),
-            shutdown: trigger.subscribe(),
-            metrics: metrics.clone(),
-        };
-        let name = s.name.clone();
-        match &s.kind {
-            SinkKind::Console(c) => {
-                let sink = ConsoleSink::new(c.clone(), ctx);
-                sinks.spawn(async move { (name, sink.run().await.map_err(anyhow::Error::from)) });
-            }
-            SinkKind::Kafka(c) => {
-                let sink = KafkaSink::new((**c).clone(), ctx);
-                sinks.spawn(async move { (name, sink.run().await.map_err(anyhow::Error::from)) });
-            }
-        }
+    let defs = sv.cfg.clone();
+    for s in &defs.sinks {
+        sv.start_sink(s);
     }
-    let mut sources: JoinSet<Task> = JoinSet::new();
-    for (s, (_, metrics)) in cfg.sources.iter().zip(&components.sources) {
-        let ctx = SourceContext {
-            name: s.name.clone(),
-            channel: channels[&s.channel].clone(),
-            state_dir: cfg.data_dir.join("sources").join(&s.name),
-            data_dir: cfg.data_dir.clone(),
-            host: host.clone(),
-            shutdown: trigger.subscribe(),
-            metrics: metrics.clone(),
-        };
-        let name = s.name.clone();
-        match &s.kind {
-            SourceKind::SpoolDir(c) => {
-                let source = SpoolDirSource::new(c.clone(), ctx);
-                sources
-                    .spawn(async move { (name, source.run().await.map_err(anyhow::Error::from)) });
-            }
-            SourceKind::TailDir(c) => {
-                let source = TailDirSource::new(c.clone(), ctx);
-                sources
-                    .spawn(async move { (name, source.run().await.map_err(anyhow::Error::from)) });
-            }
-        }
+    for s in &defs.sources {
+        sv.start_source(s);
     }
+    sv.publish();
     components.running.store(true, Ordering::Relaxed);
-    let started = std::time::Instant::now();
-    let reporter = report::spawn(components.clone(), cfg.report_interval);
-    info!(agent = %cfg.name, sources = ?names(cfg.sources.iter().map(|s| (&s.name, s.kind.describe()))),
-        channels = ?names(cfg.channels.iter().map(|c| (&c.name, c.kind.describe()))),
-        sinks = ?names(cfg.sinks.iter().map(|s| (&s.name, s.kind.describe()))),
-        data_dir = %cfg.data_dir.display(), http = ?cfg.http,
-        shutdown_timeout = ?cfg.shutdown_timeout, "agent started");
+    let started = Instant::now();
+    let mut reporter = report::spawn(components.clone(), defs.report_interval);
+    info!(agent = %defs.name, sources = ?names(defs.sources.iter().map(|s| (&s.name, s.kind.describe()))),
+        channels = ?names(defs.channels.iter().map(|c| (&c.name, c.kind.describe()))),
+        sinks = ?names(defs.sinks.iter().map(|s| (&s.name, s.kind.describe()))),
+        data_dir = %defs.data_dir.display(), http = ?defs.http,
+        shutdown_timeout = ?defs.shutdown_timeout, watch_config = file.watch, "agent started");
 
-    let mut failed = false;
-    // A sink that ended while its channel was still open: what is in that channel can no
-    // longer be delivered, so waiting for a drain is pointless.
-    let mut sink_dead = false;
-    // Run until a signal, or until a component ends by itself (which only a failure does).
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: stopping"),
-        _ = int.recv() => info!("SIGINT: stopping"),
-        Some(done) = sources.join_next() => failed |= report(done),
-        Some(done) = sinks.join_next() => {
-            failed |= report(done);
-            sink_dead = true;
+    // Run until a signal, or until a component ends by itself (which only a failure does);
+    // reload on SIGHUP and when the watched file changes.
+    loop {
+        let why = tokio::select! {
+            s = signals.stop() => {
+                match s {
+                    "SIGINT" => info!("SIGINT: stopping"),
+                    _ => info!("SIGTERM: stopping"),
+                }
+                break;
+            }
+            _ = hup.recv() => "SIGHUP",
+            Some(()) = async { watched.as_mut()?.recv().await } => "file changed",
+            Some(e) = sv.ended.recv() => {
+                if sv.on_ended(e).is_some() {
+                    break;
+                }
+                continue;
+            }
+        };
+        if sv.reload(&file.path, why).await {
+            reporter.abort();
+            reporter = report::spawn(components.clone(), sv.cfg.report_interval);
+        }
+        if sv.broken.is_some() {
+            break;
+        }
+        if watched.as_ref().is_some_and(|w| w.is_closed()) {
+            watched = None;
         }
     }
 
     // Drain: sources stop reading and wait for their batches to be safe, sinks deliver what
     // the channels hold, all within the deadline; a second signal or a dead sink cuts the
     // wait short.
+    components.running.store(false, Ordering::Relaxed);
     components.stopping.store(true, Ordering::Relaxed);
-    trigger.advance(Phase::Draining);
-    let deadline = tokio::time::Instant::now() + cfg.shutdown_timeout;
-    let finished = if sink_dead {
+    let all_sources: Vec<String> = sv.sources.keys().cloned().collect();
+    let all_sinks: Vec<String> = sv.sinks.keys().cloned().collect();
+    sv.signal(Kind::Source, &all_sources, Phase::Draining);
+    for l in sv.sinks.values_mut() {
+        l.stopping = true;
+    }
+    let deadline = tokio::time::Instant::now() + sv.cfg.shutdown_timeout;
+    let finished = if sv.broken == Some(Kind::Sink) {
         warn!(
             "a sink stopped; not waiting for the drain: what is not safe yet is read again after a restart"
         );
         false
     } else {
+        let timeout = sv.cfg.shutdown_timeout;
         let drained = async {
             let mut closed = false;
             loop {
-                if sources.is_empty() && !closed {
-                    for ch in channels.values() {
+                if sv.sources.is_empty() && !closed {
+                    for ch in sv.channels.values() {
                         ch.close();
                     }
                     closed = true;
                 }
-                tokio::select! {
-                    Some(done) = sources.join_next(), if !sources.is_empty() => {
-                        failed |= report(done);
-                    }
-                    Some(done) = sinks.join_next(), if !sinks.is_empty() => {
-                        failed |= report(done);
-                        if !closed {
-                            warn!("a sink stopped during the drain; not waiting for the rest: \
-                                what is not safe yet is read again after a restart");
-                            return false;
-                        }
-                    }
-                    else => return true,
+                if sv.sources.is_empty() && sv.sinks.is_empty() {
+                    return true;
+                }
+                let Some(e) = sv.ended.recv().await else {
+                    return true;
+                };
+                let kind = e.kind;
+                let was_live = sv.live(kind).contains_key(&e.name);
+                sv.on_ended(e);
+                if kind == Kind::Sink && was_live && !closed {
+                    warn!(
+                        "a sink stopped during the drain; not waiting for the rest: \
+                        what is not safe yet is read again after a restart"
+                    );
+                    return false;
                 }
             }
         };
         tokio::select! {
             done = drained => done,
             _ = tokio::time::sleep_until(deadline) => {
-                warn!(timeout = ?cfg.shutdown_timeout, "drain deadline passed; what is not safe yet is read again after a restart");
+                warn!(timeout = ?timeout, "drain deadline passed; what is not safe yet is read again after a restart");
                 false
             }
-            _ = term.recv() => { warn!("second signal: stopping now"); false }
-            _ = int.recv() => { warn!("second signal: stopping now"); false }
+            s = signals.stop() => { warn!(signal = s, "second signal: stopping now"); false }
         }
     };
     if !finished {
         *stop = Stop::CutShort;
-        trigger.advance(Phase::Aborting);
-        for ch in channels.values() {
+        sv.signal(Kind::Source, &all_sources, Phase::Aborting);
+        sv.signal(Kind::Sink, &all_sinks, Phase::Aborting);
+        for ch in sv.channels.values() {
             ch.close();
         }
         let rest = async {
-            while let Some(done) = sources.join_next().await {
-                failed |= report(done);
-            }
-            while let Some(done) = sinks.join_next().await {
-                failed |= report(done);
+            while !(sv.sources.is_empty() && sv.sinks.is_empty()) {
+                let Some(e) = sv.ended.recv().await else {
+                    break;
+                };
+                sv.on_ended(e);
             }
         };
         let cut = tokio::select! {
             r = tokio::time::timeout(ABORT_GRACE, rest) => r.is_err(),
-            _ = term.recv() => true,
-            _ = int.recv() => true,
+            _ = signals.stop() => true,
         };
         if cut {
             error!("components did not stop in time; cutting them off");
-            sources.abort_all();
-            sinks.abort_all();
+            for l in sv.sources.values().chain(sv.sinks.values()) {
+                l.abort.abort();
+            }
         }
     }
     if let Some(server) = server {
@@ -310,7 +804,7 @@ async fn run_components(cfg: AgentConfig, stop: &mut Stop) -> anyhow::Result<()>
     }
     reporter.abort();
     report::summary(&components, started.elapsed());
-    for ch in channels.values() {
+    for ch in sv.channels.values() {
         let left = ch.stats().events;
         if left > 0 {
             warn!(
@@ -320,10 +814,10 @@ async fn run_components(cfg: AgentConfig, stop: &mut Stop) -> anyhow::Result<()>
             );
         }
     }
-    if failed {
+    if sv.failed {
         bail!("a component failed; see the errors above");
     }
-    info!(agent = %cfg.name, "agent stopped");
+    info!(agent = %sv.cfg.name, "agent stopped");
     Ok(())
 }
 
@@ -343,15 +837,16 @@ fn names<'a>(list: impl Iterator<Item = (&'a String, String)>) -> String {
 }
 
 /// Logs a component's end; true if it failed.
-fn report(done: Result<Task, tokio::task::JoinError>) -> bool {
+fn report(name: &str, done: Result<anyhow::Result<()>, JoinError>) -> bool {
     match done {
-        Ok((_, Ok(()))) => false,
-        Ok((name, Err(e))) => {
+        Ok(Ok(())) => false,
+        Ok(Err(e)) => {
             error!(component = %name, error = format!("{e:#}"), "component failed");
             true
         }
+        Err(e) if e.is_cancelled() => false,
         Err(e) => {
-            error!(error = %e, "component panicked");
+            error!(component = %name, error = %e, "component panicked");
             true
         }
     }

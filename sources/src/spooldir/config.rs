@@ -38,7 +38,7 @@ pub enum Order {
 
 /// The spooldir source's options, as written under `sources.NAME` (without `type` and
 /// `channel`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolDirConfig {
     /// The folder files are dropped into.

@@ -75,7 +75,7 @@ impl<'de> Deserialize<'de> for PathSpec {
 }
 
 /// The taildir source's options.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TailDirConfig {
     /// The files to follow: glob patterns, each with optional static headers.
