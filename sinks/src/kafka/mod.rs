@@ -34,10 +34,14 @@ pub use template::{Template, TemplateError};
 use crate::{SinkContext, SinkError, SinkMetrics};
 use producer::{Failure, FailureKind, KafkaProducer};
 use records::RecordWriter;
-use worker::{Report, Worker};
+use worker::{Report, Stall, Worker};
 
 /// How long a closing producer may take to report what it still holds.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How often the sink checks that its producer thread and librdkafka are alive, and how long
+/// either may be silent before the sink says so.
+const WATCH_EVERY: Duration = Duration::from_secs(5);
+const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// The first and the longest pause before a failed batch is produced again.
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -75,6 +79,9 @@ impl KafkaSink {
         // Asked to retire (a reload replaces or removes this sink): take nothing more.
         let mut retiring = false;
         let mut backoff = MIN_BACKOFF;
+        let mut watch = tokio::time::interval(WATCH_EVERY);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stalled = None;
         while !((closed || retiring) && in_flight == 0) {
             let can_take = !closed && !retiring && in_flight < self.cfg.batches_in_flight;
             if can_take && take.is_none() {
@@ -90,6 +97,7 @@ impl KafkaSink {
                     retiring = true;
                     take = None;
                 }
+                _ = watch.tick() => self.watch(&worker, &mut stalled),
                 report = worker.report() => match report {
                     Some(Report::Delivered(lease)) => {
                         in_flight -= 1;
@@ -127,6 +135,29 @@ impl KafkaSink {
         }
         info!(sink = %self.ctx.name, "kafka sink stopped");
         Ok(())
+    }
+
+    /// Says so, once per episode, when the producer thread or librdkafka stopped answering
+    /// (delivery cannot go on then, and nothing else would tell), and when they answer again.
+    fn watch(&self, worker: &Worker, stalled: &mut Option<Stall>) {
+        let now = worker.stall(crate::metrics::now_ms(), STALL_LIMIT);
+        let sink = &self.ctx.name;
+        match (now, *stalled) {
+            (Some(Stall::Thread(d)), None | Some(Stall::Librdkafka(_))) => {
+                let why = "the producer thread is blocked in librdkafka; delivery is stuck";
+                error!(sink = %sink, stuck_for = ?d, "{why}");
+                self.ctx.metrics.client_error(why.to_owned());
+            }
+            (Some(Stall::Librdkafka(d)), None | Some(Stall::Thread(_))) => {
+                let why = "librdkafka emits no statistics (due every statistics.interval.ms): \
+                    its main thread is stuck; delivery may not resume";
+                error!(sink = %sink, silent_for = ?d, "{why}");
+                self.ctx.metrics.client_error(why.to_owned());
+            }
+            (None, Some(_)) => info!(sink = %sink, "the producer and librdkafka answer again"),
+            _ => {}
+        }
+        *stalled = now;
     }
 
     fn channel_error(&self, error: ChannelError) -> SinkError {

@@ -321,6 +321,9 @@ pub struct KafkaProducer {
     deliveries: Arc<Deliveries>,
     /// The sink's counters: client errors and the connection state are recorded here.
     metrics: Arc<SinkMetrics>,
+    /// When librdkafka's statistics were last served, in milliseconds since the Unix epoch
+    /// (0: never).
+    statistics_ms: AtomicU64,
     sink: String,
     id: u64,
 }
@@ -352,9 +355,17 @@ impl KafkaProducer {
             inner,
             deliveries,
             metrics,
+            statistics_ms: AtomicU64::new(0),
             sink: sink.to_owned(),
             id: PRODUCER_IDS.fetch_add(1, Ordering::Relaxed),
         })
+    }
+
+    /// When librdkafka's statistics were last served, in milliseconds since the Unix epoch
+    /// (0: never, or statistics are turned off). librdkafka's main thread emits them every
+    /// `statistics.interval.ms`, outage or not: a long silence means it is stuck.
+    pub fn last_statistics_ms(&self) -> u64 {
+        self.statistics_ms.load(Ordering::Relaxed)
     }
 
     /// The delivery bookkeeping.
@@ -540,6 +551,8 @@ impl KafkaProducer {
     /// Reads the connection state from librdkafka's statistics: connected when a broker
     /// connection is up.
     fn statistics(&self, json: &[u8]) {
+        self.statistics_ms
+            .store(crate::metrics::now_ms(), Ordering::Relaxed);
         match serde_json::from_slice::<Statistics>(json) {
             Ok(stats) => self.metrics.set_connected(stats.connected()),
             Err(e) => debug!(sink = %self.sink, error = %e, "unreadable librdkafka statistics"),

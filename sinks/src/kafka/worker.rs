@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -45,10 +46,47 @@ pub enum Report {
     Closed(Vec<Lease>),
 }
 
+/// Signs of life of the producer thread and of librdkafka, in milliseconds since the Unix
+/// epoch (0: not yet).
+#[derive(Default)]
+struct Pulse {
+    /// When the thread last went round its loop.
+    looped: AtomicU64,
+    /// When librdkafka's statistics were last served.
+    statistics: AtomicU64,
+}
+
+impl Pulse {
+    /// What has been silent for longer than `limit` at `now_ms`: the thread first (a stuck
+    /// thread serves no statistics either). Silence before the first sign counts as none.
+    fn stall(&self, now_ms: u64, limit: Duration) -> Option<Stall> {
+        let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        let silent = |at: &AtomicU64| {
+            let at = at.load(Ordering::Relaxed);
+            let for_ms = now_ms.saturating_sub(at);
+            (at > 0 && for_ms > limit).then(|| Duration::from_millis(for_ms))
+        };
+        silent(&self.looped)
+            .map(Stall::Thread)
+            .or_else(|| silent(&self.statistics).map(Stall::Librdkafka))
+    }
+}
+
+/// What has stopped answering, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// The producer thread has not come back from librdkafka (a call into it blocks).
+    Thread(Duration),
+    /// The thread runs, but librdkafka's main thread emitted no statistics (due every
+    /// `statistics.interval.ms`): librdkafka itself is stuck.
+    Librdkafka(Duration),
+}
+
 /// A handle on the producer thread.
 pub struct Worker {
     commands: mpsc::Sender<Command>,
     reports: tokio_mpsc::UnboundedReceiver<Report>,
+    pulse: Arc<Pulse>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -61,6 +99,8 @@ impl Worker {
     ) -> std::io::Result<Worker> {
         let (commands, command_rx) = mpsc::channel();
         let (report_tx, reports) = tokio_mpsc::unbounded_channel();
+        let pulse = Arc::new(Pulse::default());
+        let beat = pulse.clone();
         let thread = std::thread::Builder::new()
             .name(format!("kafka-{name}"))
             .spawn(move || {
@@ -74,14 +114,21 @@ impl Worker {
                     inflight: VecDeque::new(),
                     next_slot: 0,
                     failed: false,
+                    pulse: beat,
                 }
                 .run()
             })?;
         Ok(Worker {
             commands,
             reports,
+            pulse,
             thread: Some(thread),
         })
+    }
+
+    /// What has stopped answering for longer than `limit` at `now_ms`, if anything.
+    pub fn stall(&self, now_ms: u64, limit: Duration) -> Option<Stall> {
+        self.pulse.stall(now_ms, limit)
     }
 
     /// Hands a lease to the producer. Never waits.
@@ -128,6 +175,7 @@ struct Thread {
     next_slot: usize,
     /// A failure was reported: produce and report nothing more.
     failed: bool,
+    pulse: Arc<Pulse>,
 }
 
 impl Thread {
@@ -160,9 +208,13 @@ impl Thread {
             self.produce_waiting();
             let busy = self.current.is_some() || !self.inflight.is_empty();
             // Serve delivery reports (and client errors, also when idle).
-            self.writer
-                .producer()
-                .poll(if busy { POLL_WAIT } else { Duration::ZERO });
+            let producer = self.writer.producer();
+            producer.poll(if busy { POLL_WAIT } else { Duration::ZERO });
+            let now = crate::metrics::now_ms();
+            self.pulse.looped.store(now, Ordering::Relaxed);
+            self.pulse
+                .statistics
+                .store(producer.last_statistics_ms(), Ordering::Relaxed);
             self.report_finished();
         }
     }
@@ -262,5 +314,33 @@ impl Thread {
             .chain(waiting)
             .collect();
         let _ = reports.send(Report::Closed(rest));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_silent_thread_is_named_before_silent_statistics() {
+        let p = Pulse::default();
+        let limit = Duration::from_secs(30);
+        assert_eq!(p.stall(1_000_000, limit), None, "no sign yet is no stall");
+        p.looped.store(1_000_000, Ordering::Relaxed);
+        p.statistics.store(1_000_000, Ordering::Relaxed);
+        assert_eq!(
+            p.stall(1_030_000, limit),
+            None,
+            "30 s is the limit, not past it"
+        );
+        p.looped.store(1_040_000, Ordering::Relaxed);
+        assert_eq!(
+            p.stall(1_040_000, limit),
+            Some(Stall::Librdkafka(Duration::from_secs(40)))
+        );
+        assert_eq!(
+            p.stall(1_071_000, limit),
+            Some(Stall::Thread(Duration::from_secs(31)))
+        );
     }
 }
