@@ -35,6 +35,9 @@ const _: () = assert!(
     "the delivery opaque packs slot and index in 64 bits"
 );
 
+/// How often, at most, librdkafka is given its bootstrap brokers again while it knows none.
+const READD_EVERY: Duration = Duration::from_secs(5);
+
 /// Added to a slot's pending count while its batch is being produced, so that reports that
 /// arrive meanwhile never bring it to zero; one atomic per batch instead of one per record.
 const GUARD: usize = 1 << 62;
@@ -213,6 +216,13 @@ struct BrokerStatistics {
 }
 
 impl Statistics {
+    /// True when librdkafka knows no real broker at all (only its internal ones).
+    fn knows_no_broker(&self) -> bool {
+        self.brokers
+            .values()
+            .all(|b| matches!(b.source.as_str(), "internal" | "logical"))
+    }
+
     /// True when a connection to a real broker (not librdkafka's internal ones) is up.
     fn connected(&self) -> bool {
         self.brokers.values().any(|b| {
@@ -324,6 +334,10 @@ pub struct KafkaProducer {
     /// When librdkafka's statistics were last served, in milliseconds since the Unix epoch
     /// (0: never).
     statistics_ms: AtomicU64,
+    /// `bootstrap.servers`, to give librdkafka again when it has forgotten every broker.
+    bootstrap: Option<CString>,
+    /// When the bootstrap brokers were last given again (milliseconds since the epoch).
+    readded_ms: AtomicU64,
     sink: String,
     id: u64,
 }
@@ -356,6 +370,10 @@ impl KafkaProducer {
             deliveries,
             metrics,
             statistics_ms: AtomicU64::new(0),
+            bootstrap: config
+                .get("bootstrap.servers")
+                .and_then(|b| CString::new(b).ok()),
+            readded_ms: AtomicU64::new(0),
             sink: sink.to_owned(),
             id: PRODUCER_IDS.fetch_add(1, Ordering::Relaxed),
         })
@@ -554,9 +572,37 @@ impl KafkaProducer {
         self.statistics_ms
             .store(crate::metrics::now_ms(), Ordering::Relaxed);
         match serde_json::from_slice::<Statistics>(json) {
-            Ok(stats) => self.metrics.set_connected(stats.connected()),
+            Ok(stats) => {
+                self.metrics.set_connected(stats.connected());
+                if stats.knows_no_broker() {
+                    self.bootstrap_again();
+                }
+            }
             Err(e) => debug!(sink = %self.sink, error = %e, "unreadable librdkafka statistics"),
         }
+    }
+
+    /// Gives librdkafka its bootstrap brokers again, at most every [`READD_EVERY`].
+    ///
+    /// librdkafka (2.10 on) forgets the brokers a metadata answer leaves out. The only broker
+    /// of a cluster, while it shuts down, answers metadata without itself; librdkafka then
+    /// knows no broker at all, sends nothing, reports no error, and would bootstrap again only
+    /// after `metadata.recovery.rebootstrap.trigger.ms` counted from a metadata request it can
+    /// no longer send: delivery stalled for minutes after the broker was back.
+    fn bootstrap_again(&self) {
+        let Some(list) = &self.bootstrap else { return };
+        let now = crate::metrics::now_ms();
+        let last = self.readded_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < READD_EVERY.as_millis() as u64 {
+            return;
+        }
+        self.readded_ms.store(now, Ordering::Relaxed);
+        // SAFETY: a live client and a NUL-terminated list, which librdkafka copies.
+        let added =
+            unsafe { rdsys::rd_kafka_brokers_add(self.inner.client().native_ptr(), list.as_ptr()) };
+        warn!(sink = %self.sink, brokers = %list.to_string_lossy(), added,
+            "librdkafka knows no broker any more (the last metadata answer listed none: a broker \
+             shutting down); giving it the bootstrap brokers again");
     }
 
     /// Fails everything queued or in flight; their reports follow with `Purge*` errors.
@@ -581,5 +627,39 @@ impl KafkaProducer {
             }
             self.poll((deadline - now).min(Duration::from_millis(100)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn producer() -> KafkaProducer {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", "127.0.0.1:1");
+        KafkaProducer::new(&config, 1, "k1", Arc::new(SinkMetrics::default())).unwrap()
+    }
+
+    const INTERNAL_ONLY: &[u8] =
+        br#"{"brokers":{":0/internal":{"source":"internal","state":"UP"}}}"#;
+
+    #[test]
+    fn bootstrap_brokers_are_given_again_when_librdkafka_knows_none() {
+        let p = producer();
+        p.statistics(
+            br#"{"brokers":{"127.0.0.1:1/bootstrap":{"source":"configured","state":"CONNECT"},
+                ":0/internal":{"source":"internal","state":"UP"}}}"#,
+        );
+        assert_eq!(p.readded_ms.load(Ordering::Relaxed), 0, "it knows a broker");
+        p.statistics(INTERNAL_ONLY);
+        let first = p.readded_ms.load(Ordering::Relaxed);
+        assert!(first > 0, "given again");
+        p.statistics(INTERNAL_ONLY);
+        assert_eq!(
+            p.readded_ms.load(Ordering::Relaxed),
+            first,
+            "not again within READD_EVERY"
+        );
+        assert!(p.last_statistics_ms() > 0);
     }
 }
