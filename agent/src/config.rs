@@ -259,8 +259,8 @@ fn top_level(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<serde_yaml::Mapping, ConfigError> {
     let file = path.display().to_string();
-    let mut text =
-        envsubst::substitute(text, env).map_err(|e| ConfigError::one(&file, e.to_string()))?;
+    let marked = envsubst::mark(text, env).map_err(|e| ConfigError::one(&file, e.to_string()))?;
+    let mut text = marked.text.clone();
     let mut value: Value = loop {
         match serde_yaml::from_str(&text) {
             Ok(v) => break v,
@@ -279,6 +279,8 @@ fn top_level(
             .apply_merge()
             .map_err(|e| ConfigError::one(&file, format!("merge key `<<`: {e}")))?;
     }
+    // Values from the environment go in only now, into the parsed strings.
+    marked.resolve(&mut value);
     match value {
         Value::Mapping(m) => Ok(m),
         Value::Null => Err(ConfigError::one(file, "the file defines no agent")),

@@ -81,6 +81,64 @@ fn environment_variables_and_defaults_are_substituted() {
     );
 }
 
+/// A value from the environment stays in its one value, whatever it holds: a newline cannot
+/// add keys, `#` cannot start a comment, `\` is not an escape, and an unclosed `${` is an
+/// error rather than part of a path.
+#[test]
+fn environment_values_go_into_values_and_never_into_the_document() {
+    let text = r#"
+a1:
+  sources:
+    r1: { type: spooldir, dir: /var/spool/app, channel: c1 }
+  channels:
+    c1: { type: memory }
+  sinks:
+    k1:
+      type: kafka
+      channel: c1
+      brokers: ${BROKERS}
+      topic: logs
+      producer:
+        sasl.password: ${PASS}
+"#;
+    let cfg = parse_with(
+        text,
+        &[
+            ("BROKERS", "k:9092\n      acks: 0"),
+            ("PASS", "p#ss\\w: 'x\""),
+        ],
+    )
+    .unwrap();
+    let SinkKind::Kafka(k) = &cfg.sinks[0].kind else {
+        panic!("a kafka sink")
+    };
+    assert_eq!(k.brokers, "k:9092\n      acks: 0");
+    assert_eq!(
+        k.acks,
+        sluice_sinks::kafka::Acks::All,
+        "no key was injected"
+    );
+    assert_eq!(
+        k.producer.get("sasl.password").map(ToString::to_string),
+        Some("p#ss\\w: 'x\"".to_owned())
+    );
+    let unclosed = GOOD.replace("a1:\n", "a1:\n  data_dir: /data/${DATA\n");
+    let err = parse_with(&unclosed, &[]).unwrap_err();
+    assert!(
+        err.problems[0]
+            .message
+            .contains("line 3: `${` without a closing"),
+        "{err}"
+    );
+    let err = parse_with(&GOOD.replace("/var/spool/app", "/data/${SPOOL"), &[]).unwrap_err();
+    assert!(
+        err.problems[0]
+            .message
+            .contains("is not a variable reference"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_missing_agent_names_the_agents_defined() {
     let err = parse(GOOD, "b7", Path::new("x.yaml"), |_| None).unwrap_err();

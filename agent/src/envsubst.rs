@@ -1,23 +1,80 @@
-//! `${VAR}` and `${VAR:-default}` substitution in configuration text.
+//! `${VAR}` and `${VAR:-default}` substitution into configuration *values*.
+//!
+//! References are found in the text (so that an unset one is named by its line), replaced by
+//! placeholders, and the document is parsed; the values then go into the parsed strings. A
+//! value is never parsed as YAML, so whatever it holds (`#`, `\`, `: `, quotes, a newline)
+//! stays in the one value it was meant for: it can neither add keys nor lose a part to a
+//! comment. A reference that is a whole unquoted value (`capacity: ${CAP}`) takes the value's
+//! type as YAML would give it (a number, `true`/`false`, nothing for an empty value); anywhere
+//! else, and quoted (`topic: "${TOPIC}"`), it stays a string.
 
-use std::fmt::Write as _;
+use serde_yaml::Value;
 
-/// A reference to an environment variable that is not set and has no default.
+/// A reference that cannot be substituted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: ${{{var}}} is not set (give it a default with ${{{var}:-value}})")]
-pub struct UnsetVar {
-    /// The 1-based line of the reference.
-    pub line: usize,
-    /// The variable's name.
-    pub var: String,
+pub enum EnvError {
+    /// A variable that is not set and has no default.
+    #[error("line {line}: ${{{var}}} is not set (give it a default with ${{{var}:-value}})")]
+    Unset {
+        /// The 1-based line of the reference.
+        line: usize,
+        /// The variable's name.
+        var: String,
+    },
+    /// `${` without its `}` on the same line.
+    #[error("line {line}: `${{` without a closing `}}` (write `$$` for a literal `$`)")]
+    Unclosed {
+        /// The 1-based line.
+        line: usize,
+    },
+    /// `${...}` whose name is not a variable name (letters, digits and `_`, not starting
+    /// with a digit): most likely a `${` left unclosed before a `}` further on.
+    #[error(
+        "line {line}: `${{{text}}}` is not a variable reference (a name is letters, digits and `_`; write `$$` for a literal `$`)"
+    )]
+    BadName {
+        /// The 1-based line.
+        line: usize,
+        /// What stood between the braces.
+        text: String,
+    },
+    /// The text holds a character the placeholders are made of.
+    #[error("line {line}: the character U+E000 or U+E001 is not allowed in a configuration")]
+    Reserved {
+        /// The 1-based line.
+        line: usize,
+    },
 }
 
-/// Replaces `${VAR}` and `${VAR:-default}` with values from `lookup`; `$$` stands for `$`.
+const OPEN: char = '\u{E000}';
+const CLOSE: char = '\u{E001}';
+
+/// The configuration text with each reference replaced by a placeholder, and the values.
+#[derive(Debug)]
+pub struct Marked {
+    /// The text to parse.
+    pub text: String,
+    refs: Vec<Ref>,
+}
+
+#[derive(Debug)]
+struct Ref {
+    value: String,
+    /// Written between quotes, where it is a string whatever it holds.
+    quoted: bool,
+}
+
+/// Finds the references in `text` and looks them up with `lookup`; `$$` stands for `$`.
 /// Comment lines (first non-blank character `#`) are left as they are. A variable that is set
 /// but empty takes the default, as in the shell.
-pub fn substitute(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, UnsetVar> {
+pub fn mark(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Marked, EnvError> {
     let mut out = String::with_capacity(text.len());
+    let mut refs = Vec::new();
     for (i, line) in text.split_inclusive('\n').enumerate() {
+        let line_no = i + 1;
+        if line.contains([OPEN, CLOSE]) {
+            return Err(EnvError::Reserved { line: line_no });
+        }
         if line.trim_start().starts_with('#') {
             out.push_str(line);
             continue;
@@ -29,33 +86,119 @@ pub fn substitute(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
             if let Some(tail) = after.strip_prefix('$') {
                 out.push('$');
                 rest = tail;
-            } else if let Some(body) = after.strip_prefix('{')
-                && let Some(end) = body.find('}')
-            {
+            } else if let Some(body) = after.strip_prefix('{') {
+                let end = body.find('}').ok_or(EnvError::Unclosed { line: line_no })?;
                 let inner = &body[..end];
                 let (var, default) = match inner.split_once(":-") {
                     Some((v, d)) => (v, Some(d)),
                     None => (inner, None),
                 };
-                match (lookup(var).filter(|v| !v.is_empty()), default) {
-                    (Some(v), _) => out.push_str(&v),
-                    (None, Some(d)) => out.push_str(d),
+                let name_ok = var.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !name_ok {
+                    return Err(EnvError::BadName {
+                        line: line_no,
+                        text: inner.to_owned(),
+                    });
+                }
+                let value = match (lookup(var).filter(|v| !v.is_empty()), default) {
+                    (Some(v), _) => v,
+                    (None, Some(d)) => d.to_owned(),
                     (None, None) => {
-                        return Err(UnsetVar {
-                            line: i + 1,
+                        return Err(EnvError::Unset {
+                            line: line_no,
                             var: var.to_owned(),
                         });
                     }
-                }
+                };
+                let quoted = out.ends_with(['"', '\'']);
+                out.push(OPEN);
+                out.push_str(&refs.len().to_string());
+                out.push(CLOSE);
+                refs.push(Ref { value, quoted });
                 rest = &body[end + 1..];
             } else {
                 out.push('$');
                 rest = after;
             }
         }
-        let _ = write!(out, "{rest}");
+        out.push_str(rest);
     }
-    Ok(out)
+    Ok(Marked { text: out, refs })
+}
+
+impl Marked {
+    /// Puts the values into the strings (and mapping keys) of `value`, parsed from
+    /// [`Marked::text`].
+    pub fn resolve(&self, value: &mut Value) {
+        match value {
+            Value::String(s) => {
+                if let Some(v) = self.whole(s) {
+                    *value = v;
+                } else if s.contains(OPEN) {
+                    *s = self.fill(s);
+                }
+            }
+            Value::Sequence(items) => items.iter_mut().for_each(|v| self.resolve(v)),
+            Value::Mapping(m) => {
+                let marked_keys = m
+                    .keys()
+                    .any(|k| k.as_str().is_some_and(|k| k.contains(OPEN)));
+                if marked_keys {
+                    let old = std::mem::take(m);
+                    for (mut k, v) in old {
+                        if let Value::String(s) = &mut k {
+                            *s = self.fill(s);
+                        }
+                        m.insert(k, v);
+                    }
+                }
+                m.values_mut().for_each(|v| self.resolve(v));
+            }
+            Value::Tagged(t) => self.resolve(&mut t.value),
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+
+    /// The value of a string that is one unquoted reference, typed as YAML types a plain
+    /// scalar: a number, a boolean, nothing for an empty value, else a string.
+    fn whole(&self, s: &str) -> Option<Value> {
+        let r = &self.refs[self.index(s.strip_prefix(OPEN)?.strip_suffix(CLOSE)?)?];
+        if r.quoted {
+            return Some(Value::String(r.value.clone()));
+        }
+        if r.value.is_empty() {
+            return Some(Value::Null);
+        }
+        let typed = (!r.value.contains('\n'))
+            .then(|| serde_yaml::from_str::<Value>(&r.value).ok())
+            .flatten()
+            .filter(|v| matches!(v, Value::Number(_) | Value::Bool(_)));
+        Some(typed.unwrap_or_else(|| Value::String(r.value.clone())))
+    }
+
+    fn index(&self, digits: &str) -> Option<usize> {
+        digits.parse().ok().filter(|&i| i < self.refs.len())
+    }
+
+    /// `s` with every placeholder replaced by its value.
+    fn fill(&self, s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(start) = rest.find(OPEN) {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + OPEN.len_utf8()..];
+            let Some(end) = after.find(CLOSE) else {
+                break;
+            };
+            if let Some(i) = self.index(&after[..end]) {
+                out.push_str(&self.refs[i].value);
+            }
+            rest = &after[end + CLOSE.len_utf8()..];
+        }
+        out.push_str(rest);
+        out
+    }
 }
 
 #[cfg(test)]
@@ -66,25 +209,62 @@ mod tests {
         match name {
             "HOST" => Some("kafka:9092".into()),
             "EMPTY" => Some(String::new()),
+            "N" => Some("500".into()),
+            "HOSTILE" => Some("a\\b #c\nacks: 0\n\"q\" 'x': y".into()),
             _ => None,
         }
+    }
+
+    fn load(text: &str) -> Value {
+        let m = mark(text, env).unwrap();
+        let mut v: Value = serde_yaml::from_str(&m.text).unwrap();
+        m.resolve(&mut v);
+        v
     }
 
     #[test]
     fn substitutes_set_variables_and_defaults() {
         let text = "a: ${HOST}\nb: ${NOPE:-/var/lib}/x\nc: ${EMPTY:-d}\nd: $$5 and $ alone\n";
+        let want: Value =
+            serde_yaml::from_str("a: kafka:9092\nb: /var/lib/x\nc: d\nd: $5 and $ alone\n")
+                .unwrap();
+        assert_eq!(load(text), want);
+    }
+
+    #[test]
+    fn a_whole_unquoted_reference_takes_its_type_and_a_quoted_one_stays_a_string() {
+        let v = load("n: ${N}\nq: \"${N}\"\ns: '${N}'\nb: ${NOPE:-true}\ne: ${NOPE:-}\nm: x${N}\n");
+        let want: Value =
+            serde_yaml::from_str("n: 500\nq: \"500\"\ns: '500'\nb: true\ne:\nm: x500\n").unwrap();
+        assert_eq!(v, want);
+    }
+
+    #[test]
+    fn a_value_is_never_parsed_as_yaml() {
+        let v = load("k1:\n  password: ${HOSTILE}\n  acks: all\n  list: [${HOSTILE}]\n");
+        let hostile = env("HOSTILE").unwrap();
+        assert_eq!(v["k1"]["password"], Value::String(hostile.clone()));
         assert_eq!(
-            substitute(text, env).unwrap(),
-            "a: kafka:9092\nb: /var/lib/x\nc: d\nd: $5 and $ alone\n"
+            v["k1"]["acks"],
+            Value::String("all".into()),
+            "no key injected"
         );
+        assert_eq!(v["k1"]["list"][0], Value::String(hostile));
+        assert_eq!(v["k1"].as_mapping().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn keys_are_substituted_too() {
+        let v = load("${NOPE:-a1}:\n  x: 1\n");
+        assert_eq!(v["a1"]["x"], Value::Number(1.into()));
     }
 
     #[test]
     fn an_unset_variable_without_default_names_its_line() {
-        let err = substitute("a: 1\nb: ${MISSING}\n", env).unwrap_err();
+        let err = mark("a: 1\nb: ${MISSING}\n", env).unwrap_err();
         assert_eq!(
             err,
-            UnsetVar {
+            EnvError::Unset {
                 line: 2,
                 var: "MISSING".into()
             }
@@ -93,9 +273,24 @@ mod tests {
     }
 
     #[test]
+    fn an_unclosed_reference_is_an_error() {
+        let err = mark("a: 1\nb: /data/${X\n", env).unwrap_err();
+        assert_eq!(err, EnvError::Unclosed { line: 2 });
+    }
+
+    #[test]
+    fn a_brace_that_closes_something_else_is_not_a_name() {
+        let err = mark("r1: { dir: /data/${SPOOL, channel: c1 }\n", env).unwrap_err();
+        assert!(
+            matches!(&err, EnvError::BadName { line: 1, text } if text == "SPOOL, channel: c1 "),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn comments_are_left_alone() {
         assert_eq!(
-            substitute("  # ${MISSING}\n", env).unwrap(),
+            mark("  # ${MISSING}\n", env).unwrap().text,
             "  # ${MISSING}\n"
         );
     }
