@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use sluice_channels::lifecycle::{Phase, ShutdownTrigger};
-use sluice_channels::{Channel, FileChannel, MemoryChannel};
+use sluice_channels::{Channel, FileChannel, MemoryChannel, fsutil};
 use sluice_sinks::console::ConsoleSink;
 use sluice_sinks::kafka::KafkaSink;
 use sluice_sinks::{SinkContext, SinkMetrics};
@@ -76,17 +75,14 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
     fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
     let path = dir.join("lock");
-    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-    // SAFETY: flock on a descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        bail!(
+    match fsutil::lock(&path).with_context(|| format!("cannot create {}", path.display()))? {
+        Some(lock) => Ok(lock),
+        None => bail!(
             "the data folder {} is in use by another agent (lock {} is held)",
             dir.display(),
             path.display()
-        );
+        ),
     }
-    Ok(file)
 }
 
 fn host_name() -> String {

@@ -10,6 +10,7 @@ mod channel;
 mod chunks;
 mod event;
 mod file;
+pub mod fsutil;
 pub mod lifecycle;
 mod memory;
 pub mod units;

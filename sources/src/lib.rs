@@ -1,7 +1,6 @@
 //! Sluice's sources: they read files, frame lines and put them into a channel, and advance
 //! their checkpoints only over batches the channel reports safe.
 
-mod atomic_file;
 mod defaults;
 pub mod framing;
 mod metrics;
@@ -14,7 +13,6 @@ use std::sync::Arc;
 use sluice_channels::Channel;
 use sluice_channels::lifecycle::Shutdown;
 
-pub use atomic_file::write_atomic;
 pub use metrics::SourceMetrics;
 
 /// What the agent gives a source to run with.

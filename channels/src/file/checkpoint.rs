@@ -10,10 +10,11 @@ use std::path::Path;
 
 use super::disk;
 use super::state::Pos;
+use crate::fsutil;
 
 /// The checkpoint's file name in the channel directory.
 pub const FILE: &str = "checkpoint";
-/// The temporary name it is written under before the rename.
+/// The temporary name it is written under before the rename ([`fsutil::tmp_path`] of it).
 pub const TMP_FILE: &str = "checkpoint.tmp";
 const MAGIC: &[u8; 8] = b"SLCKPT01";
 const LEN: usize = 32;
@@ -82,7 +83,7 @@ pub fn load(dir: &Path) -> io::Result<Loaded> {
 /// and recovery then delivers everything on disk again.
 pub fn store(dir: &Path, pos: Pos) -> io::Result<()> {
     let data = encode(pos);
-    match disk::write_atomic(dir, FILE, TMP_FILE, &data) {
+    match fsutil::write_atomic(&dir.join(FILE), &data, true) {
         Err(e) if disk::is_no_space(&e) => overwrite(dir, &data).map_err(|_| e),
         r => r,
     }
@@ -110,6 +111,11 @@ fn overwrite(dir: &Path, data: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_temporary_name_is_the_one_write_atomic_uses() {
+        assert_eq!(fsutil::tmp_path(Path::new(FILE)), Path::new(TMP_FILE));
+    }
 
     #[test]
     fn round_trips_and_detects_damage() {

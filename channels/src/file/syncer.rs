@@ -16,8 +16,9 @@ use tracing::error;
 use super::config::FsyncPolicy;
 use super::state::{Chunk, Pos, SegMeta};
 use super::writer::{Stall, WriteError};
-use super::{Shared, disk, segment};
+use super::{Shared, segment};
 use crate::event::Origin;
+use crate::fsutil;
 
 /// The most bytes handed to the head directly, without reading them back from disk.
 const RESIDENT_BYTES: usize = 32 << 20;
@@ -230,7 +231,7 @@ impl Syncer {
         if creates_segment(groups) {
             loop {
                 self.shared.count(&self.shared.fsyncs, 1);
-                let Err(e) = disk::sync_dir(&self.shared.dir) else {
+                let Err(e) = fsutil::sync_dir(&self.shared.dir) else {
                     break;
                 };
                 if !self
@@ -248,7 +249,7 @@ impl Syncer {
     /// One fsync of the directory for `fsync: interval`; a failure is logged.
     fn sync_dir(&mut self) {
         self.shared.count(&self.shared.fsyncs, 1);
-        if let Err(e) = disk::sync_dir(&self.shared.dir) {
+        if let Err(e) = fsutil::sync_dir(&self.shared.dir) {
             error!(channel = %self.shared.name, error = %e, "cannot fsync the channel's directory");
         }
     }

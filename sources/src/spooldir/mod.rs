@@ -35,7 +35,7 @@ use tracing::{debug, error, info, warn};
 
 pub use config::{AfterRead, ConfigProblem, FAILED_SUFFIX, Order, SpoolDirConfig};
 
-use crate::{SourceContext, SourceError, SourceMetrics, atomic_file};
+use crate::{SourceContext, SourceError, SourceMetrics};
 use reader::{Batch, FileReader, ReadFailure};
 use scan::{Candidate, FolderState, Shape, Spool};
 
@@ -285,7 +285,7 @@ impl SpoolDirSource {
         match serde_json::from_slice(&data) {
             Ok(c) => c,
             Err(e) => {
-                let aside = atomic_file::set_aside(&self.checkpoint_path);
+                let aside = sluice_channels::fsutil::set_aside(&self.checkpoint_path);
                 error!(source = %self.ctx.name, checkpoint = %self.checkpoint_path.display(), error = %e,
                     moved_to = ?aside.as_ref().ok(),
                     "corrupt checkpoint set aside; files in progress are read again from their start");
@@ -325,14 +325,14 @@ impl SpoolDirSource {
         let path = self.checkpoint_path.clone();
         let write = {
             let (path, data) = (path.clone(), data.clone());
-            move || atomic_file::write_atomic(&path, &data, durable)
+            move || sluice_channels::fsutil::write_atomic(&path, &data, durable)
         };
         let result = match self.blocking().spawn_blocking(write).await {
             Ok(r) => r,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // The runtime is shutting down and runs no more blocking work: write it here, so
             // that the stop keeps what was safe.
-            Err(_) => atomic_file::write_atomic(&path, &data, durable),
+            Err(_) => sluice_channels::fsutil::write_atomic(&path, &data, durable),
         };
         if let Err(e) = result {
             error!(source = %self.ctx.name, checkpoint = %self.checkpoint_path.display(), error = %e,

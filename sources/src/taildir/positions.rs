@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::identity::Fingerprint;
-use crate::atomic_file;
 
 /// The format's version, checked on load.
 const VERSION: u32 = 1;
@@ -67,7 +66,7 @@ pub fn load(path: &Path) -> io::Result<Loaded> {
         Ok(p) => Ok(Loaded::Read(p)),
         Err(error) => Ok(Loaded::SetAside {
             error,
-            moved_to: atomic_file::set_aside(path).ok(),
+            moved_to: sluice_channels::fsutil::set_aside(path).ok(),
         }),
     }
 }
@@ -99,7 +98,7 @@ pub fn encode(positions: Vec<Position>) -> Vec<u8> {
 /// Replaces the position file at `path` with `data` (from [`encode`]) atomically; with
 /// `durable` it also survives power loss once this returns.
 pub fn save(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
-    atomic_file::write_atomic(path, data, durable)
+    sluice_channels::fsutil::write_atomic(path, data, durable)
 }
 
 #[cfg(test)]
