@@ -28,23 +28,26 @@ pub struct SinkContext {
     pub metrics: Arc<SinkMetrics>,
 }
 
-/// Why a sink stopped before it was asked to.
+/// Why a sink stopped before it was asked to. The underlying error is the `source()` of
+/// each, so that `{:#}` (anyhow) shows the whole chain.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// The output cannot be written to any more (e.g. stdout was closed).
-    #[error("sink {sink}: output failed: {error}")]
+    #[error("sink {sink}: output failed")]
     Output {
         /// The sink's name.
         sink: String,
         /// The underlying error.
+        #[source]
         error: std::io::Error,
     },
     /// The channel failed.
-    #[error("sink {sink}: {error}")]
+    #[error("sink {sink}")]
     Channel {
         /// The sink's name.
         sink: String,
         /// The underlying error.
+        #[source]
         error: sluice_channels::ChannelError,
     },
     /// A line cannot be delivered as configured; it stays in the channel.
@@ -63,4 +66,20 @@ pub enum SinkError {
         /// What went wrong.
         message: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_underlying_error_is_the_source_and_not_repeated() {
+        let e = SinkError::Output {
+            sink: "k1".into(),
+            error: std::io::Error::from(std::io::ErrorKind::BrokenPipe),
+        };
+        assert_eq!(e.to_string(), "sink k1: output failed");
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("broken pipe"));
+    }
 }

@@ -35,27 +35,30 @@ pub struct SourceContext {
     pub metrics: Arc<SourceMetrics>,
 }
 
-/// Why a source stopped before it was asked to.
+/// Why a source stopped before it was asked to. The underlying error is the `source()` of
+/// each, so that `{:#}` (anyhow) shows the whole chain.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The source could not create or use its state folder.
-    #[error("source {source_name}: state folder {path}: {error}")]
+    #[error("source {source_name}: state folder {path}")]
     State {
         /// The source's name.
         source_name: String,
         /// The folder or file.
         path: PathBuf,
         /// The underlying error.
+        #[source]
         error: std::io::Error,
     },
     /// The folder the source watches is missing or unreadable.
-    #[error("source {source_name}: {path}: {error}")]
+    #[error("source {source_name}: {path}")]
     Dir {
         /// The source's name.
         source_name: String,
         /// The folder.
         path: PathBuf,
         /// The underlying error.
+        #[source]
         error: std::io::Error,
     },
 }
@@ -65,4 +68,20 @@ pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_underlying_error_is_the_source_and_not_repeated() {
+        let e = SourceError::Dir {
+            source_name: "r1".into(),
+            path: "/spool".into(),
+            error: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert_eq!(e.to_string(), "source r1: /spool");
+        assert!(std::error::Error::source(&e).is_some());
+    }
 }
