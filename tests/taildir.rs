@@ -280,8 +280,9 @@ fn sigkill_and_restart_lose_nothing_and_repeat_only_lines_in_flight() {
     );
 }
 
-/// `read_from: end` skips what files held at startup (up to their last complete line), reads
-/// files that appear later whole, and a restart resumes known files where they were.
+/// `read_from: end` skips what files held at the first start (up to their last complete
+/// line), reads files that appear later whole, and a restart resumes known files where they
+/// were and reads files that appeared while it was stopped whole.
 #[test]
 fn read_from_end_skips_old_lines_and_a_restart_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
@@ -318,17 +319,27 @@ fn read_from_end_skips_old_lines_and_a_restart_resumes_exactly() {
     assert_eq!(got, sorted);
 
     append(&old).write_all(b"after restart\n").unwrap();
+    // A file that appeared while the agent was stopped is new: read whole, not from its end
+    // (`read_from` is about what was there before the agent ever ran).
+    fs::write(logs.join("while-down.log"), b"down 1\ndown 2\n").unwrap();
     let mut agent = Agent::start(dir.path(), "a1", &cfg);
     wait_until(
         Duration::from_secs(30),
-        "the line written while stopped",
-        || !agent.stdout_bytes().is_empty(),
+        "the lines written while stopped",
+        || {
+            String::from_utf8_lossy(&agent.stdout_bytes())
+                .lines()
+                .count()
+                >= 3
+        },
     );
     stop(&mut agent);
-    assert_eq!(
-        String::from_utf8_lossy(&agent.stdout_bytes()),
-        "after restart\n"
-    );
+    let mut got: Vec<String> = String::from_utf8_lossy(&agent.stdout_bytes())
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    got.sort();
+    assert_eq!(got, ["after restart", "down 1", "down 2"]);
 }
 
 /// GBK and UTF-16LE files come out as UTF-8, lines framed on the original encoding.

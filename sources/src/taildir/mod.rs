@@ -214,9 +214,12 @@ struct Tail {
     retiring: HashSet<Key>,
     /// Positions remembered from the last run, not yet matched to a file.
     resume: HashMap<(u64, u64), Position>,
-    /// Read files found at startup from their beginning, whatever `read_from` says (the
-    /// position file was unreadable).
-    distrust_positions: bool,
+    /// No position file of an earlier run: files found at startup follow `read_from`.
+    /// Otherwise a file found at startup without a position appeared since the last run (or
+    /// the position file was unreadable) and is read from its beginning: `read_from: end`
+    /// skips what was there before the agent ever ran, never what a restart or a reload
+    /// missed.
+    first_run: bool,
     positions_changed: bool,
     /// A new file is followed: its position is written at once, so that a crash right after
     /// cannot forget it exists (were it renamed away before the restart, it would be missed).
@@ -249,7 +252,7 @@ impl Tail {
             chunk: READ_CHUNK,
             budget: ROUND_BUDGET,
         });
-        let mut distrust_positions = false;
+        let first_run = matches!(loaded, Loaded::Missing);
         let resume = match loaded {
             Loaded::Missing => HashMap::new(),
             Loaded::Read(list) => list.into_iter().map(|p| ((p.dev, p.ino), p)).collect(),
@@ -257,7 +260,6 @@ impl Tail {
                 error!(source = %ctx.name, position_file = %position_file.display(), error,
                     moved_to = ?moved_to, "corrupt position file set aside; every file found now is \
                     read from its beginning (lines may repeat, none is lost)");
-                distrust_positions = true;
                 HashMap::new()
             }
         };
@@ -299,7 +301,7 @@ impl Tail {
             unbound: HashSet::new(),
             retiring: HashSet::new(),
             resume,
-            distrust_positions,
+            first_run,
             positions_changed: false,
             positions_urgent: false,
             saving: None,
@@ -527,10 +529,7 @@ impl Tail {
                 None => {
                     let (start, safe, fp) = match self.resume.remove(&(f.dev, f.ino)) {
                         Some(p) => (Start::At(p.offset), p.offset, p.fp),
-                        None if first
-                            && self.cfg.read_from == ReadFrom::End
-                            && !self.distrust_positions =>
-                        {
+                        None if first && self.cfg.read_from == ReadFrom::End && self.first_run => {
                             (Start::End, 0, None)
                         }
                         None if old_before.is_some_and(|t| f.mtime < t) => {
