@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use support::agent::{Agent, free_port, metric, wait_until};
+use support::agent::{Agent, free_port, http_get, metric, wait_until};
 use support::kafka::{KafkaBroker, Record};
 
 const PARTITIONS: i32 = 3;
@@ -329,4 +329,170 @@ fn watch_config_applies_a_configmap_style_symlink_swap() {
         m
     });
     assert!(counts.values().all(|&n| n == 1));
+}
+
+/// A reload that retires a sink which cannot deliver (its broker is unreachable) waits for
+/// it; a SIGTERM meanwhile is served at once: the reload gives way (logged, counted as
+/// failed), `/ready` turns 503, and the agent drains and exits as for any SIGTERM. It used to
+/// finish the reload first (up to `shutdown_timeout`, then the abort), then drain.
+#[test]
+fn sigterm_during_a_reload_is_served_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let a = logs.join("a.log");
+    let lines: String = (0..5000).map(|i| format!("a:{i:09}\n")).collect();
+    fs::write(&a, lines).unwrap();
+    let port = free_port();
+    // Nothing listens there: batches stay in flight.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let data = dir.path().join("data");
+    let cfg = |topic: &str| {
+        config(&data, port, &nowhere, topic, &source("s1", &a))
+            .replace("shutdown_timeout: 20s", "shutdown_timeout: 60s")
+    };
+    let mut agent = Agent::start(dir.path(), "a1", &cfg("one"));
+    wait_until(LONG, "batches in flight", || {
+        metric(port, "sluice_channel_events", "channel=\"c1\"").unwrap_or(0) >= 1000
+    });
+    fs::write(dir.path().join("agent.yaml"), cfg("two")).unwrap();
+    agent.signal(libc::SIGHUP);
+    wait_until(LONG, "the reload waits for the retiring sink", || {
+        agent.stderr_text().contains("reloading the configuration")
+    });
+    agent.signal(libc::SIGTERM);
+    wait_until(LONG, "the reload gives way to the stop", || {
+        agent
+            .stderr_text()
+            .contains("stop signal during a reload: the new configuration is not applied")
+    });
+    let ready = http_get(port, "/ready").map(|(status, _)| status);
+    assert!(
+        ready.is_none() || ready.as_deref().is_some_and(|s| s.contains(" 503 ")),
+        "not ready while stopping: {ready:?}"
+    );
+    assert_eq!(reloads(port, "failed"), 1);
+    // The drain waits for the unreachable broker for shutdown_timeout; a second signal ends it.
+    agent.signal(libc::SIGTERM);
+    let status = agent.wait_exit(LONG);
+    assert!(status.code().is_some(), "{}", agent.stderr_text());
+    let log = agent.stderr_text();
+    assert!(log.contains("second signal: stopping now"), "{log}");
+    assert!(!log.contains("configuration reloaded"), "{log}");
+}
+
+/// A file channel that holds events cannot be moved to another folder (or removed) by a
+/// reload: its events would stay behind in the old folder. The reload is refused, named and
+/// counted, and the channel keeps its events.
+#[test]
+fn a_file_channel_holding_events_is_not_moved_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let a = logs.join("a.log");
+    let lines: String = (0..3000).map(|i| format!("a:{i:09}\n")).collect();
+    fs::write(&a, lines).unwrap();
+    let port = free_port();
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let data = dir.path().join("data");
+    let cfg = |folder: &str| {
+        config(&data, port, &nowhere, "one", &source("s1", &a)).replace(
+            "c1: { type: memory, capacity: 5000 }",
+            &format!("c1: {{ type: file, dir: {folder} }}"),
+        )
+    };
+    let mut agent = Agent::start(dir.path(), "a1", &cfg("cha"));
+    wait_until(LONG, "every line in the file channel", || {
+        metric(port, "sluice_channel_events", "channel=\"c1\"").unwrap_or(0) == 3000
+    });
+    reload(
+        &agent,
+        &dir.path().join("agent.yaml"),
+        &cfg("chb"),
+        port,
+        "failed",
+    );
+    let log = agent.stderr_text();
+    assert!(
+        log.contains("a1.channels.c1: the file channel in") && log.contains("holds 3000 events"),
+        "{log}"
+    );
+    assert_eq!(
+        metric(port, "sluice_channel_events", "channel=\"c1\""),
+        Some(3000)
+    );
+    assert!(
+        !data.join("chb").exists(),
+        "nothing was opened in the new folder"
+    );
+    agent.kill();
+}
+
+/// A reload whose new file channel cannot be opened (its folder is under a regular file)
+/// leaves that channel, its source and its sink not running: the reload counts as failed,
+/// `/health` and `/ready` say so, and the next reload opens it once it can.
+#[test]
+fn a_channel_a_reload_cannot_open_shows_and_is_tried_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let a = logs.join("a.log");
+    fs::write(&a, "a:1\na:2\n").unwrap();
+    let port = free_port();
+    let data = dir.path().join("data");
+    let blocker = dir.path().join("blocker");
+    fs::write(&blocker, "a file where a folder should be").unwrap();
+    let cfg = |folder: &Path| {
+        format!(
+            "a1:\n  data_dir: {}\n  http: 127.0.0.1:{port}\n  sources:\n{}  channels:\n    \
+             c1: {{ type: file, dir: {} }}\n  sinks:\n    k1: {{ type: console, channel: c1 }}\n",
+            data.display(),
+            source("s1", &a),
+            folder.display()
+        )
+    };
+    let mut agent = Agent::start(dir.path(), "a1", &cfg(&data.join("c1")));
+    wait_until(LONG, "the lines delivered", || {
+        String::from_utf8_lossy(&agent.stdout_bytes())
+            .lines()
+            .count()
+            == 2
+    });
+    let conf = dir.path().join("agent.yaml");
+    reload(&agent, &conf, &cfg(&blocker.join("c1")), port, "failed");
+    let (status, body) = http_get(port, "/ready").unwrap();
+    assert!(
+        status.contains(" 503 ") && body.contains("channel c1 cannot be opened"),
+        "{status} {body}"
+    );
+    let (_, health) = http_get(port, "/health").unwrap();
+    assert!(
+        health.starts_with("degraded\n") && health.contains("channel c1 cannot be opened"),
+        "{health}"
+    );
+
+    fs::remove_file(&blocker).unwrap();
+    fs::create_dir(&blocker).unwrap();
+    reload(&agent, &conf, &cfg(&blocker.join("c1")), port, "applied");
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&a)
+        .unwrap()
+        .write_all(b"a:3\n")
+        .unwrap();
+    wait_until(
+        LONG,
+        "the new line delivered through the reopened channel",
+        || {
+            String::from_utf8_lossy(&agent.stdout_bytes())
+                .lines()
+                .count()
+                == 3
+        },
+    );
+    wait_until(LONG, "ready again", || {
+        http_get(port, "/ready").is_some_and(|(status, _)| status.contains(" 200 "))
+    });
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
 }

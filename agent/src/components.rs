@@ -29,6 +29,9 @@ pub struct Members {
     pub channels: Vec<Arc<dyn Channel>>,
     /// Sinks and their counters.
     pub sinks: Vec<(String, Arc<SinkMetrics>)>,
+    /// What the configuration has but does not run, and why (a channel a reload could not
+    /// open, and the source and sink wired to it).
+    pub down: Vec<String>,
 }
 
 /// Counts of configuration reloads since the agent started.

@@ -344,6 +344,7 @@ pub fn readiness(c: &Components) -> (bool, String) {
         reasons.push("the agent is starting".to_owned());
     }
     let members = c.members();
+    reasons.extend(members.down.iter().cloned());
     for (name, m) in &members.sources {
         if !m.started() {
             reasons.push(format!("source {name} has not started"));
@@ -383,8 +384,11 @@ pub fn health(c: &Components, now_ms: u64) -> String {
         .iter()
         .filter_map(|(n, m)| Some((n.as_str(), m.problem()?)))
         .collect();
-    let ok = sinks.iter().all(|(_, h)| h.ok()) && problems.is_empty();
+    let ok = sinks.iter().all(|(_, h)| h.ok()) && problems.is_empty() && members.down.is_empty();
     let mut out = String::from(if ok { "ok\n" } else { "degraded\n" });
+    for down in &members.down {
+        let _ = writeln!(out, "{down}");
+    }
     for (name, problem) in &problems {
         let _ = writeln!(out, "source {name}: {problem}");
     }
@@ -416,12 +420,15 @@ pub fn health(c: &Components, now_ms: u64) -> String {
     }
     for ch in &members.channels {
         let s = ch.stats();
+        let events = if s.capacity_events == usize::MAX {
+            format!("{} events", s.events)
+        } else {
+            format!("{} of {} events", s.events, s.capacity_events)
+        };
         let _ = writeln!(
             out,
-            "channel {}: {} of {} events, {} of {} bytes",
+            "channel {}: {events}, {} of {} bytes",
             ch.name(),
-            s.events,
-            s.capacity_events,
             s.bytes,
             s.capacity_bytes
         );

@@ -93,6 +93,11 @@ fn main() -> ExitCode {
             file,
             watch_config,
         } => {
+            // Until the agent handles SIGHUP (a reload), one must not end it: that is what
+            // SIGHUP does to a process that does not handle it.
+            // SAFETY: setting a signal's disposition to "ignore" touches no memory.
+            unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+            let loaded = std::fs::read(&file).ok();
             let cfg = match config::load(&file, &name) {
                 Ok(c) => c,
                 Err(e) => {
@@ -103,6 +108,7 @@ fn main() -> ExitCode {
             let origin = run::ConfigFile {
                 path: file,
                 watch: watch_config,
+                loaded,
             };
             match run::run(cfg, origin) {
                 Ok(()) => ExitCode::SUCCESS,

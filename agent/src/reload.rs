@@ -121,11 +121,11 @@ const WATCH_POLL: Duration = Duration::from_secs(5);
 const SETTLE: Duration = Duration::from_millis(300);
 
 /// Watches `path` and sends `()` each time its content differs from the last content seen
-/// (the content at the start counts as seen). It watches the file's folder, so that a
+/// (`loaded`, what the running configuration was read from, counts as seen). It watches the file's folder, so that a
 /// replaced file, a renamed one, and a Kubernetes ConfigMap update (which swaps the `..data`
 /// symlink the file's path goes through) are all noticed; it also reads the file every
 /// [`WATCH_POLL`]. Runs until the receiver is dropped.
-pub fn watch(path: PathBuf) -> mpsc::Receiver<()> {
+pub fn watch(path: PathBuf, loaded: Option<Vec<u8>>) -> mpsc::Receiver<()> {
     let (tx, rx) = mpsc::channel(1);
     let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
     let folder = path
@@ -147,7 +147,9 @@ pub fn watch(path: PathBuf) -> mpsc::Receiver<()> {
             None
         }
     };
-    let mut seen = std::fs::read(&path).ok();
+    // What the running configuration was read from: an edit made while the agent started
+    // is a change.
+    let mut seen = loaded;
     tokio::spawn(async move {
         let _watcher = watcher;
         let mut poll = tokio::time::interval(WATCH_POLL);
@@ -162,8 +164,10 @@ pub fn watch(path: PathBuf) -> mpsc::Receiver<()> {
                 _ = tx.closed() => return,
             }
             // An unreadable file (mid-swap, or removed) is not a change: the reload would
-            // only be refused. Its next content is compared with the last one read.
+            // only be refused. But whatever it holds when it is back counts as a change (a
+            // SIGHUP meanwhile may have been refused), so that it is applied.
             let Ok(now) = tokio::fs::read(&path).await else {
+                seen = None;
                 continue;
             };
             if seen.as_ref() != Some(&now) {
@@ -287,7 +291,7 @@ mod tests {
         std::fs::write(d.join("..v1/agent.yaml"), "one").unwrap();
         std::os::unix::fs::symlink("..v1", d.join("..data")).unwrap();
         std::os::unix::fs::symlink("..data/agent.yaml", d.join("agent.yaml")).unwrap();
-        let mut changes = watch(d.join("agent.yaml"));
+        let mut changes = watch(d.join("agent.yaml"), Some(b"one".to_vec()));
         // Swap as the kubelet does.
         std::fs::create_dir(d.join("..v2")).unwrap();
         std::fs::write(d.join("..v2/agent.yaml"), "two").unwrap();

@@ -2,7 +2,7 @@
 //! the changed ones on a reload (SIGHUP, `--watch-config`), and stops them in order on
 //! SIGTERM or SIGINT.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use sluice_sources::spooldir::SpoolDirSource;
 use sluice_sources::taildir::TailDirSource;
 use sluice_sources::{SourceContext, SourceMetrics};
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinError, JoinHandle};
 use tracing::{error, info, warn};
 
@@ -41,6 +41,8 @@ pub struct ConfigFile {
     pub path: PathBuf,
     /// Reload whenever its content changes (`--watch-config`), not only on SIGHUP.
     pub watch: bool,
+    /// The content the running configuration was read from (read just before it).
+    pub loaded: Option<Vec<u8>>,
 }
 
 /// Runs the agent until a signal stops it; returns an error if a component failed.
@@ -155,15 +157,25 @@ struct Supervisor {
     /// A component ended without being asked to: the agent stops. `Some(Sink)` when a sink
     /// did, which makes waiting for a drain pointless.
     broken: Option<Kind>,
+    /// How many stop signals (SIGTERM, SIGINT) arrived; a reload gives way to the first.
+    stops: watch::Receiver<u32>,
+    /// Channels of the configuration that a reload could not open, and why: they, their
+    /// sources and their sink do not run; the next reload tries them again.
+    down: BTreeMap<String, String>,
 }
 
 impl Supervisor {
-    fn new(cfg: AgentConfig, channels: HashMap<String, Arc<dyn Channel>>) -> Self {
+    fn new(
+        cfg: AgentConfig,
+        channels: HashMap<String, Arc<dyn Channel>>,
+        stops: watch::Receiver<u32>,
+    ) -> Self {
         let (ended_tx, ended) = mpsc::unbounded_channel();
         let members = Members {
             sources: Vec::new(),
             channels: Vec::new(),
             sinks: Vec::new(),
+            down: Vec::new(),
         };
         let components = Arc::new(Components::new(&cfg.name, members));
         let mut s = Supervisor {
@@ -180,6 +192,8 @@ impl Supervisor {
             next_generation: 0,
             failed: false,
             broken: None,
+            stops,
+            down: BTreeMap::new(),
         };
         s.publish();
         s
@@ -200,10 +214,18 @@ impl Supervisor {
             .map(|s| (s.name.clone(), self.sink_metrics_of(&s.name)))
             .collect();
         let channels = self.channels.values().cloned().collect();
+        let down = self
+            .down
+            .iter()
+            .map(|(c, why)| {
+                format!("channel {c} cannot be opened ({why}); its sources and sink do not run")
+            })
+            .collect();
         self.components.set_members(Members {
             sources,
             channels,
             sinks,
+            down,
         });
     }
 
@@ -355,23 +377,35 @@ impl Supervisor {
 
     /// Waits until none of the named components runs, or `timeout` passes (false then).
     /// Other components that end meanwhile are applied too.
+    /// A stop signal ends the wait too (false).
     async fn wait_for(&mut self, kind: Kind, names: &[String], timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut stops = self.stops.clone();
         while self.any_running(kind, names) {
-            match tokio::time::timeout_at(deadline, self.ended.recv()).await {
-                Ok(Some(e)) => {
-                    self.on_ended(e);
-                }
-                Ok(None) | Err(_) => return false,
+            tokio::select! {
+                e = self.ended.recv() => match e {
+                    Some(e) => {
+                        self.on_ended(e);
+                    }
+                    None => return false,
+                },
+                _ = tokio::time::sleep_until(deadline) => return false,
+                _ = stops.wait_for(|n| *n > 0) => return false,
             }
         }
         true
     }
 
+    /// True once a stop signal arrived.
+    fn stop_requested(&self) -> bool {
+        *self.stops.borrow() > 0
+    }
+
     /// Waits up to `timeout` for the named components (already asked to stop) to return,
     /// then aborts them (they save what they can), then cuts them off.
     async fn finish(&mut self, kind: Kind, names: &[String], timeout: Duration) {
-        if self.wait_for(kind, names, timeout).await {
+        if self.wait_for(kind, names, timeout).await || self.stop_requested() {
+            // Stopping: the agent's own drain takes them from here, within its deadline.
             return;
         }
         warn!(components = ?names, timeout = ?timeout,
@@ -412,7 +446,7 @@ impl Supervisor {
             warn!(key = %w.key, warning = %w.message, "configuration warning");
         }
         let mut new = new;
-        let a = &self.cfg.name;
+        let a = self.cfg.name.clone();
         if new.data_dir != self.cfg.data_dir {
             return self.refuse(
                 file,
@@ -426,11 +460,25 @@ impl Supervisor {
             );
         }
         if new.http != self.cfg.http {
-            warn!(key = %format!("{a}.http"), running = ?self.cfg.http,
-                "changed, but takes effect only after a restart");
+            let show =
+                |h: Option<std::net::SocketAddr>| h.map_or("none".to_owned(), |a| a.to_string());
+            warn!(key = %format!("{a}.http"), running = %show(self.cfg.http), new = %show(new.http),
+                "changed, but takes effect only after a restart; the running address stays");
             new.http = self.cfg.http;
         }
-        let plan = Plan::new(&self.cfg, &new);
+        // What runs: a channel a reload could not open is not running, nor is what is wired
+        // to it; planned against this, they are started again.
+        let mut running = self.cfg.clone();
+        running
+            .channels
+            .retain(|c| !self.down.contains_key(&c.name));
+        running
+            .sources
+            .retain(|c| !self.down.contains_key(&c.channel));
+        running
+            .sinks
+            .retain(|c| !self.down.contains_key(&c.channel));
+        let plan = Plan::new(&running, &new);
         let interval_changed = new.report_interval != self.cfg.report_interval;
         if plan.is_empty() {
             self.cfg = new;
@@ -444,6 +492,23 @@ impl Supervisor {
                 "configuration reloaded; no component changed"
             );
             return interval_changed;
+        }
+        // A file channel that goes away (removed, or moved to another folder, or made a memory
+        // channel) must be empty, or its events would stay behind in its folder.
+        for (name, dir) in self.moved_file_channels(&new) {
+            let left = self.channels.get(&name).map_or(0, |c| c.stats().events);
+            if left > 0 {
+                return self.refuse(
+                    file,
+                    why,
+                    &format!(
+                        "{a}.channels.{name}: the file channel in {} holds {left} events; \
+                         it can be removed or moved to another folder only once they are \
+                         delivered",
+                        dir.display()
+                    ),
+                );
+            }
         }
         // Added channels first: one that cannot be opened refuses the reload before anything
         // was stopped.
@@ -472,6 +537,9 @@ impl Supervisor {
         // channel's sink has to deliver.
         self.signal(Kind::Source, &plan.stop_sources, Phase::Draining);
         self.finish(Kind::Source, &plan.stop_sources, timeout).await;
+        if self.stop_requested() {
+            return self.abandon();
+        }
         // Sinks whose channel stays take nothing more and deliver what they took; sinks of a
         // channel that goes deliver what it holds once it is closed (nothing puts into it any
         // more).
@@ -489,12 +557,27 @@ impl Supervisor {
         let mut sinks = plan.retire_sinks.clone();
         sinks.extend(plan.drain_sinks.iter().cloned());
         self.finish(Kind::Sink, &sinks, timeout).await;
+        if self.stop_requested() {
+            return self.abandon();
+        }
+        let mut stranded = Vec::new();
+        for (name, dir) in self.moved_file_channels(&new) {
+            let left = self.channels.get(&name).map_or(0, |c| c.stats().events);
+            if left > 0 {
+                stranded.push(format!(
+                    "{a}.channels.{name}: {left} events stay in {}, which the new configuration \
+                     does not open; they are delivered once a file channel opens that folder \
+                     again",
+                    dir.display()
+                ));
+            }
+        }
         let old = std::mem::replace(&mut self.cfg, new);
         for name in &plan.drop_channels {
             self.drop_channel(name, &old).await;
         }
         self.channels.extend(opened);
-        let mut trouble = Vec::new();
+        self.down.clear();
         for name in &plan.open_channels {
             if self.channels.contains_key(name) {
                 continue;
@@ -507,8 +590,12 @@ impl Supervisor {
                 Ok(Ok(ch)) => {
                     self.channels.insert(name.clone(), ch);
                 }
-                Ok(Err(e)) => trouble.push(format!("{e:#}")),
-                Err(e) => trouble.push(e.to_string()),
+                Ok(Err(e)) => {
+                    self.down.insert(name.clone(), format!("{e:#}"));
+                }
+                Err(e) => {
+                    self.down.insert(name.clone(), e.to_string());
+                }
             }
         }
         self.source_metrics
@@ -537,7 +624,7 @@ impl Supervisor {
         self.publish();
         let r = &self.components.reloads;
         r.loaded_ms.store(http::now_ms(), Ordering::Relaxed);
-        if trouble.is_empty() {
+        if stranded.is_empty() && self.down.is_empty() {
             r.applied.fetch_add(1, Ordering::Relaxed);
             r.last_ok.store(true, Ordering::Relaxed);
             info!(trigger = why, started = ?names_of(&plan.start_sources, &plan.start_sinks),
@@ -545,12 +632,47 @@ impl Supervisor {
         } else {
             r.failed.fetch_add(1, Ordering::Relaxed);
             r.last_ok.store(false, Ordering::Relaxed);
-            for t in &trouble {
-                error!(error = %t, "reload: a channel of the new configuration cannot be opened; \
-                    its sources and sink do not run until the next reload or restart");
+            for t in &stranded {
+                error!(problem = %t, "reload: events left behind");
+            }
+            for (c, e) in &self.down {
+                error!(channel = %c, error = %e, "reload: the channel cannot be opened; its \
+                    sources and sink do not run until a reload opens it (/health and /ready say so)");
             }
         }
         interval_changed
+    }
+
+    /// A stop signal arrived during the reload: what was stopped stays stopped, nothing new
+    /// starts, and the agent's drain takes over.
+    fn abandon(&self) -> bool {
+        let r = &self.components.reloads;
+        r.failed.fetch_add(1, Ordering::Relaxed);
+        r.last_ok.store(false, Ordering::Relaxed);
+        warn!("stop signal during a reload: the new configuration is not applied");
+        false
+    }
+
+    /// The running file channels whose folder `new` does not open any more (removed, moved
+    /// to another folder, or made a memory channel), with that folder.
+    fn moved_file_channels(&self, new: &AgentConfig) -> Vec<(String, PathBuf)> {
+        let dir_of = |cfg: &AgentConfig, name: &str| {
+            cfg.channels
+                .iter()
+                .find(|c| c.name == name)
+                .and_then(|c| match &c.kind {
+                    ChannelKind::File(f) => Some(f.dir.clone()),
+                    ChannelKind::Memory(_) => None,
+                })
+        };
+        self.cfg
+            .channels
+            .iter()
+            .filter_map(|c| {
+                let dir = dir_of(&self.cfg, &c.name)?;
+                (dir_of(new, &c.name).as_ref() != Some(&dir)).then(|| (c.name.clone(), dir))
+            })
+            .collect()
     }
 
     /// Counts and logs a refused reload; returns false (nothing changed).
@@ -571,26 +693,28 @@ impl Supervisor {
         };
         self.publish();
         let left = ch.stats().events;
-        if left > 0 {
-            let file = old
-                .channels
+        let dir = |cfg: &AgentConfig| {
+            cfg.channels
                 .iter()
                 .find(|c| c.name == name)
                 .and_then(|c| match &c.kind {
                     ChannelKind::File(f) => Some(f.dir.clone()),
                     ChannelKind::Memory(_) => None,
-                });
-            match file {
-                Some(dir) => warn!(channel = name, events = left, dir = %dir.display(),
-                    "replaced channel still holds events; they stay in its folder and are delivered \
-                     by the channel that opens it next"),
-                None => warn!(
-                    channel = name,
-                    events = left,
-                    "replaced channel still holds events that were not safe for their sources; \
-                     they are read again from the files"
-                ),
-            }
+                })
+        };
+        match (dir(old), left) {
+            (_, 0) => {}
+            (None, _) => warn!(
+                channel = name,
+                events = left,
+                "replaced memory channel still holds events that were not safe for their \
+                 sources; they are read again from the files"
+            ),
+            // Moved away: the reload reports it as trouble.
+            (Some(d), _) if dir(&self.cfg).as_ref() != Some(&d) => {}
+            (Some(d), _) => info!(channel = name, events = left, dir = %d.display(),
+                "replaced file channel holds events; the new channel on the same folder \
+                 delivers them"),
         }
         let deadline = Instant::now() + CHANNEL_RELEASE;
         while Arc::strong_count(&ch) > 1 && Instant::now() < deadline {
@@ -636,6 +760,28 @@ impl Signals {
             _ = self.int.recv() => "SIGINT",
         }
     }
+
+    /// Counts the stop signals as they come, whatever the agent is doing (a reload, a drain),
+    /// logging the first.
+    fn count(mut self) -> watch::Receiver<u32> {
+        let (tx, rx) = watch::channel(0);
+        tokio::spawn(async move {
+            loop {
+                let s = self.stop().await;
+                let n = *tx.borrow() + 1;
+                if n == 1 {
+                    match s {
+                        "SIGINT" => info!("SIGINT: stopping"),
+                        _ => info!("SIGTERM: stopping"),
+                    }
+                }
+                if tx.send(n).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
 }
 
 /// Opens, binds and starts everything, then runs until a signal or a failure and stops the
@@ -645,7 +791,7 @@ impl Signals {
 async fn run_components(cfg: AgentConfig, file: ConfigFile, stop: &mut Stop) -> anyhow::Result<()> {
     // Signals first: an early SIGHUP (a reload while a file channel recovers) must not kill
     // the agent, which is what SIGHUP does to a process that does not handle it.
-    let mut signals = Signals::new()?;
+    let signals = Signals::new()?;
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     for w in &cfg.warnings {
         warn!(key = %w.key, warning = %w.message, "configuration warning");
@@ -659,10 +805,13 @@ async fn run_components(cfg: AgentConfig, file: ConfigFile, stop: &mut Stop) -> 
         Some(addr) => Some(http::bind(addr, &format!("{}.http", cfg.name)).await?),
         None => None,
     };
-    let mut watched = file.watch.then(|| reload::watch(file.path.clone()));
+    let mut watched = file
+        .watch
+        .then(|| reload::watch(file.path.clone(), file.loaded.clone()));
 
     // Nothing can fail any more before the components run: start them, sinks first.
-    let mut sv = Supervisor::new(cfg, channels);
+    let mut stops = signals.count();
+    let mut sv = Supervisor::new(cfg, channels, stops.clone());
     let components = sv.components.clone();
     let server = listener.map(|l| http::serve(l, components.clone()));
     let defs = sv.cfg.clone();
@@ -686,13 +835,7 @@ async fn run_components(cfg: AgentConfig, file: ConfigFile, stop: &mut Stop) -> 
     // reload on SIGHUP and when the watched file changes.
     loop {
         let why = tokio::select! {
-            s = signals.stop() => {
-                match s {
-                    "SIGINT" => info!("SIGINT: stopping"),
-                    _ => info!("SIGTERM: stopping"),
-                }
-                break;
-            }
+            _ = stops.wait_for(|n| *n > 0) => break,
             _ = hup.recv() => "SIGHUP",
             Some(()) = async { watched.as_mut()?.recv().await } => "file changed",
             Some(e) = sv.ended.recv() => {
@@ -726,6 +869,8 @@ async fn run_components(cfg: AgentConfig, file: ConfigFile, stop: &mut Stop) -> 
         l.stopping = true;
     }
     let deadline = tokio::time::Instant::now() + sv.cfg.shutdown_timeout;
+    // A signal from here on cuts the drain short.
+    let draining_at = *stops.borrow();
     let finished = if sv.broken == Some(Kind::Sink) {
         warn!(
             "a sink stopped; not waiting for the drain: what is not safe yet is read again after a restart"
@@ -766,11 +911,13 @@ async fn run_components(cfg: AgentConfig, file: ConfigFile, stop: &mut Stop) -> 
                 warn!(timeout = ?timeout, "drain deadline passed; what is not safe yet is read again after a restart");
                 false
             }
-            s = signals.stop() => { warn!(signal = s, "second signal: stopping now"); false }
+            _ = stops.wait_for(|n| *n > draining_at) => { warn!("second signal: stopping now"); false }
         }
     };
     if !finished {
         *stop = Stop::CutShort;
+        // One more signal from here on cuts the components off.
+        let seen = *stops.borrow();
         sv.signal(Kind::Source, &all_sources, Phase::Aborting);
         sv.signal(Kind::Sink, &all_sinks, Phase::Aborting);
         for ch in sv.channels.values() {
@@ -786,7 +933,7 @@ async fn run_components(cfg: AgentConfig, file: ConfigFile, stop: &mut Stop) -> 
         };
         let cut = tokio::select! {
             r = tokio::time::timeout(ABORT_GRACE, rest) => r.is_err(),
-            _ = signals.stop() => true,
+            _ = stops.wait_for(|n| *n > seen) => true,
         };
         if cut {
             error!("components did not stop in time; cutting them off");
