@@ -656,21 +656,12 @@ impl Supervisor {
     /// The running file channels whose folder `new` does not open any more (removed, moved
     /// to another folder, or made a memory channel), with that folder.
     fn moved_file_channels(&self, new: &AgentConfig) -> Vec<(String, PathBuf)> {
-        let dir_of = |cfg: &AgentConfig, name: &str| {
-            cfg.channels
-                .iter()
-                .find(|c| c.name == name)
-                .and_then(|c| match &c.kind {
-                    ChannelKind::File(f) => Some(f.dir.clone()),
-                    ChannelKind::Memory(_) => None,
-                })
-        };
         self.cfg
             .channels
             .iter()
             .filter_map(|c| {
-                let dir = dir_of(&self.cfg, &c.name)?;
-                (dir_of(new, &c.name).as_ref() != Some(&dir)).then(|| (c.name.clone(), dir))
+                let dir = file_dir(&self.cfg, &c.name)?;
+                (file_dir(new, &c.name).as_ref() != Some(&dir)).then(|| (c.name.clone(), dir))
             })
             .collect()
     }
@@ -693,16 +684,7 @@ impl Supervisor {
         };
         self.publish();
         let left = ch.stats().events;
-        let dir = |cfg: &AgentConfig| {
-            cfg.channels
-                .iter()
-                .find(|c| c.name == name)
-                .and_then(|c| match &c.kind {
-                    ChannelKind::File(f) => Some(f.dir.clone()),
-                    ChannelKind::Memory(_) => None,
-                })
-        };
-        match (dir(old), left) {
+        match (file_dir(old, name), left) {
             (_, 0) => {}
             (None, _) => warn!(
                 channel = name,
@@ -711,7 +693,7 @@ impl Supervisor {
                  sources; they are read again from the files"
             ),
             // Moved away: the reload reports it as trouble.
-            (Some(d), _) if dir(&self.cfg).as_ref() != Some(&d) => {}
+            (Some(d), _) if file_dir(&self.cfg, name).as_ref() != Some(&d) => {}
             (Some(d), _) => info!(channel = name, events = left, dir = %d.display(),
                 "replaced file channel holds events; the new channel on the same folder \
                  delivers them"),
@@ -723,6 +705,17 @@ impl Supervisor {
         // A file channel joins its threads when dropped.
         let _ = tokio::task::spawn_blocking(move || drop(ch)).await;
     }
+}
+
+/// The folder of `cfg`'s file channel `name`; `None` for a memory channel or none.
+fn file_dir(cfg: &AgentConfig, name: &str) -> Option<PathBuf> {
+    cfg.channels
+        .iter()
+        .find(|c| c.name == name)
+        .and_then(|c| match &c.kind {
+            ChannelKind::File(f) => Some(f.dir.clone()),
+            ChannelKind::Memory(_) => None,
+        })
 }
 
 fn names_of(sources: &[String], sinks: &[String]) -> Vec<String> {
