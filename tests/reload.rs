@@ -496,3 +496,67 @@ fn a_channel_a_reload_cannot_open_shows_and_is_tried_again() {
     agent.signal(libc::SIGTERM);
     assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
 }
+
+/// A source a reload adds that fails at once (its spool folder does not exist) does not end
+/// the agent: the reload counts as failed, `/health` and `/ready` name the source, the other
+/// components run on, and the next reload starts it again.
+#[test]
+fn a_component_a_reload_starts_that_fails_does_not_end_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.log");
+    fs::write(&a, "a:1\n").unwrap();
+    let spool = dir.path().join("spool");
+    let port = free_port();
+    let cfg = |sources: &str| {
+        format!(
+            "a1:\n  data_dir: {}\n  http: 127.0.0.1:{port}\n  sources:\n{sources}  \
+             channels:\n    c1: {{ type: memory }}\n  sinks:\n    k1: {{ type: console, \
+             channel: c1 }}\n",
+            dir.path().join("data").display(),
+        )
+    };
+    let only_a = source("s1", &a);
+    let with_spool = format!(
+        "{only_a}    s2: {{ type: spooldir, channel: c1, dir: {} }}\n",
+        spool.display()
+    );
+    let mut agent = Agent::start(dir.path(), "a1", &cfg(&only_a));
+    wait_until(LONG, "a.log delivered", || !agent.stdout_bytes().is_empty());
+    let conf = dir.path().join("agent.yaml");
+    let failed = reloads(port, "failed");
+    fs::write(&conf, cfg(&with_spool)).unwrap();
+    agent.signal(libc::SIGHUP);
+    wait_until(LONG, "the failed start counted", || {
+        reloads(port, "failed") > failed
+    });
+    let (status, body) = http_get(port, "/ready").unwrap();
+    assert!(
+        status.contains(" 503 ") && body.contains("source s2 failed when a reload started it"),
+        "{status} {body}"
+    );
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&a)
+        .unwrap()
+        .write_all(b"a:2\n")
+        .unwrap();
+    wait_until(LONG, "s1 still delivers", || {
+        String::from_utf8_lossy(&agent.stdout_bytes())
+            .lines()
+            .count()
+            == 2
+    });
+    assert!(agent.running(), "{}", agent.stderr_text());
+
+    fs::create_dir(&spool).unwrap();
+    fs::write(spool.join("x.log"), "x:1\n").unwrap();
+    agent.signal(libc::SIGHUP);
+    wait_until(LONG, "s2 started again and delivered", || {
+        String::from_utf8_lossy(&agent.stdout_bytes()).contains("x:1")
+    });
+    wait_until(LONG, "ready", || {
+        http_get(port, "/ready").is_some_and(|(status, _)| status.contains(" 200 "))
+    });
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
+}

@@ -121,6 +121,15 @@ enum Kind {
     Sink,
 }
 
+impl Kind {
+    fn word(self) -> &'static str {
+        match self {
+            Kind::Source => "source",
+            Kind::Sink => "sink",
+        }
+    }
+}
+
 /// A component's task ended.
 struct Ended {
     kind: Kind,
@@ -136,7 +145,14 @@ struct Live {
     generation: u64,
     /// Asked to stop: its end is expected.
     stopping: bool,
+    /// When a reload started it: a failure soon after counts against the reload, not the
+    /// agent.
+    started_by_reload: Option<Instant>,
 }
+
+/// How soon after a reload started a component its failure counts as the reload's (the
+/// component does not run until a reload starts it again) rather than the agent's.
+const RELOAD_GRACE: Duration = Duration::from_secs(10);
 
 /// The agent's running components and what it needs to start new ones.
 struct Supervisor {
@@ -162,6 +178,11 @@ struct Supervisor {
     /// Channels of the configuration that a reload could not open, and why: they, their
     /// sources and their sink do not run; the next reload tries them again.
     down: BTreeMap<String, String>,
+    /// Sources and sinks a reload started that failed at once, and why: they do not run;
+    /// the next reload starts them again.
+    failed_starts: BTreeMap<(&'static str, String), String>,
+    /// A reload is starting components.
+    reloading: bool,
 }
 
 impl Supervisor {
@@ -194,6 +215,8 @@ impl Supervisor {
             broken: None,
             stops,
             down: BTreeMap::new(),
+            failed_starts: BTreeMap::new(),
+            reloading: false,
         };
         s.publish();
         s
@@ -220,6 +243,9 @@ impl Supervisor {
             .map(|(c, why)| {
                 format!("channel {c} cannot be opened ({why}); its sources and sink do not run")
             })
+            .chain(self.failed_starts.iter().map(|((kind, name), why)| {
+                format!("{kind} {name} failed when a reload started it ({why}); it does not run")
+            }))
             .collect();
         self.components.set_members(Members {
             sources,
@@ -265,6 +291,7 @@ impl Supervisor {
             abort,
             generation,
             stopping: false,
+            started_by_reload: self.reloading.then(Instant::now),
         };
         match kind {
             Kind::Source => self.sources.insert(name.to_owned(), live),
@@ -346,9 +373,27 @@ impl Supervisor {
         {
             return None;
         }
-        let stopping = live.remove(&e.name).is_some_and(|l| l.stopping);
+        let l = live.remove(&e.name)?;
+        let early = l
+            .started_by_reload
+            .is_some_and(|t| t.elapsed() < RELOAD_GRACE);
+        if !l.stopping
+            && early
+            && let Ok(Err(error)) = &e.result
+        {
+            let why = format!("{error:#}");
+            error!(component = %e.name, error = %why,
+                "a component the reload started failed at once; it does not run until a reload \
+                 starts it again (/health and /ready say so)");
+            let r = &self.components.reloads;
+            r.failed.fetch_add(1, Ordering::Relaxed);
+            r.last_ok.store(false, Ordering::Relaxed);
+            self.failed_starts.insert((e.kind.word(), e.name), why);
+            self.publish();
+            return None;
+        }
         self.failed |= report(&e.name, e.result);
-        if stopping {
+        if l.stopping {
             None
         } else {
             self.broken.get_or_insert(e.kind);
@@ -478,6 +523,12 @@ impl Supervisor {
         running
             .sinks
             .retain(|c| !self.down.contains_key(&c.channel));
+        let failed = |kind: Kind, name: &str| {
+            self.failed_starts
+                .contains_key(&(kind.word(), name.to_owned()))
+        };
+        running.sources.retain(|c| !failed(Kind::Source, &c.name));
+        running.sinks.retain(|c| !failed(Kind::Sink, &c.name));
         let plan = Plan::new(&running, &new);
         let interval_changed = new.report_interval != self.cfg.report_interval;
         if plan.is_empty() {
@@ -602,7 +653,10 @@ impl Supervisor {
             .retain(|n, _| self.cfg.sources.iter().any(|s| &s.name == n));
         self.sink_metrics
             .retain(|n, _| self.cfg.sinks.iter().any(|s| &s.name == n));
+        // What failed to start before is started again below, or is gone.
+        self.failed_starts.clear();
         let defs = self.cfg.clone();
+        self.reloading = true;
         for s in defs
             .sinks
             .iter()
@@ -621,6 +675,7 @@ impl Supervisor {
                 self.start_source(s);
             }
         }
+        self.reloading = false;
         self.publish();
         let r = &self.components.reloads;
         r.loaded_ms.store(http::now_ms(), Ordering::Relaxed);
