@@ -48,14 +48,27 @@ pub struct Reloads {
     pub loaded_ms: AtomicU64,
 }
 
+impl Reloads {
+    /// Counts a reload as applied (`ok`) or failed.
+    pub fn record(&self, ok: bool) {
+        let counter = if ok { &self.applied } else { &self.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.last_ok.store(ok, Ordering::Relaxed);
+    }
+
+    /// Notes that the running configuration was loaded now.
+    pub fn loaded_now(&self) {
+        self.loaded_ms
+            .store(crate::http::now_ms(), Ordering::Relaxed);
+    }
+}
+
 impl Components {
     /// The components of `agent`, none running yet.
     pub fn new(agent: &str, members: Members) -> Self {
         let reloads = Reloads::default();
         reloads.last_ok.store(true, Ordering::Relaxed);
-        reloads
-            .loaded_ms
-            .store(crate::http::now_ms(), Ordering::Relaxed);
+        reloads.loaded_now();
         Components {
             agent: agent.to_owned(),
             members: RwLock::new(Arc::new(members.sorted())),

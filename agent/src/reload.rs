@@ -152,7 +152,9 @@ pub fn watch(path: PathBuf, loaded: Option<Vec<u8>>) -> mpsc::Receiver<()> {
     let mut seen = loaded;
     tokio::spawn(async move {
         let _watcher = watcher;
-        let mut poll = tokio::time::interval(WATCH_POLL);
+        // The first look by polling is one period away: the start is covered by `loaded`.
+        let mut poll =
+            tokio::time::interval_at(tokio::time::Instant::now() + WATCH_POLL, WATCH_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

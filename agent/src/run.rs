@@ -385,9 +385,7 @@ impl Supervisor {
             error!(component = %e.name, error = %why,
                 "a component the reload started failed at once; it does not run until a reload \
                  starts it again (/health and /ready say so)");
-            let r = &self.components.reloads;
-            r.failed.fetch_add(1, Ordering::Relaxed);
-            r.last_ok.store(false, Ordering::Relaxed);
+            self.components.reloads.record(false);
             self.failed_starts.insert((e.kind.word(), e.name), why);
             self.publish();
             return None;
@@ -441,9 +439,9 @@ impl Supervisor {
         true
     }
 
-    /// True once a stop signal arrived.
+    /// True once a stop signal arrived, or a component ended by itself: the agent stops.
     fn stop_requested(&self) -> bool {
-        *self.stops.borrow() > 0
+        *self.stops.borrow() > 0 || self.broken.is_some()
     }
 
     /// Waits up to `timeout` for the named components (already asked to stop) to return,
@@ -473,12 +471,10 @@ impl Supervisor {
     /// (draining what they hold) and started. An invalid file changes nothing. True when the
     /// status line's interval changed.
     async fn reload(&mut self, file: &Path, why: &str) -> bool {
-        let r = &self.components.reloads;
         let new = match config::load(file, &self.cfg.name) {
             Ok(c) => c,
             Err(e) => {
-                r.failed.fetch_add(1, Ordering::Relaxed);
-                r.last_ok.store(false, Ordering::Relaxed);
+                self.components.reloads.record(false);
                 for p in &e.problems {
                     error!(key = %p.key, problem = %p.message, "invalid configuration");
                 }
@@ -532,11 +528,13 @@ impl Supervisor {
         let plan = Plan::new(&running, &new);
         let interval_changed = new.report_interval != self.cfg.report_interval;
         if plan.is_empty() {
+            // Whatever was down is gone from the configuration (else the plan would start it).
+            self.down.clear();
+            self.failed_starts.clear();
             self.cfg = new;
-            let r = &self.components.reloads;
-            r.applied.fetch_add(1, Ordering::Relaxed);
-            r.last_ok.store(true, Ordering::Relaxed);
-            r.loaded_ms.store(http::now_ms(), Ordering::Relaxed);
+            self.publish();
+            self.components.reloads.record(true);
+            self.components.reloads.loaded_now();
             info!(
                 trigger = why,
                 kept = plan.kept.len(),
@@ -677,16 +675,13 @@ impl Supervisor {
         }
         self.reloading = false;
         self.publish();
-        let r = &self.components.reloads;
-        r.loaded_ms.store(http::now_ms(), Ordering::Relaxed);
+        self.components.reloads.loaded_now();
         if stranded.is_empty() && self.down.is_empty() {
-            r.applied.fetch_add(1, Ordering::Relaxed);
-            r.last_ok.store(true, Ordering::Relaxed);
+            self.components.reloads.record(true);
             info!(trigger = why, started = ?names_of(&plan.start_sources, &plan.start_sinks),
                 kept = plan.kept.len(), "configuration reloaded");
         } else {
-            r.failed.fetch_add(1, Ordering::Relaxed);
-            r.last_ok.store(false, Ordering::Relaxed);
+            self.components.reloads.record(false);
             for t in &stranded {
                 error!(problem = %t, "reload: events left behind");
             }
@@ -701,10 +696,8 @@ impl Supervisor {
     /// A stop signal arrived during the reload: what was stopped stays stopped, nothing new
     /// starts, and the agent's drain takes over.
     fn abandon(&self) -> bool {
-        let r = &self.components.reloads;
-        r.failed.fetch_add(1, Ordering::Relaxed);
-        r.last_ok.store(false, Ordering::Relaxed);
-        warn!("stop signal during a reload: the new configuration is not applied");
+        self.components.reloads.record(false);
+        warn!("the agent stops during a reload: the new configuration is not applied");
         false
     }
 
@@ -723,9 +716,7 @@ impl Supervisor {
 
     /// Counts and logs a refused reload; returns false (nothing changed).
     fn refuse(&self, file: &Path, why: &str, error: &str) -> bool {
-        let r = &self.components.reloads;
-        r.failed.fetch_add(1, Ordering::Relaxed);
-        r.last_ok.store(false, Ordering::Relaxed);
+        self.components.reloads.record(false);
         error!(file = %file.display(), trigger = why, error,
             "configuration reload refused; the running configuration stays");
         false
@@ -837,8 +828,8 @@ impl Signals {
 /// channels, the `/metrics` listener, the signal handlers) is done before any source starts,
 /// so a startup failure never leaves a file half-read or set aside.
 async fn run_components(cfg: AgentConfig, file: ConfigFile, stop: &mut Stop) -> anyhow::Result<()> {
-    // Signals first: an early SIGHUP (a reload while a file channel recovers) must not kill
-    // the agent, which is what SIGHUP does to a process that does not handle it.
+    // Signals first, so that a SIGHUP or SIGTERM sent while a file channel recovers is kept
+    // and served once the agent runs (main ignores SIGHUP until then).
     let signals = Signals::new()?;
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     for w in &cfg.warnings {
@@ -900,9 +891,6 @@ async fn run_components(cfg: AgentConfig, file: ConfigFile, stop: &mut Stop) -> 
         if sv.broken.is_some() {
             break;
         }
-        if watched.as_ref().is_some_and(|w| w.is_closed()) {
-            watched = None;
-        }
     }
 
     // Drain: sources stop reading and wait for their batches to be safe, sinks deliver what
@@ -942,7 +930,11 @@ async fn run_components(cfg: AgentConfig, file: ConfigFile, stop: &mut Stop) -> 
                     return true;
                 };
                 let kind = e.kind;
-                let was_live = sv.live(kind).contains_key(&e.name);
+                let gen_ = e.generation;
+                let was_live = sv
+                    .live(kind)
+                    .get(&e.name)
+                    .is_some_and(|l| l.generation == gen_);
                 sv.on_ended(e);
                 if kind == Kind::Sink && was_live && !closed {
                     warn!(
