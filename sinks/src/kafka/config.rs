@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
@@ -405,6 +406,15 @@ impl KafkaConfig {
         }
     }
 
+    /// How often librdkafka reports its statistics: `producer: { statistics.interval.ms }`,
+    /// else [`STATISTICS_INTERVAL_MS`] (0: never).
+    pub fn statistics_interval(&self) -> Duration {
+        let ms = self
+            .producer_value(&["statistics.interval.ms"])
+            .map_or_else(|| STATISTICS_INTERVAL_MS.to_owned(), |(_, v)| v.to_string());
+        Duration::from_millis(ms.trim().parse().unwrap_or(0))
+    }
+
     /// The librdkafka configuration: the ordering defaults, the typed options, then the
     /// `producer:` map as written.
     pub fn client_config(&self, sink: &str) -> ClientConfig {
@@ -490,6 +500,13 @@ mod tests {
         assert_eq!(cc.get("bootstrap.servers"), Some("localhost:9092"));
         assert_eq!(cc.get("client.id"), Some("sluice-k1"));
         assert_eq!(cc.get("statistics.interval.ms"), Some("1000"));
+    }
+
+    #[test]
+    fn the_statistics_interval_is_the_default_or_the_producer_setting() {
+        assert_eq!(with("").statistics_interval(), Duration::from_secs(1));
+        let c = with("producer: { statistics.interval.ms: 60000 }");
+        assert_eq!(c.statistics_interval(), Duration::from_secs(60));
     }
 
     #[test]

@@ -140,7 +140,9 @@ impl KafkaSink {
     /// Says so, once per episode, when the producer thread or librdkafka stopped answering
     /// (delivery cannot go on then, and nothing else would tell), and when they answer again.
     fn watch(&self, worker: &Worker, stalled: &mut Option<Stall>) {
-        let now = worker.stall(crate::metrics::now_ms(), STALL_LIMIT);
+        // Statistics come every statistics.interval.ms: three missed ones, at least.
+        let statistics = STALL_LIMIT.max(self.cfg.statistics_interval() * 3);
+        let now = worker.stall(crate::metrics::now_ms(), STALL_LIMIT, statistics);
         let sink = &self.ctx.name;
         match (now, *stalled) {
             (Some(Stall::Thread(d)), None | Some(Stall::Librdkafka(_))) => {

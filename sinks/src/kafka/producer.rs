@@ -216,11 +216,15 @@ struct BrokerStatistics {
 }
 
 impl Statistics {
-    /// True when librdkafka knows no real broker at all (only its internal ones).
+    /// True when librdkafka lists brokers but no real one (only its internal ones): it
+    /// forgot them all (librdkafka issue #5301, a metadata answer with no broker; remove the
+    /// re-add once librdkafka is past it).
     fn knows_no_broker(&self) -> bool {
-        self.brokers
-            .values()
-            .all(|b| matches!(b.source.as_str(), "internal" | "logical"))
+        !self.brokers.is_empty()
+            && self
+                .brokers
+                .values()
+                .all(|b| matches!(b.source.as_str(), "internal" | "logical"))
     }
 
     /// True when a connection to a real broker (not librdkafka's internal ones) is up.
@@ -646,6 +650,12 @@ mod tests {
     #[test]
     fn bootstrap_brokers_are_given_again_when_librdkafka_knows_none() {
         let p = producer();
+        p.statistics(br#"{"brokers":{}}"#);
+        assert_eq!(
+            p.readded_ms.load(Ordering::Relaxed),
+            0,
+            "no broker list, no conclusion"
+        );
         p.statistics(
             br#"{"brokers":{"127.0.0.1:1/bootstrap":{"source":"configured","state":"CONNECT"},
                 ":0/internal":{"source":"internal","state":"UP"}}}"#,

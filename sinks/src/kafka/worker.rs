@@ -57,18 +57,19 @@ struct Pulse {
 }
 
 impl Pulse {
-    /// What has been silent for longer than `limit` at `now_ms`: the thread first (a stuck
-    /// thread serves no statistics either). Silence before the first sign counts as none.
-    fn stall(&self, now_ms: u64, limit: Duration) -> Option<Stall> {
-        let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-        let silent = |at: &AtomicU64| {
+    /// What has been silent at `now_ms` for longer than its limit (`thread`, `statistics`):
+    /// the thread first (a stuck thread serves no statistics either). Silence before the
+    /// first sign counts as none.
+    fn stall(&self, now_ms: u64, thread: Duration, statistics: Duration) -> Option<Stall> {
+        let silent = |at: &AtomicU64, limit: Duration| {
+            let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
             let at = at.load(Ordering::Relaxed);
             let for_ms = now_ms.saturating_sub(at);
             (at > 0 && for_ms > limit).then(|| Duration::from_millis(for_ms))
         };
-        silent(&self.looped)
+        silent(&self.looped, thread)
             .map(Stall::Thread)
-            .or_else(|| silent(&self.statistics).map(Stall::Librdkafka))
+            .or_else(|| silent(&self.statistics, statistics).map(Stall::Librdkafka))
     }
 }
 
@@ -126,9 +127,10 @@ impl Worker {
         })
     }
 
-    /// What has stopped answering for longer than `limit` at `now_ms`, if anything.
-    pub fn stall(&self, now_ms: u64, limit: Duration) -> Option<Stall> {
-        self.pulse.stall(now_ms, limit)
+    /// What has stopped answering at `now_ms` for longer than its limit (`thread`,
+    /// `statistics`), if anything.
+    pub fn stall(&self, now_ms: u64, thread: Duration, statistics: Duration) -> Option<Stall> {
+        self.pulse.stall(now_ms, thread, statistics)
     }
 
     /// Hands a lease to the producer. Never waits.
@@ -325,21 +327,25 @@ mod tests {
     fn a_silent_thread_is_named_before_silent_statistics() {
         let p = Pulse::default();
         let limit = Duration::from_secs(30);
-        assert_eq!(p.stall(1_000_000, limit), None, "no sign yet is no stall");
+        assert_eq!(
+            p.stall(1_000_000, limit, limit),
+            None,
+            "no sign yet is no stall"
+        );
         p.looped.store(1_000_000, Ordering::Relaxed);
         p.statistics.store(1_000_000, Ordering::Relaxed);
         assert_eq!(
-            p.stall(1_030_000, limit),
+            p.stall(1_030_000, limit, limit),
             None,
             "30 s is the limit, not past it"
         );
         p.looped.store(1_040_000, Ordering::Relaxed);
         assert_eq!(
-            p.stall(1_040_000, limit),
+            p.stall(1_040_000, limit, limit),
             Some(Stall::Librdkafka(Duration::from_secs(40)))
         );
         assert_eq!(
-            p.stall(1_071_000, limit),
+            p.stall(1_071_000, limit, limit),
             Some(Stall::Thread(Duration::from_secs(31)))
         );
     }
