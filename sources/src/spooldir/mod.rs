@@ -132,6 +132,8 @@ pub struct SpoolDirSource {
     unsynced: bool,
     /// What the checkpoint was last written with.
     written: Option<Arc<Vec<u8>>>,
+    /// The last checkpoint write failed (logged once until one succeeds).
+    write_failing: bool,
     /// Where blocking reads and writes run: the current runtime's pool unless a test says
     /// otherwise.
     blocking: Option<Handle>,
@@ -148,6 +150,7 @@ impl SpoolDirSource {
             flight: VecDeque::new(),
             synced_at: Instant::now(),
             unsynced: false,
+            write_failing: false,
             written: None,
             blocking: None,
         }
@@ -317,11 +320,6 @@ impl SpoolDirSource {
         if self.written.as_ref() == Some(&data) && (!durable || !self.unsynced) {
             return;
         }
-        if durable {
-            self.synced_at = Instant::now();
-        }
-        self.unsynced = !durable;
-        self.written = Some(data.clone());
         let path = self.checkpoint_path.clone();
         let write = {
             let (path, data) = (path.clone(), data.clone());
@@ -334,9 +332,26 @@ impl SpoolDirSource {
             // that the stop keeps what was safe.
             Err(_) => sluice_channels::fsutil::write_atomic(&path, &data, durable),
         };
-        if let Err(e) = result {
-            error!(source = %self.ctx.name, checkpoint = %self.checkpoint_path.display(), error = %e,
-                "cannot write the checkpoint; progress since the last one may be read again after a restart");
+        match result {
+            // Only what was written counts as written: a failed write is tried again with the
+            // next save, however alike.
+            Ok(()) => {
+                if durable {
+                    self.synced_at = Instant::now();
+                }
+                self.unsynced = !durable;
+                self.written = Some(data);
+                if std::mem::take(&mut self.write_failing) {
+                    info!(source = %self.ctx.name, checkpoint = %self.checkpoint_path.display(),
+                        "the checkpoint is written again");
+                }
+            }
+            Err(e) if !self.write_failing => {
+                self.write_failing = true;
+                error!(source = %self.ctx.name, checkpoint = %self.checkpoint_path.display(), error = %e,
+                    "cannot write the checkpoint; progress since the last one may be read again after a restart");
+            }
+            Err(_) => {}
         }
     }
 
