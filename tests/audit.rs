@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::agent::{Agent, sluice, wait_until};
+use support::agent::{Agent, completed, sluice, wait_until};
 use support::kafka::KafkaBroker;
 
 /// `a.log`: five LF-terminated lines; alpha 0, bravo 6, charlie 12, delta 20, echo 26.
@@ -292,19 +292,6 @@ fn drop_raw(dir: &Path, name: &[u8], content: &[u8]) -> PathBuf {
 }
 
 /// How many files of `dir` have the `.COMPLETED` suffix.
-fn completed(dir: &Path) -> usize {
-    fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .as_bytes()
-                .ends_with(b".COMPLETED")
-        })
-        .count()
-}
-
 /// A spooldir source, a memory channel and a Kafka sink writing to `topic`.
 fn spool_to_kafka(spool: &Path, data: &Path, bootstrap: &str, topic: &str) -> String {
     format!(

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use support::agent::{Agent, drop_file, free_port, http_get, spool_dirs, wait_until};
+use support::agent::{Agent, completed, drop_file, free_port, http_get, spool_dirs, wait_until};
 use support::kafka::{KafkaBroker, Record, murmur2_partition};
 
 const PARTITIONS: i32 = 4;
@@ -107,19 +107,6 @@ fn health(port: u16) -> Option<(String, String)> {
     let (status, body) = http_get(port, "/health")?;
     assert!(status.contains(" 200 "), "{status}");
     Some((body.lines().next()?.to_owned(), body))
-}
-
-fn completed(spool: &Path) -> usize {
-    std::fs::read_dir(spool)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".COMPLETED")
-        })
-        .count()
 }
 
 /// What arrived for each file: its records in partition order.

@@ -523,12 +523,7 @@ fn a_component_a_reload_starts_that_fails_does_not_end_the_agent() {
     let mut agent = Agent::start(dir.path(), "a1", &cfg(&only_a));
     wait_until(LONG, "a.log delivered", || !agent.stdout_bytes().is_empty());
     let conf = dir.path().join("agent.yaml");
-    let failed = reloads(port, "failed");
-    fs::write(&conf, cfg(&with_spool)).unwrap();
-    agent.signal(libc::SIGHUP);
-    wait_until(LONG, "the failed start counted", || {
-        reloads(port, "failed") > failed
-    });
+    reload(&agent, &conf, &cfg(&with_spool), port, "failed");
     let (status, body) = http_get(port, "/ready").unwrap();
     assert!(
         status.contains(" 503 ") && body.contains("source s2 failed when a reload started it"),

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::agent::{
-    Agent, drop_file, free_port, http_get, metric, sluice_bin, spool_dirs, wait_until,
+    Agent, completed, drop_file, free_port, http_get, metric, sluice_bin, spool_dirs, wait_until,
 };
 
 const LONG: Duration = Duration::from_secs(120);
@@ -456,17 +456,8 @@ fn ten_thousand_small_files_are_all_delivered() {
         "a1",
         &config(&spool, &data, "", 100_000),
     );
-    let completed = || {
-        fs::read_dir(&spool)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".COMPLETED"))
-            })
-            .count()
-    };
     // Listing the folder once per file made this quadratic (minutes); it takes seconds.
-    wait_until(LONG, "every file completed", || completed() == n);
+    wait_until(LONG, "every file completed", || completed(&spool) == n);
     agent.signal(libc::SIGTERM);
     assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
     let out = agent.stdout_bytes();

@@ -98,13 +98,7 @@ impl Spool {
     }
 
     fn completed(&self) -> usize {
-        fs::read_dir(&self.spool)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".COMPLETED"))
-            })
-            .count()
+        support::agent::completed(&self.spool)
     }
 
     fn total_lines(&self) -> usize {

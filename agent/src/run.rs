@@ -693,11 +693,17 @@ impl Supervisor {
         interval_changed
     }
 
-    /// A stop signal arrived during the reload: what was stopped stays stopped, nothing new
-    /// starts, and the agent's drain takes over.
+    /// The agent stops during the reload (a signal, or a component that ended): what was
+    /// stopped stays stopped, nothing new starts, and the agent's drain takes over.
     fn abandon(&self) -> bool {
         self.components.reloads.record(false);
-        warn!("the agent stops during a reload: the new configuration is not applied");
+        if *self.stops.borrow() > 0 {
+            warn!("stop signal during a reload: the new configuration is not applied");
+        } else {
+            warn!(
+                "a component ended during a reload, so the agent stops: the new configuration is not applied"
+            );
+        }
         false
     }
 

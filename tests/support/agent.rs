@@ -284,3 +284,15 @@ pub fn metric(port: u16, name: &str, label: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
 }
+
+/// How many files of `dir` were completed (renamed `*.COMPLETED`), names compared as bytes.
+pub fn completed(dir: &Path) -> usize {
+    use std::os::unix::ffi::OsStrExt;
+    fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().as_bytes().ends_with(b".COMPLETED"))
+        })
+        .count()
+}
