@@ -451,8 +451,12 @@ impl Supervisor {
             // Stopping: the agent's own drain takes them from here, within its deadline.
             return;
         }
-        warn!(components = ?names, timeout = ?timeout,
-            "components did not stop in time; what is not safe yet is read again");
+        match kind {
+            Kind::Source => warn!(components = ?names, timeout = ?timeout,
+                "sources did not stop in time; what is not safe yet is read again"),
+            Kind::Sink => warn!(components = ?names, timeout = ?timeout,
+                "sinks did not deliver what they took in time; it goes back to the channel,                  for the sink that follows"),
+        }
         self.signal(kind, names, Phase::Aborting);
         if self.wait_for(kind, names, ABORT_GRACE).await {
             return;
