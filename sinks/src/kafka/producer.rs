@@ -216,15 +216,17 @@ struct BrokerStatistics {
 }
 
 impl Statistics {
-    /// True when librdkafka lists brokers but no real one (only its internal ones): it
-    /// forgot them all (librdkafka issue #5301, a metadata answer with no broker; remove the
-    /// re-add once librdkafka is past it).
-    fn knows_no_broker(&self) -> bool {
+    /// True when librdkafka should be given its bootstrap brokers again: no broker
+    /// connection is up and none of the brokers it lists is a configured (bootstrap) one.
+    /// After a metadata answer that listed no broker, librdkafka forgets the brokers it
+    /// learned (issue #5301); the one it is left with, still decommissioning, never
+    /// reconnects, and no bootstrap broker is left to fall back on. In any outage, giving it
+    /// the bootstrap brokers is what its own re-bootstrap would do; once one is listed, this
+    /// is false until a later outage.
+    fn needs_bootstrap(&self) -> bool {
         !self.brokers.is_empty()
-            && self
-                .brokers
-                .values()
-                .all(|b| matches!(b.source.as_str(), "internal" | "logical"))
+            && !self.connected()
+            && !self.brokers.values().any(|b| b.source == "configured")
     }
 
     /// True when a connection to a real broker (not librdkafka's internal ones) is up.
@@ -578,7 +580,7 @@ impl KafkaProducer {
         match serde_json::from_slice::<Statistics>(json) {
             Ok(stats) => {
                 self.metrics.set_connected(stats.connected());
-                if stats.knows_no_broker() {
+                if stats.needs_bootstrap() {
                     self.bootstrap_again();
                 }
             }
@@ -590,9 +592,9 @@ impl KafkaProducer {
     ///
     /// librdkafka (2.10 on) forgets the brokers a metadata answer leaves out. The only broker
     /// of a cluster, while it shuts down, answers metadata without itself; librdkafka then
-    /// knows no broker at all, sends nothing, reports no error, and would bootstrap again only
-    /// after `metadata.recovery.rebootstrap.trigger.ms` counted from a metadata request it can
-    /// no longer send: delivery stalled for minutes after the broker was back.
+    /// has no usable broker, sends nothing, reports no error, and does not bootstrap again
+    /// (its timer starts with a metadata request it can no longer send): delivery stalled
+    /// for good after the broker was back (librdkafka issue #5301).
     fn bootstrap_again(&self) {
         let Some(list) = &self.bootstrap else { return };
         let now = crate::metrics::now_ms();
@@ -605,8 +607,9 @@ impl KafkaProducer {
         let added =
             unsafe { rdsys::rd_kafka_brokers_add(self.inner.client().native_ptr(), list.as_ptr()) };
         warn!(sink = %self.sink, brokers = %list.to_string_lossy(), added,
-            "librdkafka knows no broker any more (the last metadata answer listed none: a broker \
-             shutting down); giving it the bootstrap brokers again");
+            "no broker connection is up and librdkafka has no bootstrap broker left (a metadata \
+             answer may have listed none: a broker shutting down); giving it the bootstrap \
+             brokers again");
     }
 
     /// Fails everything queued or in flight; their reports follow with `Purge*` errors.
@@ -661,9 +664,20 @@ mod tests {
                 ":0/internal":{"source":"internal","state":"UP"}}}"#,
         );
         assert_eq!(p.readded_ms.load(Ordering::Relaxed), 0, "it knows a broker");
-        p.statistics(INTERNAL_ONLY);
+        p.statistics(
+            br#"{"brokers":{"127.0.0.1:1/1":{"source":"learned","state":"UP"},
+                ":0/internal":{"source":"internal","state":"UP"}}}"#,
+        );
+        assert_eq!(p.readded_ms.load(Ordering::Relaxed), 0, "connected");
+        p.statistics(
+            br#"{"brokers":{"127.0.0.1:1/1":{"source":"learned","state":"DOWN"},
+                ":0/internal":{"source":"internal","state":"UP"}}}"#,
+        );
         let first = p.readded_ms.load(Ordering::Relaxed);
-        assert!(first > 0, "given again");
+        assert!(
+            first > 0,
+            "not connected, no bootstrap broker left: given again"
+        );
         p.statistics(INTERNAL_ONLY);
         assert_eq!(
             p.readded_ms.load(Ordering::Relaxed),
