@@ -4,6 +4,7 @@
 mod defaults;
 pub mod framing;
 mod metrics;
+mod pipeline;
 pub mod spooldir;
 pub mod taildir;
 

@@ -27,16 +27,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use sluice_channels::Origin;
 use sluice_channels::lifecycle::Phase;
-use sluice_channels::{Origin, Receipt};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 pub use config::{AfterRead, ConfigProblem, FAILED_SUFFIX, Order, SpoolDirConfig};
 
+use crate::framing::LongLines;
+use crate::pipeline::{self, Batch, Progress};
 use crate::{SourceContext, SourceError, SourceMetrics};
-use reader::{Batch, FileReader, ReadFailure};
+use reader::{FileReader, ReadFailure};
 use scan::{Candidate, FolderState, Shape, Spool};
 
 /// How often, at most, the checkpoint is made durable (fsynced); and at a stop. In between,
@@ -91,10 +93,8 @@ struct InFlight {
     path: PathBuf,
     /// The file as opened: its identity.
     opened: Shape,
-    /// Receipts of the batches put, with the offset just past each batch.
-    pending: VecDeque<(Receipt, u64)>,
-    /// Every line before this offset is safe.
-    safe: u64,
+    /// Receipts of the batches put, and the offset before which every line is safe.
+    progress: Progress,
     read: ReadEnd,
 }
 
@@ -218,7 +218,7 @@ impl SpoolDirSource {
                     self.advance(true).await;
                 }
                 let notified = wake.notified();
-                let waiting = self.flight.iter().any(|f| !f.pending.is_empty());
+                let waiting = self.flight.iter().any(|f| !f.progress.is_settled());
                 let until = self.spool.wake_at();
                 tokio::select! {
                     _ = notified => self.spool.mark_due(),
@@ -235,7 +235,7 @@ impl SpoolDirSource {
         drop(watcher);
         // Stopping: wait for what was put to become safe (the sinks drain meanwhile),
         // completing the files that become safe, unless the drain deadline passes first.
-        while self.flight.iter().any(|f| !f.pending.is_empty()) {
+        while self.flight.iter().any(|f| !f.progress.is_settled()) {
             if !self.wait_front().await {
                 break;
             }
@@ -307,12 +307,12 @@ impl SpoolDirSource {
             files: self
                 .flight
                 .iter()
-                .filter(|f| f.safe > 0)
+                .filter(|f| f.progress.safe() > 0)
                 .map(|f| InProgress {
                     path: f.path.clone(),
                     dev: f.opened.dev,
                     ino: f.opened.ino,
-                    offset: f.safe,
+                    offset: f.progress.safe(),
                 })
                 .collect(),
         };
@@ -490,8 +490,7 @@ impl SpoolDirSource {
         self.flight.push_back(InFlight {
             path: path.clone(),
             opened,
-            pending: VecDeque::new(),
-            safe: offset,
+            progress: Progress::at(offset),
             read: ReadEnd::Reading,
         });
         // The checkpoint records the file once some of its lines are safe: until then a
@@ -513,7 +512,7 @@ impl SpoolDirSource {
             origin,
             self.cfg.batch_size,
         );
-        let mut reported_long = 0u64;
+        let mut reported_long = LongLines::default();
         let mut shutdown = self.ctx.shutdown.clone();
         let blocking = self.blocking();
         // The file's shape when last seen at its end, and since when it has had it.
@@ -531,13 +530,13 @@ impl SpoolDirSource {
                 Err(failure) => return self.read_failed(&path, reader.offset(), failure),
             };
             let long = reader.long_lines();
-            if long.lines > reported_long {
-                warn!(source = %self.ctx.name, file = %path.display(), offset = reader.offset(),
-                    lines = long.lines - reported_long, max_line_bytes = self.cfg.max_line_bytes.0,
-                    policy = ?self.cfg.long_lines, "lines longer than max_line_bytes");
-                SourceMetrics::add(&self.ctx.metrics.long_lines, long.lines - reported_long);
-                reported_long = long.lines;
-            }
+            let new = LongLines {
+                lines: long.lines - reported_long.lines,
+                dropped_bytes: long.dropped_bytes - reported_long.dropped_bytes,
+            };
+            let limits = (self.cfg.max_line_bytes.0, self.cfg.long_lines);
+            pipeline::long_lines(&self.ctx, &path, reader.offset(), new, limits);
+            reported_long = long;
             let put_any = !chunk.batches.is_empty();
             if !self.put_batches(chunk.batches, &mut shutdown).await {
                 return false;
@@ -593,7 +592,7 @@ impl SpoolDirSource {
                 debug!(source = %self.ctx.name, file = %path.display(), size = end.len,
                     "at the end of a file still being written; waiting for it to stay unchanged");
             }
-            let waiting = self.flight.iter().any(|f| !f.pending.is_empty());
+            let waiting = self.flight.iter().any(|f| !f.progress.is_settled());
             tokio::select! {
                 _ = tokio::time::sleep(needed - quiet) => {}
                 _ = shutdown.reached(Phase::Draining) => return false,
@@ -630,31 +629,13 @@ impl SpoolDirSource {
         batches: Vec<Batch>,
         shutdown: &mut sluice_channels::lifecycle::Shutdown,
     ) -> bool {
-        for (events, batch_end) in batches {
-            let (count, bytes) = (
-                events.len() as u64,
-                events.iter().map(|e| e.body.len() as u64).sum(),
-            );
-            let put = self.ctx.channel.put(events);
-            let receipt = tokio::select! {
-                r = put => r,
-                _ = shutdown.reached(Phase::Aborting) => return false,
-            };
-            match receipt {
-                Ok(r) => {
-                    if let Some(f) = self.flight.back_mut() {
-                        f.pending.push_back((r, batch_end));
-                    }
-                }
-                Err(e) => {
-                    warn!(source = %self.ctx.name, error = %e, "channel refused a batch; stopping");
-                    return false;
-                }
+        let flight = &mut self.flight;
+        pipeline::put(&self.ctx, batches, shutdown, |mark, receipt| {
+            if let Some(f) = flight.back_mut() {
+                f.progress.push(receipt.clone(), mark.offset);
             }
-            SourceMetrics::add(&self.ctx.metrics.events, count);
-            SourceMetrics::add(&self.ctx.metrics.bytes, bytes);
-        }
-        true
+        })
+        .await
     }
 
     /// Records how reading the newest file in flight ended.
@@ -668,11 +649,7 @@ impl SpoolDirSource {
     /// deadline passed (or the channel is gone) first.
     async fn wait_front(&mut self) -> bool {
         let mut shutdown = self.ctx.shutdown.clone();
-        let Some(receipt) = self
-            .flight
-            .iter_mut()
-            .find_map(|f| f.pending.front_mut().map(|(r, _)| r))
-        else {
+        let Some(receipt) = self.flight.iter_mut().find_map(|f| f.progress.oldest()) else {
             return true;
         };
         tokio::select! {
@@ -687,18 +664,13 @@ impl SpoolDirSource {
     async fn advance(&mut self, durable: bool) {
         let mut moved = false;
         for f in &mut self.flight {
-            while f.pending.front().is_some_and(|(r, _)| r.is_safe()) {
-                if let Some((_, end)) = f.pending.pop_front() {
-                    f.safe = end;
-                    moved = true;
-                }
-            }
+            moved |= f.progress.advance();
         }
         let mut finished = false;
         while self
             .flight
             .front()
-            .is_some_and(|f| f.read != ReadEnd::Reading && f.pending.is_empty())
+            .is_some_and(|f| f.read != ReadEnd::Reading && f.progress.is_settled())
         {
             let Some(f) = self.flight.pop_front() else {
                 break;

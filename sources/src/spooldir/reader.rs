@@ -9,21 +9,19 @@ use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
-use sluice_channels::{Event, Origin};
+use sluice_channels::Origin;
 use tokio::runtime::Handle;
 
 use super::scan::Shape;
 use crate::framing::{LineFramer, LongLinePolicy, LongLines};
 use crate::now_ms;
+use crate::pipeline::{Batch, FileLines, Packer};
 
 /// How much is read from a file at a time, at most.
 const READ_CHUNK: usize = 1 << 20;
 /// The least read at a time: a read buffer is zeroed before it is filled, so a small file
 /// gets a small one.
 const MIN_READ: usize = 16 << 10;
-
-/// One batch of events and the file offset just past its last line.
-pub(super) type Batch = (Vec<Event>, u64);
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,10 +42,17 @@ pub(super) struct Chunk {
     pub end: Option<Shape>,
 }
 
+/// The file, its framer and its lines, moved together to a blocking thread for each read.
+struct Open {
+    file: File,
+    framer: LineFramer,
+    lines: FileLines,
+}
+
 /// A file and its framer, moved to a blocking thread for each read.
 pub(super) struct FileReader {
-    file: Option<File>,
-    framer: Option<LineFramer>,
+    /// `None` while lent to a read, and after a read that never came back.
+    open: Option<Open>,
     /// The file offset just past the last byte read.
     read_to: u64,
     /// The file's size when last seen.
@@ -68,8 +73,11 @@ impl FileReader {
         batch_size: usize,
     ) -> Self {
         FileReader {
-            file: Some(file),
-            framer: Some(LineFramer::new(offset, max_line, policy)),
+            open: Some(Open {
+                file,
+                framer: LineFramer::new(offset, max_line, policy),
+                lines: FileLines::new(Vec::new()),
+            }),
             read_to: offset,
             size,
             origin,
@@ -79,7 +87,7 @@ impl FileReader {
 
     /// The file offset just past the last line handed out.
     pub fn offset(&self) -> u64 {
-        self.framer.as_ref().map_or(0, LineFramer::offset)
+        self.open.as_ref().map_or(0, |o| o.framer.offset())
     }
 
     /// The file offset just past the last byte read.
@@ -89,16 +97,16 @@ impl FileReader {
 
     /// What the framer did to long lines so far.
     pub fn long_lines(&self) -> LongLines {
-        self.framer
+        self.open
             .as_ref()
-            .map(LineFramer::long_lines)
+            .map(|o| o.framer.long_lines())
             .unwrap_or_default()
     }
 
     /// Reads one chunk on a blocking thread of `blocking` and frames its complete lines into
     /// batches. When there is nothing more to read, says so with the file's shape.
     pub async fn next(&mut self, blocking: &Handle) -> Result<Chunk, ReadFailure> {
-        let (Some(mut file), Some(mut framer)) = (self.file.take(), self.framer.take()) else {
+        let Some(mut open) = self.open.take() else {
             return Err(io::Error::other("reader used after a failure").into());
         };
         let origin = self.origin.clone();
@@ -109,27 +117,26 @@ impl FileReader {
             .clamp(MIN_READ, READ_CHUNK);
         let joined = blocking
             .spawn_blocking(move || {
-                let result = fill_chunk(&mut framer, &mut file, first).and_then(|(n, at_end)| {
-                    let mut batches = Vec::new();
-                    framer.frame(batcher(&mut batches, &origin, batch_size));
-                    close_last(&mut batches, framer.offset());
-                    let end = if at_end {
-                        Some(Shape::of(&file.metadata()?))
-                    } else {
-                        None
-                    };
-                    Ok((Chunk { batches, end }, n))
-                });
-                (file, framer, result)
+                let result =
+                    fill_chunk(&mut open.framer, &mut open.file, first).and_then(|(n, at_end)| {
+                        open.framer.frame(open.lines.collect());
+                        let batches = pack(&mut open, &origin, batch_size, false);
+                        let end = if at_end {
+                            Some(Shape::of(&open.file.metadata()?))
+                        } else {
+                            None
+                        };
+                        Ok((Chunk { batches, end }, n))
+                    });
+                (open, result)
             })
             .await;
-        let (file, framer, result) = match joined {
+        let (open, result) = match joined {
             Ok(x) => x,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => return Err(ReadFailure::Interrupted),
         };
-        self.file = Some(file);
-        self.framer = Some(framer);
+        self.open = Some(open);
         let (chunk, n) = result?;
         self.read_to += n;
         if let Some(end) = &chunk.end {
@@ -140,21 +147,21 @@ impl FileReader {
 
     /// The file's shape now, looked at on a blocking thread of `blocking`.
     pub async fn look(&mut self, blocking: &Handle) -> Result<Shape, ReadFailure> {
-        let Some(file) = self.file.take() else {
+        let Some(open) = self.open.take() else {
             return Err(io::Error::other("reader used after a failure").into());
         };
         let joined = blocking
             .spawn_blocking(move || {
-                let shape = file.metadata().map(|m| Shape::of(&m));
-                (file, shape)
+                let shape = open.file.metadata().map(|m| Shape::of(&m));
+                (open, shape)
             })
             .await;
-        let (file, shape) = match joined {
+        let (open, shape) = match joined {
             Ok(x) => x,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => return Err(ReadFailure::Interrupted),
         };
-        self.file = Some(file);
+        self.open = Some(open);
         let shape = shape?;
         self.size = shape.len;
         Ok(shape)
@@ -163,12 +170,13 @@ impl FileReader {
     /// Hands out the unterminated last line (if any), at the end of a file that will not
     /// grow any more.
     pub fn finish(&mut self) -> Vec<Batch> {
-        let mut batches = Vec::new();
-        if let Some(framer) = self.framer.as_mut() {
-            framer.finish(batcher(&mut batches, &self.origin, self.batch_size));
-            close_last(&mut batches, framer.offset());
+        match self.open.as_mut() {
+            Some(open) => {
+                open.framer.finish(open.lines.collect());
+                pack(open, &self.origin, self.batch_size, true)
+            }
+            None => Vec::new(),
         }
-        batches
     }
 }
 
@@ -192,35 +200,11 @@ fn fill_chunk(framer: &mut LineFramer, file: &mut File, first: usize) -> io::Res
     Ok((total as u64, false))
 }
 
-/// An `emit` for the framer that fills batches of at most `batch_size` events, each ending
-/// where the next one's first line starts.
-fn batcher<'a>(
-    batches: &'a mut Vec<Batch>,
-    origin: &'a Arc<Origin>,
-    batch_size: usize,
-) -> impl FnMut(bytes::Bytes, u64) + 'a {
-    let read_at_ms = now_ms();
-    move |body, offset| {
-        if batches.last().is_none_or(|b| b.0.len() >= batch_size) {
-            if let Some(last) = batches.last_mut() {
-                last.1 = offset;
-            }
-            batches.push((Vec::with_capacity(batch_size), 0));
-        }
-        if let Some(b) = batches.last_mut() {
-            b.0.push(Event {
-                body,
-                origin: origin.clone(),
-                offset,
-                read_at_ms,
-            });
-        }
-    }
-}
-
-/// The last batch ends where the framer stopped.
-fn close_last(batches: &mut [Batch], end: u64) {
-    if let Some(last) = batches.last_mut() {
-        last.1 = end;
-    }
+/// Packs the lines framed so far through the file's pipeline into batches of at most
+/// `batch_size` events; `last` says the file ends after them.
+fn pack(open: &mut Open, origin: &Arc<Origin>, batch_size: usize, last: bool) -> Vec<Batch> {
+    let mut packer = Packer::new(batch_size, now_ms());
+    let end = open.framer.offset();
+    open.lines.pack(&mut packer, (0, 0), origin, end, last);
+    packer.into_batches()
 }

@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use sluice_channels::Origin;
 use sluice_channels::lifecycle::{Phase, Shutdown};
-use sluice_channels::{Origin, Receipt};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
@@ -39,9 +39,10 @@ pub use config::{PathSpec, ReadFrom, TailDirConfig};
 use identity::{Fingerprint, Verdict};
 use matcher::{Listing, Patterns};
 use positions::{Loaded, Position};
-use reader::{Batch, Done, Job, Key, Reader, Settings, Start, Status};
+use reader::{Done, Job, Reader, Settings, Start, Status};
 use watcher::{Held, Shared, Watcher};
 
+use crate::pipeline::{self, Batch, Key, Progress};
 use crate::{SourceContext, SourceError, SourceMetrics};
 
 /// How often positions are written while they change.
@@ -131,10 +132,8 @@ struct FileState {
     read_pos: u64,
     /// How far it was read (`read_pos` plus an unterminated tail).
     read_end: u64,
-    /// Every line before this offset is safe.
-    safe: u64,
-    /// Receipts of lines handed out, with the offset each one makes safe.
-    pending: VecDeque<(Receipt, u64)>,
+    /// Receipts of lines handed out, and the offset before which every line is safe.
+    progress: Progress,
     /// Its path still leads to it.
     bound: bool,
     queued: bool,
@@ -159,7 +158,7 @@ impl FileState {
             dev: self.dev,
             ino: self.ino,
             fp: self.fp,
-            offset: self.safe,
+            offset: self.progress.safe(),
         }
     }
 }
@@ -822,16 +821,8 @@ impl Tail {
             return;
         };
         let name = &self.ctx.name;
-        if d.long.lines > 0 {
-            warn!(source = %name, file = %st.path.display(), lines = d.long.lines,
-                max_line_bytes = self.cfg.max_line_bytes.0, policy = ?self.cfg.long_lines,
-                "lines longer than max_line_bytes");
-            SourceMetrics::add(&self.ctx.metrics.long_lines, d.long.lines);
-            SourceMetrics::add(
-                &self.ctx.metrics.long_line_bytes_dropped,
-                d.long.dropped_bytes,
-            );
-        }
+        let long = (self.cfg.max_line_bytes.0, self.cfg.long_lines);
+        pipeline::long_lines(&self.ctx, &st.path, st.read_pos, d.long, long);
         if let Some(v) = d.restarted {
             let what = if v == Verdict::Shrunk {
                 "truncated"
@@ -840,8 +831,7 @@ impl Tail {
             };
             warn!(source = %name, file = %st.path.display(), offset = st.read_pos, what,
                 "file truncated or rewritten; reading it again from its start");
-            st.pending.clear();
-            st.safe = 0;
+            st.progress.reset(0);
             st.read_pos = 0;
             self.positions_changed = true;
         }
@@ -849,10 +839,8 @@ impl Tail {
         st.fp = d.fp;
         st.origin = d.origin;
         if let Some(at) = d.opened_at
-            && st.pending.is_empty()
-            && st.safe != at
+            && st.progress.settle_at(at)
         {
-            st.safe = at;
             self.positions_changed = true;
         }
         st.reader = match d.reader {
@@ -877,17 +865,8 @@ impl Tail {
                 } else if d.grew || st.at_end_since.is_none() {
                     st.at_end_since = Some(now);
                 }
-                if d.unmarked {
-                    match st.pending.back() {
-                        Some((r, _)) => {
-                            let r = r.clone();
-                            st.pending.push_back((r, d.read_pos));
-                        }
-                        None => {
-                            st.safe = d.read_pos;
-                            self.positions_changed = true;
-                        }
-                    }
+                if d.unmarked && st.progress.pass(d.read_pos) {
+                    self.positions_changed = true;
                 }
                 if !eof && !st.queued {
                     st.queued = true;
@@ -940,32 +919,16 @@ impl Tail {
     /// Puts the batches into the channel in order and records their receipts; false if it
     /// must stop.
     async fn put(&mut self, batches: Vec<Batch>, shutdown: &mut Shutdown) -> bool {
-        for Batch { events, marks } in batches {
-            let count = events.len() as u64;
-            let bytes: u64 = events.iter().map(|e| e.body.len() as u64).sum();
-            let receipt = tokio::select! {
-                r = self.ctx.channel.put(events) => r,
-                _ = shutdown.reached(Phase::Aborting) => return false,
-            };
-            let receipt = match receipt {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!(source = %self.ctx.name, error = %e, "channel refused a batch; stopping");
-                    return false;
-                }
-            };
-            SourceMetrics::add(&self.ctx.metrics.events, count);
-            SourceMetrics::add(&self.ctx.metrics.bytes, bytes);
-            for m in marks {
-                if let Some(st) = self.files.get_mut(&m.key)
-                    && st.generation == m.generation
-                {
-                    st.pending.push_back((receipt.clone(), m.offset));
-                    self.inflight.insert(m.key);
-                }
+        let (files, inflight) = (&mut self.files, &mut self.inflight);
+        pipeline::put(&self.ctx, batches, shutdown, |m, receipt| {
+            if let Some(st) = files.get_mut(&m.key)
+                && st.generation == m.generation
+            {
+                st.progress.push(receipt.clone(), m.offset);
+                inflight.insert(m.key);
             }
-        }
-        true
+        })
+        .await
     }
 
     /// Moves each file's safe offset over its receipts that are safe now.
@@ -976,13 +939,8 @@ impl Tail {
             let Some(st) = files.get_mut(key) else {
                 return false;
             };
-            while st.pending.front().is_some_and(|(r, _)| r.is_safe()) {
-                if let Some((_, offset)) = st.pending.pop_front() {
-                    st.safe = offset;
-                    changed = true;
-                }
-            }
-            !st.pending.is_empty()
+            changed |= st.progress.advance();
+            !st.progress.is_settled()
         });
         self.positions_changed |= changed;
     }
@@ -999,7 +957,7 @@ impl Tail {
             let Some(st) = files.get(key) else {
                 return false;
             };
-            if !st.pending.is_empty() {
+            if !st.progress.is_settled() {
                 return true;
             }
             if matches!(st.reader, Slot::Held(_)) {
@@ -1047,14 +1005,9 @@ impl Tail {
             let Some(st) = self.files.get_mut(&key) else {
                 continue;
             };
-            while let Some((receipt, offset)) = st.pending.front_mut() {
-                let offset = *offset;
+            while !st.progress.is_settled() {
                 tokio::select! {
-                    ok = receipt.wait() => {
-                        if !ok { break 'files; }
-                        st.safe = offset;
-                        st.pending.pop_front();
-                    }
+                    ok = st.progress.wait_oldest() => if !ok { break 'files },
                     _ = shutdown.reached(Phase::Aborting) => break 'files,
                 }
             }
@@ -1112,8 +1065,7 @@ fn new_state(
         start,
         read_pos: read,
         read_end: read,
-        safe,
-        pending: VecDeque::new(),
+        progress: Progress::at(safe),
         bound: true,
         queued: false,
         eof: false,

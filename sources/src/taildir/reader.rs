@@ -1,5 +1,6 @@
 //! Reading files on a blocking thread: opening with identity checks, reading a chunk, framing
-//! lines, transcoding them, and packing the lines of several files into channel batches.
+//! lines, and packing the lines of several files into channel batches (through the source
+//! pipeline's stages, see [`crate::pipeline`]).
 //!
 //! A round of reads runs as one blocking task over several files, so that a thousand quiet
 //! files that each got one line cost one hop to the blocking pool, not a thousand. Each
@@ -12,17 +13,13 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use encoding_rs::Encoding;
-use sluice_channels::{Event, Origin};
+use sluice_channels::Origin;
 
 use super::config::Decoding;
 use super::identity::{self, FINGERPRINT_MAX, Fingerprint, Verdict};
 use crate::framing::{LineFramer, LongLinePolicy, LongLines, Newline};
 use crate::now_ms;
-
-/// A followed file's handle in the source.
-pub type Key = u64;
+use crate::pipeline::{Batch, FileLines, Key, Packer, Stage, Transcode};
 
 /// How far back `read_from: end` looks for the end of the last complete line.
 const TAIL_WINDOW: u64 = 64 << 10;
@@ -31,8 +28,8 @@ const TAIL_WINDOW: u64 = 64 << 10;
 pub struct Reader {
     file: File,
     framer: LineFramer,
-    /// The lines of the last read, kept to reuse the allocation.
-    lines: Vec<(Bytes, u64)>,
+    /// The lines of the last read and the stages they go through.
+    lines: FileLines,
     /// The framer's long-line counts already reported.
     reported: LongLines,
 }
@@ -61,6 +58,17 @@ pub struct Settings {
     pub chunk: usize,
     /// The most bytes read by one round of jobs.
     pub budget: usize,
+}
+
+impl Settings {
+    /// The stages a file's lines go through: transcoding, for an encoding other than UTF-8.
+    fn stages(&self) -> Vec<Box<dyn Stage>> {
+        self.decoding
+            .encoding
+            .map(|e| Box::new(Transcode(e)) as Box<dyn Stage>)
+            .into_iter()
+            .collect()
+    }
 }
 
 /// One file to read once.
@@ -137,39 +145,15 @@ pub struct Done {
     pub unmarked: bool,
 }
 
-/// Where one file's lines in a batch end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mark {
-    /// The file.
-    pub key: Key,
-    /// Its generation when the lines were read.
-    pub generation: u32,
-    /// The offset just past its last line in the batch.
-    pub offset: u64,
-}
-
-/// Events to put into the channel at once, and where each file's lines in it end.
-#[derive(Debug, Default)]
-pub struct Batch {
-    /// The events.
-    pub events: Vec<Event>,
-    /// One mark per file with lines in the batch.
-    pub marks: Vec<Mark>,
-}
-
 /// Runs `jobs` in order; returns what each did and the batches of their lines.
 pub fn run(s: &Settings, jobs: Vec<Job>) -> (Vec<Done>, Vec<Batch>) {
-    let mut packer = Packer {
-        batches: Vec::new(),
-        size: s.batch_size,
-        read_at_ms: now_ms(),
-    };
+    let mut packer = Packer::new(s.batch_size, now_ms());
     let mut budget = s.budget;
     let done = jobs
         .into_iter()
         .map(|j| process(s, j, &mut budget, &mut packer))
         .collect();
-    (done, packer.batches)
+    (done, packer.into_batches())
 }
 
 fn process(s: &Settings, mut job: Job, budget: &mut usize, packer: &mut Packer) -> Done {
@@ -217,19 +201,11 @@ fn process(s: &Settings, mut job: Job, budget: &mut usize, packer: &mut Packer) 
         dropped_bytes: total.dropped_bytes - reader.reported.dropped_bytes,
     };
     reader.reported = total;
-    if !reader.lines.is_empty() {
-        let origin = done.origin.clone().unwrap_or_else(|| job.base.clone());
-        if let Some(enc) = s.decoding.encoding {
-            transcode(enc, &mut reader.lines);
-        }
-        packer.add(
-            job.key,
-            done.generation,
-            &origin,
-            &mut reader.lines,
-            done.read_pos,
-        );
-    } else if done.read_pos > job_start(&job, &done) {
+    let origin = done.origin.as_ref().unwrap_or(&job.base);
+    let last = matches!(done.status, Status::Finished);
+    let key = (job.key, done.generation);
+    let marked = reader.lines.pack(packer, key, origin, done.read_pos, last);
+    if marked.is_none() && done.read_pos > job_start(&job, &done) {
         done.unmarked = true;
     }
     if matches!(done.status, Status::Finished) {
@@ -279,7 +255,7 @@ fn open(s: &Settings, job: &mut Job, done: &mut Done) -> io::Result<Option<Box<R
     Ok(Some(Box::new(Reader {
         file,
         framer: LineFramer::with_newline(start, s.max_line, s.policy, newline),
-        lines: Vec::new(),
+        lines: FileLines::new(s.stages()),
         reported: LongLines::default(),
     })))
 }
@@ -325,10 +301,9 @@ fn read(
     *budget -= n;
     done.grew = n > 0;
     let eof = read_end + n as u64 >= size;
-    let lines = &mut reader.lines;
-    reader.framer.frame(|b, o| lines.push((b, o)));
+    reader.framer.frame(reader.lines.collect());
     if n == 0 && eof && job.finish_at_eof {
-        reader.framer.finish(|b, o| lines.push((b, o)));
+        reader.framer.finish(reader.lines.collect());
         done.status = Status::Finished;
     } else {
         done.status = Status::Read { eof };
@@ -338,8 +313,9 @@ fn read(
         // Read from the start, the fingerprint covers the first line only: that line never
         // changes once written, so every run (a restart included) takes the same fingerprint,
         // where a longer prefix would depend on how much had been written by then.
-        let first_line_end = match reader.lines.first() {
-            Some(&(_, 0)) => reader.lines.get(1).map_or(offset, |l| l.1),
+        let framed = reader.lines.framed();
+        let first_line_end = match framed.first() {
+            Some(&(_, 0)) => framed.get(1).map_or(offset, |l| l.1),
             _ => offset,
         };
         done.fp = Fingerprint::read(&reader.file, first_line_end.min(FINGERPRINT_MAX))?;
@@ -369,94 +345,6 @@ fn last_line_end(file: &File, size: u64, newline: Newline) -> io::Result<u64> {
         None if from == 0 => 0,
         None => size,
     })
-}
-
-/// Replaces each line's body by its UTF-8 transcoding, all in one new buffer.
-fn transcode(enc: &'static Encoding, lines: &mut [(Bytes, u64)]) {
-    let decoder = |offset: u64| {
-        if offset == 0 {
-            enc.new_decoder_with_bom_removal()
-        } else {
-            enc.new_decoder_without_bom_handling()
-        }
-    };
-    let cap: usize = lines
-        .iter()
-        .map(|(b, o)| {
-            decoder(*o)
-                .max_utf8_buffer_length(b.len())
-                .unwrap_or(b.len() * 3 + 16)
-        })
-        .sum();
-    let mut out = vec![0u8; cap];
-    let mut spans = Vec::with_capacity(lines.len());
-    let mut w = 0;
-    for (b, o) in lines.iter() {
-        let (_, _, written, _) = decoder(*o).decode_to_utf8(b, &mut out[w..], true);
-        spans.push((w, w + written));
-        w += written;
-    }
-    out.truncate(w);
-    let out = Bytes::from(out);
-    for ((body, _), (s, e)) in lines.iter_mut().zip(spans) {
-        *body = out.slice(s..e);
-    }
-}
-
-/// Packs lines into batches of at most `size` events, marking where each file's lines end.
-struct Packer {
-    batches: Vec<Batch>,
-    size: usize,
-    read_at_ms: u64,
-}
-
-impl Packer {
-    /// Adds one file's lines (drained from `lines`); `end` is the offset past the last one.
-    fn add(
-        &mut self,
-        key: Key,
-        generation: u32,
-        origin: &Arc<Origin>,
-        lines: &mut Vec<(Bytes, u64)>,
-        end: u64,
-    ) {
-        let mut in_current = false;
-        for (body, offset) in lines.drain(..) {
-            if self
-                .batches
-                .last()
-                .is_none_or(|b| b.events.len() >= self.size)
-            {
-                if in_current && let Some(b) = self.batches.last_mut() {
-                    b.marks.push(Mark {
-                        key,
-                        generation,
-                        offset,
-                    });
-                }
-                self.batches.push(Batch {
-                    events: Vec::with_capacity(self.size),
-                    marks: Vec::new(),
-                });
-            }
-            in_current = true;
-            if let Some(b) = self.batches.last_mut() {
-                b.events.push(Event {
-                    body,
-                    origin: origin.clone(),
-                    offset,
-                    read_at_ms: self.read_at_ms,
-                });
-            }
-        }
-        if let Some(b) = self.batches.last_mut() {
-            b.marks.push(Mark {
-                key,
-                generation,
-                offset: end,
-            });
-        }
-    }
 }
 
 #[cfg(test)]

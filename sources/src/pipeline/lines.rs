@@ -1,0 +1,111 @@
+//! One file's lines between the framer and the packer, and the stages they go through.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sluice_channels::Origin;
+use tracing::warn;
+
+use super::pack::{Key, Packer};
+use crate::framing::{LongLinePolicy, LongLines};
+use crate::{SourceContext, SourceMetrics};
+
+/// One framed line: its body (no terminator) and the file offset where it starts.
+pub(crate) type Line = (Bytes, u64);
+
+/// A step between framing and packing that rewrites one file's lines, in file order.
+///
+/// A stage lives as long as its file's reader, so it may keep state across reads (a
+/// multiline event still open). Offsets are those of the file's bytes, whatever a stage does
+/// to the bodies.
+pub(crate) trait Stage: Send {
+    /// Rewrites the lines of one read in place. `last` says the file ends after them: a stage
+    /// that holds lines back must hand them out now.
+    fn apply(&mut self, lines: &mut Vec<Line>, last: bool);
+
+    /// The offset of the first byte of a line the stage holds back, not handed out yet: the
+    /// file's events are complete only up to there.
+    fn held_from(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// A file's framed lines and its stages. The line buffer is kept from read to read to reuse
+/// its allocation.
+pub(crate) struct FileLines {
+    lines: Vec<Line>,
+    stages: Vec<Box<dyn Stage>>,
+}
+
+impl FileLines {
+    /// An empty buffer whose lines go through `stages`, in order.
+    pub fn new(stages: Vec<Box<dyn Stage>>) -> Self {
+        FileLines {
+            lines: Vec::new(),
+            stages,
+        }
+    }
+
+    /// An `emit` for the framer that appends each line.
+    pub fn collect(&mut self) -> impl FnMut(Bytes, u64) + '_ {
+        |body, offset| self.lines.push((body, offset))
+    }
+
+    /// The lines framed and not packed yet, as the framer cut them.
+    pub fn framed(&self) -> &[Line] {
+        &self.lines
+    }
+
+    /// Runs the stages over the framed lines and packs what comes out into `packer` as the
+    /// lines of file `key` (of `generation`), whose events carry `origin`. `framed_to` is the
+    /// framer's offset; the file's mark ends there, or where a stage holds a line back.
+    /// `last` says the file ends here. Returns the offset the mark ends at, or `None` if no
+    /// event came out (nothing was marked).
+    pub fn pack(
+        &mut self,
+        packer: &mut Packer,
+        (key, generation): (Key, u32),
+        origin: &Arc<Origin>,
+        framed_to: u64,
+        last: bool,
+    ) -> Option<u64> {
+        for stage in &mut self.stages {
+            stage.apply(&mut self.lines, last);
+        }
+        let end = self.complete_to(framed_to);
+        if self.lines.is_empty() {
+            return None;
+        }
+        packer.add(key, generation, origin, &mut self.lines, end);
+        Some(end)
+    }
+
+    /// Where the file's complete events end, given that the framer stopped at `framed_to`.
+    pub fn complete_to(&self, framed_to: u64) -> u64 {
+        self.stages
+            .iter()
+            .filter_map(|s| s.held_from())
+            .fold(framed_to, u64::min)
+    }
+}
+
+/// Logs and counts the long lines a framer met since the last report (`new`): how many, and
+/// what the policy did with them.
+pub(crate) fn long_lines(
+    ctx: &SourceContext,
+    file: &Path,
+    offset: u64,
+    new: LongLines,
+    (max_line_bytes, policy): (u64, LongLinePolicy),
+) {
+    if new.lines == 0 && new.dropped_bytes == 0 {
+        return;
+    }
+    if new.lines > 0 {
+        warn!(source = %ctx.name, file = %file.display(), offset, lines = new.lines,
+            max_line_bytes, policy = ?policy, "lines longer than max_line_bytes");
+    }
+    SourceMetrics::add(&ctx.metrics.long_lines, new.lines);
+    SourceMetrics::add(&ctx.metrics.long_line_bytes_dropped, new.dropped_bytes);
+}
