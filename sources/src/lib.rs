@@ -1,6 +1,7 @@
 //! Sluice's sources: they read files, frame lines and put them into a channel, and advance
 //! their checkpoints only over batches the channel reports safe.
 
+mod blocking;
 mod defaults;
 pub mod framing;
 mod metrics;

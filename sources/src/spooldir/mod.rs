@@ -35,6 +35,7 @@ use tracing::{debug, error, info, warn};
 
 pub use config::{AfterRead, ConfigProblem, FAILED_SUFFIX, Order, SpoolDirConfig};
 
+use crate::blocking::{self, Interrupted};
 use crate::framing::LongLines;
 use crate::pipeline::{self, Batch, Progress};
 use crate::{SourceContext, SourceError, SourceMetrics};
@@ -325,12 +326,11 @@ impl SpoolDirSource {
             let (path, data) = (path.clone(), data.clone());
             move || sluice_channels::fsutil::write_atomic(&path, &data, durable)
         };
-        let result = match self.blocking().spawn_blocking(write).await {
+        let result = match blocking::run(&self.blocking(), write).await {
             Ok(r) => r,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // The runtime is shutting down and runs no more blocking work: write it here, so
             // that the stop keeps what was safe.
-            Err(_) => sluice_channels::fsutil::write_atomic(&path, &data, durable),
+            Err(Interrupted) => sluice_channels::fsutil::write_atomic(&path, &data, durable),
         };
         match result {
             // Only what was written counts as written: a failed write is tried again with the

@@ -13,6 +13,7 @@ use sluice_channels::Origin;
 use tokio::runtime::Handle;
 
 use super::scan::Shape;
+use crate::blocking;
 use crate::framing::{LineFramer, LongLinePolicy, LongLines};
 use crate::now_ms;
 use crate::pipeline::{Batch, FileLines, Packer};
@@ -103,9 +104,9 @@ impl FileReader {
             .unwrap_or_default()
     }
 
-    /// Reads one chunk on a blocking thread of `blocking` and frames its complete lines into
+    /// Reads one chunk on a blocking thread of `on` and frames its complete lines into
     /// batches. When there is nothing more to read, says so with the file's shape.
-    pub async fn next(&mut self, blocking: &Handle) -> Result<Chunk, ReadFailure> {
+    pub async fn next(&mut self, on: &Handle) -> Result<Chunk, ReadFailure> {
         let Some(mut open) = self.open.take() else {
             return Err(io::Error::other("reader used after a failure").into());
         };
@@ -115,27 +116,22 @@ impl FileReader {
             .unwrap_or(READ_CHUNK)
             .saturating_add(1)
             .clamp(MIN_READ, READ_CHUNK);
-        let joined = blocking
-            .spawn_blocking(move || {
-                let result =
-                    fill_chunk(&mut open.framer, &mut open.file, first).and_then(|(n, at_end)| {
-                        open.framer.frame(open.lines.collect());
-                        let batches = pack(&mut open, &origin, batch_size, false);
-                        let end = if at_end {
-                            Some(Shape::of(&open.file.metadata()?))
-                        } else {
-                            None
-                        };
-                        Ok((Chunk { batches, end }, n))
-                    });
-                (open, result)
-            })
-            .await;
-        let (open, result) = match joined {
-            Ok(x) => x,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => return Err(ReadFailure::Interrupted),
-        };
+        let joined = blocking::run(on, move || {
+            let result =
+                fill_chunk(&mut open.framer, &mut open.file, first).and_then(|(n, at_end)| {
+                    open.framer.frame(open.lines.collect());
+                    let batches = pack(&mut open, &origin, batch_size, false);
+                    let end = if at_end {
+                        Some(Shape::of(&open.file.metadata()?))
+                    } else {
+                        None
+                    };
+                    Ok((Chunk { batches, end }, n))
+                });
+            (open, result)
+        })
+        .await;
+        let (open, result) = joined.map_err(|_| ReadFailure::Interrupted)?;
         self.open = Some(open);
         let (chunk, n) = result?;
         self.read_to += n;
@@ -145,22 +141,17 @@ impl FileReader {
         Ok(chunk)
     }
 
-    /// The file's shape now, looked at on a blocking thread of `blocking`.
-    pub async fn look(&mut self, blocking: &Handle) -> Result<Shape, ReadFailure> {
+    /// The file's shape now, looked at on a blocking thread of `on`.
+    pub async fn look(&mut self, on: &Handle) -> Result<Shape, ReadFailure> {
         let Some(open) = self.open.take() else {
             return Err(io::Error::other("reader used after a failure").into());
         };
-        let joined = blocking
-            .spawn_blocking(move || {
-                let shape = open.file.metadata().map(|m| Shape::of(&m));
-                (open, shape)
-            })
-            .await;
-        let (open, shape) = match joined {
-            Ok(x) => x,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => return Err(ReadFailure::Interrupted),
-        };
+        let joined = blocking::run(on, move || {
+            let shape = open.file.metadata().map(|m| Shape::of(&m));
+            (open, shape)
+        })
+        .await;
+        let (open, shape) = joined.map_err(|_| ReadFailure::Interrupted)?;
         self.open = Some(open);
         let shape = shape?;
         self.size = shape.len;

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sluice_channels::Origin;
 use sluice_channels::lifecycle::{Phase, Shutdown};
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
@@ -42,6 +43,7 @@ use positions::{Loaded, Position};
 use reader::{Done, Job, Reader, Settings, Start, Status};
 use watcher::{Held, Shared, Watcher};
 
+use crate::blocking;
 use crate::pipeline::{self, Batch, Key, Progress};
 use crate::{SourceContext, SourceError, SourceMetrics};
 
@@ -489,12 +491,15 @@ impl Tail {
         } else {
             self.inodes.clone()
         };
-        let (scanner, listing, polling) = run_blocking(move || {
+        let listed = blocking::run(&Handle::current(), move || {
             let listing = scanner.patterns.list(&known);
             let polling = scanner.watcher.update(&listing.dirs);
             (scanner, listing, polling)
-        })
-        .await;
+        });
+        // Cut off, the source is stopping: no scan any more.
+        let Ok((scanner, listing, polling)) = listed.await else {
+            return;
+        };
         self.scanner = Some(scanner);
         if polling && !self.polling {
             warn!(source = %self.ctx.name, poll_interval = ?self.cfg.poll_interval.0,
@@ -649,13 +654,16 @@ impl Tail {
         if wanted.is_empty() {
             return;
         }
-        let found = run_blocking(move || {
+        let found = blocking::run(&Handle::current(), move || {
             wanted
                 .iter()
                 .map(|(p, d, i)| find_by_inode(p, *d, *i))
                 .collect::<Vec<_>>()
-        })
-        .await;
+        });
+        // Cut off, the source is stopping: nothing is decided about these files.
+        let Ok(found) = found.await else {
+            return;
+        };
         let mut found = found.into_iter();
         for key in lost {
             let at = found.next().flatten();
@@ -804,7 +812,10 @@ impl Tail {
             return Round::Idle;
         }
         let settings = self.settings.clone();
-        let (done, batches) = run_blocking(move || reader::run(&settings, jobs)).await;
+        let read = blocking::run(&Handle::current(), move || reader::run(&settings, jobs));
+        let Ok((done, batches)) = read.await else {
+            return Round::Interrupted;
+        };
         for d in done {
             self.finish_job(d);
         }
@@ -993,7 +1004,7 @@ impl Tail {
         self.positions_changed = false;
         self.next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
         self.saving = Some(tokio::task::spawn_blocking(move || {
-            save(&name, &path, list, false)
+            save(&name, &path, &positions::encode(list), false)
         }));
     }
 
@@ -1018,9 +1029,17 @@ impl Tail {
             let _ = h.await;
         }
         let list: Vec<Position> = self.files.values().map(FileState::position).collect();
-        let path = self.position_file.clone();
-        let name = self.ctx.name.clone();
-        run_blocking(move || save(&name, &path, list, true)).await;
+        let data = Arc::new(positions::encode(list));
+        let (path, name) = (self.position_file.clone(), self.ctx.name.clone());
+        let write = {
+            let (path, name, data) = (path.clone(), name.clone(), data.clone());
+            move || save(&name, &path, &data, true)
+        };
+        if blocking::run(&Handle::current(), write).await.is_err() {
+            // The runtime runs no more blocking work: write here, so that the stop keeps
+            // what was safe.
+            save(&name, &path, &data, true);
+        }
     }
 }
 
@@ -1100,8 +1119,8 @@ fn close(st: &mut FileState, open: &mut usize) {
 
 /// Writes the positions: durably at stop, and often but only crash-safe (not power-loss-safe)
 /// while running, which at worst repeats lines.
-fn save(source: &str, path: &Path, list: Vec<Position>, durable: bool) {
-    if let Err(e) = positions::save(path, &positions::encode(list), durable) {
+fn save(source: &str, path: &Path, data: &[u8], durable: bool) {
+    if let Err(e) = positions::save(path, data, durable) {
         error!(source, position_file = %path.display(), error = %e,
             "cannot write the position file; lines read since the last write may repeat after a restart");
     }
@@ -1124,12 +1143,4 @@ fn find_by_inode(path: &Path, dev: u64, ino: u64) -> Option<PathBuf> {
             std::fs::symlink_metadata(p)
                 .is_ok_and(|m| m.dev() == dev && m.ino() == ino && m.is_file())
         })
-}
-
-/// Runs `f` on the blocking pool; a panic in it is a bug and is passed on.
-async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
 }
