@@ -12,10 +12,14 @@ pub(crate) struct Interrupted;
 
 /// Starts `f` on the blocking pool of `on` at once; the future returns its result. A panic
 /// in `f` is a bug and is passed on.
-pub(crate) fn run<T: Send + 'static>(
+pub(crate) fn run<T, F>(
     on: &Handle,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> impl Future<Output = Result<T, Interrupted>> + Send + 'static {
+    f: F,
+) -> impl Future<Output = Result<T, Interrupted>> + Send + 'static + use<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
     let task = on.spawn_blocking(f);
     async move {
         match task.await {

@@ -13,15 +13,19 @@
 //! after that, before it is completed, is set aside, never completed. A read that is cut short
 //! by the agent stopping is not the file's fault: the file stays in place (and in the
 //! checkpoint), and is read on after a restart.
+//!
+//! Every file-system call (listing, opening, reading, completing, setting aside, the
+//! checkpoint) runs on the blocking pool: `scan` lists, `files` opens and completes,
+//! `reader` reads, and this module decides and logs.
 
 mod config;
+mod files;
 mod reader;
 mod scan;
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,8 +43,9 @@ use crate::blocking::{self, Interrupted};
 use crate::framing::LongLines;
 use crate::pipeline::{self, Batch, Progress};
 use crate::{SourceContext, SourceError, SourceMetrics};
+use files::{Aside, Completion, OpenRequest, Opening, Resumable};
 use reader::{FileReader, ReadFailure};
-use scan::{Candidate, FolderState, Shape, Spool};
+use scan::{Candidate, FolderState, Shape, Spool, needed_quiet};
 
 /// How often, at most, the checkpoint is made durable (fsynced); and at a stop. In between,
 /// it is rewritten without fsync whenever what it says changes (a safe offset advances, a file
@@ -124,7 +129,9 @@ pub struct SpoolDirSource {
     cfg: SpoolDirConfig,
     ctx: SourceContext,
     checkpoint_path: PathBuf,
-    spool: Spool,
+    /// The folder's listing state; lent to the blocking pool while the folder is listed, and
+    /// lost only if the runtime cut that off (the source is stopping then).
+    spool: Option<Spool>,
     /// Files whose lines are not all safe yet, oldest first.
     flight: VecDeque<InFlight>,
     /// When the checkpoint was last made durable.
@@ -144,7 +151,7 @@ impl SpoolDirSource {
     /// A source over `cfg.dir`; the configuration must have passed [`SpoolDirConfig::validate`].
     pub fn new(cfg: SpoolDirConfig, ctx: SourceContext) -> Self {
         SpoolDirSource {
-            spool: Spool::new(&ctx.name, &cfg),
+            spool: Some(Spool::new(&ctx.name, &cfg)),
             checkpoint_path: ctx.state_dir.join("spooldir.json"),
             cfg,
             ctx,
@@ -161,22 +168,47 @@ impl SpoolDirSource {
         self.blocking.clone().unwrap_or_else(Handle::current)
     }
 
+    /// Runs `f` on the blocking pool the source uses (see [`crate::blocking`]).
+    fn off<T, F>(&self, f: F) -> impl Future<Output = Result<T, Interrupted>> + Send + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        blocking::run(&self.blocking(), f)
+    }
+
     /// Runs until the agent stops: picks up files, reads them, completes them.
     pub async fn run(mut self) -> Result<(), SourceError> {
-        fs::create_dir_all(&self.ctx.state_dir).map_err(|error| SourceError::State {
-            source_name: self.ctx.name.clone(),
-            path: self.ctx.state_dir.clone(),
-            error,
-        })?;
-        fs::read_dir(&self.cfg.dir).map_err(|error| SourceError::Dir {
-            source_name: self.ctx.name.clone(),
-            path: self.cfg.dir.clone(),
-            error,
-        })?;
         self.blocking = Some(self.blocking());
+        let (name, state_dir, dir) = (
+            self.ctx.name.clone(),
+            self.ctx.state_dir.clone(),
+            self.cfg.dir.clone(),
+        );
+        let checked = self.off(move || {
+            fs::create_dir_all(&state_dir).map_err(|error| SourceError::State {
+                source_name: name.clone(),
+                path: state_dir,
+                error,
+            })?;
+            fs::read_dir(&dir).map_err(|error| SourceError::Dir {
+                source_name: name,
+                path: dir,
+                error,
+            })?;
+            Ok(())
+        });
+        // Cut off, the source is stopping before it started.
+        let Ok(checked) = checked.await else {
+            return Ok(());
+        };
+        checked?;
         let wake = Arc::new(Notify::new());
         let mut watcher = self.watch(wake.clone());
-        let mut resume: VecDeque<InProgress> = self.load_checkpoint().files.into();
+        let Ok(checkpoint) = self.load_checkpoint().await else {
+            return Ok(());
+        };
+        let mut resume: VecDeque<InProgress> = checkpoint.files.into();
         self.ctx.metrics.mark_started();
         info!(source = %self.ctx.name, dir = %self.cfg.dir.display(), "spooldir source started");
         let mut shutdown = self.ctx.shutdown.clone();
@@ -192,13 +224,15 @@ impl SpoolDirSource {
             while next.is_none()
                 && let Some(p) = resume.pop_front()
             {
-                next = self.resume_target(p);
+                let Ok(target) = self.resume_target(p).await else {
+                    break;
+                };
+                next = target;
             }
-            if next.is_none() {
-                let flight = &self.flight;
-                let (found, state) = self
-                    .spool
-                    .next(|p| flight.iter().any(|f| f.path.as_path() == p));
+            if next.is_none() && !shutdown.is_stopping() {
+                let Ok((found, state)) = self.list().await else {
+                    break;
+                };
                 match state {
                     FolderState::Recovered => {
                         self.ctx.metrics.set_problem(None);
@@ -220,9 +254,12 @@ impl SpoolDirSource {
                 }
                 let notified = wake.notified();
                 let waiting = self.flight.iter().any(|f| !f.progress.is_settled());
-                let until = self.spool.wake_at();
+                let until = self
+                    .spool
+                    .as_ref()
+                    .map_or_else(Instant::now, Spool::wake_at);
                 tokio::select! {
-                    _ = notified => self.spool.mark_due(),
+                    _ = notified => if let Some(spool) = self.spool.as_mut() { spool.mark_due() },
                     _ = tokio::time::sleep_until(until.into()) => {}
                     _ = shutdown.reached(Phase::Draining) => {}
                     _ = self.wait_front(), if waiting => {}
@@ -243,7 +280,7 @@ impl SpoolDirSource {
             self.advance(false).await;
         }
         self.advance(true).await;
-        let counts = self.spool.counts();
+        let counts = self.spool.as_ref().map(Spool::counts).unwrap_or_default();
         info!(source = %self.ctx.name, listings = counts.listings, stats = counts.stats,
             "spooldir source stopped");
         Ok(())
@@ -276,26 +313,49 @@ impl SpoolDirSource {
         Some(watcher)
     }
 
-    fn load_checkpoint(&self) -> Checkpoint {
-        let data = match fs::read(&self.checkpoint_path) {
+    /// Reads the checkpoint of the last run; a missing, unreadable or corrupt one is an empty
+    /// one (a corrupt one is set aside).
+    async fn load_checkpoint(&self) -> Result<Checkpoint, Interrupted> {
+        let path = self.checkpoint_path.clone();
+        let data = match self.off(move || fs::read(path)).await? {
             Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Checkpoint::default(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Checkpoint::default()),
             Err(e) => {
                 error!(source = %self.ctx.name, checkpoint = %self.checkpoint_path.display(), error = %e,
                     "cannot read the checkpoint; files in progress are read again from their start");
-                return Checkpoint::default();
+                return Ok(Checkpoint::default());
             }
         };
         match serde_json::from_slice(&data) {
-            Ok(c) => c,
+            Ok(c) => Ok(c),
             Err(e) => {
-                let aside = sluice_channels::fsutil::set_aside(&self.checkpoint_path);
+                let path = self.checkpoint_path.clone();
+                let aside = self
+                    .off(move || sluice_channels::fsutil::set_aside(&path))
+                    .await?;
                 error!(source = %self.ctx.name, checkpoint = %self.checkpoint_path.display(), error = %e,
                     moved_to = ?aside.as_ref().ok(),
                     "corrupt checkpoint set aside; files in progress are read again from their start");
-                Checkpoint::default()
+                Ok(Checkpoint::default())
             }
         }
+    }
+
+    /// Takes the next ready file from the spool, listing the folder (on the blocking pool)
+    /// if its queue is used up and a listing is due.
+    async fn list(&mut self) -> Result<(Option<Candidate>, FolderState), Interrupted> {
+        let Some(mut spool) = self.spool.take() else {
+            return Err(Interrupted);
+        };
+        let busy: Vec<PathBuf> = self.flight.iter().map(|f| f.path.clone()).collect();
+        let (spool, next) = self
+            .off(move || {
+                let next = spool.next(|p| busy.iter().any(|b| b == p));
+                (spool, next)
+            })
+            .await?;
+        self.spool = Some(spool);
+        Ok(next)
     }
 
     /// Writes the checkpoint of the files in flight; see [`SYNC_EVERY`] for `durable`.
@@ -356,21 +416,24 @@ impl SpoolDirSource {
     }
 
     /// The file in progress at the last stop, if it is still the same file.
-    fn resume_target(&self, p: InProgress) -> Option<Next> {
-        use std::os::unix::fs::MetadataExt;
-        match fs::metadata(&p.path) {
-            Ok(m) if m.dev() == p.dev && m.ino() == p.ino && m.len() >= p.offset => {
+    async fn resume_target(&self, p: InProgress) -> Result<Option<Next>, Interrupted> {
+        let (path, dev, ino, offset) = (p.path.clone(), p.dev, p.ino, p.offset);
+        let found = self
+            .off(move || files::resumable(&path, dev, ino, offset))
+            .await?;
+        Ok(match found {
+            Resumable::Same => {
                 info!(source = %self.ctx.name, file = %p.path.display(), offset = p.offset,
                     "resuming the file in progress");
                 Some(Next::Resume(p.path, p.offset))
             }
-            Ok(_) => {
+            Resumable::Replaced => {
                 warn!(source = %self.ctx.name, file = %p.path.display(),
                     "the file in progress was replaced since the last run; reading the new one from its start");
                 None
             }
-            Err(_) => None,
-        }
+            Resumable::Gone => None,
+        })
     }
 
     fn completed_name(&self, path: &Path) -> PathBuf {
@@ -381,92 +444,87 @@ impl SpoolDirSource {
 
     /// Sets a file aside after a fault of the file itself: renames it with `.FAILED` when
     /// `rename` is set and possible, and otherwise skips it while it stays as it is.
-    fn set_aside(&mut self, path: &Path, rename: bool) {
+    async fn set_aside(&mut self, path: &Path, rename: bool) {
         SourceMetrics::add(&self.ctx.metrics.files_failed, 1);
-        if rename {
-            let mut name = path.file_name().unwrap_or_default().to_os_string();
-            name.push(FAILED_SUFFIX);
-            let dest = path.with_file_name(name);
-            if !dest.exists() && fs::rename(path, &dest).is_ok() {
+        let at = path.to_path_buf();
+        // Cut off, the source is stopping: the file stays as it is and is looked at again
+        // after a restart.
+        let Ok(aside) = self.off(move || files::set_aside(&at, rename)).await else {
+            return;
+        };
+        match aside {
+            Aside::Moved(dest) => {
                 warn!(source = %self.ctx.name, file = %path.display(), moved_to = %dest.display(), "file set aside");
-                return;
+            }
+            Aside::Left(shape) => {
+                if let (Some(spool), Some(shape)) = (self.spool.as_mut(), shape) {
+                    spool.skip(path, shape);
+                }
+                warn!(source = %self.ctx.name, file = %path.display(), "file left in place and skipped while it stays unchanged");
             }
         }
-        self.spool.skip(path);
-        warn!(source = %self.ctx.name, file = %path.display(), "file left in place and skipped while it stays unchanged");
     }
 
-    /// Opens the next file and checks that it is ready; `None` if it is not to be read now.
-    fn open(&mut self, next: Next) -> Option<Opened> {
+    /// Opens the next file and checks that it is ready; `Ok(None)` if it is not to be read
+    /// now.
+    async fn open(&mut self, next: Next) -> Result<Option<Opened>, Interrupted> {
         let (path, offset, listed) = match next {
             Next::Resume(path, offset) => (path, offset, None),
-            Next::New(c) => (c.path.clone(), 0, Some(c)),
+            Next::New(c) => (c.path, 0, Some((c.shape, c.seen))),
         };
-        // Never block on a FIFO that replaced the file since the listing.
-        let opened = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&path)
-            .and_then(|f| Ok((f.metadata()?, f)));
-        let (meta, mut file) = match opened {
-            Ok(x) => x,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        let req = OpenRequest {
+            path: path.clone(),
+            offset,
+            listed,
+            quiet: (self.cfg.ready_after.0, self.cfg.empty_grace.0),
+            completed: (self.cfg.after_read == AfterRead::Rename)
+                .then(|| self.completed_name(&path)),
+        };
+        let (file, shape, seen) = match self.off(move || files::open(req)).await? {
+            Opening::Ready { file, shape, seen } => (file, shape, seen),
+            Opening::Vanished => {
                 debug!(source = %self.ctx.name, file = %path.display(), "the file vanished before it was read");
-                return None;
+                return Ok(None);
             }
-            Err(e) if not_the_files_fault(&e) => {
+            // Replaced since the listing by something else; the next listing reports it.
+            Opening::NotAFile => return Ok(None),
+            Opening::Busy(e) => {
                 warn!(source = %self.ctx.name, file = %path.display(), error = %e,
                     retry_in = ?RETRY_OPEN_AFTER, "cannot open the file now; trying again later");
-                self.spool.defer(path, Instant::now() + RETRY_OPEN_AFTER);
-                return None;
+                if let Some(spool) = self.spool.as_mut() {
+                    spool.defer(path, Instant::now() + RETRY_OPEN_AFTER);
+                }
+                return Ok(None);
             }
-            Err(e) => {
+            Opening::Failed(e) => {
                 SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
                 error!(source = %self.ctx.name, file = %path.display(), error = %e, "cannot read the file");
-                self.set_aside(&path, true);
-                return None;
+                self.set_aside(&path, true).await;
+                return Ok(None);
             }
-        };
-        if !meta.is_file() {
-            // Replaced since the listing by something else; the next listing reports it.
-            return None;
-        }
-        let shape = Shape::of(&meta);
-        let mut seen = Instant::now();
-        if let Some(c) = listed {
-            // Changed since it was listed: being written. It waits until it is quiet.
-            if shape == c.shape {
-                seen = c.seen;
-            }
-            if shape.quiet_for(seen) < self.spool.needed_quiet(shape.len) {
+            Opening::NotReady { shape, seen } => {
+                // Changed since it was listed: being written. It waits until it is quiet.
                 debug!(source = %self.ctx.name, file = %path.display(), size = shape.len,
                     "the file changed since it was listed; waiting until it stays unchanged");
-                self.spool.not_ready(path, shape, seen);
-                return None;
+                if let Some(spool) = self.spool.as_mut() {
+                    spool.not_ready(path, shape, seen);
+                }
+                return Ok(None);
             }
-        }
-        if let Err(e) = file.seek(SeekFrom::Start(offset)) {
-            SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
-            error!(source = %self.ctx.name, file = %path.display(), error = %e, "cannot read the file");
-            self.set_aside(&path, true);
-            return None;
-        }
-        if self.cfg.after_read == AfterRead::Rename {
-            let done = self.completed_name(&path);
-            if done.exists() {
+            Opening::CompletedTaken(done) => {
                 error!(source = %self.ctx.name, file = %path.display(), completed = %done.display(),
                     "the completed name is already taken; the file is not read (rename one of them)");
-                self.set_aside(&path, false);
-                return None;
+                self.set_aside(&path, false).await;
+                return Ok(None);
             }
-        }
-        Some(Opened {
+        };
+        Ok(Some(Opened {
             path,
             file,
             shape,
             offset,
             seen,
-        })
+        }))
     }
 
     /// Reads the next file from its offset to its end, putting its lines into the channel; the
@@ -476,16 +534,18 @@ impl SpoolDirSource {
     /// batch, or the runtime cancelled the read): the file then stays in flight, unfinished,
     /// and in the checkpoint.
     async fn read_file(&mut self, next: Next) -> bool {
-        let Some(Opened {
+        let opened = match self.open(next).await {
+            Ok(Some(o)) => o,
+            Ok(None) => return true,
+            Err(Interrupted) => return false,
+        };
+        let Opened {
             path,
             file,
             shape: opened,
             offset,
             seen,
-        }) = self.open(next)
-        else {
-            return true;
-        };
+        } = opened;
         debug!(source = %self.ctx.name, file = %path.display(), offset, size = opened.len, "reading file");
         self.flight.push_back(InFlight {
             path: path.clone(),
@@ -527,7 +587,7 @@ impl SpoolDirSource {
             }
             let chunk = match reader.next(&blocking).await {
                 Ok(c) => c,
-                Err(failure) => return self.read_failed(&path, reader.offset(), failure),
+                Err(failure) => return self.read_failed(&path, reader.offset(), failure).await,
             };
             let long = reader.long_lines();
             let new = LongLines {
@@ -550,7 +610,7 @@ impl SpoolDirSource {
                 // at the file again.
                 end = match reader.look(&blocking).await {
                     Ok(shape) => shape,
-                    Err(failure) => return self.read_failed(&path, reader.offset(), failure),
+                    Err(failure) => return self.read_failed(&path, reader.offset(), failure).await,
                 };
             }
             // At the end of the bytes. Is it the end of the file?
@@ -568,7 +628,7 @@ impl SpoolDirSource {
             if end != last_seen.0 {
                 last_seen = (end, Instant::now());
             }
-            let needed = self.spool.needed_quiet(end.len);
+            let needed = needed_quiet(end.len, self.cfg.ready_after.0, self.cfg.empty_grace.0);
             let quiet = end.quiet_for(last_seen.1);
             if quiet >= needed {
                 // Unchanged long enough: its end is the end of the file.
@@ -605,7 +665,7 @@ impl SpoolDirSource {
     /// [`SpoolDirSource::read_file`] returns. A cancelled read is the agent stopping: the file
     /// stays in flight, unfinished. A fault of the file sets it aside once what was read is
     /// safe.
-    fn read_failed(&mut self, path: &Path, offset: u64, failure: ReadFailure) -> bool {
+    async fn read_failed(&mut self, path: &Path, offset: u64, failure: ReadFailure) -> bool {
         match failure {
             ReadFailure::Interrupted => {
                 info!(source = %self.ctx.name, file = %path.display(), offset,
@@ -675,7 +735,7 @@ impl SpoolDirSource {
             let Some(f) = self.flight.pop_front() else {
                 break;
             };
-            self.finish(f);
+            self.finish(f).await;
             finished = true;
         }
         if moved || finished || durable {
@@ -686,42 +746,48 @@ impl SpoolDirSource {
 
     /// Completes a file whose lines are all safe: renames or deletes it, or sets it aside if
     /// it could not be read to its end or changed after it was read.
-    fn finish(&mut self, f: InFlight) {
+    async fn finish(&mut self, f: InFlight) {
         let path = f.path.as_path();
         let read = match f.read {
             ReadEnd::Done(shape) => shape,
             ReadEnd::Failed => {
-                self.set_aside(path, true);
+                self.set_aside(path, true).await;
                 return;
             }
             // Never finished: kept in the checkpoint by the caller.
             ReadEnd::Reading => return,
         };
-        if let Some(problem) = changed_since(path, &read) {
-            SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
-            error!(source = %self.ctx.name, file = %path.display(), problem,
-                "the file changed after it was read to its end; spooldir files must be complete \
-                 when they are dropped in (write elsewhere, then move them in)");
-            self.set_aside(path, true);
-            return;
-        }
-        let result = match self.cfg.after_read {
-            AfterRead::Delete => fs::remove_file(path),
-            AfterRead::Rename => rename_no_replace(path, &self.completed_name(path)),
+        let rename_to = match self.cfg.after_read {
+            AfterRead::Delete => None,
+            AfterRead::Rename => Some(self.completed_name(path)),
         };
-        match result {
-            Ok(()) => {
+        let at = f.path.clone();
+        let done = self.off(move || files::complete(&at, &read, rename_to.as_deref()));
+        // Cut off, the source is stopping: the file stays in place, and in the checkpoint
+        // while some of its lines are recorded there; a restart looks at it again.
+        let Ok(done) = done.await else {
+            return;
+        };
+        match done {
+            Completion::Changed(problem) => {
+                SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
+                error!(source = %self.ctx.name, file = %path.display(), problem,
+                    "the file changed after it was read to its end; spooldir files must be complete \
+                     when they are dropped in (write elsewhere, then move them in)");
+                self.set_aside(path, true).await;
+            }
+            Completion::Done(Ok(())) => {
                 SourceMetrics::add(&self.ctx.metrics.files_completed, 1);
                 info!(source = %self.ctx.name, file = %path.display(), after_read = ?self.cfg.after_read, "file completed");
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Completion::Done(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
                 warn!(source = %self.ctx.name, file = %path.display(),
                     "the file vanished after it was read in full; nothing to rename");
             }
-            Err(e) => {
+            Completion::Done(Err(e)) => {
                 error!(source = %self.ctx.name, file = %path.display(), error = %e,
                     "cannot complete the file; all its lines are safe, it is left in place and skipped");
-                self.set_aside(path, false);
+                self.set_aside(path, false).await;
             }
         }
     }
@@ -736,51 +802,6 @@ fn wakes_the_scan(kind: &notify::EventKind) -> bool {
         EventKind::Modify(ModifyKind::Data(_)) => false,
         EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any => true,
         EventKind::Access(_) | EventKind::Other => false,
-    }
-}
-
-/// True for an error opening a file that says nothing about the file: the process ran out
-/// of descriptors or memory, or was interrupted. The file is tried again later, never set
-/// aside for it.
-fn not_the_files_fault(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(
-            libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EINTR | libc::EAGAIN | libc::ENOBUFS
-        )
-    )
-}
-
-/// Why the file at `path` is not what was read (the file that had shape `read` when its end
-/// was reached), or `None` if it is unchanged.
-fn changed_since(path: &Path, read: &Shape) -> Option<String> {
-    match fs::metadata(path) {
-        Ok(now) => {
-            let now = Shape::of(&now);
-            if now.ino != read.ino || now.dev != read.dev {
-                Some("the name now points to another file".into())
-            } else if now.len != read.len {
-                Some(format!(
-                    "it is now {} bytes; {} were read",
-                    now.len, read.len
-                ))
-            } else if now.mtime != read.mtime {
-                Some("it was modified after it was read".into())
-            } else {
-                None
-            }
-        }
-        Err(e) => Some(format!("it can no longer be looked at: {e}")),
-    }
-}
-
-/// Renames `from` to `to` unless `to` exists, atomically where the file system has hard links.
-fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
-    match fs::hard_link(from, to) {
-        Ok(()) => fs::remove_file(from),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
-        Err(_) if !to.exists() => fs::rename(from, to),
-        Err(e) => Err(e),
     }
 }
 

@@ -243,10 +243,8 @@ impl Spool {
     }
 
     /// Skips `path` while it keeps its current shape (a file left in place after an error).
-    pub fn skip(&mut self, path: &Path) {
-        if let Ok(meta) = fs::metadata(path) {
-            self.skipped.insert((path.to_path_buf(), Shape::of(&meta)));
-        }
+    pub fn skip(&mut self, path: &Path, shape: Shape) {
+        self.skipped.insert((path.to_path_buf(), shape));
     }
 
     /// Leaves `path` alone until `until`.
@@ -657,7 +655,8 @@ mod tests {
         write_aged(dir.path(), "busy.log", b"x\n", Duration::from_secs(60));
         write_aged(dir.path(), "skip.log", b"x\n", Duration::from_secs(60));
         let mut spool = Spool::new("r1", &cfg(dir.path()));
-        spool.skip(&dir.path().join("skip.log"));
+        let skip = dir.path().join("skip.log");
+        spool.skip(&skip, Shape::of(&fs::metadata(&skip).unwrap()));
         let busy = dir.path().join("busy.log");
         assert!(spool.next(|p| p == busy).0.is_none());
         // A skipped file that changes is read again.
