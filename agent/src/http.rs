@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::Context;
+use sluice_channels::ChannelStats;
+use sluice_channels::family::Family;
 use sluice_sinks::{SinkHealth, SinkMetrics};
 use sluice_sources::SourceMetrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -102,164 +104,23 @@ pub fn render(c: &Components) -> String {
             let _ = writeln!(out, "{name}{{agent=\"{agent}\"{sep}{labels}}} {v}");
         }
     };
-    let src = |f: fn(&SourceMetrics) -> u64| -> Vec<(String, String)> {
-        m.sources
-            .iter()
-            .map(|(n, m)| (format!("source=\"{n}\""), f(m).to_string()))
-            .collect()
-    };
-    family(
-        "sluice_source_events_total",
-        "counter",
-        "Lines put into the channel.",
-        src(|m| SourceMetrics::get(&m.events)),
-    );
-    family(
-        "sluice_source_bytes_total",
-        "counter",
-        "Bytes of lines put into the channel.",
-        src(|m| SourceMetrics::get(&m.bytes)),
-    );
-    family(
-        "sluice_source_files_completed_total",
-        "counter",
-        "Files read in full and completed.",
-        src(|m| SourceMetrics::get(&m.files_completed)),
-    );
-    family(
-        "sluice_source_files_failed_total",
-        "counter",
-        "Files set aside with an error.",
-        src(|m| SourceMetrics::get(&m.files_failed)),
-    );
-    family(
-        "sluice_source_long_lines_total",
-        "counter",
-        "Lines longer than max_line_bytes.",
-        src(|m| SourceMetrics::get(&m.long_lines)),
-    );
-    family(
-        "sluice_source_long_line_bytes_dropped_total",
-        "counter",
-        "Bytes dropped by truncating long lines.",
-        src(|m| SourceMetrics::get(&m.long_line_bytes_dropped)),
-    );
-    family(
-        "sluice_source_read_errors_total",
-        "counter",
-        "Files that vanished or could not be read.",
-        src(|m| SourceMetrics::get(&m.read_errors)),
-    );
-    family(
-        "sluice_source_files_missed_total",
-        "counter",
-        "Files that matched but were renamed away or deleted before they could be opened.",
-        src(|m| SourceMetrics::get(&m.files_missed)),
-    );
-    let chan = |f: fn(&sluice_channels::ChannelStats) -> u64| -> Vec<(String, String)> {
-        m.channels
-            .iter()
-            .map(|ch| {
-                (
-                    format!("channel=\"{}\"", ch.name()),
-                    f(&ch.stats()).to_string(),
-                )
-            })
-            .collect()
-    };
-    family(
-        "sluice_channel_events",
-        "gauge",
-        "Events held, queued or leased.",
-        chan(|s| s.events as u64),
-    );
-    family(
-        "sluice_channel_bytes",
-        "gauge",
-        "Bytes held, queued or leased.",
-        chan(|s| s.bytes as u64),
-    );
-    family(
-        "sluice_channel_capacity_events",
-        "gauge",
-        "Capacity in events.",
-        chan(|s| s.capacity_events as u64),
-    );
-    family(
-        "sluice_channel_capacity_bytes",
-        "gauge",
-        "Capacity in bytes.",
-        chan(|s| s.capacity_bytes as u64),
-    );
-    family(
-        "sluice_channel_put_events_total",
-        "counter",
-        "Events put.",
-        chan(|s| s.put_total),
-    );
-    family(
-        "sluice_channel_committed_events_total",
-        "counter",
-        "Events committed by the sink.",
-        chan(|s| s.committed_total),
-    );
-    family(
-        "sluice_channel_corrupt_records_total",
-        "counter",
-        "Damaged records found in a file channel's log (each logged with its segment and position).",
-        chan(|s| s.corrupt_records),
-    );
-    family(
-        "sluice_channel_disk_stalls_total",
-        "counter",
-        "Times a file channel started waiting for its disk (full, low on space, or failing).",
-        chan(|s| s.disk_stalls),
-    );
+    let sources: Vec<_> = m.sources.iter().map(|(n, m)| (n.as_str(), &**m)).collect();
+    table(&mut family, "source", SourceMetrics::FAMILIES, &sources);
+    let stats: Vec<_> = m
+        .channels
+        .iter()
+        .map(|ch| (ch.name(), ch.stats()))
+        .collect();
+    let channels: Vec<_> = stats.iter().map(|(n, s)| (*n, s)).collect();
+    table(&mut family, "channel", ChannelStats::FAMILIES, &channels);
+    let sinks: Vec<_> = m.sinks.iter().map(|(n, m)| (n.as_str(), &**m)).collect();
+    table(&mut family, "sink", SinkMetrics::COUNTERS, &sinks);
     let sink = |f: &dyn Fn(&SinkMetrics) -> String| -> Vec<(String, String)> {
         m.sinks
             .iter()
             .map(|(n, m)| (format!("sink=\"{n}\""), f(m)))
             .collect()
     };
-    let count = |f: fn(&SinkMetrics) -> &std::sync::atomic::AtomicU64| {
-        sink(&move |m: &SinkMetrics| SinkMetrics::get(f(m)).to_string())
-    };
-    family(
-        "sluice_sink_events_total",
-        "counter",
-        "Events delivered and committed.",
-        count(|m| &m.events),
-    );
-    family(
-        "sluice_sink_bytes_total",
-        "counter",
-        "Bytes delivered and committed.",
-        count(|m| &m.bytes),
-    );
-    family(
-        "sluice_sink_batches_total",
-        "counter",
-        "Batches committed.",
-        count(|m| &m.batches),
-    );
-    family(
-        "sluice_sink_rollbacks_total",
-        "counter",
-        "Batches rolled back after a failed delivery.",
-        count(|m| &m.rollbacks),
-    );
-    family(
-        "sluice_sink_errors_total",
-        "counter",
-        "Errors: failed deliveries, and client errors (a broker refusing connections, every broker down).",
-        count(|m| &m.errors),
-    );
-    family(
-        "sluice_sink_retries_total",
-        "counter",
-        "Times delivery started again after a failed delivery (the failed batches are sent again).",
-        count(|m| &m.retries),
-    );
     family(
         "sluice_sink_connected",
         "gauge",
@@ -278,12 +139,6 @@ pub fn render(c: &Components) -> String {
         "gauge",
         "Seconds since a batch was last delivered, or since the sink started when none was yet.",
         sink(&|m| seconds(m.health(now).idle_ms.unwrap_or(0))),
-    );
-    family(
-        "sluice_sink_oversize_total",
-        "counter",
-        "Lines larger than the output accepts (split, skipped or stopped at, by policy).",
-        count(|m| &m.oversize),
     );
     let r = &c.reloads;
     family(
@@ -317,6 +172,22 @@ pub fn render(c: &Components) -> String {
         vec![(String::new(), seconds(r.loaded_ms.load(Ordering::Relaxed)))],
     );
     out
+}
+
+/// Renders every family of `families` with one row per component of `members`, labelled
+/// `kind="name"`.
+fn table<M>(
+    family: &mut impl FnMut(&str, &str, &str, Vec<(String, String)>),
+    kind: &str,
+    families: &[Family<M>],
+    members: &[(&str, &M)],
+) {
+    for f in families {
+        let rows = members
+            .iter()
+            .map(|(name, m)| (format!("{kind}=\"{name}\""), (f.read)(m).to_string()));
+        family(f.name, f.kind.word(), f.help, rows.collect());
+    }
 }
 
 /// Milliseconds as seconds with three decimals.
@@ -434,4 +305,63 @@ pub fn health(c: &Components, now_ms: u64) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_channels::{MemoryChannel, MemoryChannelConfig};
+
+    use super::*;
+    use crate::components::Members;
+
+    #[test]
+    fn every_family_of_every_table_is_rendered_with_its_type_and_a_row_per_component() {
+        let source = Arc::new(SourceMetrics::default());
+        SourceMetrics::add(&source.events, 7);
+        let sink = Arc::new(SinkMetrics::default());
+        SinkMetrics::add(&sink.oversize, 3);
+        let channel = MemoryChannel::new("c1", MemoryChannelConfig::default());
+        let members = Members {
+            sources: vec![("r1".into(), source)],
+            channels: vec![Arc::new(channel)],
+            sinks: vec![("k1".into(), sink)],
+            down: Vec::new(),
+        };
+        let text = render(&Components::new("a1", members));
+        let tables = [
+            (
+                SourceMetrics::FAMILIES
+                    .iter()
+                    .map(|f| (f.name, f.kind))
+                    .collect::<Vec<_>>(),
+                "source=\"r1\"",
+            ),
+            (
+                ChannelStats::FAMILIES
+                    .iter()
+                    .map(|f| (f.name, f.kind))
+                    .collect(),
+                "channel=\"c1\"",
+            ),
+            (
+                SinkMetrics::COUNTERS
+                    .iter()
+                    .map(|f| (f.name, f.kind))
+                    .collect(),
+                "sink=\"k1\"",
+            ),
+        ];
+        for (families, label) in tables {
+            for (name, kind) in families {
+                assert!(
+                    text.contains(&format!("# TYPE {name} {}\n", kind.word())),
+                    "{name}"
+                );
+                let row = format!("{name}{{agent=\"a1\",{label}}} ");
+                assert!(text.contains(&row), "{row} in\n{text}");
+            }
+        }
+        assert!(text.contains("sluice_source_events_total{agent=\"a1\",source=\"r1\"} 7\n"));
+        assert!(text.contains("sluice_sink_oversize_total{agent=\"a1\",sink=\"k1\"} 3\n"));
+    }
 }

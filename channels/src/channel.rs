@@ -6,6 +6,7 @@ use std::pin::Pin;
 use tokio::sync::watch;
 
 use crate::event::Event;
+use crate::family::{Family, Kind};
 
 /// A boxed future, as returned by the [`Channel`] methods that may wait.
 ///
@@ -111,6 +112,60 @@ pub struct ChannelStats {
     /// Times the channel started waiting for its disk: full, below its free-space floor, or
     /// failing (always 0 for the memory channel).
     pub disk_stalls: u64,
+}
+
+impl ChannelStats {
+    /// The metric families of a channel, in the order `/metrics` shows them.
+    pub const FAMILIES: &[Family<ChannelStats>] = &[
+        Family {
+            name: "sluice_channel_events",
+            kind: Kind::Gauge,
+            help: "Events held, queued or leased.",
+            read: |s| s.events as u64,
+        },
+        Family {
+            name: "sluice_channel_bytes",
+            kind: Kind::Gauge,
+            help: "Bytes held, queued or leased.",
+            read: |s| s.bytes as u64,
+        },
+        Family {
+            name: "sluice_channel_capacity_events",
+            kind: Kind::Gauge,
+            help: "Capacity in events.",
+            read: |s| s.capacity_events as u64,
+        },
+        Family {
+            name: "sluice_channel_capacity_bytes",
+            kind: Kind::Gauge,
+            help: "Capacity in bytes.",
+            read: |s| s.capacity_bytes as u64,
+        },
+        Family {
+            name: "sluice_channel_put_events_total",
+            kind: Kind::Counter,
+            help: "Events put.",
+            read: |s| s.put_total,
+        },
+        Family {
+            name: "sluice_channel_committed_events_total",
+            kind: Kind::Counter,
+            help: "Events committed by the sink.",
+            read: |s| s.committed_total,
+        },
+        Family {
+            name: "sluice_channel_corrupt_records_total",
+            kind: Kind::Counter,
+            help: "Damaged records found in a file channel's log (each logged with its segment and position).",
+            read: |s| s.corrupt_records,
+        },
+        Family {
+            name: "sluice_channel_disk_stalls_total",
+            kind: Kind::Counter,
+            help: "Times a file channel started waiting for its disk (full, low on space, or failing).",
+            read: |s| s.disk_stalls,
+        },
+    ];
 }
 
 /// A bounded FIFO queue of events with transactions, between sources and one sink.

@@ -9,6 +9,7 @@
 mod channel;
 mod chunks;
 mod event;
+pub mod family;
 mod file;
 pub mod fsutil;
 pub mod lifecycle;
