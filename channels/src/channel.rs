@@ -6,7 +6,7 @@ use std::pin::Pin;
 use tokio::sync::watch;
 
 use crate::event::Event;
-use crate::family::{Family, Kind};
+use crate::family::Family;
 
 /// A boxed future, as returned by the [`Channel`] methods that may wait.
 ///
@@ -117,54 +117,42 @@ pub struct ChannelStats {
 impl ChannelStats {
     /// The metric families of a channel, in the order `/metrics` shows them.
     pub const FAMILIES: &[Family<ChannelStats>] = &[
-        Family {
-            name: "sluice_channel_events",
-            kind: Kind::Gauge,
-            help: "Events held, queued or leased.",
-            read: |s| s.events as u64,
-        },
-        Family {
-            name: "sluice_channel_bytes",
-            kind: Kind::Gauge,
-            help: "Bytes held, queued or leased.",
-            read: |s| s.bytes as u64,
-        },
-        Family {
-            name: "sluice_channel_capacity_events",
-            kind: Kind::Gauge,
-            help: "Capacity in events.",
-            read: |s| s.capacity_events as u64,
-        },
-        Family {
-            name: "sluice_channel_capacity_bytes",
-            kind: Kind::Gauge,
-            help: "Capacity in bytes.",
-            read: |s| s.capacity_bytes as u64,
-        },
-        Family {
-            name: "sluice_channel_put_events_total",
-            kind: Kind::Counter,
-            help: "Events put.",
-            read: |s| s.put_total,
-        },
-        Family {
-            name: "sluice_channel_committed_events_total",
-            kind: Kind::Counter,
-            help: "Events committed by the sink.",
-            read: |s| s.committed_total,
-        },
-        Family {
-            name: "sluice_channel_corrupt_records_total",
-            kind: Kind::Counter,
-            help: "Damaged records found in a file channel's log (each logged with its segment and position).",
-            read: |s| s.corrupt_records,
-        },
-        Family {
-            name: "sluice_channel_disk_stalls_total",
-            kind: Kind::Counter,
-            help: "Times a file channel started waiting for its disk (full, low on space, or failing).",
-            read: |s| s.disk_stalls,
-        },
+        Family::gauge(
+            "sluice_channel_events",
+            "Events held, queued or leased.",
+            |s| s.events as u64,
+        ),
+        Family::gauge(
+            "sluice_channel_bytes",
+            "Bytes held, queued or leased.",
+            |s| s.bytes as u64,
+        ),
+        Family::gauge(
+            "sluice_channel_capacity_events",
+            "Capacity in events.",
+            |s| s.capacity_events as u64,
+        ),
+        Family::gauge("sluice_channel_capacity_bytes", "Capacity in bytes.", |s| {
+            s.capacity_bytes as u64
+        }),
+        Family::counter("sluice_channel_put_events_total", "Events put.", |s| {
+            s.put_total
+        }),
+        Family::counter(
+            "sluice_channel_committed_events_total",
+            "Events committed by the sink.",
+            |s| s.committed_total,
+        ),
+        Family::counter(
+            "sluice_channel_corrupt_records_total",
+            "Damaged records found in a file channel's log (each logged with its segment and position).",
+            |s| s.corrupt_records,
+        ),
+        Family::counter(
+            "sluice_channel_disk_stalls_total",
+            "Times a file channel started waiting for its disk (full, low on space, or failing).",
+            |s| s.disk_stalls,
+        ),
     ];
 }
 

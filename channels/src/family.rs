@@ -34,3 +34,25 @@ pub struct Family<M: 'static> {
     /// Reads the value.
     pub read: fn(&M) -> u64,
 }
+
+impl<M> Family<M> {
+    /// A counter family.
+    pub const fn counter(name: &'static str, help: &'static str, read: fn(&M) -> u64) -> Self {
+        Family {
+            name,
+            kind: Kind::Counter,
+            help,
+            read,
+        }
+    }
+
+    /// A gauge family.
+    pub const fn gauge(name: &'static str, help: &'static str, read: fn(&M) -> u64) -> Self {
+        Family {
+            name,
+            kind: Kind::Gauge,
+            help,
+            read,
+        }
+    }
+}

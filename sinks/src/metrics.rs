@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sluice_channels::family::{Family, Kind};
+use sluice_channels::family::Family;
 
 /// Counters and state every sink keeps. Counters are updated once per batch or per error,
 /// never per event.
@@ -74,53 +74,39 @@ impl SinkHealth {
     }
 }
 
-/// A counter family of the sinks.
-const fn counter(
-    name: &'static str,
-    help: &'static str,
-    read: fn(&SinkMetrics) -> u64,
-) -> Family<SinkMetrics> {
-    Family {
-        name,
-        kind: Kind::Counter,
-        help,
-        read,
-    }
-}
-
 impl SinkMetrics {
     /// The counter families of a sink, in the order `/metrics` shows them (before its gauges,
     /// which the agent renders from [`SinkMetrics::health`] and the timestamps).
     pub const COUNTERS: &[Family<SinkMetrics>] = &[
-        counter(
+        Family::counter(
             "sluice_sink_events_total",
             "Events delivered and committed.",
             |m| Self::get(&m.events),
         ),
-        counter(
+        Family::counter(
             "sluice_sink_bytes_total",
             "Bytes delivered and committed.",
             |m| Self::get(&m.bytes),
         ),
-        counter("sluice_sink_batches_total", "Batches committed.", |m| {
+        Family::counter("sluice_sink_batches_total", "Batches committed.", |m| {
             Self::get(&m.batches)
         }),
-        counter(
+        Family::counter(
             "sluice_sink_rollbacks_total",
             "Batches rolled back after a failed delivery.",
             |m| Self::get(&m.rollbacks),
         ),
-        counter(
+        Family::counter(
             "sluice_sink_errors_total",
             "Errors: failed deliveries, and client errors (a broker refusing connections, every broker down).",
             |m| Self::get(&m.errors),
         ),
-        counter(
+        Family::counter(
             "sluice_sink_retries_total",
             "Times delivery started again after a failed delivery (the failed batches are sent again).",
             |m| Self::get(&m.retries),
         ),
-        counter(
+        Family::counter(
             "sluice_sink_oversize_total",
             "Lines larger than the output accepts (split, skipped or stopped at, by policy).",
             |m| Self::get(&m.oversize),

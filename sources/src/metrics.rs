@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use sluice_channels::family::{Family, Kind};
+use sluice_channels::family::Family;
 
 /// Counters every source keeps. Updated once per batch or per file, never per line.
 #[derive(Debug, Default)]
@@ -32,59 +32,45 @@ pub struct SourceMetrics {
     problem: Mutex<Option<String>>,
 }
 
-/// A counter family of the sources.
-const fn counter(
-    name: &'static str,
-    help: &'static str,
-    read: fn(&SourceMetrics) -> u64,
-) -> Family<SourceMetrics> {
-    Family {
-        name,
-        kind: Kind::Counter,
-        help,
-        read,
-    }
-}
-
 impl SourceMetrics {
     /// The metric families of a source, in the order `/metrics` shows them.
     pub const FAMILIES: &[Family<SourceMetrics>] = &[
-        counter(
+        Family::counter(
             "sluice_source_events_total",
             "Lines put into the channel.",
             |m| Self::get(&m.events),
         ),
-        counter(
+        Family::counter(
             "sluice_source_bytes_total",
             "Bytes of lines put into the channel.",
             |m| Self::get(&m.bytes),
         ),
-        counter(
+        Family::counter(
             "sluice_source_files_completed_total",
             "Files read in full and completed.",
             |m| Self::get(&m.files_completed),
         ),
-        counter(
+        Family::counter(
             "sluice_source_files_failed_total",
             "Files set aside with an error.",
             |m| Self::get(&m.files_failed),
         ),
-        counter(
+        Family::counter(
             "sluice_source_long_lines_total",
             "Lines longer than max_line_bytes.",
             |m| Self::get(&m.long_lines),
         ),
-        counter(
+        Family::counter(
             "sluice_source_long_line_bytes_dropped_total",
             "Bytes dropped by truncating long lines.",
             |m| Self::get(&m.long_line_bytes_dropped),
         ),
-        counter(
+        Family::counter(
             "sluice_source_read_errors_total",
             "Files that vanished or could not be read.",
             |m| Self::get(&m.read_errors),
         ),
-        counter(
+        Family::counter(
             "sluice_source_files_missed_total",
             "Files that matched but were renamed away or deleted before they could be opened.",
             |m| Self::get(&m.files_missed),
