@@ -202,3 +202,155 @@ fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    const QUIET: (Duration, Duration) = (Duration::from_secs(3600), Duration::from_secs(3600));
+
+    fn shape(path: &Path) -> Shape {
+        Shape::of(&fs::metadata(path).unwrap())
+    }
+
+    fn request(path: &Path, offset: u64) -> OpenRequest {
+        OpenRequest {
+            path: path.to_path_buf(),
+            offset,
+            listed: None,
+            quiet: QUIET,
+            completed: None,
+        }
+    }
+
+    #[test]
+    fn a_file_is_opened_at_its_offset() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        fs::write(&p, b"one\ntwo\n").unwrap();
+        let Opening::Ready {
+            mut file, shape, ..
+        } = open(request(&p, 4))
+        else {
+            panic!("not opened");
+        };
+        let mut rest = String::new();
+        file.read_to_string(&mut rest).unwrap();
+        assert_eq!((rest.as_str(), shape.len), ("two\n", 8));
+    }
+
+    #[test]
+    fn a_file_changed_since_it_was_listed_is_not_ready_and_an_unchanged_one_is() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        fs::write(&p, b"one\n").unwrap();
+        let listed = shape(&p);
+        let long_ago = Instant::now() - Duration::from_secs(7200);
+        let mut req = request(&p, 0);
+        req.listed = Some((listed, long_ago));
+        assert!(matches!(open(req), Opening::Ready { seen, .. } if seen == long_ago));
+        fs::write(&p, b"one\ntwo\n").unwrap();
+        let mut req = request(&p, 0);
+        req.listed = Some((listed, long_ago));
+        let Opening::NotReady { shape, seen } = open(req) else {
+            panic!("a grown file must wait");
+        };
+        assert_eq!(shape.len, 8);
+        assert!(seen > long_ago, "seen anew");
+    }
+
+    #[test]
+    fn a_taken_completed_name_a_vanished_file_and_a_folder_are_told_apart() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        fs::write(&p, b"x\n").unwrap();
+        let done = d.path().join("a.log.COMPLETED");
+        fs::write(&done, b"older\n").unwrap();
+        let mut req = request(&p, 0);
+        req.completed = Some(done.clone());
+        assert!(matches!(open(req), Opening::CompletedTaken(at) if at == done));
+        assert!(matches!(
+            open(request(&d.path().join("gone"), 0)),
+            Opening::Vanished
+        ));
+        assert!(matches!(open(request(d.path(), 0)), Opening::NotAFile));
+    }
+
+    #[test]
+    fn completing_renames_without_replacing_or_deletes_unless_the_file_changed() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        fs::write(&p, b"x\n").unwrap();
+        let read = shape(&p);
+        let to = d.path().join("a.log.COMPLETED");
+        assert!(matches!(
+            complete(&p, &read, Some(&to)),
+            Completion::Done(Ok(()))
+        ));
+        assert!(!p.exists() && to.exists());
+
+        fs::write(&p, b"y\n").unwrap();
+        let read = shape(&p);
+        let taken = complete(&p, &read, Some(&to));
+        assert!(
+            matches!(taken, Completion::Done(Err(e)) if e.kind() == io::ErrorKind::AlreadyExists)
+        );
+        assert_eq!(
+            fs::read(&to).unwrap(),
+            b"x\n",
+            "the older completed file is kept"
+        );
+
+        fs::write(&p, b"y\nmore\n").unwrap();
+        assert!(
+            matches!(complete(&p, &read, None), Completion::Changed(why) if why.contains("bytes"))
+        );
+        let read = shape(&p);
+        assert!(matches!(
+            complete(&p, &read, None),
+            Completion::Done(Ok(()))
+        ));
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn setting_aside_renames_with_the_failed_suffix_or_leaves_the_file_with_its_shape() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        fs::write(&p, b"x\n").unwrap();
+        let Aside::Left(Some(left)) = set_aside(&p, false) else {
+            panic!("left in place");
+        };
+        assert_eq!(left, shape(&p));
+        let failed = d.path().join(format!("a.log{FAILED_SUFFIX}"));
+        assert!(matches!(set_aside(&p, true), Aside::Moved(to) if to == failed));
+        fs::write(&p, b"again\n").unwrap();
+        assert!(
+            matches!(set_aside(&p, true), Aside::Left(Some(_))),
+            "an older failed file is never replaced"
+        );
+    }
+
+    #[test]
+    fn a_checkpointed_file_is_resumed_only_if_it_is_the_same_and_long_enough() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        fs::write(&p, b"0123456789").unwrap();
+        let s = shape(&p);
+        assert!(matches!(resumable(&p, s.dev, s.ino, 10), Resumable::Same));
+        assert!(matches!(
+            resumable(&p, s.dev, s.ino, 11),
+            Resumable::Replaced
+        ));
+        assert!(matches!(
+            resumable(&p, s.dev, s.ino + 1, 0),
+            Resumable::Replaced
+        ));
+        assert!(matches!(
+            resumable(&d.path().join("b"), s.dev, s.ino, 0),
+            Resumable::Gone
+        ));
+    }
+}
