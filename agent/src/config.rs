@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
+pub use sluice_channels::config::Problem;
 use sluice_channels::units::{ByteSize, HumanDuration};
 use sluice_channels::{FileChannelConfig, MemoryChannelConfig};
 use sluice_sinks::console::ConsoleConfig;
@@ -19,21 +20,6 @@ use sluice_sources::spooldir::SpoolDirConfig;
 use sluice_sources::taildir::TailDirConfig;
 
 use crate::envsubst;
-
-/// One configuration problem: where and what.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The key path (`a1.sinks.k1.topic`), or the file for problems with the file itself.
-    pub key: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
 
 /// Everything wrong with a configuration, in file order where it can tell.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -499,13 +485,10 @@ pub fn parse(
                     let o: MemoryOptions = deserialize_at(rest, &at)?;
                     let mut p = Vec::new();
                     if o.capacity == 0 {
-                        p.push(("capacity".to_owned(), "must be at least 1".to_owned()));
+                        p.push(Problem::new("capacity", "must be at least 1"));
                     }
                     if o.capacity_bytes.0 == 0 {
-                        p.push((
-                            "capacity_bytes".to_owned(),
-                            "must be at least 1 byte".to_owned(),
-                        ));
+                        p.push(Problem::new("capacity_bytes", "must be at least 1 byte"));
                     }
                     check(&at, p)?;
                     ChannelKind::Memory(MemoryChannelConfig {
@@ -615,15 +598,12 @@ fn collect<T>(problems: &mut Vec<Problem>, r: Result<T, ConfigError>, ok: impl F
     }
 }
 
-fn check(at: &str, found: Vec<(String, String)>) -> Result<(), ConfigError> {
+fn check(at: &str, found: Vec<Problem>) -> Result<(), ConfigError> {
     if found.is_empty() {
         return Ok(());
     }
     Err(ConfigError {
-        problems: found
-            .into_iter()
-            .map(|(k, m)| problem(format!("{at}.{k}"), m))
-            .collect(),
+        problems: found.into_iter().map(|p| p.under(at)).collect(),
     })
 }
 
