@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 pub use sluice_channels::config::Problem;
-use sluice_channels::units::{ByteSize, HumanDuration};
+use sluice_channels::units::HumanDuration;
 use sluice_channels::{FileChannelConfig, MemoryChannelConfig};
 use sluice_sinks::console::ConsoleConfig;
 use sluice_sinks::kafka::KafkaConfig;
@@ -182,23 +182,6 @@ struct AgentFile {
     sources: BTreeMap<String, Value>,
     channels: BTreeMap<String, Value>,
     sinks: BTreeMap<String, Value>,
-}
-
-/// `type: memory` options.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MemoryOptions {
-    #[serde(default = "default_capacity")]
-    capacity: usize,
-    #[serde(default = "default_capacity_bytes")]
-    capacity_bytes: ByteSize,
-}
-
-fn default_capacity() -> usize {
-    MemoryChannelConfig::default().capacity
-}
-fn default_capacity_bytes() -> ByteSize {
-    ByteSize(MemoryChannelConfig::default().capacity_bytes as u64)
 }
 
 const SOURCE_TYPES: &str = "spooldir, taildir";
@@ -482,19 +465,9 @@ pub fn parse(
         let result = component(v, &at, false, CHANNEL_TYPES).and_then(|(ty, _, rest)| {
             let kind = match ty.as_str() {
                 "memory" => {
-                    let o: MemoryOptions = deserialize_at(rest, &at)?;
-                    let mut p = Vec::new();
-                    if o.capacity == 0 {
-                        p.push(Problem::new("capacity", "must be at least 1"));
-                    }
-                    if o.capacity_bytes.0 == 0 {
-                        p.push(Problem::new("capacity_bytes", "must be at least 1 byte"));
-                    }
-                    check(&at, p)?;
-                    ChannelKind::Memory(MemoryChannelConfig {
-                        capacity: o.capacity,
-                        capacity_bytes: o.capacity_bytes.as_usize(),
-                    })
+                    let c: MemoryChannelConfig = deserialize_at(rest, &at)?;
+                    check(&at, c.validate())?;
+                    ChannelKind::Memory(c)
                 }
                 "file" => {
                     let mut c: FileChannelConfig = deserialize_at(rest, &at)?;

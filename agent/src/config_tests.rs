@@ -1,3 +1,5 @@
+use sluice_channels::units::ByteSize;
+
 use super::*;
 
 const GOOD: &str = r#"
