@@ -517,8 +517,8 @@ a1:
         panic!("a memory channel")
     };
     assert_eq!((m.capacity, m.capacity_bytes), (700, 2 << 20));
-    let top = top_level(text, Path::new("t.yaml"), |_| None).unwrap();
-    assert_eq!(agents(&top), ["a1"]);
+    let top = yaml::read(text, Path::new("t.yaml"), |_| None).unwrap();
+    assert_eq!(names(&top), ["a1"]);
     // A merge of something that is not a mapping is an error, not ignored.
     let err = parse_with("a1:\n  <<: 3\n", &[]).unwrap_err();
     assert!(err.to_string().contains("merge key `<<`"), "{err}");
