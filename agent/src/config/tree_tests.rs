@@ -245,3 +245,57 @@ fn a_key_that_is_not_text_is_named_and_refused_where_a_name_is_expected() {
         "a1.sinks.k1.?: invalid type: sequence, expected a string"
     );
 }
+
+/// `node` with every typed value turned into its text, as a format that only has text (a
+/// properties file) gives it.
+fn as_text(node: &Node) -> Node {
+    match node {
+        Node::Null => Node::Null,
+        Node::Scalar(v) => s(&v.to_string()),
+        Node::List(items) => Node::List(items.iter().map(as_text).collect()),
+        Node::Map(m) => Node::Map(
+            m.entries
+                .iter()
+                .map(|(k, v)| (k.clone(), as_text(v)))
+                .collect(),
+        ),
+    }
+}
+
+#[test]
+fn a_tree_of_text_only_loads_to_the_same_configuration_as_typed_yaml() {
+    let quickstart =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/quickstart.yaml");
+    let every_kind = r#"
+a1:
+  shutdown_timeout: 10
+  sources:
+    r1: { type: taildir, paths: [/a/*.log, { glob: /b/*.log, headers: { app: b } }], batch_size: 500, max_open_files: 64, channel: c1 }
+    r2: { type: spooldir, dir: /spool, batch_size: 10, max_line_bytes: 65536, channel: c2 }
+  channels:
+    c1: { type: file, dir: c1, capacity: 1073741824, capacity_events: 1000, fsync: interval }
+    c2: { type: memory, capacity: 10, capacity_bytes: 4096 }
+  sinks:
+    k1: { type: kafka, channel: c1, brokers: "b:9092", topic: t, batch_size: 100, batches_in_flight: 4, max_message_bytes: 65536 }
+    k2: { type: console, channel: c2, batch_size: 7 }
+"#;
+    for (name, origin, text) in [
+        (
+            "quickstart",
+            quickstart.clone(),
+            std::fs::read_to_string(&quickstart).unwrap(),
+        ),
+        ("a1", "every-kind.yaml".into(), every_kind.to_owned()),
+    ] {
+        let typed = crate::config::yaml::read(&text, &origin, |_| None).unwrap();
+        let Node::Map(text_only) = as_text(&Node::Map(typed.clone())) else {
+            unreachable!("a map stays a map")
+        };
+        assert_ne!(text_only, typed, "{name}: the example has typed values");
+        assert_eq!(
+            crate::config::from_tree(&text_only, name, &origin).unwrap(),
+            crate::config::from_tree(&typed, name, &origin).unwrap(),
+            "{name}"
+        );
+    }
+}
