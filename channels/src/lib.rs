@@ -8,6 +8,7 @@
 
 mod channel;
 mod chunks;
+pub mod config;
 mod event;
 pub mod family;
 mod file;

@@ -3,19 +3,29 @@
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 
+use serde::{Deserialize, Deserializer};
 use tokio::sync::{Notify, watch};
 
 use crate::channel::{BoxFuture, Channel, ChannelError, ChannelStats, Lease, Receipt};
 use crate::chunks::{self, EventChunk};
+use crate::config::Problem;
 use crate::event::Event;
+use crate::units::ByteSize;
 
-/// The memory channel's limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The memory channel's limits, as written under `channels.NAME` with `type: memory`
+/// (`capacity: 100000`, `capacity_bytes: 64MiB`); a key left out keeps its default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MemoryChannelConfig {
     /// The most events held at once, queued or leased.
     pub capacity: usize,
-    /// The most body bytes held at once, queued or leased.
+    /// The most body bytes held at once, queued or leased; written as a [`ByteSize`].
+    #[serde(deserialize_with = "byte_size")]
     pub capacity_bytes: usize,
+}
+
+fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    ByteSize::deserialize(d).map(ByteSize::as_usize)
 }
 
 impl Default for MemoryChannelConfig {
@@ -24,6 +34,20 @@ impl Default for MemoryChannelConfig {
             capacity: 100_000,
             capacity_bytes: 64 << 20,
         }
+    }
+}
+
+impl MemoryChannelConfig {
+    /// Checks what serde cannot: both limits are at least one.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if self.capacity == 0 {
+            problems.push(Problem::new("capacity", "must be at least 1"));
+        }
+        if self.capacity_bytes == 0 {
+            problems.push(Problem::new("capacity_bytes", "must be at least 1 byte"));
+        }
+        problems
     }
 }
 
@@ -532,5 +556,22 @@ mod tests {
                 })?;
             }
         }
+    }
+
+    #[test]
+    fn options_default_per_key_and_take_byte_sizes() {
+        let c: MemoryChannelConfig = serde_yaml::from_str("{}").unwrap();
+        assert_eq!(c, MemoryChannelConfig::default());
+        let c: MemoryChannelConfig =
+            serde_yaml::from_str("{capacity: 500, capacity_bytes: 1MiB}").unwrap();
+        assert_eq!((c.capacity, c.capacity_bytes), (500, 1 << 20));
+        assert!(c.validate().is_empty());
+        let c: MemoryChannelConfig = serde_yaml::from_str("capacity_bytes: 2KiB").unwrap();
+        assert_eq!((c.capacity, c.capacity_bytes), (100_000, 2048));
+        assert!(serde_yaml::from_str::<MemoryChannelConfig>("size: 3").is_err());
+        let c: MemoryChannelConfig =
+            serde_yaml::from_str("{capacity: 0, capacity_bytes: 0}").unwrap();
+        let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["capacity", "capacity_bytes"]);
     }
 }

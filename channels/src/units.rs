@@ -110,7 +110,8 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
-/// A duration written as a humantime string (`500ms`, `5s`, `1m 30s`) or a number of seconds.
+/// A duration written as a humantime string (`500ms`, `5s`, `1m 30s`) or a number of seconds
+/// (`5`, `0.25`, also as text: `"5"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(pub Duration);
 
@@ -155,8 +156,18 @@ impl<'de> Deserialize<'de> for HumanDuration {
                     .map(HumanDuration)
                     .map_err(|_| E::custom("a duration must be a non-negative number of seconds"))
             }
+            /// A number of seconds written as text counts as the number.
             fn visit_str<E: de::Error>(self, v: &str) -> Result<HumanDuration, E> {
-                v.parse().map_err(E::custom)
+                let t = v.trim();
+                if let Ok(n) = t.parse() {
+                    self.visit_u64(n)
+                } else if let Ok(n) = t.parse() {
+                    self.visit_i64(n)
+                } else if let Ok(x) = t.parse() {
+                    self.visit_f64(x)
+                } else {
+                    v.parse().map_err(E::custom)
+                }
             }
         }
         d.deserialize_any(V)
@@ -208,6 +219,12 @@ mod tests {
         let secs: Vec<f64> = d.iter().map(|d| d.0.as_secs_f64()).collect();
         assert_eq!(secs, vec![5.0, 0.5, 90.0, 0.25]);
         assert!(serde_yaml::from_str::<HumanDuration>("soon").is_err());
+        let text: Vec<HumanDuration> = serde_yaml::from_str("['5', '0.25']").unwrap();
+        assert_eq!(
+            text,
+            [5.0, 0.25].map(|s| HumanDuration(Duration::from_secs_f64(s)))
+        );
+        assert!(serde_yaml::from_str::<HumanDuration>("'-1'").is_err());
         assert!(serde_yaml::from_str::<ByteSize>("-5").is_err());
     }
 }

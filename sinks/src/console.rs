@@ -6,6 +6,7 @@ use std::io::{self, BufWriter, Write};
 use std::os::fd::AsFd;
 
 use serde::Deserialize;
+use sluice_channels::config::Problem;
 use sluice_channels::lifecycle::Phase;
 use sluice_channels::{Event, Lease};
 use tracing::{error, info, warn};
@@ -26,10 +27,10 @@ fn default_batch_size() -> usize {
 }
 
 impl ConsoleConfig {
-    /// Checks what serde cannot; returns (key, problem) pairs.
-    pub fn validate(&self) -> Vec<(String, String)> {
+    /// Checks what serde cannot: the batch size; keys are relative to the sink.
+    pub fn validate(&self) -> Vec<Problem> {
         if self.batch_size == 0 {
-            return vec![("batch_size".into(), "must be at least 1".into())];
+            return vec![Problem::new("batch_size", "must be at least 1")];
         }
         Vec::new()
     }

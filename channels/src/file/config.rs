@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::Problem;
 use crate::units::{ByteSize, HumanDuration};
 
 /// When the channel forces its writes to stable storage.
@@ -85,21 +86,21 @@ impl FileChannelConfig {
         }
     }
 
-    /// Checks what serde cannot; returns (key, problem) pairs.
-    pub fn validate(&self) -> Vec<(String, String)> {
+    /// Checks what serde cannot: the folder, the limits, the segment size, the interval.
+    pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         if self.dir.as_os_str().is_empty() {
-            problems.push(("dir".into(), "must not be empty".into()));
+            problems.push(Problem::new("dir", "must not be empty"));
         }
         if self.capacity.0 == 0 {
-            problems.push(("capacity".into(), "must be at least 1 byte".into()));
+            problems.push(Problem::new("capacity", "must be at least 1 byte"));
         }
         if self.capacity_events == Some(0) {
-            problems.push(("capacity_events".into(), "must be at least 1".into()));
+            problems.push(Problem::new("capacity_events", "must be at least 1"));
         }
         if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&self.segment_size.0) {
-            problems.push((
-                "segment_size".into(),
+            problems.push(Problem::new(
+                "segment_size",
                 format!(
                     "must be between {} and {}",
                     ByteSize(MIN_SEGMENT_SIZE),
@@ -108,7 +109,7 @@ impl FileChannelConfig {
             ));
         }
         if self.fsync == FsyncPolicy::Interval && self.fsync_interval.0.is_zero() {
-            problems.push(("fsync_interval".into(), "must be longer than 0".into()));
+            problems.push(Problem::new("fsync_interval", "must be longer than 0"));
         }
         problems
     }
@@ -145,7 +146,7 @@ mod tests {
              fsync_interval: 0s}",
         )
         .unwrap();
-        let keys: Vec<String> = c.validate().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
         assert_eq!(
             keys,
             [

@@ -232,11 +232,11 @@ impl FileChannel {
         config: FileChannelConfig,
     ) -> Result<Self, FileChannelError> {
         let name = name.into();
-        if let Some((key, message)) = config.validate().into_iter().next() {
+        if let Some(problem) = config.validate().into_iter().next() {
             return Err(FileChannelError::Invalid {
                 channel: name,
-                key,
-                message,
+                key: problem.key,
+                message: problem.message,
             });
         }
         let dir = config.dir.clone();

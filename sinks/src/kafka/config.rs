@@ -9,6 +9,7 @@ use rdkafka::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use serde::Deserialize;
+use sluice_channels::config::Problem;
 use sluice_channels::units::ByteSize;
 
 use super::template::Template;
@@ -255,10 +256,11 @@ impl KafkaConfig {
         }
     }
 
-    /// Checks what serde cannot; returns (key, problem) pairs, keys relative to the sink.
-    pub fn validate(&self) -> Vec<(String, String)> {
-        let mut p: Vec<(String, String)> = Vec::new();
-        let mut add = |k: &str, m: String| p.push((k.to_owned(), m));
+    /// Checks what serde cannot: broker list, templates, limits, and `producer:` settings
+    /// that would break ordering or that librdkafka refuses; keys are relative to the sink.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut p: Vec<Problem> = Vec::new();
+        let mut add = |k: &str, m: String| p.push(Problem::new(k, m));
         if self.brokers.split(',').all(|b| b.trim().is_empty()) {
             add(
                 "brokers",
@@ -316,7 +318,7 @@ impl KafkaConfig {
         p
     }
 
-    fn validate_producer(&self, p: &mut Vec<(String, String)>) {
+    fn validate_producer(&self, p: &mut Vec<Problem>) {
         for (key, option) in OWNED {
             if self.producer.contains_key(key) {
                 let m = if option.is_empty() {
@@ -324,7 +326,7 @@ impl KafkaConfig {
                 } else {
                     format!("set with the sink option `{option}`, not under producer")
                 };
-                p.push((format!("producer.{key}"), m));
+                p.push(Problem::new(format!("producer.{key}"), m));
             }
         }
         let (idempotent, idem_key) = self.idempotence();
@@ -332,24 +334,23 @@ impl KafkaConfig {
             self.producer_value(&["max.in.flight.requests.per.connection", "max.in.flight"]);
         let in_flight_n = in_flight.and_then(|(_, v)| v.to_string().parse::<i64>().ok());
         if !idempotent && in_flight_n.is_none_or(|n| n > 1) {
-            p.push((
+            p.push(Problem::new(
                 format!("producer.{}", idem_key.unwrap_or("enable.idempotence")),
                 "without idempotence a retried request can land after a later one and reorder a \
-                 file's lines; keep it on, or also set max.in.flight.requests.per.connection: 1"
-                    .into(),
+                 file's lines; keep it on, or also set max.in.flight.requests.per.connection: 1",
             ));
         }
         if idempotent {
             if self.acks != Acks::All {
-                p.push((
-                    "acks".into(),
-                    "the idempotent producer that keeps lines in order needs `acks: all`".into(),
+                p.push(Problem::new(
+                    "acks",
+                    "the idempotent producer that keeps lines in order needs `acks: all`",
                 ));
             }
             if let Some((k, _)) =
                 in_flight.filter(|_| in_flight_n.is_some_and(|n| n > IDEMPOTENT_MAX_IN_FLIGHT))
             {
-                p.push((
+                p.push(Problem::new(
                     format!("producer.{k}"),
                     format!("the idempotent producer allows at most {IDEMPOTENT_MAX_IN_FLIGHT}"),
                 ));
@@ -358,7 +359,7 @@ impl KafkaConfig {
         if let Some((k, v)) = self.producer_value(&["partitioner"]) {
             let v = v.to_string();
             if !KEYED_PARTITIONERS.contains(&v.as_str()) {
-                p.push((
+                p.push(Problem::new(
                     format!("producer.{k}"),
                     format!(
                         "`{v}` may put one key's lines in several partitions; use one of: {}",
@@ -380,14 +381,14 @@ impl KafkaConfig {
                     .map_or("producer", |(_, option)| option)
                     .to_owned()
             };
-            if !p.iter().any(|(k, _)| *k == at) {
-                p.push((at, desc));
+            if !p.iter().any(|problem| problem.key == at) {
+                p.push(Problem::new(at, desc));
             }
         }
     }
 
     /// Checks that the files the `producer:` settings name exist and can be read.
-    fn validate_files(&self, p: &mut Vec<(String, String)>) {
+    fn validate_files(&self, p: &mut Vec<Problem>) {
         for key in FILE_SETTINGS {
             let Some(value) = self.producer.get(key) else {
                 continue;
@@ -398,7 +399,7 @@ impl KafkaConfig {
             }
             let folder_ok = key == "ssl.ca.location";
             if let Err(e) = readable(std::path::Path::new(&path), folder_ok) {
-                p.push((
+                p.push(Problem::new(
                     format!("producer.{key}"),
                     format!("cannot read `{path}`: {e}"),
                 ));
@@ -477,7 +478,7 @@ mod tests {
 
     /// The keys of the problems found with the base options plus `extra`.
     fn keys(extra: &str) -> Vec<String> {
-        with(extra).validate().into_iter().map(|(k, _)| k).collect()
+        with(extra).validate().into_iter().map(|p| p.key).collect()
     }
 
     #[test]
@@ -587,7 +588,7 @@ mod tests {
         assert!(keys("producer: { partitioner: murmur2 }").is_empty());
         assert_eq!(keys("key: \"%{file}-%{offset}\""), ["key"]);
         let c = parse("brokers: x:1\ntopic: \"t-%{offset}\"");
-        assert_eq!(c.validate()[0].0, "topic");
+        assert_eq!(c.validate()[0].key, "topic");
     }
 
     #[test]
@@ -602,11 +603,11 @@ mod tests {
         );
         let p = with("producer: { no.such.setting: 1 }").validate();
         assert_eq!(p.len(), 1);
-        assert_eq!(p[0].0, "producer.no.such.setting");
+        assert_eq!(p[0].key, "producer.no.such.setting");
         assert!(
-            p[0].1.contains("No such configuration property"),
+            p[0].message.contains("No such configuration property"),
             "{}",
-            p[0].1
+            p[0].message
         );
         assert_eq!(
             keys("producer: { linger.ms: soon }"),
@@ -632,7 +633,7 @@ mod tests {
         )
         .validate();
         let _ = std::fs::remove_file(&ca);
-        let found: Vec<&str> = bad.iter().map(|(k, _)| k.as_str()).collect();
+        let found: Vec<&str> = bad.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             found,
             [
@@ -643,17 +644,17 @@ mod tests {
             "{bad:?}"
         );
         assert!(
-            bad[0].1.contains("cannot read `/nonexistent/ca.pem`")
-                && bad[0].1.contains("No such file"),
+            bad[0].message.contains("cannot read `/nonexistent/ca.pem`")
+                && bad[0].message.contains("No such file"),
             "{}",
-            bad[0].1
+            bad[0].message
         );
     }
 
     #[test]
     fn plain_checks() {
         let k = |yaml: &str| -> Vec<String> {
-            parse(yaml).validate().into_iter().map(|(k, _)| k).collect()
+            parse(yaml).validate().into_iter().map(|p| p.key).collect()
         };
         assert_eq!(k("brokers: \" , \"\ntopic: t"), ["brokers"]);
         assert_eq!(k("brokers: x:1\ntopic: bad/topic"), ["topic"]);

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use sluice_channels::config::Problem;
 use sluice_channels::units::{ByteSize, HumanDuration};
 
 use crate::framing::LongLinePolicy;
@@ -99,8 +100,8 @@ fn default_empty_grace() -> HumanDuration {
     HumanDuration(Duration::from_secs(5 * 60))
 }
 
-/// A configuration problem: the option's key (relative to the source) and what is wrong.
-pub type ConfigProblem = (String, String);
+/// The shared [`Problem`] under the name this module used to give it.
+pub type ConfigProblem = Problem;
 
 impl SpoolDirConfig {
     /// A configuration with every option at its default, reading `dir`.
@@ -122,13 +123,13 @@ impl SpoolDirConfig {
         }
     }
 
-    /// Checks what serde cannot: globs, sizes, the suffix.
-    pub fn validate(&self) -> Vec<ConfigProblem> {
+    /// Checks what serde cannot: globs, sizes, the suffix; keys are relative to the source.
+    pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         for (key, globs) in [("include", &self.include), ("ignore", &self.ignore)] {
             for (i, g) in globs.iter().enumerate() {
                 if let Err(e) = glob::Pattern::new(g) {
-                    problems.push((
+                    problems.push(Problem::new(
                         format!("{key}[{i}]"),
                         format!("`{g}` is not a valid glob: {e}"),
                     ));
@@ -136,16 +137,16 @@ impl SpoolDirConfig {
             }
         }
         if self.completed_suffix.is_empty() {
-            problems.push(("completed_suffix".into(), "must not be empty".into()));
+            problems.push(Problem::new("completed_suffix", "must not be empty"));
         }
         if self.batch_size == 0 {
-            problems.push(("batch_size".into(), "must be at least 1".into()));
+            problems.push(Problem::new("batch_size", "must be at least 1"));
         }
         if self.max_line_bytes.0 == 0 {
-            problems.push(("max_line_bytes".into(), "must be at least 1 byte".into()));
+            problems.push(Problem::new("max_line_bytes", "must be at least 1 byte"));
         }
         if self.poll_interval.0.is_zero() {
-            problems.push(("poll_interval".into(), "must be longer than 0".into()));
+            problems.push(Problem::new("poll_interval", "must be longer than 0"));
         }
         problems
     }

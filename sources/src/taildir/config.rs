@@ -9,6 +9,7 @@ use std::time::Duration;
 use encoding_rs::Encoding;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
+use sluice_channels::config::Problem;
 use sluice_channels::units::{ByteSize, HumanDuration};
 
 use crate::framing::{LongLinePolicy, Newline};
@@ -150,9 +151,6 @@ fn default_max_open_files() -> usize {
 /// Header names set by the source itself, which static headers may not use.
 const RESERVED_HEADERS: [&str; 5] = ["source", "path", "file", "host", "fid"];
 
-/// A configuration problem: the option's key (relative to the source) and what is wrong.
-pub type ConfigProblem = (String, String);
-
 /// How the configured encoding is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decoding {
@@ -163,24 +161,25 @@ pub struct Decoding {
 }
 
 impl TailDirConfig {
-    /// Checks what serde cannot: patterns, sizes, durations, the encoding, header names.
-    pub fn validate(&self) -> Vec<ConfigProblem> {
+    /// Checks what serde cannot: patterns, sizes, durations, the encoding, header names;
+    /// keys are relative to the source.
+    pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         if self.paths.is_empty() {
-            problems.push((
-                "paths".into(),
-                "at least one glob pattern is required".into(),
+            problems.push(Problem::new(
+                "paths",
+                "at least one glob pattern is required",
             ));
         }
         for (i, spec) in self.paths.iter().enumerate() {
             let key = format!("paths[{i}]");
             if spec.glob.is_empty() || spec.glob.ends_with('/') {
-                problems.push((
+                problems.push(Problem::new(
                     key.clone(),
-                    "must be a pattern of files, not folders".into(),
+                    "must be a pattern of files, not folders",
                 ));
             } else if let Err(e) = glob::Pattern::new(&spec.glob) {
-                problems.push((
+                problems.push(Problem::new(
                     key.clone(),
                     format!("`{}` is not a valid glob: {e}", spec.glob),
                 ));
@@ -189,7 +188,7 @@ impl TailDirConfig {
         }
         for (i, g) in self.exclude.iter().enumerate() {
             if let Err(e) = glob::Pattern::new(g) {
-                problems.push((
+                problems.push(Problem::new(
                     format!("exclude[{i}]"),
                     format!("`{g}` is not a valid glob: {e}"),
                 ));
@@ -197,13 +196,13 @@ impl TailDirConfig {
         }
         check_headers("headers", &self.headers, &mut problems);
         if self.batch_size == 0 {
-            problems.push(("batch_size".into(), "must be at least 1".into()));
+            problems.push(Problem::new("batch_size", "must be at least 1"));
         }
         if self.max_line_bytes.0 < 2 {
-            problems.push(("max_line_bytes".into(), "must be at least 2 bytes".into()));
+            problems.push(Problem::new("max_line_bytes", "must be at least 2 bytes"));
         }
         if self.max_open_files == 0 {
-            problems.push(("max_open_files".into(), "must be at least 1".into()));
+            problems.push(Problem::new("max_open_files", "must be at least 1"));
         }
         for (key, d) in [
             ("idle_timeout", self.idle_timeout),
@@ -211,11 +210,11 @@ impl TailDirConfig {
             ("scan_interval", self.scan_interval),
         ] {
             if d.0.is_zero() {
-                problems.push((key.into(), "must be longer than 0".into()));
+                problems.push(Problem::new(key, "must be longer than 0"));
             }
         }
         if let Err(e) = self.decoding() {
-            problems.push(("encoding".into(), e));
+            problems.push(Problem::new("encoding", e));
         }
         problems
     }
@@ -249,10 +248,10 @@ impl TailDirConfig {
     }
 }
 
-fn check_headers(key: &str, headers: &BTreeMap<String, String>, problems: &mut Vec<ConfigProblem>) {
+fn check_headers(key: &str, headers: &BTreeMap<String, String>, problems: &mut Vec<Problem>) {
     for name in headers.keys() {
         if RESERVED_HEADERS.contains(&name.as_str()) {
-            problems.push((
+            problems.push(Problem::new(
                 format!("{key}.{name}"),
                 format!(
                     "`{name}` is set by the source (reserved: {})",
@@ -298,7 +297,7 @@ mod tests {
             r#"{"paths": ["/a/[", "/dir/"], "exclude": ["[x"], "batch_size": 0, "encoding": "klingon",
                 "headers": {"fid": "x"}, "max_open_files": 0, "poll_interval": "0s"}"#,
         );
-        let keys: Vec<String> = c.validate().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
         assert_eq!(
             keys,
             [

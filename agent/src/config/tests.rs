@@ -1,3 +1,5 @@
+use sluice_channels::units::ByteSize;
+
 use super::*;
 
 const GOOD: &str = r#"
@@ -515,8 +517,8 @@ a1:
         panic!("a memory channel")
     };
     assert_eq!((m.capacity, m.capacity_bytes), (700, 2 << 20));
-    let top = top_level(text, Path::new("t.yaml"), |_| None).unwrap();
-    assert_eq!(agents(&top), ["a1"]);
+    let top = yaml::read(text, Path::new("t.yaml"), |_| None).unwrap();
+    assert_eq!(names(&top), ["a1"]);
     // A merge of something that is not a mapping is an error, not ignored.
     let err = parse_with("a1:\n  <<: 3\n", &[]).unwrap_err();
     assert!(err.to_string().contains("merge key `<<`"), "{err}");
@@ -663,5 +665,64 @@ fn the_default_longest_line_fits_the_default_kafka_record() {
     assert!(
         w[0].starts_with("a1.sources.r1.max_line_bytes: lines of up to 1048576 bytes do not fit"),
         "{w:#?}"
+    );
+}
+
+/// The example configurations: each file in `conf/`, and each configuration a Kubernetes
+/// manifest in `deploy/` carries in a ConfigMap, as (where, text).
+fn examples() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let files = |dir: &str| {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect();
+        files.sort();
+        files
+    };
+    let mut found = Vec::new();
+    for file in files("conf") {
+        let text = std::fs::read_to_string(&file).unwrap();
+        found.push((file.display().to_string(), text));
+    }
+    for file in files("deploy/kubernetes") {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let manifest = serde_yaml::Value::deserialize(doc).unwrap();
+            if manifest["kind"] != "ConfigMap" {
+                continue;
+            }
+            for (key, value) in manifest["data"].as_mapping().into_iter().flatten() {
+                let (Some(key), Some(config)) = (key.as_str(), value.as_str()) else {
+                    continue;
+                };
+                if key.ends_with(".yaml") || key.ends_with(".yml") {
+                    found.push((format!("{}: {key}", file.display()), config.to_owned()));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_example_configuration_is_valid_without_warnings() {
+    // The one variable an example needs and gives no default for.
+    let env = |v: &str| (v == "KAFKA_BROKERS").then(|| "kafka:9092".to_owned());
+    let examples = examples();
+    let mut agents_checked = 0;
+    for (origin, text) in &examples {
+        let agents = yaml::read(text, Path::new(origin), env).unwrap_or_else(|e| panic!("{e}"));
+        for name in names(&agents) {
+            let cfg = from_tree(&agents, &name, Path::new(origin))
+                .unwrap_or_else(|e| panic!("{origin}:\n{e}"));
+            assert!(cfg.warnings.is_empty(), "{origin}: {:#?}", cfg.warnings);
+            agents_checked += 1;
+        }
+    }
+    assert!(
+        examples.len() >= 4 && agents_checked >= examples.len(),
+        "{agents_checked} agents in {examples:#?}"
     );
 }

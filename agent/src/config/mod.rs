@@ -1,0 +1,431 @@
+//! The agent's configuration: a front end reads a file into a [`tree`] of agents, and
+//! [`from_tree`] validates one agent of it into an [`AgentConfig`].
+//!
+//! A file's top-level keys are agent names; `-n NAME` picks one. Every error names the exact
+//! key path (`a1.sinks.k1.topic: missing`), and unknown keys are errors, not warnings. The
+//! YAML front end is [`yaml`]; a front end for another format builds a [`tree::Map`] of
+//! agents and calls [`from_tree`]: finding the components, their option types, the checks
+//! and the messages are shared.
+
+mod model;
+pub mod tree;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use sluice_channels::units::HumanDuration;
+use sluice_channels::{FileChannelConfig, MemoryChannelConfig};
+use sluice_sinks::console::ConsoleConfig;
+use sluice_sinks::kafka::KafkaConfig;
+use sluice_sources::spooldir::SpoolDirConfig;
+use sluice_sources::taildir::TailDirConfig;
+
+pub use model::{
+    AgentConfig, ChannelDef, ChannelKind, ConfigError, Problem, SinkDef, SinkKind, SourceDef,
+    SourceKind,
+};
+use tree::{Map, Node};
+
+/// The agent-level keys. Each section maps component names to their options, which are
+/// taken from the tree once this has checked the sections' shape.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    data_dir: Option<PathBuf>,
+    shutdown_timeout: Option<HumanDuration>,
+    report_interval: Option<HumanDuration>,
+    http: Option<String>,
+    sources: BTreeMap<String, IgnoredAny>,
+    channels: BTreeMap<String, IgnoredAny>,
+    sinks: BTreeMap<String, IgnoredAny>,
+}
+
+const SOURCE_TYPES: &str = "spooldir, taildir";
+const CHANNEL_TYPES: &str = "memory, file";
+const SINK_TYPES: &str = "console, kafka";
+
+/// Reads `path`, substitutes the environment, and validates the agent `name`.
+pub fn load(path: &Path, name: &str) -> Result<AgentConfig, ConfigError> {
+    parse(&read(path)?, name, path, |v| std::env::var(v).ok())
+}
+
+/// The agent names a file defines, for `validate` without `-n` (top-level `x-` keys hold
+/// YAML anchors, not agents: see [`yaml`]).
+pub fn agent_names(path: &Path) -> Result<Vec<String>, ConfigError> {
+    let agents = yaml::read(&read(path)?, path, |v| std::env::var(v).ok())?;
+    Ok(names(&agents))
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::one(path.display().to_string(), format!("cannot read: {e}")))
+}
+
+/// The agent names a tree of agents defines, in order.
+pub fn names(agents: &Map) -> Vec<String> {
+    agents.named().map(|(n, _)| n.to_owned()).collect()
+}
+
+/// Parses YAML configuration text for the agent `name`; `env` looks up `${VAR}` references.
+pub fn parse(
+    text: &str,
+    name: &str,
+    path: &Path,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<AgentConfig, ConfigError> {
+    from_tree(&yaml::read(text, path, env)?, name, path)
+}
+
+/// Validates the agent `name` of `agents` (a front end's tree of agents by name, read from
+/// `origin`): its own keys, each component's options (deserialized from the tree into the
+/// component's option struct, then checked by its `validate`), names, and wiring. Every
+/// problem found is reported, each under its key path.
+pub fn from_tree(agents: &Map, name: &str, origin: &Path) -> Result<AgentConfig, ConfigError> {
+    let Some(agent) = agents.get(name) else {
+        return Err(ConfigError::one(
+            name,
+            format!(
+                "no such agent in {} (it defines: {})",
+                origin.display(),
+                names(agents).join(", ")
+            ),
+        ));
+    };
+    let file: AgentFile = tree::deserialize(agent, name)?;
+    let mut problems = Vec::new();
+    let http = file.http.as_deref().and_then(|h| match h.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.push(Problem::new(
+                format!("{name}.http"),
+                format!("`{h}` is not an address such as 127.0.0.1:9100"),
+            ));
+            None
+        }
+    });
+    let data_dir = file
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from("./data").join(name));
+    for (key, empty) in [
+        ("sources", file.sources.is_empty()),
+        ("channels", file.channels.is_empty()),
+        ("sinks", file.sinks.is_empty()),
+    ] {
+        if empty {
+            problems.push(Problem::new(
+                format!("{name}.{key}"),
+                format!("at least one of the {key} is required"),
+            ));
+        }
+    }
+    let section = |key: &str| Section {
+        at: format!("{name}.{key}"),
+        members: agent
+            .as_map()
+            .and_then(|a| a.get(key))
+            .and_then(Node::as_map)
+            .map(|m| m.named().collect())
+            .unwrap_or_default(),
+    };
+    let (sources, channels, sinks) = (section("sources"), section("channels"), section("sinks"));
+    // What the components name, whether their own options are valid or not, so that one
+    // invalid component is reported once and not again by the components wired to it.
+    let wiring = Wiring {
+        channels: channels.members.keys().map(|c| (*c).to_owned()).collect(),
+        sources: sources.references(),
+        sinks: sinks.references(),
+    };
+    let sources = sources.build(SOURCE_TYPES, true, &mut problems, |name, c, at| {
+        let kind = match c.ty.as_str() {
+            "spooldir" => SourceKind::SpoolDir(options(&c.options, at, SpoolDirConfig::validate)?),
+            "taildir" => SourceKind::TailDir(options(&c.options, at, TailDirConfig::validate)?),
+            _ => unreachable!("component() checked the type"),
+        };
+        Ok(SourceDef {
+            name: name.to_owned(),
+            channel: c.channel.unwrap_or_default(),
+            kind,
+        })
+    });
+    let channels = channels.build(CHANNEL_TYPES, false, &mut problems, |name, c, at| {
+        let kind = match c.ty.as_str() {
+            "memory" => {
+                ChannelKind::Memory(options(&c.options, at, MemoryChannelConfig::validate)?)
+            }
+            "file" => {
+                let mut f = options(&c.options, at, FileChannelConfig::validate)?;
+                if f.dir.is_relative() {
+                    f.dir = data_dir.join(&f.dir);
+                }
+                ChannelKind::File(f)
+            }
+            _ => unreachable!("component() checked the type"),
+        };
+        Ok(ChannelDef {
+            name: name.to_owned(),
+            kind,
+        })
+    });
+    let sinks = sinks.build(SINK_TYPES, true, &mut problems, |name, c, at| {
+        let kind = match c.ty.as_str() {
+            "console" => SinkKind::Console(options(&c.options, at, ConsoleConfig::validate)?),
+            "kafka" => SinkKind::Kafka(Box::new(options(&c.options, at, KafkaConfig::validate)?)),
+            _ => unreachable!("component() checked the type"),
+        };
+        Ok(SinkDef {
+            name: name.to_owned(),
+            channel: c.channel.unwrap_or_default(),
+            kind,
+        })
+    });
+    let mut cfg = AgentConfig {
+        name: name.to_owned(),
+        data_dir,
+        shutdown_timeout: file
+            .shutdown_timeout
+            .map_or(Duration::from_secs(30), |d| d.0),
+        report_interval: file
+            .report_interval
+            .map_or(Some(Duration::from_secs(30)), |d| {
+                (!d.0.is_zero()).then_some(d.0)
+            }),
+        http,
+        sources,
+        channels,
+        sinks,
+        warnings: Vec::new(),
+    };
+    check_wiring(&cfg, &wiring, &mut problems);
+    if problems.is_empty() {
+        cfg.warnings = crate::warnings::check(&cfg);
+        Ok(cfg)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+/// One section of an agent (`sources`, `channels`, `sinks`): its key path and its
+/// components' nodes, by name.
+struct Section<'a> {
+    at: String,
+    members: BTreeMap<&'a str, &'a Node>,
+}
+
+/// A component as written: its `type`, the `channel` it names (sources and sinks), and the
+/// rest, which are its type's options.
+struct Component {
+    ty: String,
+    channel: Option<String>,
+    options: Node,
+}
+
+impl Section<'_> {
+    /// Each component's name and the `channel` it names, if it names one as a string.
+    fn references(&self) -> Vec<(String, Option<String>)> {
+        self.members
+            .iter()
+            .map(|(n, v)| {
+                let channel = v
+                    .as_map()
+                    .and_then(|m| m.get("channel"))
+                    .and_then(Node::as_str)
+                    .map(str::to_owned);
+                ((*n).to_owned(), channel)
+            })
+            .collect()
+    }
+
+    /// Each valid component, by name, as `define` makes it from its name, what is written
+    /// for it (of one of `types`) and its key path. The problems of the others go to
+    /// `problems`.
+    fn build<D>(
+        &self,
+        types: &str,
+        has_channel: bool,
+        problems: &mut Vec<Problem>,
+        mut define: impl FnMut(&str, Component, &str) -> Result<D, ConfigError>,
+    ) -> Vec<D> {
+        let mut built = Vec::new();
+        for (n, node) in &self.members {
+            let at = format!("{}.{n}", self.at);
+            match component(node, &at, has_channel, types).and_then(|c| define(n, c, &at)) {
+                Ok(b) => built.push(b),
+                Err(e) => problems.extend(e.problems),
+            }
+            check_name(problems, &at, n);
+        }
+        built
+    }
+}
+
+/// The options of type `T` in `node` at the key path `at`, deserialized and checked with
+/// `validate`.
+fn options<T: DeserializeOwned>(
+    node: &Node,
+    at: &str,
+    validate: impl FnOnce(&T) -> Vec<Problem>,
+) -> Result<T, ConfigError> {
+    let options: T = tree::deserialize(node, at)?;
+    let found = validate(&options);
+    if found.is_empty() {
+        Ok(options)
+    } else {
+        Err(ConfigError {
+            problems: found.into_iter().map(|p| p.under(at)).collect(),
+        })
+    }
+}
+
+/// The component names and the channels they name, as written (valid or not).
+struct Wiring {
+    channels: Vec<String>,
+    sources: Vec<(String, Option<String>)>,
+    sinks: Vec<(String, Option<String>)>,
+}
+
+fn check_name(problems: &mut Vec<Problem>, at: &str, name: &str) {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        problems.push(Problem::new(
+            at,
+            "names may use only letters, digits, '-' and '_'",
+        ));
+    }
+}
+
+/// Splits a component's mapping into its `type`, its `channel` (when it has one) and the
+/// type's own options.
+fn component(
+    node: &Node,
+    at: &str,
+    has_channel: bool,
+    types: &str,
+) -> Result<Component, ConfigError> {
+    let Some(map) = node.as_map() else {
+        return Err(ConfigError::one(at, "must be a mapping of options"));
+    };
+    let mut rest = map.clone();
+    let ty = match rest.remove("type") {
+        Some(Node::Scalar(tree::Scalar::Str(t))) => t,
+        Some(_) => return Err(ConfigError::one(format!("{at}.type"), "must be a string")),
+        None => {
+            return Err(ConfigError::one(
+                format!("{at}.type"),
+                format!("missing (one of: {types})"),
+            ));
+        }
+    };
+    if !types.split(", ").any(|t| t == ty) {
+        return Err(ConfigError::one(
+            format!("{at}.type"),
+            format!("unknown type `{ty}` (one of: {types})"),
+        ));
+    }
+    let channel = if has_channel {
+        match rest.remove("channel") {
+            Some(Node::Scalar(tree::Scalar::Str(c))) => Some(c),
+            Some(_) => {
+                return Err(ConfigError::one(
+                    format!("{at}.channel"),
+                    "must be a channel name",
+                ));
+            }
+            None => return Err(ConfigError::one(format!("{at}.channel"), "missing")),
+        }
+    } else {
+        None
+    };
+    Ok(Component {
+        ty,
+        channel,
+        options: Node::Map(rest),
+    })
+}
+
+/// Cross-references: every source and sink names an existing channel, every channel has a
+/// source and exactly one sink. Checked on the names as written, so that a channel with an
+/// invalid option is not also reported as missing by its source and sink.
+fn check_wiring(cfg: &AgentConfig, w: &Wiring, problems: &mut Vec<Problem>) {
+    let a = &cfg.name;
+    let names: Vec<&str> = w.channels.iter().map(String::as_str).collect();
+    let known = names.join(", ");
+    for (s, channel) in &w.sources {
+        if let Some(c) = channel.as_deref().filter(|c| !names.contains(c)) {
+            problems.push(Problem::new(
+                format!("{a}.sources.{s}.channel"),
+                format!("no channel named `{c}` (channels: {known})"),
+            ));
+        }
+    }
+    let mut drained: BTreeMap<&str, &str> = BTreeMap::new();
+    for (k, channel) in &w.sinks {
+        let Some(c) = channel.as_deref() else {
+            continue;
+        };
+        if !names.contains(&c) {
+            problems.push(Problem::new(
+                format!("{a}.sinks.{k}.channel"),
+                format!("no channel named `{c}` (channels: {known})"),
+            ));
+        } else if let Some(first) = drained.insert(c, k) {
+            problems.push(Problem::new(
+                format!("{a}.sinks.{k}.channel"),
+                format!(
+                    "channel `{c}` is already drained by sink `{first}`; one sink per channel keeps its events in order"
+                ),
+            ));
+        }
+    }
+    for c in &names {
+        if !w.sinks.iter().any(|(_, ch)| ch.as_deref() == Some(*c)) {
+            problems.push(Problem::new(
+                format!("{a}.channels.{c}"),
+                "no sink drains this channel",
+            ));
+        }
+        if !w.sources.iter().any(|(_, ch)| ch.as_deref() == Some(*c)) {
+            problems.push(Problem::new(
+                format!("{a}.channels.{c}"),
+                "no source puts into this channel",
+            ));
+        }
+    }
+    let mut dirs: BTreeMap<&Path, &str> = BTreeMap::new();
+    let mut position_files: BTreeMap<&Path, &str> = BTreeMap::new();
+    for s in &cfg.sources {
+        match &s.kind {
+            SourceKind::SpoolDir(c) => {
+                if let Some(other) = dirs.insert(&c.dir, &s.name) {
+                    problems.push(Problem::new(
+                        format!("{a}.sources.{}.dir", s.name),
+                        format!("source `{other}` already reads {}", c.dir.display()),
+                    ));
+                }
+            }
+            SourceKind::TailDir(c) => {
+                let Some(p) = c.position_file.as_deref() else {
+                    continue;
+                };
+                if let Some(other) = position_files.insert(p, &s.name) {
+                    problems.push(Problem::new(
+                        format!("{a}.sources.{}.position_file", s.name),
+                        format!(
+                            "source `{other}` already keeps its positions in {}",
+                            p.display()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
