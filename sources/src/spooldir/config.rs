@@ -100,9 +100,6 @@ fn default_empty_grace() -> HumanDuration {
     HumanDuration(Duration::from_secs(5 * 60))
 }
 
-/// The shared [`Problem`] under the name this module used to give it.
-pub type ConfigProblem = Problem;
-
 impl SpoolDirConfig {
     /// A configuration with every option at its default, reading `dir`.
     pub fn for_dir(dir: impl Into<PathBuf>) -> Self {

@@ -37,7 +37,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
-pub use config::{AfterRead, ConfigProblem, FAILED_SUFFIX, Order, SpoolDirConfig};
+pub use config::{AfterRead, FAILED_SUFFIX, Order, SpoolDirConfig};
 
 use crate::blocking::{self, Interrupted};
 use crate::framing::LongLines;
