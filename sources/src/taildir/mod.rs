@@ -21,6 +21,7 @@ mod identity;
 mod matcher;
 mod positions;
 mod reader;
+mod resume;
 mod watcher;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -41,6 +42,7 @@ use identity::{Fingerprint, Verdict};
 use matcher::{Listing, Patterns};
 use positions::{Loaded, Position};
 use reader::{Done, Job, Reader, Settings, Start, Status};
+use resume::{Begin, Resume, Seen};
 use watcher::{Held, Shared, Watcher};
 
 use crate::blocking;
@@ -213,14 +215,8 @@ struct Tail {
     unbound: HashSet<Key>,
     /// Files to remove once their receipts are safe.
     retiring: HashSet<Key>,
-    /// Positions remembered from the last run, not yet matched to a file.
-    resume: HashMap<(u64, u64), Position>,
-    /// No position file of an earlier run: files found at startup follow `read_from`.
-    /// Otherwise a file found at startup without a position appeared since the last run (or
-    /// the position file was unreadable) and is read from its beginning: `read_from: end`
-    /// skips what was there before the agent ever ran, never what a restart or a reload
-    /// missed.
-    first_run: bool,
+    /// Where a newly found file starts: the last run's positions not matched to a file yet.
+    resume: Resume,
     positions_changed: bool,
     /// A new file is followed: its position is written at once, so that a crash right after
     /// cannot forget it exists (were it renamed away before the restart, it would be missed).
@@ -253,17 +249,8 @@ impl Tail {
             chunk: READ_CHUNK,
             budget: ROUND_BUDGET,
         });
-        let first_run = matches!(loaded, Loaded::Missing);
-        let resume = match loaded {
-            Loaded::Missing => HashMap::new(),
-            Loaded::Read(list) => list.into_iter().map(|p| ((p.dev, p.ino), p)).collect(),
-            Loaded::SetAside { error, moved_to } => {
-                error!(source = %ctx.name, position_file = %position_file.display(), error,
-                    moved_to = ?moved_to, "corrupt position file set aside; every file found now is \
-                    read from its beginning (lines may repeat, none is lost)");
-                HashMap::new()
-            }
-        };
+        let policy = (cfg.read_from, cfg.ignore_older.map(|d| d.0));
+        let resume = Resume::new(loaded, policy, (&ctx.name, &position_file));
         let mut patterns = Patterns::new(&cfg.paths, &cfg.exclude);
         // The agent's own files are never read: a position file under a watched glob would
         // otherwise be shipped, and each rewrite of it would be a new file to follow.
@@ -302,7 +289,6 @@ impl Tail {
             unbound: HashSet::new(),
             retiring: HashSet::new(),
             resume,
-            first_run,
             positions_changed: false,
             positions_urgent: false,
             saving: None,
@@ -449,14 +435,11 @@ impl Tail {
             }
             return;
         }
-        let (start, safe, fp) = match self.resume.remove(&(dev, ino)) {
-            Some(p) => (Start::At(p.offset), p.offset, p.fp),
-            None => (Start::At(0), 0, None),
-        };
+        let begin = self.resume.start_of((dev, ino), Seen::Appeared);
         info!(source = %self.ctx.name, file = %path.display(), at = %at.display(),
             "following a new file from the moment it appeared");
         let pattern = self.patterns.pattern_of(&path).unwrap_or(0);
-        let key = self.add(&path, pattern, (dev, ino), start, safe, fp);
+        let key = self.add(&path, pattern, (dev, ino), begin);
         if let Some(st) = self.files.get_mut(&key) {
             st.open_path = at;
             if room {
@@ -526,29 +509,26 @@ impl Tail {
     fn apply(&mut self, listing: Listing, first: bool) -> Vec<Key> {
         self.scan_no += 1;
         let scan_no = self.scan_no;
-        let old_before = self.cfg.ignore_older.map(|d| SystemTime::now() - d.0);
+        let scanned_at = SystemTime::now();
         for f in listing.files {
             let key = match self.by_inode.get(&(f.dev, f.ino)) {
                 Some(&key) => key,
                 None => {
-                    let (start, safe, fp) = match self.resume.remove(&(f.dev, f.ino)) {
-                        Some(p) => (Start::At(p.offset), p.offset, p.fp),
-                        None if first && self.cfg.read_from == ReadFrom::End && self.first_run => {
-                            (Start::End, 0, None)
-                        }
-                        None if old_before.is_some_and(|t| f.mtime < t) => {
-                            let size = f.size.unwrap_or(0);
-                            (Start::At(size), size, None)
-                        }
-                        None => (Start::At(0), 0, None),
+                    let seen = Seen::Listed {
+                        first,
+                        scanned_at,
+                        mtime: f.mtime,
+                        size: f.size,
                     };
+                    let begin = self.resume.start_of((f.dev, f.ino), seen);
+                    let start = begin.start;
                     // At startup the start line gives the count; one line per file after.
                     if first {
                         debug!(source = %self.ctx.name, file = %f.path.display(), start = ?start, "following a new file");
                     } else {
                         info!(source = %self.ctx.name, file = %f.path.display(), start = ?start, "following a new file");
                     }
-                    self.add(&f.path, f.pattern, (f.dev, f.ino), start, safe, fp)
+                    self.add(&f.path, f.pattern, (f.dev, f.ino), begin)
                 }
             };
             let inodes = Arc::make_mut(&mut self.inodes);
@@ -609,26 +589,11 @@ impl Tail {
         lost
     }
 
-    /// Starts following a file.
-    fn add(
-        &mut self,
-        path: &Path,
-        pattern: usize,
-        (dev, ino): (u64, u64),
-        start: Start,
-        safe: u64,
-        fp: Option<Fingerprint>,
-    ) -> Key {
+    /// Starts following a file, read as `begin` says.
+    fn add(&mut self, path: &Path, pattern: usize, (dev, ino): (u64, u64), begin: Begin) -> Key {
         let key = self.next_key;
         self.next_key += 1;
-        let st = new_state(
-            &self.cfg,
-            &self.ctx,
-            path,
-            pattern,
-            (dev, ino),
-            (start, safe, fp),
-        );
+        let st = new_state(&self.cfg, &self.ctx, path, pattern, (dev, ino), begin);
         self.files.insert(key, st);
         self.by_inode.insert((dev, ino), key);
         self.positions_changed = true;
@@ -645,7 +610,7 @@ impl Tail {
             .filter_map(|k| self.files.get(k))
             .map(|s| (s.path.clone(), s.dev, s.ino))
             .collect();
-        let resumed: Vec<Position> = self.resume.drain().map(|(_, p)| p).collect();
+        let resumed = self.resume.take_rest();
         wanted.extend(
             resumed
                 .iter()
@@ -697,14 +662,7 @@ impl Tail {
             let path = PathBuf::from(&p.path);
             // The pattern the file was matched under decides its static headers.
             let pattern = self.patterns.pattern_of(&path).unwrap_or(0);
-            let key = self.add(
-                &path,
-                pattern,
-                (p.dev, p.ino),
-                Start::At(p.offset),
-                p.offset,
-                p.fp,
-            );
+            let key = self.add(&path, pattern, (p.dev, p.ino), Begin::at(&p));
             if let Some(st) = self.files.get_mut(&key) {
                 st.open_path = at;
                 st.bound = false;
@@ -1043,15 +1001,15 @@ impl Tail {
     }
 }
 
-/// The state of a file found at `path`, matched by pattern number `pattern`, to be read from
-/// `start` with every line before `safe` safe.
+/// The state of a file found at `path`, matched by pattern number `pattern`, to be read as
+/// `begin` says.
 fn new_state(
     cfg: &TailDirConfig,
     ctx: &SourceContext,
     path: &Path,
     pattern: usize,
     (dev, ino): (u64, u64),
-    (start, safe, fp): (Start, u64, Option<Fingerprint>),
+    begin: Begin,
 ) -> FileState {
     let mut headers: Vec<(String, String)> = Vec::new();
     let pattern_headers = cfg.paths.get(pattern).map(|p| &p.headers);
@@ -1067,7 +1025,7 @@ fn new_state(
             .map(|(k, v)| (k.clone(), v.clone())),
     );
     let base = Arc::new(Origin::for_file(&ctx.name, path, &ctx.host, headers));
-    let read = match start {
+    let read = match begin.start {
         Start::At(o) => o,
         Start::End => 0,
     };
@@ -1076,15 +1034,15 @@ fn new_state(
         open_path: path.to_path_buf(),
         dev,
         ino,
-        fp,
+        fp: begin.fp,
         generation: 0,
         base,
         origin: None,
         reader: Slot::Closed,
-        start,
+        start: begin.start,
         read_pos: read,
         read_end: read,
-        progress: Progress::at(safe),
+        progress: Progress::at(begin.safe),
         bound: true,
         queued: false,
         eof: false,
