@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use tracing::error;
 
 use super::config::ReadFrom;
+use super::files::Id;
 use super::identity::Fingerprint;
 use super::positions::{Loaded, Position};
 use super::reader::Start;
@@ -64,7 +65,7 @@ pub(super) enum Seen {
 /// The positions of the last run not matched to a file yet, and the rules for a file that has
 /// none.
 pub(super) struct Resume {
-    remembered: HashMap<(u64, u64), Position>,
+    remembered: HashMap<Id, Position>,
     /// No position file of an earlier run: files found at startup follow `read_from`.
     /// Otherwise a file found at startup without a position appeared since the last run (or
     /// the position file was unreadable) and is read from its beginning: `read_from: end`
@@ -109,7 +110,7 @@ impl Resume {
     /// At its remembered position if it has one. Otherwise: after its last complete line if
     /// the scan at startup of the very first run found it and `read_from` is `end`; at its end
     /// if a scan found it not modified for `ignore_older`; else at its beginning.
-    pub fn start_of(&mut self, id: (u64, u64), seen: Seen) -> Begin {
+    pub fn start_of(&mut self, id: Id, seen: Seen) -> Begin {
         if let Some(p) = self.remembered.remove(&id) {
             return Begin::at(&p);
         }
