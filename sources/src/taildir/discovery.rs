@@ -474,3 +474,60 @@ fn find_by_inode(path: &Path, dev: u64, ino: u64) -> Option<PathBuf> {
                 .is_ok_and(|m| m.dev() == dev && m.ino() == ino && m.is_file())
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVERY: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn every_sixth_periodic_scan_looks_at_every_file_and_event_scans_do_not_count() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0);
+        assert!(s.is_due(t0));
+        assert!(s.begin(true, t0), "the first scan");
+        s.listed(false, t0, EVERY);
+        let mut at = t0;
+        let mut thorough = Vec::new();
+        for _ in 0..12 {
+            // A scan an event asked for, between two periodic ones.
+            s.wanted = true;
+            let event_at = at + RESCAN_GAP;
+            assert!(s.is_due(event_at) && !s.is_due(at + RESCAN_GAP / 2));
+            assert!(!s.begin(false, event_at));
+            s.listed(false, event_at, EVERY);
+            at += EVERY + RESCAN_GAP;
+            assert_eq!(s.wake(), at);
+            thorough.push(s.begin(false, at));
+            s.listed(false, at, EVERY);
+        }
+        let nth: Vec<usize> = (1..=12).filter(|i| thorough[i - 1]).collect();
+        assert_eq!(nth, [6, 12]);
+    }
+
+    #[test]
+    fn lost_events_and_polling_make_scans_thorough() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0);
+        s.listed(false, t0, EVERY);
+        s.thorough_wanted = true;
+        assert!(s.begin(false, t0 + RESCAN_GAP));
+        assert!(!s.begin(false, t0 + RESCAN_GAP), "once");
+        s.listed(true, t0, EVERY);
+        assert!(s.begin(false, t0 + RESCAN_GAP), "every scan while polling");
+    }
+
+    #[test]
+    fn a_wanted_scan_waits_for_the_gap_after_the_last_one() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0);
+        s.listed(false, t0, EVERY);
+        assert!(!s.is_due(t0 + RESCAN_GAP) && s.wake() == t0 + EVERY);
+        s.wanted = true;
+        assert_eq!(s.wake(), t0 + RESCAN_GAP);
+        assert!(!s.is_due(t0) && s.is_due(t0 + RESCAN_GAP));
+        s.listed(false, t0 + RESCAN_GAP, EVERY);
+        assert!(!s.wanted && s.wake() == t0 + RESCAN_GAP + EVERY);
+    }
+}

@@ -269,3 +269,114 @@ fn unmap(
         inodes.remove(path);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(path: &str, id: Id) -> FileState {
+        let begin = Begin {
+            start: Start::At(0),
+            safe: 0,
+            fp: None,
+        };
+        FileState::new(Path::new(path), id, begin, Arc::new(Origin::default()))
+    }
+
+    fn known(files: &Files) -> Vec<(PathBuf, Id)> {
+        let mut v: Vec<_> = files.known().iter().map(|(p, i)| (p.clone(), *i)).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_indexes_follow_a_file_through_a_rename_a_link_and_its_removal() {
+        let mut files = Files::default();
+        let a = files.add(found("/logs/a", (1, 10)));
+        assert_eq!(files.by_inode((1, 10)), Some(a));
+        assert_eq!(
+            files.by_path(Path::new("/logs/a")),
+            None,
+            "until a scan finds it"
+        );
+
+        files.bind(a, "/logs/a".into(), None, (1, 10));
+        assert_eq!(files.by_path(Path::new("/logs/a")), Some(a));
+        assert_eq!(known(&files), [("/logs/a".into(), (1, 10))]);
+
+        let st = files.bind(a, "/logs/a.1".into(), None, (1, 10)).unwrap();
+        assert_eq!(st.path, Path::new("/logs/a.1"));
+        assert_eq!(files.by_path(Path::new("/logs/a")), None);
+        assert_eq!(files.by_path(Path::new("/logs/a.1")), Some(a));
+        assert_eq!(known(&files), [("/logs/a.1".into(), (1, 10))]);
+
+        let target = PathBuf::from("/data/a");
+        let st = files
+            .bind(a, "/logs/link".into(), Some(target.clone()), (1, 10))
+            .unwrap();
+        assert_eq!(
+            (st.path.as_path(), st.open_path.as_path()),
+            (Path::new("/logs/link"), target.as_path())
+        );
+        assert_eq!(files.by_path(&target), Some(a));
+        assert_eq!(files.by_path(Path::new("/logs/link")), Some(a));
+        assert_eq!(
+            known(&files),
+            [("/logs/link".into(), (1, 10))],
+            "targets are not listed"
+        );
+
+        files.get_mut(a).unwrap().seen = 1;
+        assert!(files.unbind_unseen(1).is_empty(), "found by this scan");
+        assert_eq!(files.unbind_unseen(2), [a]);
+        assert!(!files.get(a).unwrap().bound);
+        assert_eq!(files.by_path(Path::new("/logs/link")), None);
+        assert_eq!(files.by_path(&target), None);
+        assert!(known(&files).is_empty());
+        assert_eq!(
+            files.by_inode((1, 10)),
+            Some(a),
+            "still found by its identity"
+        );
+        assert!(files.unbind_unseen(3).is_empty(), "unbound once");
+
+        assert_eq!(files.positions().len(), 1);
+        assert!(files.remove(a).is_some());
+        assert_eq!((files.len(), files.by_inode((1, 10))), (0, None));
+        assert!(files.positions().is_empty());
+    }
+
+    #[test]
+    fn a_path_or_an_identity_another_file_took_over_stays_with_it() {
+        let mut files = Files::default();
+        let old = files.add(found("/logs/app", (1, 10)));
+        files.bind(old, "/logs/app".into(), None, (1, 10));
+        // Rotation: the new file is listed at the name first, the old one at its new name.
+        let new = files.add(found("/logs/app", (1, 11)));
+        files.bind(new, "/logs/app".into(), None, (1, 11));
+        files.bind(old, "/logs/app.1".into(), None, (1, 10));
+        assert_eq!(files.by_path(Path::new("/logs/app")), Some(new));
+        assert_eq!(
+            known(&files),
+            [
+                ("/logs/app".into(), (1, 11)),
+                ("/logs/app.1".into(), (1, 10))
+            ]
+        );
+        // The old file's inode is reused by a third file while the old one is retired.
+        let reuse = files.add(found("/logs/other", (1, 10)));
+        files.remove(old);
+        assert_eq!(files.by_path(Path::new("/logs/app")), Some(new));
+        assert_eq!(files.by_path(Path::new("/logs/app.1")), None);
+        assert_eq!(files.by_inode((1, 10)), Some(reuse));
+        assert_eq!(known(&files), [("/logs/app".into(), (1, 11))]);
+
+        let mut retiring = found("/logs/gone", (1, 12));
+        retiring.retiring = true;
+        let gone = files.add(retiring);
+        assert!(
+            !files.unbind_unseen(5).contains(&gone),
+            "a file being retired is left as it is"
+        );
+    }
+}

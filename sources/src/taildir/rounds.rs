@@ -346,3 +346,92 @@ impl Tail {
         self.positions.changed_if(gone);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use sluice_channels::{Origin, Receipt};
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::taildir::files::Files;
+    use crate::taildir::resume::Begin;
+
+    fn jobs() -> Jobs {
+        let cfg: TailDirConfig = serde_json::from_str(r#"{"paths": ["/logs/*.log"]}"#).unwrap();
+        Jobs::new(&cfg)
+    }
+
+    fn follow(files: &mut Files, ino: u64) -> Key {
+        let begin = Begin {
+            start: Start::At(0),
+            safe: 0,
+            fp: None,
+        };
+        let path = format!("/logs/{ino}.log");
+        let base = Arc::new(Origin::default());
+        files.add(FileState::new(Path::new(&path), (1, ino), begin, base))
+    }
+
+    #[test]
+    fn a_file_is_queued_once_and_not_while_it_is_let_go() {
+        let (mut jobs, mut files) = (jobs(), Files::default());
+        let (a, b) = (follow(&mut files, 1), follow(&mut files, 2));
+        jobs.enqueue(a, &mut files);
+        jobs.enqueue(b, &mut files);
+        jobs.enqueue(a, &mut files);
+        assert_eq!(jobs.queue, [a, b]);
+        assert!(jobs.is_busy());
+        jobs.retire_later(a, files.get_mut(a).unwrap());
+        assert_eq!(jobs.queue, [b]);
+        assert!(!files.get(a).unwrap().queued);
+        jobs.enqueue(a, &mut files);
+        assert_eq!(jobs.queue, [b]);
+    }
+
+    #[test]
+    fn unbound_files_are_polled_every_poll_interval_until_done_with() {
+        let (mut jobs, mut files) = (jobs(), Files::default());
+        let a = follow(&mut files, 1);
+        jobs.unbound(a);
+        let (t0, every) = (Instant::now(), Duration::from_millis(250));
+        jobs.poll_unbound(&mut files, t0, every);
+        assert_eq!(jobs.queue, [a]);
+        jobs.queue.clear();
+        files.get_mut(a).unwrap().queued = false;
+        jobs.poll_unbound(&mut files, t0 + every / 2, every);
+        assert!(jobs.queue.is_empty(), "not before poll_interval");
+        jobs.poll_unbound(&mut files, t0 + every, every);
+        assert_eq!(jobs.queue, [a]);
+        jobs.done_with(a, files.get_mut(a).unwrap());
+        assert!(jobs.queue.is_empty() && jobs.unbound.is_empty());
+        jobs.bound(a);
+        jobs.poll_unbound(&mut files, t0 + 3 * every, every);
+        assert!(jobs.queue.is_empty());
+    }
+
+    #[test]
+    fn a_file_let_go_is_removed_once_its_receipts_are_safe() {
+        let (mut jobs, mut files, mut open) = (jobs(), Files::default(), OpenSet::new(1));
+        let a = follow(&mut files, 1);
+        let (tx, rx) = watch::channel(0u64);
+        files
+            .get_mut(a)
+            .unwrap()
+            .progress
+            .push(Receipt::new(1, rx), 10);
+        jobs.inflight.insert(a);
+        jobs.retire_later(a, files.get_mut(a).unwrap());
+        assert!(!jobs.advance(&mut files));
+        assert!(!jobs.retire(&mut files, &mut open));
+        assert!(files.get(a).is_some(), "kept while a receipt waits");
+        tx.send_replace(1);
+        assert!(jobs.advance(&mut files));
+        assert_eq!(files.get(a).unwrap().progress.safe(), 10);
+        assert!(jobs.inflight().is_empty());
+        assert!(jobs.retire(&mut files, &mut open));
+        assert!(files.get(a).is_none() && files.by_inode((1, 1)).is_none());
+        assert!(!jobs.retire(&mut files, &mut open) && !jobs.is_busy());
+    }
+}
