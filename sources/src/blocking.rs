@@ -3,6 +3,7 @@
 //! [`run`], so that a slow disk or network file system never stalls other tasks.
 
 use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 
 /// The work was not run to its end: the runtime is shutting down and runs no more blocking
 /// tasks. Not a fault of any file; the source is stopping.
@@ -20,13 +21,16 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    let task = on.spawn_blocking(f);
-    async move {
-        match task.await {
-            Ok(v) => Ok(v),
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(Interrupted),
-        }
+    join(on.spawn_blocking(f))
+}
+
+/// Waits for blocking work started with `spawn_blocking` and kept aside (to ask whether it is
+/// finished meanwhile); a panic in it is passed on, as with [`run`].
+pub(crate) async fn join<T>(task: JoinHandle<T>) -> Result<T, Interrupted> {
+    match task.await {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(Interrupted),
     }
 }
 

@@ -76,7 +76,8 @@ impl Tail {
                 return;
             }
             if let Some(h) = cp.saving.take() {
-                let _ = h.await;
+                // Cut off: the source is stopping, and its last write follows.
+                let _ = blocking::join(h).await;
             }
         }
         cp.urgent = false;
@@ -94,7 +95,8 @@ impl Tail {
     /// stop.
     pub(super) async fn last_checkpoint(&mut self) {
         if let Some(h) = self.positions.saving.take() {
-            let _ = h.await;
+            // Cut off or not, the last write below follows it.
+            let _ = blocking::join(h).await;
         }
         let data = Arc::new(positions::encode(self.files.positions()));
         let (path, name) = (self.positions.path.clone(), self.ctx.name.clone());

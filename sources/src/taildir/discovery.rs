@@ -363,7 +363,9 @@ impl Tail {
     /// Looks for files that moved while closed (and, at startup, for files of the last run
     /// that moved while the agent was stopped) in their folder, by inode: a file renamed to a
     /// name the patterns do not match is read to its end from its position.
-    async fn find_moved(&mut self, lost: Vec<Key>) {
+    async fn find_moved(&mut self, mut lost: Vec<Key>) {
+        // One search per key, in order: the results are matched to the keys by position.
+        lost.retain(|k| self.files.get(*k).is_some());
         let mut wanted: Vec<(PathBuf, u64, u64)> = lost
             .iter()
             .filter_map(|k| self.files.get(*k))
