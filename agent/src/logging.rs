@@ -25,7 +25,12 @@ pub fn init(level: Option<&str>, format: Format) -> Result<(), String> {
         Format::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init(),
-        Format::Json => builder.json().with_current_span(false).try_init(),
+        // The component a line comes from is its span (`source`, `sink`): listed in `spans`.
+        Format::Json => builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init(),
     };
     result.map_err(|e| e.to_string())
 }

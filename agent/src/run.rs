@@ -21,6 +21,7 @@ use sluice_sources::{SourceContext, SourceMetrics};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinError, JoinHandle};
+use tracing::Instrument;
 use tracing::{error, info, warn};
 
 use crate::components::{Components, Members};
@@ -273,7 +274,13 @@ impl Supervisor {
     ) {
         self.next_generation += 1;
         let generation = self.next_generation;
-        let handle: JoinHandle<anyhow::Result<()>> = tokio::spawn(task);
+        // Everything the component logs, on its task and on the blocking work it starts, names
+        // it through this span: `source{source=r1}`, `sink{sink=k1}`.
+        let span = match kind {
+            Kind::Source => tracing::info_span!("source", source = %name),
+            Kind::Sink => tracing::info_span!("sink", sink = %name),
+        };
+        let handle: JoinHandle<anyhow::Result<()>> = tokio::spawn(task.instrument(span));
         let abort = handle.abort_handle();
         let tx = self.ended_tx.clone();
         let n = name.to_owned();

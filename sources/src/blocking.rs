@@ -21,10 +21,22 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    join(on.spawn_blocking(f))
+    join(start(on, f))
 }
 
-/// Waits for blocking work started with `spawn_blocking` and kept aside (to ask whether it is
+/// Starts `f` on the blocking pool of `on` and returns its handle, to be awaited with
+/// [`join`] (and asked meanwhile whether it finished). `f` runs in the caller's tracing span,
+/// so that what it logs names its component.
+pub(crate) fn start<T, F>(on: &Handle, f: F) -> JoinHandle<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let span = tracing::Span::current();
+    on.spawn_blocking(move || span.in_scope(f))
+}
+
+/// Waits for blocking work started with [`start`] and kept aside (to ask whether it is
 /// finished meanwhile); a panic in it is passed on, as with [`run`].
 pub(crate) async fn join<T>(task: JoinHandle<T>) -> Result<T, Interrupted> {
     match task.await {

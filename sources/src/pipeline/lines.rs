@@ -103,7 +103,7 @@ pub(crate) fn long_lines(
         return;
     }
     if new.lines > 0 {
-        warn!(source = %ctx.name, file = %file.display(), offset, lines = new.lines,
+        warn!(file = %file.display(), offset, lines = new.lines,
             max_line_bytes, policy = ?policy, "lines longer than max_line_bytes");
     }
     SourceMetrics::add(&ctx.metrics.long_lines, new.lines);

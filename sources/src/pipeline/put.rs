@@ -27,7 +27,7 @@ pub(crate) async fn put(
         let receipt = match receipt {
             Ok(r) => r,
             Err(e) => {
-                warn!(source = %ctx.name, error = %e, "channel refused a batch; stopping");
+                warn!(error = %e, "channel refused a batch; stopping");
                 return false;
             }
         };

@@ -151,7 +151,7 @@ impl SpoolDirSource {
     /// A source over `cfg.dir`; the configuration must have passed [`SpoolDirConfig::validate`].
     pub fn new(cfg: SpoolDirConfig, ctx: SourceContext) -> Self {
         SpoolDirSource {
-            spool: Some(Spool::new(&ctx.name, &cfg)),
+            spool: Some(Spool::new(&cfg)),
             checkpoint_path: ctx.state_dir.join("spooldir.json"),
             cfg,
             ctx,
@@ -210,7 +210,7 @@ impl SpoolDirSource {
         };
         let mut resume: VecDeque<InProgress> = checkpoint.files.into();
         self.ctx.metrics.mark_started();
-        info!(source = %self.ctx.name, dir = %self.cfg.dir.display(), "spooldir source started");
+        info!(dir = %self.cfg.dir.display(), "spooldir source started");
         let mut shutdown = self.ctx.shutdown.clone();
         while !shutdown.is_stopping() {
             self.advance(false).await;
@@ -281,8 +281,11 @@ impl SpoolDirSource {
         }
         self.advance(true).await;
         let counts = self.spool.as_ref().map(Spool::counts).unwrap_or_default();
-        info!(source = %self.ctx.name, listings = counts.listings, stats = counts.stats,
-            "spooldir source stopped");
+        info!(
+            listings = counts.listings,
+            stats = counts.stats,
+            "spooldir source stopped"
+        );
         Ok(())
     }
 
@@ -301,12 +304,12 @@ impl SpoolDirSource {
         let mut watcher = match notify::recommended_watcher(handler) {
             Ok(w) => w,
             Err(e) => {
-                warn!(source = %self.ctx.name, error = %e, "no file-system events; polling the folder");
+                warn!(error = %e, "no file-system events; polling the folder");
                 return None;
             }
         };
         if let Err(e) = watcher.watch(&self.cfg.dir, notify::RecursiveMode::NonRecursive) {
-            warn!(source = %self.ctx.name, dir = %self.cfg.dir.display(), error = %e,
+            warn!(dir = %self.cfg.dir.display(), error = %e,
                 "cannot watch the folder; polling it");
             return None;
         }
@@ -321,7 +324,7 @@ impl SpoolDirSource {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Checkpoint::default()),
             Err(e) => {
-                error!(source = %self.ctx.name, checkpoint = %self.checkpoint_path.display(), error = %e,
+                error!(checkpoint = %self.checkpoint_path.display(), error = %e,
                     "cannot read the checkpoint; files in progress are read again from their start");
                 return Ok(Checkpoint::default());
             }
@@ -333,7 +336,7 @@ impl SpoolDirSource {
                 let aside = self
                     .off(move || sluice_channels::fsutil::set_aside(&path))
                     .await?;
-                error!(source = %self.ctx.name, checkpoint = %self.checkpoint_path.display(), error = %e,
+                error!(checkpoint = %self.checkpoint_path.display(), error = %e,
                     moved_to = ?aside.as_ref().ok(),
                     "corrupt checkpoint set aside; files in progress are read again from their start");
                 Ok(Checkpoint::default())
@@ -402,13 +405,13 @@ impl SpoolDirSource {
                 self.unsynced = !durable;
                 self.written = Some(data);
                 if std::mem::take(&mut self.write_failing) {
-                    info!(source = %self.ctx.name, checkpoint = %self.checkpoint_path.display(),
+                    info!(checkpoint = %self.checkpoint_path.display(),
                         "the checkpoint is written again");
                 }
             }
             Err(e) if !self.write_failing => {
                 self.write_failing = true;
-                error!(source = %self.ctx.name, checkpoint = %self.checkpoint_path.display(), error = %e,
+                error!(checkpoint = %self.checkpoint_path.display(), error = %e,
                     "cannot write the checkpoint; progress since the last one may be read again after a restart");
             }
             Err(_) => {}
@@ -423,12 +426,12 @@ impl SpoolDirSource {
             .await?;
         Ok(match found {
             Resumable::Same => {
-                info!(source = %self.ctx.name, file = %p.path.display(), offset = p.offset,
+                info!(file = %p.path.display(), offset = p.offset,
                     "resuming the file in progress");
                 Some(Next::Resume(p.path, p.offset))
             }
             Resumable::Replaced => {
-                warn!(source = %self.ctx.name, file = %p.path.display(),
+                warn!(file = %p.path.display(),
                     "the file in progress was replaced since the last run; reading the new one from its start");
                 None
             }
@@ -454,13 +457,13 @@ impl SpoolDirSource {
         };
         match aside {
             Aside::Moved(dest) => {
-                warn!(source = %self.ctx.name, file = %path.display(), moved_to = %dest.display(), "file set aside");
+                warn!(file = %path.display(), moved_to = %dest.display(), "file set aside");
             }
             Aside::Left(shape) => {
                 if let (Some(spool), Some(shape)) = (self.spool.as_mut(), shape) {
                     spool.skip(path, shape);
                 }
-                warn!(source = %self.ctx.name, file = %path.display(), "file left in place and skipped while it stays unchanged");
+                warn!(file = %path.display(), "file left in place and skipped while it stays unchanged");
             }
         }
     }
@@ -483,13 +486,13 @@ impl SpoolDirSource {
         let (file, shape, seen) = match self.off(move || files::open(req)).await? {
             Opening::Ready { file, shape, seen } => (file, shape, seen),
             Opening::Vanished => {
-                debug!(source = %self.ctx.name, file = %path.display(), "the file vanished before it was read");
+                debug!(file = %path.display(), "the file vanished before it was read");
                 return Ok(None);
             }
             // Replaced since the listing by something else; the next listing reports it.
             Opening::NotAFile => return Ok(None),
             Opening::Busy(e) => {
-                warn!(source = %self.ctx.name, file = %path.display(), error = %e,
+                warn!(file = %path.display(), error = %e,
                     retry_in = ?RETRY_OPEN_AFTER, "cannot open the file now; trying again later");
                 if let Some(spool) = self.spool.as_mut() {
                     spool.defer(path, Instant::now() + RETRY_OPEN_AFTER);
@@ -498,13 +501,13 @@ impl SpoolDirSource {
             }
             Opening::Failed(e) => {
                 SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
-                error!(source = %self.ctx.name, file = %path.display(), error = %e, "cannot read the file");
+                error!(file = %path.display(), error = %e, "cannot read the file");
                 self.set_aside(&path, true).await;
                 return Ok(None);
             }
             Opening::NotReady { shape, seen } => {
                 // Changed since it was listed: being written. It waits until it is quiet.
-                debug!(source = %self.ctx.name, file = %path.display(), size = shape.len,
+                debug!(file = %path.display(), size = shape.len,
                     "the file changed since it was listed; waiting until it stays unchanged");
                 if let Some(spool) = self.spool.as_mut() {
                     spool.not_ready(path, shape, seen);
@@ -512,7 +515,7 @@ impl SpoolDirSource {
                 return Ok(None);
             }
             Opening::CompletedTaken(done) => {
-                error!(source = %self.ctx.name, file = %path.display(), completed = %done.display(),
+                error!(file = %path.display(), completed = %done.display(),
                     "the completed name is already taken; the file is not read (rename one of them)");
                 self.set_aside(&path, false).await;
                 return Ok(None);
@@ -546,7 +549,7 @@ impl SpoolDirSource {
             offset,
             seen,
         } = opened;
-        debug!(source = %self.ctx.name, file = %path.display(), offset, size = opened.len, "reading file");
+        debug!(file = %path.display(), offset, size = opened.len, "reading file");
         self.flight.push_back(InFlight {
             path: path.clone(),
             opened,
@@ -620,7 +623,7 @@ impl SpoolDirSource {
             }
             if end.len < read_to {
                 SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
-                error!(source = %self.ctx.name, file = %path.display(), size = end.len, read = read_to,
+                error!(file = %path.display(), size = end.len, read = read_to,
                     "the file shrank while it was read (truncated); it is set aside after what was read is safe");
                 self.set_read(ReadEnd::Failed);
                 return true;
@@ -643,13 +646,13 @@ impl SpoolDirSource {
             let since = *growing_since.get_or_insert_with(Instant::now);
             if !warned_growing && since.elapsed() >= LONG_GROWTH {
                 warned_growing = true;
-                warn!(source = %self.ctx.name, file = %path.display(), size = end.len,
+                warn!(file = %path.display(), size = end.len,
                     growing_for = ?since.elapsed(),
                     "the file is still being written; it is followed until it stays unchanged \
                      for ready_after, and the files after it wait (spooldir files should be \
                      complete when they are dropped in)");
             } else {
-                debug!(source = %self.ctx.name, file = %path.display(), size = end.len,
+                debug!(file = %path.display(), size = end.len,
                     "at the end of a file still being written; waiting for it to stay unchanged");
             }
             let waiting = self.flight.iter().any(|f| !f.progress.is_settled());
@@ -668,13 +671,13 @@ impl SpoolDirSource {
     async fn read_failed(&mut self, path: &Path, offset: u64, failure: ReadFailure) -> bool {
         match failure {
             ReadFailure::Interrupted => {
-                info!(source = %self.ctx.name, file = %path.display(), offset,
+                info!(file = %path.display(), offset,
                     "read interrupted: the agent is stopping; the file stays in place and is read on after a restart");
                 false
             }
             ReadFailure::File(e) => {
                 SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
-                error!(source = %self.ctx.name, file = %path.display(), offset, error = %e,
+                error!(file = %path.display(), offset, error = %e,
                     "read error; the file is set aside after what was read is safe");
                 self.set_read(ReadEnd::Failed);
                 true
@@ -771,21 +774,21 @@ impl SpoolDirSource {
         match done {
             Completion::Changed(problem) => {
                 SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
-                error!(source = %self.ctx.name, file = %path.display(), problem,
+                error!(file = %path.display(), problem,
                     "the file changed after it was read to its end; spooldir files must be complete \
                      when they are dropped in (write elsewhere, then move them in)");
                 self.set_aside(path, true).await;
             }
             Completion::Done(Ok(())) => {
                 SourceMetrics::add(&self.ctx.metrics.files_completed, 1);
-                info!(source = %self.ctx.name, file = %path.display(), after_read = ?self.cfg.after_read, "file completed");
+                info!(file = %path.display(), after_read = ?self.cfg.after_read, "file completed");
             }
             Completion::Done(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
-                warn!(source = %self.ctx.name, file = %path.display(),
+                warn!(file = %path.display(),
                     "the file vanished after it was read in full; nothing to rename");
             }
             Completion::Done(Err(e)) => {
-                error!(source = %self.ctx.name, file = %path.display(), error = %e,
+                error!(file = %path.display(), error = %e,
                     "cannot complete the file; all its lines are safe, it is left in place and skipped");
                 self.set_aside(path, false).await;
             }

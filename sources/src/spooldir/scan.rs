@@ -117,7 +117,6 @@ impl NameFilter {
 
 /// The spool folder as the source sees it between listings.
 pub(super) struct Spool {
-    source: String,
     dir: PathBuf,
     filter: NameFilter,
     order: Order,
@@ -147,7 +146,7 @@ pub(super) struct Spool {
 
 impl Spool {
     /// The folder of `cfg`, not listed yet.
-    pub fn new(source: &str, cfg: &SpoolDirConfig) -> Spool {
+    pub fn new(cfg: &SpoolDirConfig) -> Spool {
         let compile = |globs: &[String]| {
             globs
                 .iter()
@@ -155,7 +154,6 @@ impl Spool {
                 .collect()
         };
         Spool {
-            source: source.to_owned(),
             dir: cfg.dir.clone(),
             filter: NameFilter {
                 include: compile(&cfg.include),
@@ -269,7 +267,7 @@ impl Spool {
             Err(e) => {
                 if !self.unavailable {
                     self.unavailable = true;
-                    error!(source = %self.source, dir = %self.dir.display(), error = %e,
+                    error!(dir = %self.dir.display(), error = %e,
                         "cannot list the spool folder; waiting for it to come back (logged once)");
                 }
                 return FolderState::Unavailable;
@@ -278,7 +276,7 @@ impl Spool {
         self.counts.listings += 1;
         let mut state = FolderState::Listed;
         if std::mem::take(&mut self.unavailable) {
-            info!(source = %self.source, dir = %self.dir.display(),
+            info!(dir = %self.dir.display(),
                 "the spool folder can be listed again (recovered)");
             state = FolderState::Recovered;
         }
@@ -289,7 +287,7 @@ impl Spool {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    warn!(source = %self.source, dir = %self.dir.display(), error = %e,
+                    warn!(dir = %self.dir.display(), error = %e,
                         "the folder listing broke off; the rest is listed next time");
                     self.due = true;
                     break;
@@ -405,10 +403,10 @@ impl Spool {
     ) {
         if self.reported.get(&path) != Some(&(ino, what)) {
             if what == "a folder" {
-                info!(source = %self.source, file = %path.display(), kind = what,
+                info!(file = %path.display(), kind = what,
                     "not a regular file; skipped (logged once)");
             } else {
-                warn!(source = %self.source, file = %path.display(), kind = what,
+                warn!(file = %path.display(), kind = what,
                     "not a regular file; skipped (logged once)");
             }
         }
@@ -489,7 +487,7 @@ mod tests {
                 Duration::from_secs(60),
             );
         }
-        let mut spool = Spool::new("r1", &cfg(dir.path()));
+        let mut spool = Spool::new(&cfg(dir.path()));
         let taken = drain(&mut spool);
         assert_eq!(taken.len(), n);
         let counts = spool.counts();
@@ -512,7 +510,7 @@ mod tests {
             write_aged(dir.path(), "c.log", b"x", Duration::from_secs(30));
             let mut c = cfg(dir.path());
             c.order = order;
-            let mut spool = Spool::new("r1", &c);
+            let mut spool = Spool::new(&c);
             assert_eq!(drain(&mut spool), want, "{order:?}");
         }
     }
@@ -522,7 +520,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("fresh.log"), b"being written\n").unwrap();
         write_aged(dir.path(), "old.log", b"x\n", Duration::from_secs(60));
-        let mut spool = Spool::new("r1", &cfg(dir.path()));
+        let mut spool = Spool::new(&cfg(dir.path()));
         assert_eq!(drain(&mut spool), ["old.log"]);
         let at = spool.next_ready().expect("the fresh file waits");
         assert!(at > Instant::now() && at <= Instant::now() + Duration::from_millis(500));
@@ -557,7 +555,7 @@ mod tests {
             .unwrap();
         let mut c = cfg(dir.path());
         c.ready_after = sluice_channels::units::HumanDuration(Duration::from_millis(100));
-        let mut spool = Spool::new("r1", &c);
+        let mut spool = Spool::new(&c);
         assert!(spool.next(|_| false).0.is_none());
         let at = spool.next_ready().unwrap();
         while Instant::now() < at {
@@ -571,10 +569,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_aged(dir.path(), "empty.log", b"", Duration::from_secs(60));
         let mut c = cfg(dir.path());
-        let mut spool = Spool::new("r1", &c);
+        let mut spool = Spool::new(&c);
         assert!(drain(&mut spool).is_empty(), "empty for 1 min < 5 min");
         c.empty_grace = sluice_channels::units::HumanDuration(Duration::from_secs(30));
-        let mut spool = Spool::new("r1", &c);
+        let mut spool = Spool::new(&c);
         assert_eq!(
             drain(&mut spool),
             ["empty.log"],
@@ -600,7 +598,7 @@ mod tests {
         fs::create_dir(d.join("sub")).unwrap();
         write_aged(d, "real.log", b"x\n", Duration::from_secs(60));
         std::os::unix::fs::symlink(d.join("real.log"), d.join("link-to-real.log")).unwrap();
-        let mut spool = Spool::new("r1", &cfg(d));
+        let mut spool = Spool::new(&cfg(d));
         let mut taken = drain(&mut spool);
         taken.sort();
         assert_eq!(taken, ["link-to-real.log", "real.log"].map(String::from));
@@ -631,7 +629,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool_dir = dir.path().join("spool");
         fs::create_dir(&spool_dir).unwrap();
-        let mut spool = Spool::new("r1", &cfg(&spool_dir));
+        let mut spool = Spool::new(&cfg(&spool_dir));
         assert_eq!(spool.next(|_| false).1, FolderState::Listed);
         fs::remove_dir(&spool_dir).unwrap();
         for _ in 0..5 {
@@ -654,7 +652,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_aged(dir.path(), "busy.log", b"x\n", Duration::from_secs(60));
         write_aged(dir.path(), "skip.log", b"x\n", Duration::from_secs(60));
-        let mut spool = Spool::new("r1", &cfg(dir.path()));
+        let mut spool = Spool::new(&cfg(dir.path()));
         let skip = dir.path().join("skip.log");
         spool.skip(&skip, Shape::of(&fs::metadata(&skip).unwrap()));
         let busy = dir.path().join("busy.log");

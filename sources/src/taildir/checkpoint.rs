@@ -83,11 +83,10 @@ impl Tail {
         cp.urgent = false;
         let list = self.files.positions();
         let path = cp.path.clone();
-        let name = self.ctx.name.clone();
         cp.changed = false;
         cp.next = Instant::now() + CHECKPOINT_EVERY;
-        cp.saving = Some(tokio::task::spawn_blocking(move || {
-            save(&name, &path, &positions::encode(list), false)
+        cp.saving = Some(blocking::start(&Handle::current(), move || {
+            save(&path, &positions::encode(list), false)
         }));
     }
 
@@ -99,24 +98,24 @@ impl Tail {
             let _ = blocking::join(h).await;
         }
         let data = Arc::new(positions::encode(self.files.positions()));
-        let (path, name) = (self.positions.path.clone(), self.ctx.name.clone());
+        let path = self.positions.path.clone();
         let write = {
-            let (path, name, data) = (path.clone(), name.clone(), data.clone());
-            move || save(&name, &path, &data, true)
+            let (path, data) = (path.clone(), data.clone());
+            move || save(&path, &data, true)
         };
         if blocking::run(&Handle::current(), write).await.is_err() {
             // The runtime runs no more blocking work: write here, so that the stop keeps
             // what was safe.
-            save(&name, &path, &data, true);
+            save(&path, &data, true);
         }
     }
 }
 
 /// Writes the positions: durably at stop, and often but only crash-safe (not power-loss-safe)
 /// while running, which at worst repeats lines.
-fn save(source: &str, path: &Path, data: &[u8], durable: bool) {
+fn save(path: &Path, data: &[u8], durable: bool) {
     if let Err(e) = positions::save(path, data, durable) {
-        error!(source, position_file = %path.display(), error = %e,
+        error!(position_file = %path.display(), error = %e,
             "cannot write the position file; lines read since the last write may repeat after a restart");
     }
 }

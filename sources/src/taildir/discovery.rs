@@ -56,7 +56,7 @@ impl Discovery {
         tmp.push(".tmp");
         patterns.keep_out(Path::new(&tmp));
         let patterns = Arc::new(patterns);
-        let watcher = Watcher::new(&ctx.name, patterns.clone());
+        let watcher = Watcher::new(patterns.clone());
         Discovery {
             shared: watcher.shared(),
             scanner: Some(Scanner {
@@ -174,7 +174,7 @@ impl Tail {
         }
         for (path, what) in changes.missed {
             SourceMetrics::add(&self.ctx.metrics.files_missed, 1);
-            warn!(source = %self.ctx.name, file = %path.display(), what,
+            warn!(file = %path.display(), what,
                 "a file matched the patterns but could not be read: its lines are lost");
         }
         if changes.rescan {
@@ -230,7 +230,7 @@ impl Tail {
             return;
         }
         let begin = self.resume.start_of((dev, ino), Seen::Appeared);
-        info!(source = %self.ctx.name, file = %path.display(), at = %at.display(),
+        info!(file = %path.display(), at = %at.display(),
             "following a new file from the moment it appeared");
         let pattern = self.discovery.patterns.pattern_of(&path).unwrap_or(0);
         let key = self.add(&path, pattern, (dev, ino), begin);
@@ -267,7 +267,7 @@ impl Tail {
         };
         self.discovery.scanner = Some(scanner);
         if polling && !self.discovery.polling() {
-            warn!(source = %self.ctx.name, poll_interval = ?self.cfg.poll_interval.0,
+            warn!(poll_interval = ?self.cfg.poll_interval.0,
                 "some folders are polled: their files are looked at every poll_interval");
         }
         let every = if polling {
@@ -282,8 +282,8 @@ impl Tail {
         let lost = self.apply(listing, first);
         self.find_moved(lost).await;
         self.open
-            .close_idle(&mut self.files, self.cfg.idle_timeout.0, &self.ctx.name);
-        debug!(source = %self.ctx.name, matched, took = ?began.elapsed(), "patterns expanded");
+            .close_idle(&mut self.files, self.cfg.idle_timeout.0);
+        debug!(matched, took = ?began.elapsed(), "patterns expanded");
     }
 
     /// Matches a listing to the files followed; returns the closed files whose path no
@@ -307,9 +307,9 @@ impl Tail {
                     let start = begin.start;
                     // At startup the start line gives the count; one line per file after.
                     if first {
-                        debug!(source = %self.ctx.name, file = %f.path.display(), start = ?start, "following a new file");
+                        debug!(file = %f.path.display(), start = ?start, "following a new file");
                     } else {
-                        info!(source = %self.ctx.name, file = %f.path.display(), start = ?start, "following a new file");
+                        info!(file = %f.path.display(), start = ?start, "following a new file");
                     }
                     self.add(&f.path, f.pattern, id, begin)
                 }
@@ -340,7 +340,7 @@ impl Tail {
                 continue;
             };
             if st.is_open() {
-                info!(source = %self.ctx.name, file = %st.path.display(),
+                info!(file = %st.path.display(),
                     "the path no longer leads to this file (rotated, deleted or re-pointed); reading it to its end");
                 self.jobs.unbound(key);
                 self.jobs.queue(key, st);
@@ -398,7 +398,7 @@ impl Tail {
             };
             match at {
                 Some(path) => {
-                    debug!(source = %self.ctx.name, file = %st.path.display(), now_at = %path.display(),
+                    debug!(file = %st.path.display(), now_at = %path.display(),
                         "a closed file was renamed; reading it to its end");
                     st.open_path = path;
                     st.start = Start::At(st.read_pos);
@@ -406,19 +406,19 @@ impl Tail {
                     self.jobs.enqueue(key, &mut self.files);
                 }
                 None => {
-                    debug!(source = %self.ctx.name, file = %st.path.display(), "a closed file is gone");
+                    debug!(file = %st.path.display(), "a closed file is gone");
                     self.jobs.retire_later(key, st);
                 }
             }
         }
         for p in resumed {
             let Some(at) = found.next().flatten() else {
-                info!(source = %self.ctx.name, file = %p.path,
+                info!(file = %p.path,
                     "a file of the last run is gone; its position is forgotten");
                 self.positions.changed();
                 continue;
             };
-            info!(source = %self.ctx.name, file = %p.path, now_at = %at.display(),
+            info!(file = %p.path, now_at = %at.display(),
                 "a file of the last run was rotated away; found by its inode, reading it to its end");
             let path = PathBuf::from(&p.path);
             // The pattern the file was matched under decides its static headers.

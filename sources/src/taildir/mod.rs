@@ -116,7 +116,7 @@ impl Tail {
             position_file,
         } = src;
         let policy = (cfg.read_from, cfg.ignore_older.map(|d| d.0));
-        let resume = Resume::new(loaded, policy, (&ctx.name, &position_file));
+        let resume = Resume::new(loaded, policy, &position_file);
         Tail {
             discovery: Discovery::new(&cfg, &ctx, &position_file),
             files: Files::default(),
@@ -133,8 +133,11 @@ impl Tail {
         let mut shutdown = self.ctx.shutdown.clone();
         self.scan(true).await;
         self.ctx.metrics.mark_started();
-        info!(source = %self.ctx.name, files = self.files.len(), polling = self.discovery.polling(),
-            "taildir source started");
+        info!(
+            files = self.files.len(),
+            polling = self.discovery.polling(),
+            "taildir source started"
+        );
         let shared = self.discovery.shared();
         while !shutdown.is_stopping() {
             self.take_changes();
@@ -162,7 +165,7 @@ impl Tail {
             }
         }
         self.drain(&mut shutdown).await;
-        info!(source = %self.ctx.name, "taildir source stopped");
+        info!("taildir source stopped");
     }
 
     /// When the loop must look again without an event.

@@ -87,10 +87,10 @@ impl OpenSet {
     }
 
     /// Closes files that were not written for `idle`; they are opened again when they grow.
-    pub fn close_idle(&mut self, files: &mut Files, idle: Duration, source: &str) {
+    pub fn close_idle(&mut self, files: &mut Files, idle: Duration) {
         for st in files.values_mut() {
             if st.is_idle() && st.last_growth.elapsed() >= idle {
-                debug!(source = %source, file = %st.path.display(), "closing an idle file");
+                debug!(file = %st.path.display(), "closing an idle file");
                 self.close(st);
             }
         }
@@ -232,9 +232,9 @@ mod tests {
         let idle = read_one(&mut files, &mut open, dir.path(), "idle");
         let queued = read_one(&mut files, &mut open, dir.path(), "queued");
         files.get_mut(queued).unwrap().queued = true;
-        open.close_idle(&mut files, Duration::from_secs(3600), "r1");
+        open.close_idle(&mut files, Duration::from_secs(3600));
         assert!(files.get(idle).unwrap().is_open(), "it grew just now");
-        open.close_idle(&mut files, Duration::ZERO, "r1");
+        open.close_idle(&mut files, Duration::ZERO);
         assert!(is_closed_at(&files, idle, 5));
         assert!(files.get(queued).unwrap().is_open());
         assert_eq!(open.open, 1);

@@ -77,20 +77,20 @@ pub(super) struct Resume {
 }
 
 impl Resume {
-    /// The positions `loaded` from the position file of source `source` at `position_file`
+    /// The positions `loaded` from the position file at `position_file`
     /// (a corrupt one set aside is logged: every file is then read from its beginning), with
     /// the source's `read_from` and `ignore_older`.
     pub fn new(
         loaded: Loaded,
         (read_from, ignore_older): (ReadFrom, Option<Duration>),
-        (source, position_file): (&str, &Path),
+        position_file: &Path,
     ) -> Self {
         let first_run = matches!(loaded, Loaded::Missing);
         let remembered = match loaded {
             Loaded::Missing => HashMap::new(),
             Loaded::Read(list) => list.into_iter().map(|p| ((p.dev, p.ino), p)).collect(),
             Loaded::SetAside { error, moved_to } => {
-                error!(source = %source, position_file = %position_file.display(), error,
+                error!(position_file = %position_file.display(), error,
                     moved_to = ?moved_to, "corrupt position file set aside; every file found now is \
                     read from its beginning (lines may repeat, none is lost)");
                 HashMap::new()
@@ -162,11 +162,7 @@ mod tests {
     }
 
     fn resume(loaded: Loaded, read_from: ReadFrom, ignore_older: Option<Duration>) -> Resume {
-        Resume::new(
-            loaded,
-            (read_from, ignore_older),
-            ("r1", Path::new("p.json")),
-        )
+        Resume::new(loaded, (read_from, ignore_older), Path::new("p.json"))
     }
 
     /// A scan's sight of a file modified `age` ago, `size` bytes long.

@@ -247,7 +247,6 @@ impl Tail {
         let Some(st) = self.files.get_mut(d.key) else {
             return;
         };
-        let name = &self.ctx.name;
         let long = (self.cfg.max_line_bytes.0, self.cfg.long_lines);
         pipeline::long_lines(&self.ctx, &st.path, st.read_pos, d.long, long);
         if let Some(v) = d.restarted {
@@ -256,7 +255,7 @@ impl Tail {
             } else {
                 "replaced by other content"
             };
-            warn!(source = %name, file = %st.path.display(), offset = st.read_pos, what,
+            warn!(file = %st.path.display(), offset = st.read_pos, what,
                 "file truncated or rewritten; reading it again from its start");
             st.progress.reset(0);
             st.read_pos = 0;
@@ -294,7 +293,7 @@ impl Tail {
                 }
             }
             Status::Finished => {
-                info!(source = %name, file = %st.path.display(), offset = d.read_pos,
+                info!(file = %st.path.display(), offset = d.read_pos,
                     "rotated file read to its end and closed");
                 st.read_pos = d.read_pos;
                 st.read_end = d.read_pos;
@@ -305,13 +304,13 @@ impl Tail {
                 if st.bound {
                     self.discovery.want();
                 } else {
-                    debug!(source = %name, file = %st.path.display(), "a rotated file vanished before it was opened");
+                    debug!(file = %st.path.display(), "a rotated file vanished before it was opened");
                     self.jobs.done_with(d.key, st);
                 }
             }
             Status::Failed(e) => {
                 SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
-                error!(source = %name, file = %st.open_path.display(), offset = st.read_pos, error = %e,
+                error!(file = %st.open_path.display(), offset = st.read_pos, error = %e,
                     "cannot read the file; trying again when it changes");
                 st.read_end = st.read_pos;
                 st.start = Start::At(st.read_pos);

@@ -368,7 +368,6 @@ fn open_regular(path: &Path) -> io::Result<Option<(File, Identity)>> {
 
 /// Watches folders, falling back to polling where it cannot.
 pub struct Watcher {
-    source: String,
     inner: Option<notify::RecommendedWatcher>,
     shared: Arc<Shared>,
     watched: HashSet<PathBuf>,
@@ -377,9 +376,9 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// A watcher for the source named `source`, opening files that appear under a name
+    /// A watcher opening files that appear under a name
     /// `patterns` match; without inotify every folder is polled.
-    pub fn new(source: &str, patterns: Arc<Patterns>) -> Self {
+    pub fn new(patterns: Arc<Patterns>) -> Self {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 changes: Changes::default(),
@@ -394,13 +393,12 @@ impl Watcher {
         let inner = match notify::recommended_watcher(handler) {
             Ok(w) => Some(w),
             Err(e) => {
-                warn!(source, error = %e,
+                warn!(error = %e,
                     "no file-system events (is fs.inotify.max_user_instances reached?); polling every file");
                 None
             }
         };
         Watcher {
-            source: source.to_owned(),
             inner,
             shared,
             watched: HashSet::new(),
@@ -438,7 +436,7 @@ impl Watcher {
                 continue;
             };
             if let Some(fs) = remote_fs(d) {
-                warn!(source = %self.source, dir = %d.display(), fs,
+                warn!(dir = %d.display(), fs,
                     "network file system: writes from other hosts raise no events; polling this folder");
                 self.polled.insert(d.clone());
                 continue;
@@ -449,7 +447,7 @@ impl Watcher {
                 }
                 Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
                     if !self.warned_limit {
-                        warn!(source = %self.source, dir = %d.display(),
+                        warn!(dir = %d.display(),
                             "inotify watch limit reached (raise fs.inotify.max_user_watches); polling \
                              the folders that are not watched");
                         self.warned_limit = true;
