@@ -97,8 +97,8 @@ pub enum Stopped {
 
 /// One kind of sink, as the driver ([`drive`](crate::drive)) runs it: it is opened, handed
 /// leases, reports each one's [`Outcome`], and is closed. The driver calls one method at a
-/// time; every future returned must be cancel-safe (the driver drops it when something else
-/// happens first and asks again).
+/// time and awaits the futures of `open` and `close` to the end; the future of `outcome` must
+/// be cancel-safe (the driver drops it when something else happens first, and asks again).
 pub trait Sink: Send {
     /// What the sink can take on.
     fn capabilities(&self) -> Capabilities;
