@@ -14,7 +14,7 @@ use sluice_channels::lifecycle::{Phase, ShutdownTrigger};
 use sluice_channels::{Channel, FileChannel, MemoryChannel, fsutil};
 use sluice_sinks::console::ConsoleSink;
 use sluice_sinks::kafka::KafkaSink;
-use sluice_sinks::{SinkContext, SinkMetrics};
+use sluice_sinks::{Sink, SinkContext, SinkMetrics};
 use sluice_sources::spooldir::SpoolDirSource;
 use sluice_sources::taildir::TailDirSource;
 use sluice_sources::{SourceContext, SourceMetrics};
@@ -309,26 +309,21 @@ impl Supervisor {
     fn start_sink(&mut self, s: &SinkDef) {
         let trigger = ShutdownTrigger::new();
         let metrics = self.sink_metrics.entry(s.name.clone()).or_default().clone();
+        let sink: Box<dyn Sink> = match &s.kind {
+            SinkKind::Console(c) => Box::new(ConsoleSink::new(c.clone(), &s.name, metrics.clone())),
+            SinkKind::Kafka(c) => Box::new(KafkaSink::new((**c).clone(), &s.name, metrics.clone())),
+        };
         let ctx = SinkContext {
             name: s.name.clone(),
             channel: self.channels[&s.channel].clone(),
             shutdown: trigger.subscribe(),
             metrics,
         };
-        match &s.kind {
-            SinkKind::Console(c) => {
-                let sink = ConsoleSink::new(c.clone(), ctx);
-                self.spawn(Kind::Sink, &s.name, trigger, async move {
-                    sink.run().await.map_err(anyhow::Error::from)
-                });
-            }
-            SinkKind::Kafka(c) => {
-                let sink = KafkaSink::new((**c).clone(), ctx);
-                self.spawn(Kind::Sink, &s.name, trigger, async move {
-                    sink.run().await.map_err(anyhow::Error::from)
-                });
-            }
-        }
+        self.spawn(Kind::Sink, &s.name, trigger, async move {
+            sluice_sinks::drive(sink, ctx)
+                .await
+                .map_err(anyhow::Error::from)
+        });
     }
 
     fn start_source(&mut self, s: &SourceDef) {

@@ -8,7 +8,7 @@
 #
 # DIR (default target/wal-bench) must be on the disk to measure. Defaults: 1024 MiB per run,
 # a 1024 MiB backlog, each figure the median of 3 runs. Run as root to also measure recovery
-# with a cold page cache.
+# with a cold page cache. WAL_BENCH picks a pre-built wal_bench binary (default: cargo run).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 dir=${1:-$repo/target/wal-bench}
@@ -18,7 +18,11 @@ cd "$repo"
 mkdir -p "$dir"
 trap 'rm -rf "$dir"' EXIT
 echo "== $(nproc) cores, $(df -h --output=source,fstype "$dir" | tail -1), $(date -u +%F)"
-cargo run --release -q -p sluice-channels --example wal_bench -- "$dir" "$mib" "$backlog" "${4:-3}"
+if [[ -n "${WAL_BENCH:-}" ]]; then
+  "$WAL_BENCH" "$dir" "$mib" "$backlog" "${4:-3}"
+else
+  cargo run --release -q -p sluice-channels --example wal_bench -- "$dir" "$mib" "$backlog" "${4:-3}"
+fi
 echo "== dd, 16 MiB writes, oflag=dsync (one sync per write)"
 sync
 dd if=/dev/zero of="$dir/dd" bs=16M count=$((mib / 16)) oflag=dsync 2>&1 | tail -1

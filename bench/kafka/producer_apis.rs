@@ -26,7 +26,7 @@ use rdkafka::producer::{
 use sluice_channels::lifecycle::ShutdownTrigger;
 use sluice_channels::{Channel, Event, MemoryChannel, MemoryChannelConfig, Origin};
 use sluice_sinks::kafka::{KafkaConfig, KafkaSink};
-use sluice_sinks::{SinkContext, SinkMetrics};
+use sluice_sinks::{SinkContext, SinkMetrics, drive};
 
 /// The user and system CPU time of this process so far.
 fn cpu_time() -> Duration {
@@ -105,16 +105,15 @@ async fn run_sink(brokers: &str, topic: &str, evs: Vec<Event>) {
     }
     channel.close();
     let trigger = ShutdownTrigger::new();
+    let metrics = Arc::new(SinkMetrics::default());
+    let sink = KafkaSink::new(sink_config(brokers, topic), "k1", metrics.clone());
     let ctx = SinkContext {
         name: "k1".into(),
         channel: channel.clone(),
         shutdown: trigger.subscribe(),
-        metrics: Arc::new(SinkMetrics::default()),
+        metrics,
     };
-    KafkaSink::new(sink_config(brokers, topic), ctx)
-        .run()
-        .await
-        .unwrap();
+    drive(Box::new(sink), ctx).await.unwrap();
 }
 
 struct Counting(AtomicUsize);

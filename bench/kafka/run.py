@@ -20,8 +20,9 @@ Every run's topic is checked to hold exactly N records. SLUICE_SINK_OPTIONS adds
 (`;`-separated YAML lines, e.g. `batch_size: 5000; batches_in_flight: 16`) for experiments;
 SLUICE_PRELOAD sets LD_PRELOAD for sluice only (to try another malloc). With --apis it also runs the
 producer_apis example (the sink's producer against rdkafka's ThreadedProducer and
-FutureProducer). Results (medians) are printed as a Markdown table and written to
-bench/out/kafka/results.md.
+FutureProducer). SLUICE_BIN and PRODUCER_APIS pick pre-built binaries instead of building them.
+Results (medians) are printed as a Markdown table and written to bench/out/kafka/results.md
+(BENCH_OUT: another folder).
 """
 
 import argparse
@@ -190,11 +191,18 @@ def main():
     ap.add_argument("--apis", action="store_true")
     args = ap.parse_args()
 
-    print("building sluice (release)...", flush=True)
-    run(["cargo", "build", "--release", "-p", "sluice-agent", "--bin", "sluice"], cwd=REPO)
-    if args.apis:
-        run(["cargo", "build", "--release", "-p", "sluice-sinks", "--example", "producer_apis"], cwd=REPO)
-    bin_path = REPO / "target/release/sluice"
+    if os.environ.get("SLUICE_BIN"):
+        bin_path = Path(os.environ["SLUICE_BIN"]).resolve()
+    else:
+        print("building sluice (release)...", flush=True)
+        run(["cargo", "build", "--release", "-p", "sluice-agent", "--bin", "sluice"], cwd=REPO)
+        bin_path = REPO / "target/release/sluice"
+    if os.environ.get("PRODUCER_APIS"):
+        apis_path = Path(os.environ["PRODUCER_APIS"]).resolve()
+    else:
+        apis_path = REPO / "target/release/examples/producer_apis"
+        if args.apis:
+            run(["cargo", "build", "--release", "-p", "sluice-sinks", "--example", "producer_apis"], cwd=REPO)
     OUT.mkdir(parents=True, exist_ok=True)
     names, payload = make_inputs(args.lines, args.files, OUT / "input")
     lines = (args.lines // args.files) * args.files
@@ -211,7 +219,7 @@ def main():
         if args.apis:
             create_topic(bootstrap, "bench-apis")
             for mode in ["sink", "threaded", "future"] * args.runs:
-                r = run([str(REPO / "target/release/examples/producer_apis"), mode, bootstrap,
+                r = run([str(apis_path), mode, bootstrap,
                          "bench-apis", "2000000", str(CORPUS)])
                 rec = json.loads(r.stdout.strip().splitlines()[-1])
                 results.setdefault(("apis", mode), []).append((rec["wall_s"], rec["cpu_s"], rec["records"]))

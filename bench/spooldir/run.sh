@@ -4,6 +4,9 @@
 # Also measures raw line framing on one core (sources/examples/framing_bench.rs) on the same file.
 #
 #   bench/spooldir/run.sh [SIZE_MB]      (default 1100)
+#
+# SLUICE_BIN and FRAMING_BENCH pick pre-built binaries (default: builds target/release/sluice
+# and the framing_bench example).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 size_mb=${1:-1100}
@@ -12,9 +15,15 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
 cd "$repo"
-cargo build --release -q -p sluice-agent --bin sluice
-cargo build --release -q -p sluice-sources --example framing_bench
-bin=$repo/target/release/sluice
+if [[ -z "${SLUICE_BIN:-}" ]]; then
+  cargo build --release -q -p sluice-agent --bin sluice
+  SLUICE_BIN=$repo/target/release/sluice
+fi
+if [[ -z "${FRAMING_BENCH:-}" ]]; then
+  cargo build --release -q -p sluice-sources --example framing_bench
+  FRAMING_BENCH=$repo/target/release/examples/framing_bench
+fi
+bin=$SLUICE_BIN
 
 mkdir -p "$work/spool" "$work/data"
 input=$work/input.log
@@ -28,7 +37,7 @@ bytes=$(stat -c %s "$input")
 lines=$(wc -l < "$input")
 
 echo "== framing only (one core, file in page cache)"
-"$repo/target/release/examples/framing_bench" "$input" 3
+"$FRAMING_BENCH" "$input" 3
 
 cat > "$work/agent.yaml" <<YAML
 bench:

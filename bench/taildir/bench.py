@@ -11,6 +11,7 @@ The baselines run the same measurements with `cat` (raw read) and GNU `tail -F`.
 
     bench/taildir/run.sh            (builds the release binary, then runs this)
     bench/taildir/bench.py BIN      (BIN: path of the release `sluice` binary)
+    bench/taildir/bench.py BIN 1 100    (only the catch-up throughput, on 1 and on 100 files)
 """
 
 import os
@@ -226,6 +227,10 @@ def latency(binary, n_idle, rate, secs):
 def main():
     binary = sys.argv[1]
     print("== catch-up throughput (read_from beginning; stdout to /dev/null)")
+    if len(sys.argv) > 2:
+        for n_files in sys.argv[2:]:
+            throughput(binary, int(n_files), 2_000_000)
+        return
     throughput(binary, 1, 2_000_000)
     throughput(binary, 100, 2_000_000)
     throughput(binary, 10_000, 2_000_000)

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::Poll;
 
 use tokio::sync::watch;
 
@@ -66,29 +67,93 @@ impl Lease {
 ///
 /// It resolves once the channel's *safe* watermark reaches the end of the batch; what safe
 /// means is the channel's choice (committed by a sink for the memory channel, durably written
-/// for a file channel). Waiting costs no allocation.
+/// for a file channel). Waiting on a receipt from one channel costs no allocation.
+///
+/// Receipts combine with [`Receipt::and`] into one that resolves when all of them have
+/// resolved, for a batch put into several channels.
 #[derive(Debug, Clone)]
 pub struct Receipt {
+    /// The first part; a receipt from [`Channel::put`] has only this one.
+    head: Part,
+    /// The parts combined into this receipt after the first, in the order they were added.
+    more: Vec<Part>,
+}
+
+/// One channel's promise: its watermark, and where the batch ends in that channel.
+#[derive(Debug, Clone)]
+struct Part {
     end_seq: u64,
     safe: watch::Receiver<u64>,
+}
+
+impl Part {
+    fn is_safe(&self) -> bool {
+        *self.safe.borrow() >= self.end_seq
+    }
+
+    async fn wait(&mut self) -> bool {
+        let end = self.end_seq;
+        self.safe.wait_for(|v| *v >= end).await.is_ok()
+    }
 }
 
 impl Receipt {
     /// A receipt that resolves when the watermark published on `safe` reaches `end_seq`.
     pub fn new(end_seq: u64, safe: watch::Receiver<u64>) -> Self {
-        Receipt { end_seq, safe }
+        Receipt {
+            head: Part { end_seq, safe },
+            more: Vec::new(),
+        }
     }
 
-    /// True once the batch is safe; never waits.
+    /// A receipt that resolves once both `self` and `other` have resolved (each may itself be
+    /// combined), for a batch put into several channels: `receipts.reduce(Receipt::and)`.
+    /// Allocates once per combination (the list of parts), never per event.
+    ///
+    /// Nothing but tests uses it yet: it is there for a source that fans a batch out to several
+    /// channels.
+    pub fn and(mut self, other: Receipt) -> Receipt {
+        self.more.reserve(1 + other.more.len());
+        self.more.push(other.head);
+        self.more.extend(other.more);
+        self
+    }
+
+    /// True once the batch is safe in every channel it was put into; never waits.
     pub fn is_safe(&self) -> bool {
-        *self.safe.borrow() >= self.end_seq
+        self.head.is_safe() && self.more.iter().all(Part::is_safe)
     }
 
-    /// Waits until the batch is safe. Returns false if the channel was dropped first, in which
-    /// case the batch must be treated as not safe.
+    /// Waits until the batch is safe in every channel it was put into. Returns false as soon as
+    /// one of those channels is dropped before the batch was safe in it, in which case the
+    /// batch must be treated as not safe. A receipt from one channel waits without allocating;
+    /// a combined one allocates on each call: a future for each part not safe yet, and their
+    /// list.
     pub async fn wait(&mut self) -> bool {
-        let end = self.end_seq;
-        self.safe.wait_for(|v| *v >= end).await.is_ok()
+        if self.more.is_empty() {
+            return self.head.wait().await;
+        }
+        let mut waits: Vec<_> = std::iter::once(&mut self.head)
+            .chain(self.more.iter_mut())
+            .filter(|p| !p.is_safe())
+            .map(|p| Box::pin(p.wait()))
+            .collect();
+        std::future::poll_fn(|cx| {
+            let mut i = 0;
+            while i < waits.len() {
+                match waits[i].as_mut().poll(cx) {
+                    Poll::Ready(false) => return Poll::Ready(false),
+                    Poll::Ready(true) => drop(waits.swap_remove(i)),
+                    Poll::Pending => i += 1,
+                }
+            }
+            if waits.is_empty() {
+                Poll::Ready(true)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 }
 

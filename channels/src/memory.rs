@@ -307,7 +307,9 @@ impl Channel for MemoryChannel {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
     use std::sync::Arc;
+    use std::task::Poll;
     use std::time::Duration;
 
     use bytes::Bytes;
@@ -368,6 +370,69 @@ mod tests {
         let rest = ch.take(10).await.unwrap().unwrap();
         ch.commit(rest).await.unwrap();
         assert!(r2.is_safe());
+    }
+
+    async fn commit_everything(ch: &MemoryChannel) {
+        let lease = ch.take(usize::MAX).await.unwrap().unwrap();
+        ch.commit(lease).await.unwrap();
+    }
+
+    /// What `wait` gives when polled once: `None` while it would still wait.
+    async fn wait_now(receipt: &mut Receipt) -> Option<bool> {
+        let mut wait = std::pin::pin!(receipt.wait());
+        match std::future::poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx))).await {
+            Poll::Ready(safe) => Some(safe),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Two channels, and the receipt of a batch put into both.
+    async fn fanned_out() -> (MemoryChannel, MemoryChannel, Receipt) {
+        let (a, b) = (channel(100, 1 << 20), channel(100, 1 << 20));
+        let ra = a.put(events(0..3)).await.unwrap();
+        let rb = b.put(events(0..5)).await.unwrap();
+        (a, b, ra.and(rb))
+    }
+
+    #[tokio::test]
+    async fn a_combined_receipt_resolves_only_when_every_part_has() {
+        let (a, b, ab) = fanned_out().await;
+        let c = channel(100, 1 << 20);
+        let mut all = ab.and(c.put(events(0..2)).await.unwrap());
+        assert!(!all.is_safe());
+        assert_eq!(wait_now(&mut all).await, None);
+        commit_everything(&a).await;
+        commit_everything(&c).await;
+        assert!(!all.is_safe(), "b has not committed");
+        assert_eq!(wait_now(&mut all).await, None);
+        commit_everything(&b).await;
+        assert!(all.is_safe());
+        assert_eq!(wait_now(&mut all).await, Some(true));
+    }
+
+    #[tokio::test]
+    async fn waiting_on_a_combined_receipt_ends_false_once_a_channel_is_dropped() {
+        let (a, b, mut all) = fanned_out().await;
+        let waiter = tokio::spawn(async move { all.wait().await });
+        // a's part never resolves: the drop of b alone ends the wait.
+        drop(b);
+        let safe = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("the wait ended")
+            .unwrap();
+        assert!(!safe);
+        drop(a);
+    }
+
+    #[tokio::test]
+    async fn a_channel_dropped_after_its_part_resolved_does_not_fail_the_receipt() {
+        let (a, b, mut all) = fanned_out().await;
+        commit_everything(&a).await;
+        drop(a);
+        assert_eq!(wait_now(&mut all).await, None);
+        commit_everything(&b).await;
+        assert!(all.is_safe());
+        assert!(all.wait().await);
     }
 
     #[tokio::test]

@@ -4,14 +4,17 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_channels::config::Problem;
-use sluice_channels::lifecycle::Phase;
-use sluice_channels::{Event, Lease};
+use sluice_channels::{BoxFuture, Event, Lease};
+use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::{SinkContext, SinkError, SinkMetrics};
+use crate::sink::{Capabilities, Close, Failure, Outcome, Returned, Sink, Stopped};
+use crate::{SinkError, SinkMetrics};
 
 /// The console sink's options, as written under `sinks.NAME` (without `type` and `channel`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -40,93 +43,124 @@ impl ConsoleConfig {
 /// per batch.
 type Stdout = BufWriter<File>;
 
-/// The console sink.
+/// A write on its blocking thread; it hands back stdout, the lease, and how the write went.
+type Writing = JoinHandle<(Stdout, Lease, io::Result<()>)>;
+
+/// The console sink: one lease in flight, written on a blocking thread and flushed before it
+/// counts as delivered. A failed write is fatal (stdout does not come back). An abort returns
+/// at once, also while a write to stdout is blocked (a pipe nobody reads): the lease being
+/// written is left to the blocked thread and is neither committed nor rolled back, so its lines
+/// are read again from their sources' checkpoints after a restart.
 pub struct ConsoleSink {
     cfg: ConsoleConfig,
-    ctx: SinkContext,
+    name: String,
+    metrics: Arc<SinkMetrics>,
+    /// Stdout, while no write holds it.
+    out: Option<Stdout>,
+    /// The write in progress.
+    writing: Option<Writing>,
 }
 
 impl ConsoleSink {
-    /// A sink draining `ctx.channel` to stdout.
-    pub fn new(cfg: ConsoleConfig, ctx: SinkContext) -> Self {
-        ConsoleSink { cfg, ctx }
+    /// A sink named `name` writing to stdout, counting in `metrics`.
+    pub fn new(cfg: ConsoleConfig, name: &str, metrics: Arc<SinkMetrics>) -> Self {
+        ConsoleSink {
+            cfg,
+            name: name.to_owned(),
+            metrics,
+            out: None,
+            writing: None,
+        }
     }
 
-    /// Runs until the channel is closed and empty, until it is asked to drain (it returns
-    /// once the batch being written is committed), or until the agent aborts. An abort returns at
-    /// once, also while a write to stdout is blocked (a pipe nobody reads): the batch being
-    /// written is left to the blocked thread and is neither committed nor rolled back, so its
-    /// lines are read again from their sources' checkpoints after a restart.
-    pub async fn run(self) -> Result<(), SinkError> {
-        let stdout =
-            io::stdout()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|error| SinkError::Output {
-                    sink: self.ctx.name.clone(),
-                    error,
-                })?;
-        let mut out: Option<Stdout> = Some(BufWriter::with_capacity(256 << 10, File::from(stdout)));
-        let mut shutdown = self.ctx.shutdown.clone();
-        let channel = &self.ctx.channel;
-        let metrics = &self.ctx.metrics;
-        metrics.started();
-        metrics.set_connected(true);
-        loop {
-            let lease = tokio::select! {
-                lease = channel.take(self.cfg.batch_size) => lease,
-                _ = shutdown.reached(Phase::Draining) => break,
-            };
-            let lease = lease.map_err(|error| SinkError::Channel {
-                sink: self.ctx.name.clone(),
-                error,
-            })?;
-            let Some(lease) = lease else { break };
-            let writer = out.take().ok_or_else(|| SinkError::Output {
-                sink: self.ctx.name.clone(),
-                error: io::Error::other("stdout lost"),
-            })?;
-            let write = tokio::task::spawn_blocking(move || {
-                let mut writer = writer;
-                let result = write_lease(&mut writer, &lease);
-                (writer, lease, result)
-            });
-            let written = tokio::select! {
-                written = write => written,
-                _ = shutdown.reached(Phase::Aborting) => {
-                    warn!(sink = %self.ctx.name,
-                        "stopping while a write to stdout is blocked; its lines are read again after a restart");
-                    return Ok(());
-                }
-            };
-            let (writer, lease, result) = written.map_err(|e| SinkError::Output {
-                sink: self.ctx.name.clone(),
-                error: io::Error::other(e),
-            })?;
-            out = Some(writer);
-            if let Err(error) = result {
-                metrics.delivery_failed(format!("cannot write to stdout: {error}"));
-                metrics.set_connected(false);
-                SinkMetrics::add(&metrics.rollbacks, 1);
-                error!(sink = %self.ctx.name, error = %error, "cannot write to stdout; the batch stays in the channel");
-                let _ = channel.rollback(lease);
-                return Err(SinkError::Output {
-                    sink: self.ctx.name.clone(),
-                    error,
-                });
-            }
-            let (events, bytes) = (lease.events.len() as u64, lease.bytes as u64);
-            channel
-                .commit(lease)
-                .await
-                .map_err(|error| SinkError::Channel {
-                    sink: self.ctx.name.clone(),
-                    error,
-                })?;
-            metrics.delivered(events, bytes);
+    fn output_error(&self, error: io::Error) -> SinkError {
+        SinkError::Output {
+            sink: self.name.clone(),
+            error,
         }
-        info!(sink = %self.ctx.name, "console sink stopped");
+    }
+
+    /// Opens stdout; the sink reaches its output from then on.
+    fn open_stdout(&mut self) -> Result<(), SinkError> {
+        let stdout = io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|error| self.output_error(error))?;
+        self.out = Some(BufWriter::with_capacity(256 << 10, File::from(stdout)));
+        self.metrics.set_connected(true);
         Ok(())
+    }
+
+    /// Waits for the write in progress; pending while there is none.
+    async fn written(&mut self) -> Result<Outcome, SinkError> {
+        let Some(writing) = self.writing.as_mut() else {
+            return std::future::pending().await;
+        };
+        let written = writing.await;
+        self.writing = None;
+        let (writer, lease, result) =
+            written.map_err(|e| self.output_error(io::Error::other(e)))?;
+        self.out = Some(writer);
+        let Err(error) = result else {
+            return Ok(Outcome::Delivered(lease));
+        };
+        self.metrics.set_connected(false);
+        let failure = Failure {
+            why: format!("cannot write to stdout: {error}"),
+            line: None,
+            fatal: Some(self.output_error(error)),
+        };
+        Ok(Outcome::Failed { lease, failure })
+    }
+}
+
+impl Sink for ConsoleSink {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            batch_size: self.cfg.batch_size,
+            in_flight: 1,
+            watch_every: None,
+        }
+    }
+
+    fn open(&mut self) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(std::future::ready(self.open_stdout()))
+    }
+
+    fn deliver(&mut self, lease: Lease) -> Result<(), SinkError> {
+        let mut writer = self
+            .out
+            .take()
+            .ok_or_else(|| self.output_error(io::Error::other("stdout lost")))?;
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            let result = write_lease(&mut writer, &lease);
+            (writer, lease, result)
+        }));
+        Ok(())
+    }
+
+    fn outcome(&mut self) -> BoxFuture<'_, Result<Outcome, SinkError>> {
+        Box::pin(self.written())
+    }
+
+    /// A write still in progress is left to its thread: its lease is not given back.
+    fn close(&mut self, _: Close) -> BoxFuture<'_, Returned> {
+        self.writing = None;
+        Box::pin(std::future::ready(Returned::default()))
+    }
+
+    fn failed(&self, failure: &Failure, _: usize, _: Option<Duration>) {
+        if let Some(SinkError::Output { error, .. }) = &failure.fatal {
+            error!(sink = %self.name, error = %error, "cannot write to stdout; the batch stays in the channel");
+        }
+    }
+
+    fn stopped(&self, how: Stopped) {
+        match how {
+            Stopped::Aborted { abandoned, .. } if abandoned > 0 => warn!(sink = %self.name,
+                "stopping while a write to stdout is blocked; its lines are read again after a restart"),
+            _ => info!(sink = %self.name, "console sink stopped"),
+        }
     }
 }
 

@@ -1,18 +1,27 @@
 //! Sluice's sinks: they take leases from a channel, deliver them, and commit each lease only
 //! after every event of it was delivered.
+//!
+//! One loop ([`drive`]) takes, commits, rolls back, retries, retires and aborts for every sink;
+//! each kind of sink implements [`Sink`], the seam where a lease is delivered.
 
 pub mod console;
+mod driver;
 pub mod kafka;
 mod metrics;
+mod sink;
+#[cfg(test)]
+mod testing;
 
 use std::sync::Arc;
 
 use sluice_channels::Channel;
 use sluice_channels::lifecycle::Shutdown;
 
+pub use driver::drive;
 pub use metrics::{SinkHealth, SinkMetrics};
+pub use sink::{Capabilities, Close, Failure, Outcome, Returned, Sink, Stopped};
 
-/// What the agent gives a sink to run with.
+/// What the agent gives a sink's [`drive`] to run with.
 #[derive(Clone)]
 pub struct SinkContext {
     /// The sink's name in the configuration (`k1`).

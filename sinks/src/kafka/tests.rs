@@ -2,8 +2,8 @@
 //! several batches in flight, injected broker errors, the oversize policies, abort.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,80 +13,15 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_channels::lifecycle::{Phase, ShutdownTrigger};
-use sluice_channels::{
-    BoxFuture, Channel, ChannelError, ChannelStats, Event, Lease, MemoryChannel,
-    MemoryChannelConfig, Origin, Receipt,
-};
+use sluice_channels::{Channel, Event, Origin};
 
 use super::{KafkaConfig, KafkaSink};
-use crate::{SinkContext, SinkError, SinkMetrics};
+use crate::testing::Recording;
+use crate::{SinkContext, SinkError, SinkMetrics, drive};
 
 const TOPIC: &str = "logs";
 const PARTITIONS: i32 = 4;
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A memory channel that records how many leases were outstanding at most and the order of
-/// commits, to check what the sink does with several batches in flight.
-struct Recording {
-    inner: MemoryChannel,
-    outstanding: AtomicUsize,
-    max_outstanding: AtomicUsize,
-    commits: Mutex<Vec<(u64, u64)>>,
-}
-
-impl Recording {
-    fn new() -> Arc<Self> {
-        Arc::new(Recording {
-            inner: MemoryChannel::new(
-                "c1",
-                MemoryChannelConfig {
-                    capacity: 1_000_000,
-                    capacity_bytes: 1 << 30,
-                },
-            ),
-            outstanding: AtomicUsize::new(0),
-            max_outstanding: AtomicUsize::new(0),
-            commits: Mutex::new(Vec::new()),
-        })
-    }
-}
-
-impl Channel for Recording {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn put(&self, batch: Vec<Event>) -> BoxFuture<'_, Result<Receipt, ChannelError>> {
-        self.inner.put(batch)
-    }
-    fn take(&self, max: usize) -> BoxFuture<'_, Result<Option<Lease>, ChannelError>> {
-        Box::pin(async move {
-            let lease = self.inner.take(max).await?;
-            if lease.is_some() {
-                let n = self.outstanding.fetch_add(1, Ordering::SeqCst) + 1;
-                self.max_outstanding.fetch_max(n, Ordering::SeqCst);
-            }
-            Ok(lease)
-        })
-    }
-    fn commit(&self, lease: Lease) -> BoxFuture<'_, Result<(), ChannelError>> {
-        self.commits
-            .lock()
-            .unwrap()
-            .push((lease.first_seq, lease.end_seq()));
-        self.outstanding.fetch_sub(1, Ordering::SeqCst);
-        self.inner.commit(lease)
-    }
-    fn rollback(&self, lease: Lease) -> Result<(), ChannelError> {
-        self.outstanding.fetch_sub(1, Ordering::SeqCst);
-        self.inner.rollback(lease)
-    }
-    fn close(&self) {
-        self.inner.close()
-    }
-    fn stats(&self) -> ChannelStats {
-        self.inner.stats()
-    }
-}
 
 fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let c = MockCluster::new(1).expect("mock cluster");
@@ -139,7 +74,8 @@ fn start(cfg: KafkaConfig, channel: Arc<dyn Channel>) -> Running {
         shutdown: trigger.subscribe(),
         metrics: metrics.clone(),
     };
-    let task = tokio::spawn(KafkaSink::new(cfg, ctx).run());
+    let sink = KafkaSink::new(cfg, "k1", metrics.clone());
+    let task = tokio::spawn(drive(Box::new(sink), ctx));
     Running {
         trigger,
         metrics,
