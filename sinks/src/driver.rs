@@ -86,6 +86,9 @@ impl Driver {
                         if !self.recover(lease, failure, &mut backoff).await? {
                             return Ok(());
                         }
+                        // The leases rolled back are in the channel again, closed or not:
+                        // take them again before the end.
+                        closed = false;
                     }
                 },
                 taken = async { take.as_mut().expect("a take is armed").await }, if can_take => {
@@ -588,6 +591,25 @@ mod tests {
             !metrics.health(0).failing,
             "a delivery ends the failing state"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leases_rolled_back_after_the_channel_closed_are_taken_and_delivered_again() {
+        use Step::*;
+        let run = start(20, 3, &[Handed(10)]).await;
+        run.idle().await;
+        run.channel.close();
+        // Single-threaded: let the driver see the end of the channel before the failure.
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        run.add(&[Fail(0, false), Deliver(0), Deliver(10)]);
+        let (result, log, channel) = run.finish().await;
+        result.unwrap();
+        assert_eq!(log.handed, [0, 10, 0, 10], "taken again after the rollback");
+        assert_eq!(commits(&channel), [0, 10]);
+        assert_eq!(channel.stats().events, 0, "nothing left behind");
+        assert_eq!(log.stopped, Some(Stopped::Finished { undelivered: 0 }));
     }
 
     #[tokio::test(start_paused = true)]
