@@ -151,15 +151,16 @@ impl Sink for ConsoleSink {
 
     fn failed(&self, failure: &Failure, _: usize, _: Option<Duration>) {
         if let Some(SinkError::Output { error, .. }) = &failure.fatal {
-            error!(sink = %self.name, error = %error, "cannot write to stdout; the batch stays in the channel");
+            error!(error = %error, "cannot write to stdout; the batch stays in the channel");
         }
     }
 
     fn stopped(&self, how: Stopped) {
         match how {
-            Stopped::Aborted { abandoned, .. } if abandoned > 0 => warn!(sink = %self.name,
-                "stopping while a write to stdout is blocked; its lines are read again after a restart"),
-            _ => info!(sink = %self.name, "console sink stopped"),
+            Stopped::Aborted { abandoned, .. } if abandoned > 0 => warn!(
+                "stopping while a write to stdout is blocked; its lines are read again after a restart"
+            ),
+            _ => info!("console sink stopped"),
         }
     }
 }

@@ -89,14 +89,16 @@ impl KafkaSink {
     async fn start(&self) -> Result<Worker, SinkError> {
         let config = self.cfg.client_config(&self.name);
         let slots = self.cfg.batches_in_flight;
-        let name = self.name.clone();
         let metrics = self.metrics.clone();
-        let producer =
-            tokio::task::spawn_blocking(move || KafkaProducer::new(&config, slots, &name, metrics))
-                .await
-                .map_err(|e| self.setup_error(e.to_string()))?
-                .map_err(|e| self.setup_error(format!("cannot create the kafka producer: {e}")))?;
-        let writer = RecordWriter::new(producer, &self.cfg, &self.name);
+        // librdkafka's threads log through the producer's context in the sink's span.
+        let span = tracing::Span::current();
+        let producer = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| KafkaProducer::new(&config, slots, metrics))
+        })
+        .await
+        .map_err(|e| self.setup_error(e.to_string()))?
+        .map_err(|e| self.setup_error(format!("cannot create the kafka producer: {e}")))?;
+        let writer = RecordWriter::new(producer, &self.cfg);
         Worker::spawn(writer, self.metrics.clone(), &self.name)
             .map_err(|e| self.setup_error(format!("cannot start the producer thread: {e}")))
     }
@@ -251,20 +253,19 @@ impl Sink for KafkaSink {
         // Statistics come every statistics.interval.ms: three missed ones, at least.
         let statistics = STALL_LIMIT.max(self.cfg.statistics_interval() * 3);
         let now = worker.stall(crate::metrics::now_ms(), STALL_LIMIT, statistics);
-        let sink = &self.name;
         match (now, self.stalled) {
             (Some(Stall::Thread(d)), None | Some(Stall::Librdkafka(_))) => {
                 let why = "the producer thread is blocked in librdkafka; delivery is stuck";
-                error!(sink = %sink, stuck_for = ?d, "{why}");
+                error!(stuck_for = ?d, "{why}");
                 self.metrics.client_error(why.to_owned());
             }
             (Some(Stall::Librdkafka(d)), None | Some(Stall::Thread(_))) => {
                 let why = "librdkafka emits no statistics (due every statistics.interval.ms): \
                     its main thread is stuck; delivery may not resume";
-                error!(sink = %sink, silent_for = ?d, "{why}");
+                error!(silent_for = ?d, "{why}");
                 self.metrics.client_error(why.to_owned());
             }
-            (None, Some(_)) => info!(sink = %sink, "the producer and librdkafka answer again"),
+            (None, Some(_)) => info!("the producer and librdkafka answer again"),
             _ => {}
         }
         self.stalled = now;
@@ -274,30 +275,31 @@ impl Sink for KafkaSink {
         let (file, offset) = failure.line.clone().unwrap_or_default();
         let why = &failure.why;
         match retry_in {
-            None => error!(sink = %self.name, file = %file, offset, batches, error = %why,
+            None => error!(file = %file, offset, batches, error = %why,
                 "cannot deliver the line; the sink stops and the line stays in the channel"),
-            Some(retry_in) => warn!(sink = %self.name, file = %file, offset, batches, error = %why,
+            Some(retry_in) => warn!(file = %file, offset, batches, error = %why,
                 retry_in = ?retry_in,
                 "delivery failed; the batches in flight are back in the channel and the producer is rebuilt"),
         }
     }
 
     fn stopped(&self, how: Stopped) {
-        let sink = &self.name;
         match how {
             Stopped::Finished { undelivered } => {
                 if undelivered > 0 {
-                    warn!(sink = %sink, batches = undelivered, "batches left undelivered at the end");
+                    warn!(batches = undelivered, "batches left undelivered at the end");
                 }
-                info!(sink = %sink, "kafka sink stopped");
+                info!("kafka sink stopped");
             }
             Stopped::Aborted { undelivered, .. } if undelivered > 0 => {
-                warn!(sink = %sink, batches = undelivered,
-                    "kafka sink aborted; undelivered batches are back in the channel");
+                warn!(
+                    batches = undelivered,
+                    "kafka sink aborted; undelivered batches are back in the channel"
+                );
             }
-            Stopped::Aborted { .. } => info!(sink = %sink, "kafka sink stopped"),
+            Stopped::Aborted { .. } => info!("kafka sink stopped"),
             Stopped::AbortedRecovering => {
-                info!(sink = %sink, "kafka sink aborted while recovering");
+                info!("kafka sink aborted while recovering");
             }
         }
     }

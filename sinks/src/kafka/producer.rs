@@ -154,28 +154,30 @@ pub fn opaque(slot: usize, index: usize) -> usize {
 }
 
 /// Logs one of librdkafka's log lines at its syslog `level` (0 emergency to 7 debug).
-fn log_line(sink: &str, level: i32, facility: &str, message: &str) {
+fn log_line(level: i32, facility: &str, message: &str) {
     match level {
-        ..=3 => error!(sink, facility, "librdkafka: {message}"),
-        4 => warn!(sink, facility, "librdkafka: {message}"),
-        5 | 6 => info!(sink, facility, "librdkafka: {message}"),
-        _ => debug!(sink, facility, "librdkafka: {message}"),
+        ..=3 => error!(facility, "librdkafka: {message}"),
+        4 => warn!(facility, "librdkafka: {message}"),
+        5 | 6 => info!(facility, "librdkafka: {message}"),
+        _ => debug!(facility, "librdkafka: {message}"),
     }
 }
 
-/// Receives librdkafka's callbacks: delivery reports, logs and client errors.
+/// Receives librdkafka's callbacks: delivery reports, logs and client errors. Its log lines
+/// are said in the sink's span, whatever thread librdkafka calls from.
 struct Context {
-    sink: String,
+    span: tracing::Span,
     deliveries: Arc<Deliveries>,
 }
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        log_line(&self.sink, level as i32, fac, message);
+        self.span.in_scope(|| log_line(level as i32, fac, message));
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        warn!(sink = %self.sink, error = %error, reason, "kafka client error");
+        let _in = self.span.enter();
+        warn!(error = %error, reason, "kafka client error");
     }
 }
 
@@ -344,24 +346,23 @@ pub struct KafkaProducer {
     bootstrap: Option<CString>,
     /// When the bootstrap brokers were last given again (milliseconds since the epoch).
     readded_ms: AtomicU64,
-    sink: String,
     id: u64,
 }
 
 impl KafkaProducer {
     /// A producer from `config` with delivery bookkeeping for `slots` batches in flight; it
-    /// records client errors and its connection state in `metrics`. Starts librdkafka's
+    /// records client errors and its connection state in `metrics`, and logs in the current
+    /// span (the sink's). Starts librdkafka's
     /// threads; call from a blocking context. Its delivery reports, errors and statistics
     /// are served only by [`KafkaProducer::poll`].
     pub fn new(
         config: &ClientConfig,
         slots: usize,
-        sink: &str,
         metrics: Arc<SinkMetrics>,
     ) -> KafkaResult<Self> {
         let deliveries = Arc::new(Deliveries::new(slots));
         let context = Context {
-            sink: sink.to_owned(),
+            span: tracing::Span::current(),
             deliveries: deliveries.clone(),
         };
         let inner: BaseProducer<Context> = config.create_with_context(context)?;
@@ -380,7 +381,6 @@ impl KafkaProducer {
                 .get("bootstrap.servers")
                 .and_then(|b| CString::new(b).ok()),
             readded_ms: AtomicU64::new(0),
-            sink: sink.to_owned(),
             id: PRODUCER_IDS.fetch_add(1, Ordering::Relaxed),
         })
     }
@@ -544,7 +544,7 @@ impl KafkaProducer {
                 rdsys::RD_KAFKA_EVENT_LOG => {
                     let (mut fac, mut text, mut level) = (ptr::null(), ptr::null(), 0);
                     if rdsys::rd_kafka_event_log(ev, &mut fac, &mut text, &mut level) == 0 {
-                        log_line(&self.sink, level, lossy(fac).trim(), lossy(text).trim());
+                        log_line(level, lossy(fac).trim(), lossy(text).trim());
                     }
                 }
                 rdsys::RD_KAFKA_EVENT_STATS => {
@@ -560,11 +560,10 @@ impl KafkaProducer {
 
     /// Logs and counts an error of the client (not of one record).
     fn client_error(&self, code: RDKafkaErrorCode, reason: &str, fatal: bool) {
-        let sink = &self.sink;
         if fatal {
-            error!(sink, error = %code, reason, "fatal kafka producer error");
+            error!(error = %code, reason, "fatal kafka producer error");
         } else {
-            warn!(sink, error = %code, reason, "kafka client error");
+            warn!(error = %code, reason, "kafka client error");
         }
         if code == RDKafkaErrorCode::AllBrokersDown {
             self.metrics.set_connected(false);
@@ -584,7 +583,7 @@ impl KafkaProducer {
                     self.bootstrap_again();
                 }
             }
-            Err(e) => debug!(sink = %self.sink, error = %e, "unreadable librdkafka statistics"),
+            Err(e) => debug!(error = %e, "unreadable librdkafka statistics"),
         }
     }
 
@@ -606,7 +605,7 @@ impl KafkaProducer {
         // SAFETY: a live client and a NUL-terminated list, which librdkafka copies.
         let added =
             unsafe { rdsys::rd_kafka_brokers_add(self.inner.client().native_ptr(), list.as_ptr()) };
-        warn!(sink = %self.sink, brokers = %list.to_string_lossy(), added,
+        warn!(brokers = %list.to_string_lossy(), added,
             "no broker connection is up and librdkafka has no bootstrap broker left (a metadata \
              answer may have listed none: a broker shutting down); giving it the bootstrap \
              brokers again");
@@ -644,7 +643,7 @@ mod tests {
     fn producer() -> KafkaProducer {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", "127.0.0.1:1");
-        KafkaProducer::new(&config, 1, "k1", Arc::new(SinkMetrics::default())).unwrap()
+        KafkaProducer::new(&config, 1, Arc::new(SinkMetrics::default())).unwrap()
     }
 
     const INTERNAL_ONLY: &[u8] =

@@ -45,7 +45,6 @@ pub enum Step {
 /// A producer with the sink's templates and policies, and the routing of the current file.
 pub struct RecordWriter {
     producer: KafkaProducer,
-    sink: String,
     topic: Template,
     key: Template,
     headers: Vec<(Box<[u8]>, Field)>,
@@ -64,10 +63,9 @@ pub struct RecordWriter {
 
 impl RecordWriter {
     /// A writer producing through `producer` as `cfg` says.
-    pub fn new(producer: KafkaProducer, cfg: &KafkaConfig, sink: &str) -> Self {
+    pub fn new(producer: KafkaProducer, cfg: &KafkaConfig) -> Self {
         RecordWriter {
             producer,
-            sink: sink.to_owned(),
             topic: cfg.topic.clone(),
             key: cfg.key.clone(),
             headers: cfg
@@ -109,7 +107,7 @@ impl RecordWriter {
                 .as_ref()
                 .is_some_and(|o| Arc::ptr_eq(o, &ev.origin));
             if !same && let Err(why) = self.route(ev) {
-                error!(sink = %self.sink, file = %ev.origin.path, offset = ev.offset,
+                error!(file = %ev.origin.path, offset = ev.offset,
                     error = %why, "cannot route the line to a topic");
                 self.fail(slot, cur.event, FailureKind::BadTopic(why));
                 return Step::Failed;
@@ -119,7 +117,7 @@ impl RecordWriter {
                 Some(start) => {
                     let len = self.piece_len(ev);
                     if len == 0 {
-                        error!(sink = %self.sink, file = %ev.origin.path, offset = ev.offset,
+                        error!(file = %ev.origin.path, offset = ev.offset,
                             "key and headers alone exceed max_message_bytes; the line cannot be split");
                         self.fail(slot, cur.event, FailureKind::Oversize);
                         return Step::Failed;
@@ -145,12 +143,12 @@ impl RecordWriter {
                     let policy = self.oversize;
                     if self.first_piece_of_long_line(ev) {
                         SinkMetrics::add(&metrics.oversize, 1);
-                        warn!(sink = %self.sink, file = %ev.origin.path, offset = ev.offset,
+                        warn!(file = %ev.origin.path, offset = ev.offset,
                             bytes = ev.body.len(), max_message_bytes = self.max_message_bytes,
                             policy = ?policy,
                             "line exceeds max_message_bytes (logged once per line, however many pieces the source cut it into)");
                     } else {
-                        debug!(sink = %self.sink, file = %ev.origin.path, offset = ev.offset,
+                        debug!(file = %ev.origin.path, offset = ev.offset,
                             bytes = ev.body.len(), policy = ?policy,
                             "the next piece of a long line exceeds max_message_bytes too");
                     }

@@ -92,7 +92,8 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts the thread `kafka-NAME` that produces through `writer`.
+    /// Starts the thread `kafka-NAME` that produces through `writer`, logging in the current
+    /// span (the sink's).
     pub fn spawn(
         writer: RecordWriter,
         metrics: Arc<SinkMetrics>,
@@ -102,9 +103,11 @@ impl Worker {
         let (report_tx, reports) = tokio_mpsc::unbounded_channel();
         let pulse = Arc::new(Pulse::default());
         let beat = pulse.clone();
+        let span = tracing::Span::current();
         let thread = std::thread::Builder::new()
             .name(format!("kafka-{name}"))
             .spawn(move || {
+                let _in = span.enter();
                 Thread {
                     writer,
                     metrics,
