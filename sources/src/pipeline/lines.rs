@@ -8,7 +8,7 @@ use sluice_channels::Origin;
 use tracing::warn;
 
 use super::pack::{Key, Packer};
-use crate::framing::{LongLinePolicy, LongLines};
+use crate::framing::{LineFramer, LongLinePolicy, LongLines};
 use crate::{SourceContext, SourceMetrics};
 
 /// One framed line: its body (no terminator) and the file offset where it starts.
@@ -77,8 +77,38 @@ impl FileLines {
         if self.lines.is_empty() {
             return None;
         }
-        packer.add(key, generation, origin, &mut self.lines, end);
+        packer.add((key, generation), origin, &mut self.lines, end);
         Some(end)
+    }
+
+    /// Frames the complete lines `framer` holds (with `last`, also the unterminated tail: the
+    /// file ends there) and packs them as [`FileLines::pack`] does. With no stage the lines
+    /// go straight from the framer into the batches, with no copy in between.
+    pub fn frame_and_pack(
+        &mut self,
+        framer: &mut LineFramer,
+        packer: &mut Packer,
+        file: (Key, u32),
+        origin: &Arc<Origin>,
+        last: bool,
+    ) -> Option<u64> {
+        if self.stages.is_empty() && self.lines.is_empty() {
+            packer.begin(file, origin);
+            let push = |body, offset| packer.push(body, offset);
+            if last {
+                framer.finish(push);
+            } else {
+                framer.frame(push);
+            }
+            let end = framer.offset();
+            return packer.end(end).then_some(end);
+        }
+        if last {
+            framer.finish(self.collect());
+        } else {
+            framer.frame(self.collect());
+        }
+        self.pack(packer, file, origin, framer.offset(), last)
     }
 
     /// Where the file's complete events end, given that the framer stopped at `framed_to`.

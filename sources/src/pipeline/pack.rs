@@ -33,6 +33,9 @@ pub(crate) struct Packer {
     batches: Vec<Batch>,
     size: usize,
     read_at_ms: u64,
+    /// The file whose lines are being added, and whether any was.
+    file: Option<(Key, u32, Arc<Origin>)>,
+    in_file: bool,
 }
 
 impl Packer {
@@ -42,56 +45,86 @@ impl Packer {
             batches: Vec::new(),
             size: size.max(1),
             read_at_ms,
+            file: None,
+            in_file: false,
         }
     }
 
     /// Adds one file's lines (drained from `lines`); `end` is the offset past the last one.
-    /// A batch that fills up in the middle of the file's lines is marked up to where the next
-    /// batch's first line starts.
+    /// Returns true if any line was added (and the file marked).
     pub fn add(
         &mut self,
-        key: Key,
-        generation: u32,
+        (key, generation): (Key, u32),
         origin: &Arc<Origin>,
         lines: &mut Vec<(Bytes, u64)>,
         end: u64,
-    ) {
-        let mut in_current = false;
+    ) -> bool {
+        self.begin((key, generation), origin);
         for (body, offset) in lines.drain(..) {
-            if self
-                .batches
-                .last()
-                .is_none_or(|b| b.events.len() >= self.size)
-            {
-                if in_current && let Some(b) = self.batches.last_mut() {
-                    b.marks.push(Mark {
-                        key,
-                        generation,
-                        offset,
-                    });
-                }
-                self.batches.push(Batch {
-                    events: Vec::with_capacity(self.size),
-                    marks: Vec::new(),
-                });
-            }
-            in_current = true;
-            if let Some(b) = self.batches.last_mut() {
-                b.events.push(Event {
-                    body,
-                    origin: origin.clone(),
-                    offset,
-                    read_at_ms: self.read_at_ms,
-                });
-            }
+            self.push(body, offset);
         }
-        if in_current && let Some(b) = self.batches.last_mut() {
+        self.end(end)
+    }
+
+    /// Starts adding the lines of file `key` (of `generation`), whose events carry `origin`.
+    pub fn begin(&mut self, (key, generation): (Key, u32), origin: &Arc<Origin>) {
+        self.file = Some((key, generation, origin.clone()));
+        self.in_file = false;
+    }
+
+    /// Adds the next line of the file begun. A batch that fills up in the middle of the
+    /// file's lines is marked up to where this line starts.
+    pub fn push(&mut self, body: Bytes, offset: u64) {
+        let Some((key, generation, origin)) = self.file.as_ref() else {
+            return;
+        };
+        if self
+            .batches
+            .last()
+            .is_none_or(|b| b.events.len() >= self.size)
+        {
+            if self.in_file
+                && let Some(b) = self.batches.last_mut()
+            {
+                b.marks.push(Mark {
+                    key: *key,
+                    generation: *generation,
+                    offset,
+                });
+            }
+            self.batches.push(Batch {
+                events: Vec::with_capacity(self.size),
+                marks: Vec::new(),
+            });
+        }
+        self.in_file = true;
+        if let Some(b) = self.batches.last_mut() {
+            b.events.push(Event {
+                body,
+                origin: origin.clone(),
+                offset,
+                read_at_ms: self.read_at_ms,
+            });
+        }
+    }
+
+    /// Ends the file begun: its last batch is marked up to `end`, the offset past its last
+    /// line. Returns true if any line was added.
+    pub fn end(&mut self, end: u64) -> bool {
+        let Some((key, generation, _)) = self.file.take() else {
+            return false;
+        };
+        if !self.in_file {
+            return false;
+        }
+        if let Some(b) = self.batches.last_mut() {
             b.marks.push(Mark {
                 key,
                 generation,
                 offset: end,
             });
         }
+        true
     }
 
     /// The batches packed, in order.
@@ -115,15 +148,13 @@ mod tests {
     fn a_batch_full_in_the_middle_of_a_file_is_marked_where_the_next_line_starts() {
         let origin = Arc::new(Origin::default());
         let mut p = Packer::new(2, 7);
-        p.add(
-            1,
-            0,
-            &origin,
-            &mut lines(&[("a", 0), ("b", 2), ("c", 4)]),
-            6,
+        let abc = &mut lines(&[("a", 0), ("b", 2), ("c", 4)]);
+        assert!(p.add((1, 0), &origin, abc, 6));
+        assert!(p.add((2, 3), &origin, &mut lines(&[("x", 10)]), 12));
+        assert!(
+            !p.add((3, 0), &origin, &mut Vec::new(), 99),
+            "no line: no mark"
         );
-        p.add(2, 3, &origin, &mut lines(&[("x", 10)]), 12);
-        p.add(3, 0, &origin, &mut Vec::new(), 99);
         let batches = p.into_batches();
         let marks: Vec<Vec<(Key, u32, u64)>> = batches
             .iter()

@@ -27,17 +27,18 @@ pub(super) struct OpenRequest {
     pub completed: Option<PathBuf>,
 }
 
-/// What [`open`] found.
+/// A file [`open`] opened: positioned at the offset; seen with `shape` since `seen`.
+pub(super) struct Ready {
+    /// The file.
+    pub file: File,
+    /// Its shape when opened.
+    pub shape: Shape,
+    /// Since when it has had that shape.
+    pub seen: Instant,
+}
+
+/// Why [`open`] did not open a file to be read.
 pub(super) enum Opening {
-    /// Open and positioned at the offset; seen with `shape` since `seen`.
-    Ready {
-        /// The file.
-        file: File,
-        /// Its shape when opened.
-        shape: Shape,
-        /// Since when it has had that shape.
-        seen: Instant,
-    },
     /// Gone since it was listed.
     Vanished,
     /// Replaced since the listing by something that is not a regular file.
@@ -58,7 +59,7 @@ pub(super) enum Opening {
 }
 
 /// Opens a file to be read, checks it is ready, and positions it (see [`OpenRequest`]).
-pub(super) fn open(req: OpenRequest) -> Opening {
+pub(super) fn open(req: OpenRequest) -> Result<Ready, Opening> {
     // Never block on a FIFO that replaced the file since the listing.
     let opened = OpenOptions::new()
         .read(true)
@@ -67,12 +68,12 @@ pub(super) fn open(req: OpenRequest) -> Opening {
         .and_then(|f| Ok((f.metadata()?, f)));
     let (meta, mut file) = match opened {
         Ok(x) => x,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Opening::Vanished,
-        Err(e) if not_the_files_fault(&e) => return Opening::Busy(e),
-        Err(e) => return Opening::Failed(e),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Opening::Vanished),
+        Err(e) if not_the_files_fault(&e) => return Err(Opening::Busy(e)),
+        Err(e) => return Err(Opening::Failed(e)),
     };
     if !meta.is_file() {
-        return Opening::NotAFile;
+        return Err(Opening::NotAFile);
     }
     let shape = Shape::of(&meta);
     let mut seen = Instant::now();
@@ -82,18 +83,18 @@ pub(super) fn open(req: OpenRequest) -> Opening {
         }
         let (ready_after, empty_grace) = req.quiet;
         if shape.quiet_for(seen) < needed_quiet(shape.len, ready_after, empty_grace) {
-            return Opening::NotReady { shape, seen };
+            return Err(Opening::NotReady { shape, seen });
         }
     }
     if let Err(e) = file.seek(SeekFrom::Start(req.offset)) {
-        return Opening::Failed(e);
+        return Err(Opening::Failed(e));
     }
     if let Some(done) = req.completed
-        && done.exists()
+        && taken(&done)
     {
-        return Opening::CompletedTaken(done);
+        return Err(Opening::CompletedTaken(done));
     }
-    Opening::Ready { file, shape, seen }
+    Ok(Ready { file, shape, seen })
 }
 
 /// What [`complete`] did.
@@ -131,7 +132,7 @@ pub(super) fn set_aside(path: &Path, rename: bool) -> Aside {
         let mut name = path.file_name().unwrap_or_default().to_os_string();
         name.push(FAILED_SUFFIX);
         let dest = path.with_file_name(name);
-        if !dest.exists() && fs::rename(path, &dest).is_ok() {
+        if !taken(&dest) && fs::rename(path, &dest).is_ok() {
             return Aside::Moved(dest);
         }
     }
@@ -156,6 +157,12 @@ pub(super) fn resumable(path: &Path, dev: u64, ino: u64, offset: u64) -> Resumab
         Ok(_) => Resumable::Replaced,
         Err(_) => Resumable::Gone,
     }
+}
+
+/// True if something has the name `path`: a file, a folder, or a symbolic link, even one that
+/// leads nowhere (a rename would replace it).
+fn taken(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok()
 }
 
 /// True for an error opening a file that says nothing about the file: the process ran out
@@ -198,7 +205,7 @@ fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     match fs::hard_link(from, to) {
         Ok(()) => fs::remove_file(from),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
-        Err(_) if !to.exists() => fs::rename(from, to),
+        Err(_) if !taken(to) => fs::rename(from, to),
         Err(e) => Err(e),
     }
 }
@@ -230,9 +237,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("a.log");
         fs::write(&p, b"one\ntwo\n").unwrap();
-        let Opening::Ready {
+        let Ok(Ready {
             mut file, shape, ..
-        } = open(request(&p, 4))
+        }) = open(request(&p, 4))
         else {
             panic!("not opened");
         };
@@ -250,11 +257,11 @@ mod tests {
         let long_ago = Instant::now() - Duration::from_secs(7200);
         let mut req = request(&p, 0);
         req.listed = Some((listed, long_ago));
-        assert!(matches!(open(req), Opening::Ready { seen, .. } if seen == long_ago));
+        assert!(matches!(open(req), Ok(Ready { seen, .. }) if seen == long_ago));
         fs::write(&p, b"one\ntwo\n").unwrap();
         let mut req = request(&p, 0);
         req.listed = Some((listed, long_ago));
-        let Opening::NotReady { shape, seen } = open(req) else {
+        let Err(Opening::NotReady { shape, seen }) = open(req) else {
             panic!("a grown file must wait");
         };
         assert_eq!(shape.len, 8);
@@ -270,12 +277,19 @@ mod tests {
         fs::write(&done, b"older\n").unwrap();
         let mut req = request(&p, 0);
         req.completed = Some(done.clone());
-        assert!(matches!(open(req), Opening::CompletedTaken(at) if at == done));
-        assert!(matches!(
-            open(request(&d.path().join("gone"), 0)),
-            Opening::Vanished
-        ));
-        assert!(matches!(open(request(d.path(), 0)), Opening::NotAFile));
+        assert!(matches!(open(req), Err(Opening::CompletedTaken(at)) if at == done));
+        let gone = open(request(&d.path().join("gone"), 0));
+        assert!(matches!(gone, Err(Opening::Vanished)));
+        assert!(matches!(open(request(d.path(), 0)), Err(Opening::NotAFile)));
+        fs::remove_file(&done).unwrap();
+        std::os::unix::fs::symlink(d.path().join("nowhere"), &done).unwrap();
+        let mut req = request(&p, 0);
+        req.completed = Some(done.clone());
+        let dangling = open(req);
+        assert!(
+            matches!(dangling, Err(Opening::CompletedTaken(_))),
+            "a dangling link takes the name"
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod reader;
 mod scan;
 
 use std::collections::VecDeque;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,7 +44,7 @@ use crate::framing::LongLines;
 use crate::pipeline::{self, Batch, Progress};
 use crate::{SourceContext, SourceError, SourceMetrics};
 use files::{Aside, Completion, OpenRequest, Opening, Resumable};
-use reader::{FileReader, ReadFailure};
+use reader::{Chunk, FileReader, First, ReadFailure, Reading};
 use scan::{Candidate, FolderState, Shape, Spool, needed_quiet};
 
 /// How often, at most, the checkpoint is made durable (fsynced); and at a stop. In between,
@@ -112,16 +112,18 @@ enum Next {
     New(Candidate),
 }
 
-/// A file opened to be read.
+/// A file opened to be read, with its first chunk read.
 struct Opened {
     path: PathBuf,
-    file: File,
+    reader: FileReader,
     /// Its shape when opened.
     shape: Shape,
     /// Where reading starts.
     offset: u64,
     /// Since when it has been seen with that shape.
     seen: Instant,
+    /// The first chunk.
+    first: Result<Chunk, ReadFailure>,
 }
 
 /// The spooling-directory source.
@@ -345,18 +347,23 @@ impl SpoolDirSource {
     }
 
     /// Takes the next ready file from the spool, listing the folder (on the blocking pool)
-    /// if its queue is used up and a listing is due.
+    /// if its queue is used up and a listing is due. `Interrupted` when the agent stops
+    /// meanwhile (or the runtime cut the listing off): the source stops.
     async fn list(&mut self) -> Result<(Option<Candidate>, FolderState), Interrupted> {
         let Some(mut spool) = self.spool.take() else {
             return Err(Interrupted);
         };
         let busy: Vec<PathBuf> = self.flight.iter().map(|f| f.path.clone()).collect();
-        let (spool, next) = self
-            .off(move || {
-                let next = spool.next(|p| busy.iter().any(|b| b == p));
-                (spool, next)
-            })
-            .await?;
+        let listing = self.off(move || {
+            let next = spool.next(|p| busy.iter().any(|b| b == p));
+            (spool, next)
+        });
+        // A slow listing does not hold up a stop: its result is not needed any more.
+        let mut shutdown = self.ctx.shutdown.clone();
+        let (spool, next) = tokio::select! {
+            listed = listing => listed?,
+            _ = shutdown.reached(Phase::Draining) => return Err(Interrupted),
+        };
         self.spool = Some(spool);
         Ok(next)
     }
@@ -468,8 +475,8 @@ impl SpoolDirSource {
         }
     }
 
-    /// Opens the next file and checks that it is ready; `Ok(None)` if it is not to be read
-    /// now.
+    /// Opens the next file, checks that it is ready and reads its first chunk (one blocking
+    /// call); `Ok(None)` if it is not to be read now.
     async fn open(&mut self, next: Next) -> Result<Option<Opened>, Interrupted> {
         let (path, offset, listed) = match next {
             Next::Resume(path, offset) => (path, offset, None),
@@ -483,27 +490,54 @@ impl SpoolDirSource {
             completed: (self.cfg.after_read == AfterRead::Rename)
                 .then(|| self.completed_name(&path)),
         };
-        let (file, shape, seen) = match self.off(move || files::open(req)).await? {
-            Opening::Ready { file, shape, seen } => (file, shape, seen),
+        let headers = self.cfg.headers.iter().map(|(k, v)| (k.clone(), v.clone()));
+        let how = Reading {
+            origin: Arc::new(Origin::for_file(
+                &self.ctx.name,
+                &path,
+                &self.ctx.host,
+                headers.collect(),
+            )),
+            max_line: self.cfg.max_line_bytes.as_usize(),
+            policy: self.cfg.long_lines,
+            batch_size: self.cfg.batch_size,
+        };
+        let not = match FileReader::open(&self.blocking(), req, how).await? {
+            Ok(first) => {
+                let First {
+                    reader,
+                    shape,
+                    seen,
+                    chunk,
+                } = *first;
+                return Ok(Some(Opened {
+                    path,
+                    reader,
+                    shape,
+                    offset,
+                    seen,
+                    first: chunk,
+                }));
+            }
+            Err(not) => not,
+        };
+        match not {
             Opening::Vanished => {
                 debug!(file = %path.display(), "the file vanished before it was read");
-                return Ok(None);
             }
             // Replaced since the listing by something else; the next listing reports it.
-            Opening::NotAFile => return Ok(None),
+            Opening::NotAFile => {}
             Opening::Busy(e) => {
                 warn!(file = %path.display(), error = %e,
                     retry_in = ?RETRY_OPEN_AFTER, "cannot open the file now; trying again later");
                 if let Some(spool) = self.spool.as_mut() {
                     spool.defer(path, Instant::now() + RETRY_OPEN_AFTER);
                 }
-                return Ok(None);
             }
             Opening::Failed(e) => {
                 SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
                 error!(file = %path.display(), error = %e, "cannot read the file");
                 self.set_aside(&path, true).await;
-                return Ok(None);
             }
             Opening::NotReady { shape, seen } => {
                 // Changed since it was listed: being written. It waits until it is quiet.
@@ -512,22 +546,14 @@ impl SpoolDirSource {
                 if let Some(spool) = self.spool.as_mut() {
                     spool.not_ready(path, shape, seen);
                 }
-                return Ok(None);
             }
             Opening::CompletedTaken(done) => {
                 error!(file = %path.display(), completed = %done.display(),
                     "the completed name is already taken; the file is not read (rename one of them)");
                 self.set_aside(&path, false).await;
-                return Ok(None);
             }
-        };
-        Ok(Some(Opened {
-            path,
-            file,
-            shape,
-            offset,
-            seen,
-        }))
+        }
+        Ok(None)
     }
 
     /// Reads the next file from its offset to its end, putting its lines into the channel; the
@@ -544,10 +570,11 @@ impl SpoolDirSource {
         };
         let Opened {
             path,
-            file,
+            mut reader,
             shape: opened,
             offset,
             seen,
+            first,
         } = opened;
         debug!(file = %path.display(), offset, size = opened.len, "reading file");
         self.flight.push_back(InFlight {
@@ -558,23 +585,7 @@ impl SpoolDirSource {
         });
         // The checkpoint records the file once some of its lines are safe: until then a
         // restart reads it from its start (or from its older entry) all the same.
-
-        let headers = self.cfg.headers.iter().map(|(k, v)| (k.clone(), v.clone()));
-        let origin = Arc::new(Origin::for_file(
-            &self.ctx.name,
-            &path,
-            &self.ctx.host,
-            headers.collect(),
-        ));
-        let mut reader = FileReader::new(
-            file,
-            opened.len,
-            offset,
-            self.cfg.max_line_bytes.as_usize(),
-            self.cfg.long_lines,
-            origin,
-            self.cfg.batch_size,
-        );
+        let mut first = Some(first);
         let mut reported_long = LongLines::default();
         let mut shutdown = self.ctx.shutdown.clone();
         let blocking = self.blocking();
@@ -588,7 +599,11 @@ impl SpoolDirSource {
             if shutdown.is_stopping() {
                 return false;
             }
-            let chunk = match reader.next(&blocking).await {
+            let read = match first.take() {
+                Some(read) => read,
+                None => reader.next(&blocking).await,
+            };
+            let chunk = match read {
                 Ok(c) => c,
                 Err(failure) => return self.read_failed(&path, reader.offset(), failure).await,
             };
@@ -729,17 +744,17 @@ impl SpoolDirSource {
         for f in &mut self.flight {
             moved |= f.progress.advance();
         }
-        let mut finished = false;
+        let mut done = Vec::new();
         while self
             .flight
             .front()
             .is_some_and(|f| f.read != ReadEnd::Reading && f.progress.is_settled())
         {
-            let Some(f) = self.flight.pop_front() else {
-                break;
-            };
-            self.finish(f).await;
-            finished = true;
+            done.extend(self.flight.pop_front());
+        }
+        let finished = !done.is_empty();
+        if finished {
+            self.finish(done).await;
         }
         if moved || finished || durable {
             let durable = durable || self.synced_at.elapsed() >= SYNC_EVERY;
@@ -747,30 +762,57 @@ impl SpoolDirSource {
         }
     }
 
-    /// Completes a file whose lines are all safe: renames or deletes it, or sets it aside if
-    /// it could not be read to its end or changed after it was read.
-    async fn finish(&mut self, f: InFlight) {
-        let path = f.path.as_path();
-        let read = match f.read {
-            ReadEnd::Done(shape) => shape,
-            ReadEnd::Failed => {
-                self.set_aside(path, true).await;
-                return;
+    /// Completes files whose lines are all safe, the renames and deletes of all of them in
+    /// one blocking call: renames or deletes each, or sets it aside if it could not be read to
+    /// its end or changed after it was read. Cut off (the source is stopping), the files go
+    /// back to the front of the files in flight, so that the checkpoint keeps them with every
+    /// line safe and a restart completes them without reading a line again.
+    async fn finish(&mut self, files: Vec<InFlight>) {
+        let mut read = Vec::new();
+        for f in files {
+            match f.read {
+                ReadEnd::Done(_) => read.push(f),
+                ReadEnd::Failed => self.set_aside(&f.path, true).await,
+                // Never finished: not taken out of the files in flight.
+                ReadEnd::Reading => {}
             }
-            // Never finished: kept in the checkpoint by the caller.
-            ReadEnd::Reading => return,
-        };
-        let rename_to = match self.cfg.after_read {
-            AfterRead::Delete => None,
-            AfterRead::Rename => Some(self.completed_name(path)),
-        };
-        let at = f.path.clone();
-        let done = self.off(move || files::complete(&at, &read, rename_to.as_deref()));
-        // Cut off, the source is stopping: the file stays in place, and in the checkpoint
-        // while some of its lines are recorded there; a restart looks at it again.
-        let Ok(done) = done.await else {
+        }
+        if read.is_empty() {
+            return;
+        }
+        let work: Vec<(PathBuf, Shape, Option<PathBuf>)> = read
+            .iter()
+            .filter_map(|f| match f.read {
+                ReadEnd::Done(shape) => Some((f.path.clone(), shape, self.rename_to(&f.path))),
+                _ => None,
+            })
+            .collect();
+        let completed = self.off(move || {
+            work.iter()
+                .map(|(path, shape, to)| files::complete(path, shape, to.as_deref()))
+                .collect::<Vec<_>>()
+        });
+        let Ok(completed) = completed.await else {
+            for f in read.into_iter().rev() {
+                self.flight.push_front(f);
+            }
             return;
         };
+        for (f, done) in read.iter().zip(completed) {
+            self.completed(&f.path, done).await;
+        }
+    }
+
+    /// The name a completed file is renamed to, or `None` if it is deleted.
+    fn rename_to(&self, path: &Path) -> Option<PathBuf> {
+        match self.cfg.after_read {
+            AfterRead::Delete => None,
+            AfterRead::Rename => Some(self.completed_name(path)),
+        }
+    }
+
+    /// Says what completing the file at `path` did, and sets it aside if that failed.
+    async fn completed(&mut self, path: &Path, done: Completion) {
         match done {
             Completion::Changed(problem) => {
                 SourceMetrics::add(&self.ctx.metrics.read_errors, 1);

@@ -8,10 +8,12 @@
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 use sluice_channels::Origin;
 use tokio::runtime::Handle;
 
+use super::files::{self, OpenRequest, Opening, Ready};
 use super::scan::Shape;
 use crate::blocking;
 use crate::framing::{LineFramer, LongLinePolicy, LongLines};
@@ -48,6 +50,57 @@ struct Open {
     file: File,
     framer: LineFramer,
     lines: FileLines,
+    origin: Arc<Origin>,
+    batch_size: usize,
+}
+
+impl Open {
+    /// Reads one chunk (`first` bytes first, see [`fill_chunk`]) and packs its complete lines
+    /// into batches; at the end of what the file holds, says so with its shape. Returns the
+    /// chunk and how many bytes were read.
+    fn read(&mut self, first: usize) -> io::Result<(Chunk, u64)> {
+        let (n, at_end) = fill_chunk(&mut self.framer, &mut self.file, first)?;
+        let batches = self.pack(false);
+        let end = if at_end {
+            Some(Shape::of(&self.file.metadata()?))
+        } else {
+            None
+        };
+        Ok((Chunk { batches, end }, n))
+    }
+
+    /// Frames what the framer holds (`last`: up to the end of the file) and packs it through
+    /// the file's pipeline into batches.
+    fn pack(&mut self, last: bool) -> Vec<Batch> {
+        let mut packer = Packer::new(self.batch_size, now_ms());
+        let (framer, lines) = (&mut self.framer, &mut self.lines);
+        lines.frame_and_pack(framer, &mut packer, (0, 0), &self.origin, last);
+        packer.into_batches()
+    }
+}
+
+/// How a file is read: its lines' origin, the long-line limits, the batch size.
+pub(super) struct Reading {
+    /// The origin of the file's events.
+    pub origin: Arc<Origin>,
+    /// The longest line kept whole.
+    pub max_line: usize,
+    /// What happens to longer lines.
+    pub policy: LongLinePolicy,
+    /// The most events per batch.
+    pub batch_size: usize,
+}
+
+/// A file opened and ready, with its first chunk read (or failed).
+pub(super) struct First {
+    /// The reader, positioned after the first chunk.
+    pub reader: FileReader,
+    /// The file's shape when opened.
+    pub shape: Shape,
+    /// Since when it has had that shape.
+    pub seen: Instant,
+    /// The first chunk.
+    pub chunk: Result<Chunk, ReadFailure>,
 }
 
 /// A file and its framer, moved to a blocking thread for each read.
@@ -58,31 +111,69 @@ pub(super) struct FileReader {
     read_to: u64,
     /// The file's size when last seen.
     size: u64,
-    origin: Arc<Origin>,
-    batch_size: usize,
 }
 
 impl FileReader {
-    /// A reader of `file` of `size` bytes, whose position is `offset`.
-    pub fn new(
-        file: File,
-        size: u64,
-        offset: u64,
-        max_line: usize,
-        policy: LongLinePolicy,
-        origin: Arc<Origin>,
-        batch_size: usize,
-    ) -> Self {
-        FileReader {
-            open: Some(Open {
-                file,
-                framer: LineFramer::new(offset, max_line, policy),
-                lines: FileLines::new(Vec::new()),
-            }),
-            read_to: offset,
-            size,
-            origin,
-            batch_size,
+    /// Opens a file as [`files::open`] does and, if it is ready, reads its first chunk, all
+    /// in one blocking call on `on` (a small file is read whole in it).
+    pub async fn open(
+        on: &Handle,
+        req: OpenRequest,
+        how: Reading,
+    ) -> Result<Result<Box<First>, Opening>, blocking::Interrupted> {
+        blocking::run(on, move || {
+            let offset = req.offset;
+            let Ready { file, shape, seen } = match files::open(req) {
+                Ok(ready) => ready,
+                Err(not) => return Err(not),
+            };
+            let mut reader = FileReader {
+                open: Some(Open {
+                    file,
+                    framer: LineFramer::new(offset, how.max_line, how.policy),
+                    lines: FileLines::new(Vec::new()),
+                    origin: how.origin,
+                    batch_size: how.batch_size,
+                }),
+                read_to: offset,
+                size: shape.len,
+            };
+            let chunk = reader.read_here();
+            Ok(Box::new(First {
+                reader,
+                shape,
+                seen,
+                chunk,
+            }))
+        })
+        .await
+    }
+
+    /// How much to read first: what the file holds past what was read, and one byte more to
+    /// see its end, within [`MIN_READ`] and [`READ_CHUNK`].
+    fn first_read(&self) -> usize {
+        usize::try_from(self.size.saturating_sub(self.read_to))
+            .unwrap_or(READ_CHUNK)
+            .saturating_add(1)
+            .clamp(MIN_READ, READ_CHUNK)
+    }
+
+    /// Reads one chunk on this thread.
+    fn read_here(&mut self) -> Result<Chunk, ReadFailure> {
+        let first = self.first_read();
+        let Some(open) = self.open.as_mut() else {
+            return Err(io::Error::other("reader used after a failure").into());
+        };
+        let (chunk, n) = open.read(first)?;
+        self.took(&chunk, n);
+        Ok(chunk)
+    }
+
+    /// Notes that a read of `n` bytes brought `chunk`.
+    fn took(&mut self, chunk: &Chunk, n: u64) {
+        self.read_to += n;
+        if let Some(end) = &chunk.end {
+            self.size = end.len;
         }
     }
 
@@ -107,37 +198,19 @@ impl FileReader {
     /// Reads one chunk on a blocking thread of `on` and frames its complete lines into
     /// batches. When there is nothing more to read, says so with the file's shape.
     pub async fn next(&mut self, on: &Handle) -> Result<Chunk, ReadFailure> {
+        let first = self.first_read();
         let Some(mut open) = self.open.take() else {
             return Err(io::Error::other("reader used after a failure").into());
         };
-        let origin = self.origin.clone();
-        let batch_size = self.batch_size;
-        let first = usize::try_from(self.size.saturating_sub(self.read_to))
-            .unwrap_or(READ_CHUNK)
-            .saturating_add(1)
-            .clamp(MIN_READ, READ_CHUNK);
         let joined = blocking::run(on, move || {
-            let result =
-                fill_chunk(&mut open.framer, &mut open.file, first).and_then(|(n, at_end)| {
-                    open.framer.frame(open.lines.collect());
-                    let batches = pack(&mut open, &origin, batch_size, false);
-                    let end = if at_end {
-                        Some(Shape::of(&open.file.metadata()?))
-                    } else {
-                        None
-                    };
-                    Ok((Chunk { batches, end }, n))
-                });
+            let result = open.read(first);
             (open, result)
         })
         .await;
         let (open, result) = joined.map_err(|_| ReadFailure::Interrupted)?;
         self.open = Some(open);
         let (chunk, n) = result?;
-        self.read_to += n;
-        if let Some(end) = &chunk.end {
-            self.size = end.len;
-        }
+        self.took(&chunk, n);
         Ok(chunk)
     }
 
@@ -161,13 +234,7 @@ impl FileReader {
     /// Hands out the unterminated last line (if any), at the end of a file that will not
     /// grow any more.
     pub fn finish(&mut self) -> Vec<Batch> {
-        match self.open.as_mut() {
-            Some(open) => {
-                open.framer.finish(open.lines.collect());
-                pack(open, &self.origin, self.batch_size, true)
-            }
-            None => Vec::new(),
-        }
+        self.open.as_mut().map(|o| o.pack(true)).unwrap_or_default()
     }
 }
 
@@ -189,13 +256,4 @@ fn fill_chunk(framer: &mut LineFramer, file: &mut File, first: usize) -> io::Res
         want = if n < ask { MIN_READ } else { READ_CHUNK };
     }
     Ok((total as u64, false))
-}
-
-/// Packs the lines framed so far through the file's pipeline into batches of at most
-/// `batch_size` events; `last` says the file ends after them.
-fn pack(open: &mut Open, origin: &Arc<Origin>, batch_size: usize, last: bool) -> Vec<Batch> {
-    let mut packer = Packer::new(batch_size, now_ms());
-    let end = open.framer.offset();
-    open.lines.pack(&mut packer, (0, 0), origin, end, last);
-    packer.into_batches()
 }

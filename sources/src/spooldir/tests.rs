@@ -1,6 +1,6 @@
 //! The source run against a memory channel and a sink played by the test.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::SystemTime;
