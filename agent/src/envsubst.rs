@@ -4,9 +4,9 @@
 //! placeholders, and the document is parsed; the values then go into the parsed strings. A
 //! value is never parsed as YAML, so whatever it holds (`#`, `\`, `: `, quotes, a newline)
 //! stays in the one value it was meant for: it can neither add keys nor lose a part to a
-//! comment. A reference that is a whole unquoted value (`capacity: ${CAP}`) takes the value's
-//! type as YAML would give it (a number, `true`/`false`, nothing for an empty value); anywhere
-//! else, and quoted (`topic: "${TOPIC}"`), it stays a string.
+//! comment. A value is text, exactly as written (`0x10`, `TRUE` and `12 #2` stay so); the
+//! configuration reads text as a number or a boolean where an option expects one, so
+//! `capacity: ${CAP}` works. A whole unquoted reference to an empty value is no value.
 
 use serde_yaml::Value;
 
@@ -160,21 +160,16 @@ impl Marked {
         }
     }
 
-    /// The value of a string that is one unquoted reference, typed as YAML types a plain
-    /// scalar: a number, a boolean, nothing for an empty value, else a string.
+    /// The value of a string that is one reference: the value as written, as text (the
+    /// configuration reads text as a number or a boolean where one is expected, so
+    /// `capacity: ${CAP}` works, and `0x10`, `12 #2` or `TRUE` reach a setting unchanged);
+    /// nothing for an empty unquoted value.
     fn whole(&self, s: &str) -> Option<Value> {
         let r = &self.refs[self.index(s.strip_prefix(OPEN)?.strip_suffix(CLOSE)?)?];
-        if r.quoted {
-            return Some(Value::String(r.value.clone()));
-        }
-        if r.value.is_empty() {
+        if !r.quoted && r.value.is_empty() {
             return Some(Value::Null);
         }
-        let typed = (!r.value.contains('\n'))
-            .then(|| serde_yaml::from_str::<Value>(&r.value).ok())
-            .flatten()
-            .filter(|v| matches!(v, Value::Number(_) | Value::Bool(_)));
-        Some(typed.unwrap_or_else(|| Value::String(r.value.clone())))
+        Some(Value::String(r.value.clone()))
     }
 
     fn index(&self, digits: &str) -> Option<usize> {
@@ -232,10 +227,14 @@ mod tests {
     }
 
     #[test]
-    fn a_whole_unquoted_reference_takes_its_type_and_a_quoted_one_stays_a_string() {
-        let v = load("n: ${N}\nq: \"${N}\"\ns: '${N}'\nb: ${NOPE:-true}\ne: ${NOPE:-}\nm: x${N}\n");
-        let want: Value =
-            serde_yaml::from_str("n: 500\nq: \"500\"\ns: '500'\nb: true\ne:\nm: x500\n").unwrap();
+    fn a_whole_reference_is_its_value_as_written_and_an_empty_unquoted_one_is_nothing() {
+        let v = load(
+            "n: ${N}\nq: \"${N}\"\ns: '${N}'\nb: ${NOPE:-TRUE}\ne: ${NOPE:-}\nh: ${NOPE:-0x10}\nm: x${N}\n",
+        );
+        let want: Value = serde_yaml::from_str(
+            "n: '500'\nq: '500'\ns: '500'\nb: 'TRUE'\ne:\nh: '0x10'\nm: x500\n",
+        )
+        .unwrap();
         assert_eq!(v, want);
     }
 

@@ -34,6 +34,22 @@ impl Problem {
     }
 }
 
+/// The most events one batch may hold (`batch_size` of any source or sink): a batch's vector is
+/// allocated whole, so a larger one would only exhaust memory.
+pub const MAX_BATCH: usize = 1_000_000;
+
+/// The problem with a `batch_size` of `n`, if any: it must be 1 to [`MAX_BATCH`].
+pub fn batch_size_problem(n: usize) -> Option<Problem> {
+    match n {
+        0 => Some(Problem::new("batch_size", "must be at least 1")),
+        n if n > MAX_BATCH => Some(Problem::new(
+            "batch_size",
+            format!("must be at most {MAX_BATCH}"),
+        )),
+        _ => None,
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.key, self.message)

@@ -135,6 +135,18 @@ impl std::str::FromStr for HumanDuration {
     }
 }
 
+/// The longest duration an option takes: ten years. Longer ones overflow the clock
+/// arithmetic of timers and deadlines, and mean "never" anyway.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// `d`, if it is at most [`MAX_DURATION`].
+fn bounded<E: de::Error>(d: Duration) -> Result<HumanDuration, E> {
+    if d > MAX_DURATION {
+        return Err(E::custom("a duration must be at most 10 years"));
+    }
+    Ok(HumanDuration(d))
+}
+
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -144,17 +156,17 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 f.write_str("a duration such as 500ms, 5s or 1m")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<HumanDuration, E> {
-                Ok(HumanDuration(Duration::from_secs(v)))
+                bounded(Duration::from_secs(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<HumanDuration, E> {
                 u64::try_from(v)
-                    .map(|s| HumanDuration(Duration::from_secs(s)))
                     .map_err(|_| E::custom("a duration cannot be negative"))
+                    .and_then(|s| self.visit_u64(s))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<HumanDuration, E> {
                 Duration::try_from_secs_f64(v)
-                    .map(HumanDuration)
                     .map_err(|_| E::custom("a duration must be a non-negative number of seconds"))
+                    .and_then(bounded)
             }
             /// A number of seconds written as text counts as the number.
             fn visit_str<E: de::Error>(self, v: &str) -> Result<HumanDuration, E> {
@@ -166,7 +178,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 } else if let Ok(x) = t.parse() {
                     self.visit_f64(x)
                 } else {
-                    v.parse().map_err(E::custom)
+                    v.parse()
+                        .map_err(E::custom)
+                        .and_then(|d: HumanDuration| bounded(d.0))
                 }
             }
         }

@@ -32,10 +32,9 @@ fn default_batch_size() -> usize {
 impl ConsoleConfig {
     /// Checks what serde cannot: the batch size; keys are relative to the sink.
     pub fn validate(&self) -> Vec<Problem> {
-        if self.batch_size == 0 {
-            return vec![Problem::new("batch_size", "must be at least 1")];
-        }
-        Vec::new()
+        sluice_channels::config::batch_size_problem(self.batch_size)
+            .into_iter()
+            .collect()
     }
 }
 

@@ -306,11 +306,11 @@ impl<'de> Walker<'de> {
 /// or refuses.
 fn text<'de, V: Visitor<'de>>(s: &'de str, want: Want, visitor: V) -> Result<V::Value, Error> {
     match want {
-        Want::Bool => {
-            if let Ok(b) = s.parse() {
-                return visitor.visit_bool(b);
-            }
-        }
+        Want::Bool => match s {
+            "true" | "True" | "TRUE" => return visitor.visit_bool(true),
+            "false" | "False" | "FALSE" => return visitor.visit_bool(false),
+            _ => {}
+        },
         Want::Float => {
             if let Ok(x) = s.parse() {
                 return visitor.visit_f64(x);
@@ -429,8 +429,18 @@ impl<'de> de::Deserializer<'de> for Walker<'de> {
         self.walk(Want::Enum, v)
     }
 
+    /// A key naming a field is a name, whatever its type: `0:` is the unknown key `0`, never
+    /// the first field.
+    fn deserialize_identifier<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        match self.node {
+            Node::Scalar(Scalar::Str(s)) => v.visit_borrowed_str(s),
+            Node::Scalar(other) => v.visit_string(other.to_string()),
+            _ => self.walk(Want::Any, v),
+        }
+    }
+
     serde::forward_to_deserialize_any! {
-        i128 u128 char str string bytes byte_buf unit unit_struct identifier
+        i128 u128 char str string bytes byte_buf unit unit_struct
     }
 }
 

@@ -159,8 +159,10 @@ pub enum Oversize {
     Stop,
 }
 
-/// A librdkafka setting's value as written in YAML: a string, a number or a boolean.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// A librdkafka setting's value as written in YAML: a string, a number or a boolean. Two
+/// values are equal when librdkafka is given the same text (`5` and `"5"`), so that a reload
+/// that only quotes a value keeps the sink.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum ProducerValue {
     /// `true` / `false`.
@@ -171,6 +173,12 @@ pub enum ProducerValue {
     Float(f64),
     /// Anything else, passed as written.
     Str(String),
+}
+
+impl PartialEq for ProducerValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
 }
 
 impl fmt::Display for ProducerValue {
@@ -299,8 +307,8 @@ impl KafkaConfig {
                 add(&format!("headers[{i}]"), format!("`{h}` is listed twice"));
             }
         }
-        if self.batch_size == 0 {
-            add("batch_size", "must be at least 1".into());
+        if let Some(p) = sluice_channels::config::batch_size_problem(self.batch_size) {
+            add(&p.key, p.message);
         }
         if !(1..=MAX_BATCHES_IN_FLIGHT).contains(&self.batches_in_flight) {
             add(

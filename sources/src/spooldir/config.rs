@@ -136,8 +136,8 @@ impl SpoolDirConfig {
         if self.completed_suffix.is_empty() {
             problems.push(Problem::new("completed_suffix", "must not be empty"));
         }
-        if self.batch_size == 0 {
-            problems.push(Problem::new("batch_size", "must be at least 1"));
+        if let Some(p) = sluice_channels::config::batch_size_problem(self.batch_size) {
+            problems.push(p);
         }
         if self.max_line_bytes.0 == 0 {
             problems.push(Problem::new("max_line_bytes", "must be at least 1 byte"));

@@ -195,8 +195,8 @@ impl TailDirConfig {
             }
         }
         check_headers("headers", &self.headers, &mut problems);
-        if self.batch_size == 0 {
-            problems.push(Problem::new("batch_size", "must be at least 1"));
+        if let Some(p) = sluice_channels::config::batch_size_problem(self.batch_size) {
+            problems.push(p);
         }
         if self.max_line_bytes.0 < 2 {
             problems.push(Problem::new("max_line_bytes", "must be at least 2 bytes"));
