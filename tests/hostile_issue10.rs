@@ -252,7 +252,6 @@ fn a_completed_name_taken_by_a_dangling_link_does_not_ship_the_file_at_every_res
 /// shipped as a line of its own. Expected: the lines `first`, the line's first
 /// `max_line_bytes`, and `next`, and nothing else.
 #[test]
-#[ignore = "known, not fixed yet: a position inside a truncated line is not resumed as `dropping` (see the issue 10 closing note)"]
 fn a_taildir_restart_inside_a_truncated_long_line_ships_no_fragment_of_it() {
     let dir = tempfile::tempdir().unwrap();
     let (logs, data) = (dir.path().join("logs"), dir.path().join("data"));
@@ -301,7 +300,6 @@ fn a_taildir_restart_inside_a_truncated_long_line_ships_no_fragment_of_it() {
 /// waits for room in the middle of the file (its receipts are safe once written), a Kafka sink
 /// that cannot deliver in the first run, and a console sink in the second.
 #[test]
-#[ignore = "known, not fixed yet: a checkpoint inside a truncated line is not resumed as `dropping` (see the issue 10 closing note)"]
 fn a_spooldir_restart_inside_a_truncated_long_line_ships_no_fragment_of_it() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, data, channel) = (

@@ -93,6 +93,20 @@ impl Newline {
     }
 }
 
+/// True if file offset `at` of `file` is inside a line: the code unit before it is not the
+/// end of a terminator. Offset 0 is the start of a line.
+pub fn inside_line(file: &std::fs::File, at: u64, newline: Newline) -> io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let unit = newline.unit();
+    let Some(from) = at.checked_sub(unit as u64) else {
+        return Ok(false);
+    };
+    let mut last = [0u8; 2];
+    let last = &mut last[..unit];
+    file.read_exact_at(last, from)?;
+    Ok(newline.after_last(last, from) != Some(unit))
+}
+
 /// Counts of what the framer did to lines over the maximum, for metrics and logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LongLines {
@@ -152,6 +166,16 @@ impl LineFramer {
             continuing: false,
             long: LongLines::default(),
             spans: Vec::new(),
+        }
+    }
+
+    /// Says that the stream starts inside a line (a position recorded while the rest of a
+    /// truncated line was being dropped): under [`LongLinePolicy::Truncate`] the bytes up to
+    /// the line's terminator are dropped too, never handed out as a line of their own. Under
+    /// `Split` they are the line's next pieces and are handed out.
+    pub fn starts_inside_line(&mut self) {
+        if self.policy == LongLinePolicy::Truncate {
+            self.discarding = true;
         }
     }
 
@@ -409,6 +433,34 @@ mod tests {
 
     fn bodies(v: &[(Vec<u8>, u64)]) -> Vec<&[u8]> {
         v.iter().map(|(b, _)| b.as_slice()).collect()
+    }
+
+    #[test]
+    fn a_stream_starting_inside_a_truncated_line_drops_up_to_its_end_and_split_keeps_it() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, b"first\nAAAAAAAAAAtail\nnext\n").unwrap();
+        let file = std::fs::File::open(&p).unwrap();
+        assert!(!inside_line(&file, 0, Newline::Byte).unwrap());
+        assert!(!inside_line(&file, 6, Newline::Byte).unwrap(), "after a terminator");
+        assert!(inside_line(&file, 12, Newline::Byte).unwrap());
+        for (policy, want) in [
+            (LongLinePolicy::Truncate, vec![&b"next"[..]]),
+            (LongLinePolicy::Split, vec![&b"AAAA"[..], b"tail", b"next"]),
+        ] {
+            let mut f = LineFramer::new(12, 4, policy);
+            f.starts_inside_line();
+            f.extend(b"AAAAtail\nnext\n");
+            let mut out = Vec::new();
+            f.frame(|b, o| out.push((b.to_vec(), o)));
+            assert_eq!(bodies(&out), want, "{policy:?}");
+            assert_eq!(f.offset(), 26);
+        }
+        let utf16: Vec<u8> = "a\nbc".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        std::fs::write(&p, &utf16).unwrap();
+        let file = std::fs::File::open(&p).unwrap();
+        assert!(!inside_line(&file, 4, Newline::Utf16Le).unwrap());
+        assert!(inside_line(&file, 6, Newline::Utf16Le).unwrap());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::config::FAILED_SUFFIX;
 use super::scan::{Shape, needed_quiet};
+use crate::framing::{self, Newline};
 
 /// What is asked of [`open`].
 pub(super) struct OpenRequest {
@@ -35,6 +36,9 @@ pub(super) struct Ready {
     pub shape: Shape,
     /// Since when it has had that shape.
     pub seen: Instant,
+    /// The offset is inside a line (a checkpoint taken while a truncated line's rest was
+    /// being dropped).
+    pub inside_line: bool,
 }
 
 /// Why [`open`] did not open a file to be read.
@@ -89,12 +93,21 @@ pub(super) fn open(req: OpenRequest) -> Result<Ready, Opening> {
     if let Err(e) = file.seek(SeekFrom::Start(req.offset)) {
         return Err(Opening::Failed(e));
     }
+    let inside_line = match framing::inside_line(&file, req.offset, Newline::Byte) {
+        Ok(inside) => inside,
+        Err(e) => return Err(Opening::Failed(e)),
+    };
     if let Some(done) = req.completed
         && taken(&done)
     {
         return Err(Opening::CompletedTaken(done));
     }
-    Ok(Ready { file, shape, seen })
+    Ok(Ready {
+        file,
+        shape,
+        seen,
+        inside_line,
+    })
 }
 
 /// What [`complete`] did.

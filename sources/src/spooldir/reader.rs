@@ -123,14 +123,23 @@ impl FileReader {
     ) -> Result<Result<Box<First>, Opening>, blocking::Interrupted> {
         blocking::run(on, move || {
             let offset = req.offset;
-            let Ready { file, shape, seen } = match files::open(req) {
+            let Ready {
+                file,
+                shape,
+                seen,
+                inside_line,
+            } = match files::open(req) {
                 Ok(ready) => ready,
                 Err(not) => return Err(not),
             };
+            let mut framer = LineFramer::new(offset, how.max_line, how.policy);
+            if inside_line {
+                framer.starts_inside_line();
+            }
             let mut reader = FileReader {
                 open: Some(Open {
                     file,
-                    framer: LineFramer::new(offset, how.max_line, how.policy),
+                    framer,
                     lines: FileLines::new(Vec::new()),
                     origin: how.origin,
                     batch_size: how.batch_size,

@@ -17,7 +17,7 @@ use sluice_channels::Origin;
 
 use super::config::Decoding;
 use super::identity::{self, FINGERPRINT_MAX, Fingerprint, Verdict};
-use crate::framing::{LineFramer, LongLinePolicy, LongLines, Newline};
+use crate::framing::{self, LineFramer, LongLinePolicy, LongLines, Newline};
 use crate::now_ms;
 use crate::pipeline::{Batch, FileLines, Key, Packer, Stage, Transcode};
 
@@ -252,9 +252,14 @@ fn open(s: &Settings, job: &mut Job, done: &mut Done) -> io::Result<Option<Box<R
     };
     file.seek(SeekFrom::Start(start))?;
     done.opened_at = Some(start);
+    let mut framer = LineFramer::with_newline(start, s.max_line, s.policy, newline);
+    if framing::inside_line(&file, start, newline)? {
+        // A position taken while a truncated line's rest was being dropped.
+        framer.starts_inside_line();
+    }
     Ok(Some(Box::new(Reader {
         file,
-        framer: LineFramer::with_newline(start, s.max_line, s.policy, newline),
+        framer,
         lines: FileLines::new(s.stages()),
         reported: LongLines::default(),
     })))
