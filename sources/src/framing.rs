@@ -442,7 +442,10 @@ mod tests {
         std::fs::write(&p, b"first\nAAAAAAAAAAtail\nnext\n").unwrap();
         let file = std::fs::File::open(&p).unwrap();
         assert!(!inside_line(&file, 0, Newline::Byte).unwrap());
-        assert!(!inside_line(&file, 6, Newline::Byte).unwrap(), "after a terminator");
+        assert!(
+            !inside_line(&file, 6, Newline::Byte).unwrap(),
+            "after a terminator"
+        );
         assert!(inside_line(&file, 12, Newline::Byte).unwrap());
         for (policy, want) in [
             (LongLinePolicy::Truncate, vec![&b"next"[..]]),

@@ -136,6 +136,11 @@ pub struct SpoolDirSource {
     spool: Option<Spool>,
     /// Files whose lines are not all safe yet, oldest first.
     flight: VecDeque<InFlight>,
+    /// Files out of flight, every line safe, to be completed with the next blocking call
+    /// (the next file's open, or one of their own when the source has nothing else to do).
+    /// The checkpoint no longer names them: a crash before they are completed reads them
+    /// again, as it did when completing them came a moment after their last line was safe.
+    completing: Vec<InFlight>,
     /// When the checkpoint was last made durable.
     synced_at: Instant,
     /// The checkpoint was rewritten since it was last made durable.
@@ -158,6 +163,7 @@ impl SpoolDirSource {
             cfg,
             ctx,
             flight: VecDeque::new(),
+            completing: Vec::new(),
             synced_at: Instant::now(),
             unsynced: false,
             write_failing: false,
@@ -217,6 +223,7 @@ impl SpoolDirSource {
         while !shutdown.is_stopping() {
             self.advance(false).await;
             if self.flight.len() >= MAX_FILES_IN_FLIGHT {
+                self.finish().await;
                 if !self.wait_front().await {
                     break;
                 }
@@ -254,6 +261,7 @@ impl SpoolDirSource {
                     // Idle: make the last progress durable.
                     self.advance(true).await;
                 }
+                self.finish().await;
                 let notified = wake.notified();
                 let waiting = self.flight.iter().any(|f| !f.progress.is_settled());
                 let until = self
@@ -502,7 +510,16 @@ impl SpoolDirSource {
             policy: self.cfg.long_lines,
             batch_size: self.cfg.batch_size,
         };
-        let not = match FileReader::open(&self.blocking(), req, how).await? {
+        // The files whose lines became safe are completed in the same blocking call.
+        let (files, work) = self.take_completing();
+        let on = self.blocking();
+        let opened = FileReader::open(&on, req, how, move || complete_all(&work));
+        let (done, opened) = match opened.await {
+            Ok((done, opened)) => (Ok(done), Ok(opened)),
+            Err(Interrupted) => (Err(Interrupted), Err(Interrupted)),
+        };
+        self.conclude(files, done).await;
+        let not = match opened? {
             Ok(first) => {
                 let First {
                     reader,
@@ -670,6 +687,7 @@ impl SpoolDirSource {
                 debug!(file = %path.display(), size = end.len,
                     "at the end of a file still being written; waiting for it to stay unchanged");
             }
+            self.finish().await;
             let waiting = self.flight.iter().any(|f| !f.progress.is_settled());
             tokio::select! {
                 _ = tokio::time::sleep(needed - quiet) => {}
@@ -744,17 +762,17 @@ impl SpoolDirSource {
         for f in &mut self.flight {
             moved |= f.progress.advance();
         }
-        let mut done = Vec::new();
+        let mut finished = false;
         while self
             .flight
             .front()
             .is_some_and(|f| f.read != ReadEnd::Reading && f.progress.is_settled())
         {
-            done.extend(self.flight.pop_front());
+            self.completing.extend(self.flight.pop_front());
+            finished = true;
         }
-        let finished = !done.is_empty();
-        if finished {
-            self.finish(done).await;
+        if durable {
+            self.finish().await;
         }
         if moved || finished || durable {
             let durable = durable || self.synced_at.elapsed() >= SYNC_EVERY;
@@ -762,44 +780,53 @@ impl SpoolDirSource {
         }
     }
 
-    /// Completes files whose lines are all safe, the renames and deletes of all of them in
-    /// one blocking call: renames or deletes each, or sets it aside if it could not be read to
-    /// its end or changed after it was read. Cut off (the source is stopping), the files go
-    /// back to the front of the files in flight, so that the checkpoint keeps them with every
-    /// line safe and a restart completes them without reading a line again.
-    async fn finish(&mut self, files: Vec<InFlight>) {
-        let mut read = Vec::new();
-        for f in files {
-            match f.read {
-                ReadEnd::Done(_) => read.push(f),
-                ReadEnd::Failed => self.set_aside(&f.path, true).await,
-                // Never finished: not taken out of the files in flight.
-                ReadEnd::Reading => {}
-            }
-        }
-        if read.is_empty() {
+    /// Completes the files whose lines are all safe (see `completing`) in one blocking call
+    /// of their own.
+    async fn finish(&mut self) {
+        if self.completing.is_empty() {
             return;
         }
-        let work: Vec<(PathBuf, Shape, Option<PathBuf>)> = read
+        let (files, work) = self.take_completing();
+        let done = self.off(move || complete_all(&work)).await;
+        self.conclude(files, done).await;
+    }
+
+    /// Takes the files to complete, and the work of completing them on the blocking pool.
+    fn take_completing(&mut self) -> (Vec<InFlight>, Vec<Completing>) {
+        let files = std::mem::take(&mut self.completing);
+        let work = files
             .iter()
             .filter_map(|f| match f.read {
                 ReadEnd::Done(shape) => Some((f.path.clone(), shape, self.rename_to(&f.path))),
-                _ => None,
+                ReadEnd::Failed | ReadEnd::Reading => None,
             })
             .collect();
-        let completed = self.off(move || {
-            work.iter()
-                .map(|(path, shape, to)| files::complete(path, shape, to.as_deref()))
-                .collect::<Vec<_>>()
-        });
-        let Ok(completed) = completed.await else {
-            for f in read.into_iter().rev() {
+        (files, work)
+    }
+
+    /// Says what completing `files` did (renamed or deleted each, or set it aside if it could
+    /// not be read to its end or changed after it was read), given the results of their
+    /// completion work in order. Cut off (the source is stopping), the files go back to the
+    /// front of the files in flight, so that the checkpoint keeps them with every line safe
+    /// and a restart completes them without reading a line again.
+    async fn conclude(&mut self, files: Vec<InFlight>, done: Result<Vec<Completion>, Interrupted>) {
+        let Ok(done) = done else {
+            for f in files.into_iter().rev() {
                 self.flight.push_front(f);
             }
             return;
         };
-        for (f, done) in read.iter().zip(completed) {
-            self.completed(&f.path, done).await;
+        let mut done = done.into_iter();
+        for f in files {
+            match f.read {
+                ReadEnd::Done(_) => {
+                    if let Some(result) = done.next() {
+                        self.completed(&f.path, result).await;
+                    }
+                }
+                ReadEnd::Failed => self.set_aside(&f.path, true).await,
+                ReadEnd::Reading => {}
+            }
         }
     }
 
@@ -836,6 +863,17 @@ impl SpoolDirSource {
             }
         }
     }
+}
+
+/// A file to complete: its path, its shape when its end was read, and the name to rename it to
+/// (`None`: delete it).
+type Completing = (PathBuf, Shape, Option<PathBuf>);
+
+/// Completes each file of `work` (see [`files::complete`]), in order.
+fn complete_all(work: &[Completing]) -> Vec<Completion> {
+    work.iter()
+        .map(|(path, shape, to)| files::complete(path, shape, to.as_deref()))
+        .collect()
 }
 
 /// True for file-system events that may show a new file: created, renamed, its metadata

@@ -114,48 +114,53 @@ pub(super) struct FileReader {
 }
 
 impl FileReader {
-    /// Opens a file as [`files::open`] does and, if it is ready, reads its first chunk, all
-    /// in one blocking call on `on` (a small file is read whole in it).
-    pub async fn open(
+    /// Runs `before` (work that would otherwise cost a call of its own), then opens a file as
+    /// [`files::open`] does and, if it is ready, reads its first chunk, all in one blocking
+    /// call on `on` (a small file is read whole in it).
+    pub async fn open<T: Send + 'static>(
         on: &Handle,
         req: OpenRequest,
         how: Reading,
-    ) -> Result<Result<Box<First>, Opening>, blocking::Interrupted> {
+        before: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<(T, Result<Box<First>, Opening>), blocking::Interrupted> {
         blocking::run(on, move || {
-            let offset = req.offset;
-            let Ready {
-                file,
-                shape,
-                seen,
-                inside_line,
-            } = match files::open(req) {
-                Ok(ready) => ready,
-                Err(not) => return Err(not),
-            };
-            let mut framer = LineFramer::new(offset, how.max_line, how.policy);
-            if inside_line {
-                framer.starts_inside_line();
-            }
-            let mut reader = FileReader {
-                open: Some(Open {
-                    file,
-                    framer,
-                    lines: FileLines::new(Vec::new()),
-                    origin: how.origin,
-                    batch_size: how.batch_size,
-                }),
-                read_to: offset,
-                size: shape.len,
-            };
-            let chunk = reader.read_here();
-            Ok(Box::new(First {
-                reader,
-                shape,
-                seen,
-                chunk,
-            }))
+            let done = before();
+            (done, Self::open_here(req, how))
         })
         .await
+    }
+
+    /// Opens and reads the first chunk on this thread (see [`FileReader::open`]).
+    fn open_here(req: OpenRequest, how: Reading) -> Result<Box<First>, Opening> {
+        let offset = req.offset;
+        let Ready {
+            file,
+            shape,
+            seen,
+            inside_line,
+        } = files::open(req)?;
+        let mut framer = LineFramer::new(offset, how.max_line, how.policy);
+        if inside_line {
+            framer.starts_inside_line();
+        }
+        let mut reader = FileReader {
+            open: Some(Open {
+                file,
+                framer,
+                lines: FileLines::new(Vec::new()),
+                origin: how.origin,
+                batch_size: how.batch_size,
+            }),
+            read_to: offset,
+            size: shape.len,
+        };
+        let chunk = reader.read_here();
+        Ok(Box::new(First {
+            reader,
+            shape,
+            seen,
+            chunk,
+        }))
     }
 
     /// How much to read first: what the file holds past what was read, and one byte more to
