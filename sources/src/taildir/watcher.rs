@@ -386,9 +386,11 @@ impl Watcher {
             }),
             wake: Notify::new(),
         });
+        // The event thread logs in the source's span, as the source's own tasks do.
         let handler = {
             let shared = shared.clone();
-            move |event| shared.record(event)
+            let span = tracing::Span::current();
+            move |event| span.in_scope(|| shared.record(event))
         };
         let inner = match notify::recommended_watcher(handler) {
             Ok(w) => Some(w),
