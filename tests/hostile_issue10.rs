@@ -1,8 +1,7 @@
 //! What a hostile run against issue 10 (the shared source pipeline, spooldir's blocking-pool
 //! file operations, the format-neutral config tree, component spans in logs) found, on the
 //! binary of 3387cf2. Each test describes the expected behaviour and failed when it was
-//! written; those still ignored are the problems not fixed yet (`cargo test --test
-//! hostile_issue10 -- --ignored` shows them failing).
+//! written.
 //!
 //! None of them needs a Kafka broker: the console sink, the file channel, and a Kafka sink
 //! pointed at a port nobody listens on are enough.
@@ -375,7 +374,6 @@ fn a_spooldir_restart_inside_a_truncated_long_line_ships_no_fragment_of_it() {
 /// came out as "中文\u{FFFD}", "形闹\u{FFFD}", "文"). Expected: the pieces, put together,
 /// are the line.
 #[test]
-#[ignore = "known, not fixed yet: split pieces are cut on bytes, not characters, before transcoding (see the issue 10 closing note)"]
 fn split_long_lines_in_a_multibyte_encoding_lose_no_character() {
     let cases: [(&str, usize, Vec<u8>, &str); 2] = [
         (

@@ -1,48 +1,135 @@
 //! The transcoding stage: lines of a file in another encoding become UTF-8.
 
 use bytes::Bytes;
-use encoding_rs::Encoding;
+use encoding_rs::{Decoder, Encoding};
 
 use super::lines::{Line, Stage};
 
 /// Replaces each line's body by its UTF-8 transcoding, all the lines of one read in one new
 /// buffer; offsets stay those of the original bytes. A byte-order mark at the start of the
 /// file is removed.
-pub(crate) struct Transcode(pub &'static Encoding);
+///
+/// A long line split into pieces of `max_line_bytes` is cut on bytes, maybe inside a
+/// character: its pieces are decoded as one stream (a piece is followed by the next when the
+/// next starts where it ends), so that a character cut in two comes out whole, at the start of
+/// the next piece, and the pieces put together are the line.
+pub(crate) struct Transcode {
+    encoding: &'static Encoding,
+    /// The longest piece the framer cuts: a line of exactly this length may go on.
+    max_line: usize,
+    /// The decoder of a line that may go on in the next read, and where it would go on.
+    carry: Option<(Decoder, u64)>,
+}
+
+impl Transcode {
+    /// A stage decoding `encoding`, for a framer that cuts pieces of `max_line` bytes.
+    pub fn new(encoding: &'static Encoding, max_line: usize) -> Self {
+        Transcode {
+            encoding,
+            max_line,
+            carry: None,
+        }
+    }
+
+    fn decoder(&self, offset: u64) -> Decoder {
+        if offset == 0 {
+            self.encoding.new_decoder_with_bom_removal()
+        } else {
+            self.encoding.new_decoder_without_bom_handling()
+        }
+    }
+}
 
 impl Stage for Transcode {
-    fn apply(&mut self, lines: &mut Vec<Line>, _last: bool) {
+    fn apply(&mut self, lines: &mut Vec<Line>, last: bool) {
         if lines.is_empty() {
             return;
         }
-        let enc = self.0;
-        let decoder = |offset: u64| {
-            if offset == 0 {
-                enc.new_decoder_with_bom_removal()
-            } else {
-                enc.new_decoder_without_bom_handling()
-            }
-        };
+        // Room for each line and the few bytes of a character carried into it.
+        let bound = self.encoding.new_decoder_without_bom_handling();
         let cap: usize = lines
             .iter()
-            .map(|(b, o)| {
-                decoder(*o)
-                    .max_utf8_buffer_length(b.len())
+            .map(|(b, _)| {
+                bound
+                    .max_utf8_buffer_length(b.len() + 4)
                     .unwrap_or(b.len() * 3 + 16)
             })
             .sum();
         let mut out = vec![0u8; cap];
         let mut spans = Vec::with_capacity(lines.len());
         let mut w = 0;
-        for (b, o) in lines.iter() {
-            let (_, _, written, _) = decoder(*o).decode_to_utf8(b, &mut out[w..], true);
+        for i in 0..lines.len() {
+            let (body, offset) = (&lines[i].0, lines[i].1);
+            let end = offset + body.len() as u64;
+            let mut decoder = match self.carry.take() {
+                Some((d, at)) if at == offset => d,
+                _ => self.decoder(offset),
+            };
+            // Goes on in the next line of this read, or maybe in the next read.
+            let goes_on = match lines.get(i + 1) {
+                Some(next) => next.1 == end,
+                None => !last && body.len() == self.max_line,
+            };
+            let (_, _, written, _) = decoder.decode_to_utf8(body, &mut out[w..], !goes_on);
             spans.push((w, w + written));
             w += written;
+            if goes_on {
+                self.carry = Some((decoder, end));
+            }
         }
         out.truncate(w);
         let out = Bytes::from(out);
         for ((body, _), (s, e)) in lines.iter_mut().zip(spans) {
             *body = out.slice(s..e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(bytes: &[u8], size: usize, from: u64) -> Vec<Line> {
+        bytes
+            .chunks(size)
+            .scan(from, |at, c| {
+                let line = (Bytes::copy_from_slice(c), *at);
+                *at += c.len() as u64;
+                Some(line)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_pieces_of_a_split_line_are_decoded_as_one_stream_across_reads() {
+        let (gbk, _, _) = encoding_rs::GBK.encode("中文中文中文");
+        let mut stage = Transcode::new(encoding_rs::GBK, 5);
+        let mut first = pieces(&gbk, 5, 0);
+        let mut second = first.split_off(1);
+        let mut third = second.split_off(1);
+        stage.apply(&mut first, false);
+        stage.apply(&mut second, false);
+        stage.apply(&mut third, true);
+        let text: String = first
+            .iter()
+            .chain(&second)
+            .chain(&third)
+            .map(|(b, _)| String::from_utf8(b.to_vec()).unwrap())
+            .collect();
+        assert_eq!(text, "中文中文中文");
+    }
+
+    #[test]
+    fn a_line_that_does_not_go_on_ends_its_character_stream() {
+        // A lone lead byte at the end of a whole line is a broken character: U+FFFD, and the
+        // next line starts afresh.
+        let mut stage = Transcode::new(encoding_rs::GBK, 100);
+        let mut lines = vec![
+            (Bytes::from_static(b"a\xd6"), 0),
+            (Bytes::from_static(b"b"), 3),
+        ];
+        stage.apply(&mut lines, false);
+        assert_eq!(lines[0].0, "a\u{FFFD}".as_bytes());
+        assert_eq!(lines[1].0, &b"b"[..]);
     }
 }

@@ -65,7 +65,7 @@ impl Settings {
     fn stages(&self) -> Vec<Box<dyn Stage>> {
         self.decoding
             .encoding
-            .map(|e| Box::new(Transcode(e)) as Box<dyn Stage>)
+            .map(|e| Box::new(Transcode::new(e, self.max_line)) as Box<dyn Stage>)
             .into_iter()
             .collect()
     }
