@@ -25,19 +25,6 @@ fn out_lines(agent: &Agent) -> Vec<String> {
         .collect()
 }
 
-/// Like `wait_until`, with the agent's log in the message on timeout.
-fn wait_for(agent: &Agent, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = std::time::Instant::now() + LONG;
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < end,
-            "timed out after {LONG:?} waiting for: {what}; the agent's log:\n{}",
-            agent.stderr_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Stops the agent with SIGTERM and checks that it exits 0.
 fn stop(agent: &mut Agent) {
     agent.signal(libc::SIGTERM);
@@ -339,7 +326,7 @@ fn a_spooldir_restart_inside_a_truncated_long_line_ships_no_fragment_of_it() {
             "{{ type: kafka, channel: c1, brokers: \"127.0.0.1:{nobody}\", topic: t }}"
         )),
     );
-    wait_for(&first, "the checkpoint records progress", || {
+    first.wait_for(LONG, "the checkpoint records progress", || {
         fs::read_to_string(&checkpoint).is_ok_and(|c| c.contains("\"offset\""))
     });
     std::thread::sleep(Duration::from_millis(500));
@@ -347,7 +334,7 @@ fn a_spooldir_restart_inside_a_truncated_long_line_ships_no_fragment_of_it() {
     let recorded = fs::read_to_string(&checkpoint).unwrap();
 
     let mut second = Agent::start(dir.path(), "a1", &config("{ type: console, channel: c1 }"));
-    wait_for(&second, "a.log completed", || {
+    second.wait_for(LONG, "a.log completed", || {
         spool.join("a.log.COMPLETED").exists()
     });
     std::thread::sleep(Duration::from_millis(300));
@@ -401,7 +388,7 @@ fn split_long_lines_in_a_multibyte_encoding_lose_no_character() {
             &format!(", encoding: {encoding}, max_line_bytes: {max}"),
         );
         let mut agent = Agent::start(dir.path(), "a1", &config);
-        wait_for(&agent, "`end` delivered", || {
+        agent.wait_for(LONG, "`end` delivered", || {
             out_lines(&agent).iter().any(|l| l == "end")
         });
         stop(&mut agent);

@@ -237,7 +237,7 @@ fn a_broker_outage_mid_stream_loses_nothing_and_keeps_order() {
 
     broker.stop();
     // The outage shows: not connected, errors counted, /health degraded.
-    wait_until(LONG, "the sink reports the outage", || {
+    agent.wait_for(LONG, "the sink reports the outage", || {
         metric(port, "sluice_sink_connected") == 0 && metric(port, "sluice_sink_errors_total") > 0
     });
     let (state, body) = health(port).unwrap();
@@ -563,7 +563,7 @@ fn ready_waits_for_the_broker_outages_are_logged_once_and_draining_is_unready() 
     broker.stop();
     let lines = file_lines("late.log", 2000);
     drop_file(&spool, "late.log", &file_content(&lines).0);
-    wait_until(LONG, "the sink reports the outage", || {
+    agent.wait_for(LONG, "the sink reports the outage", || {
         metric(port, "sluice_sink_connected") == 0
     });
     // The source read them (a new file is read once it stayed unchanged for `ready_after`):

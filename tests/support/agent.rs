@@ -192,6 +192,23 @@ impl Agent {
         fs::read(&self.stdout).unwrap_or_default()
     }
 
+    /// Like [`wait_until`], but a timeout shows the last lines of the agent's log, so that a
+    /// failure in CI says what the agent was doing.
+    pub fn wait_for(&self, deadline: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+        let end = Instant::now() + deadline;
+        while !cond() {
+            if Instant::now() >= end {
+                let log = self.stderr_text();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+                panic!(
+                    "timed out after {deadline:?} waiting for: {what}\nthe agent's log ends:\n{tail}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// What the agent logged so far.
     pub fn stderr_text(&self) -> String {
         fs::read_to_string(&self.stderr).unwrap_or_default()
