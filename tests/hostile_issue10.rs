@@ -32,37 +32,41 @@ fn stop(agent: &mut Agent) {
     assert!(status.success(), "exit {status}: {}", agent.stderr_text());
 }
 
-fn spooldir_console(data: &Path, spool: &Path, source_opts: &str) -> String {
+/// An agent with source `r1` (its options as one YAML flow map's content) into a memory
+/// channel and the console sink.
+fn console_agent(data: &Path, source: &str) -> String {
     format!(
         r#"a1:
   data_dir: {data}
   shutdown_timeout: 5s
   sources:
-    r1: {{ type: spooldir, dir: {spool}, channel: c1, ready_after: 100ms, poll_interval: 100ms{source_opts} }}
+    r1: {{ {source} }}
   channels:
     c1: {{ type: memory }}
   sinks:
     k1: {{ type: console, channel: c1 }}
 "#,
         data = data.display(),
-        spool = spool.display(),
+    )
+}
+
+fn spooldir_console(data: &Path, spool: &Path, source_opts: &str) -> String {
+    let spool = spool.display();
+    console_agent(
+        data,
+        &format!(
+            "type: spooldir, dir: {spool}, channel: c1, ready_after: 100ms, poll_interval: 100ms{source_opts}"
+        ),
     )
 }
 
 fn taildir_console(data: &Path, logs: &Path, source_opts: &str) -> String {
-    format!(
-        r#"a1:
-  data_dir: {data}
-  shutdown_timeout: 5s
-  sources:
-    r1: {{ type: taildir, paths: ["{logs}/*.log"], channel: c1, poll_interval: 100ms{source_opts} }}
-  channels:
-    c1: {{ type: memory }}
-  sinks:
-    k1: {{ type: console, channel: c1 }}
-"#,
-        data = data.display(),
-        logs = logs.display(),
+    let logs = logs.display();
+    console_agent(
+        data,
+        &format!(
+            "type: taildir, paths: [\"{logs}/*.log\"], channel: c1, poll_interval: 100ms{source_opts}"
+        ),
     )
 }
 
@@ -218,7 +222,6 @@ fn a_completed_name_taken_by_a_dangling_link_does_not_ship_the_file_at_every_res
             let log = agent.stderr_text();
             log.contains("b.log") && (log.contains("ERROR") || log.contains("file completed"))
         });
-        std::thread::sleep(Duration::from_millis(500));
         stop(&mut agent);
         let n = out_lines(&agent).iter().filter(|l| *l == "b one").count();
         eprintln!("run {run}: `b one` delivered {n} time(s)");
@@ -253,7 +256,15 @@ fn a_taildir_restart_inside_a_truncated_long_line_ships_no_fragment_of_it() {
     wait_until(LONG, "the head of the long line delivered", || {
         out_lines(&first).len() == 2
     });
-    std::thread::sleep(Duration::from_millis(1500)); // a position write
+    // The position is written inside the long line, past its head.
+    let positions = data.join("sources/r1/positions.json");
+    first.wait_for(LONG, "a position inside the long line", || {
+        fs::read(&positions)
+            .ok()
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
+            .and_then(|p| p["files"][0]["offset"].as_u64())
+            .is_some_and(|offset| offset > 6 + 1024)
+    });
     stop(&mut first);
 
     let mut second = Agent::start(dir.path(), "a1", &config);
@@ -329,7 +340,6 @@ fn a_spooldir_restart_inside_a_truncated_long_line_ships_no_fragment_of_it() {
     first.wait_for(LONG, "the checkpoint records progress", || {
         fs::read_to_string(&checkpoint).is_ok_and(|c| c.contains("\"offset\""))
     });
-    std::thread::sleep(Duration::from_millis(500));
     stop(&mut first);
     let recorded = fs::read_to_string(&checkpoint).unwrap();
 
@@ -337,7 +347,6 @@ fn a_spooldir_restart_inside_a_truncated_long_line_ships_no_fragment_of_it() {
     second.wait_for(LONG, "a.log completed", || {
         spool.join("a.log.COMPLETED").exists()
     });
-    std::thread::sleep(Duration::from_millis(300));
     stop(&mut second);
     let lines = out_lines(&second);
     let fragments: Vec<String> = lines
