@@ -43,6 +43,13 @@ impl Newline {
         }
     }
 
+    /// The size of the pieces a line longer than `max_line` is cut into: `max_line` rounded
+    /// down to whole code units (at least one), so that pieces of UTF-16 stay aligned.
+    pub fn piece_size(self, max_line: usize) -> usize {
+        let unit = self.unit();
+        (max_line / unit * unit).max(unit)
+    }
+
     /// The encoded `\r`.
     fn cr(self) -> &'static [u8] {
         match self {
@@ -154,12 +161,11 @@ impl LineFramer {
         policy: LongLinePolicy,
         newline: Newline,
     ) -> Self {
-        let unit = newline.unit();
         LineFramer {
             buf: BytesMut::new(),
             base: start,
             scanned: 0,
-            max_line: (max_line / unit * unit).max(unit),
+            max_line: newline.piece_size(max_line),
             policy,
             newline,
             discarding: false,
@@ -462,6 +468,12 @@ mod tests {
         let utf16: Vec<u8> = "a\nbc".encode_utf16().flat_map(u16::to_le_bytes).collect();
         std::fs::write(&p, &utf16).unwrap();
         let file = std::fs::File::open(&p).unwrap();
+        assert_eq!(
+            [Newline::Byte.piece_size(5), Newline::Utf16Le.piece_size(5)],
+            [5, 4],
+            "a UTF-16 piece is whole code units, as the framer cuts it"
+        );
+        assert_eq!(Newline::Utf16Be.piece_size(1), 2);
         assert!(!inside_line(&file, 4, Newline::Utf16Le).unwrap());
         assert!(inside_line(&file, 6, Newline::Utf16Le).unwrap());
     }

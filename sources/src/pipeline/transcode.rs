@@ -22,7 +22,8 @@ pub(crate) struct Transcode {
 }
 
 impl Transcode {
-    /// A stage decoding `encoding`, for a framer that cuts pieces of `max_line` bytes.
+    /// A stage decoding `encoding`, for a framer that cuts long lines into pieces of
+    /// `max_line` bytes (see [`Newline::piece_size`](crate::framing::Newline::piece_size)).
     pub fn new(encoding: &'static Encoding, max_line: usize) -> Self {
         Transcode {
             encoding,

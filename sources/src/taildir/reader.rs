@@ -65,7 +65,10 @@ impl Settings {
     fn stages(&self) -> Vec<Box<dyn Stage>> {
         self.decoding
             .encoding
-            .map(|e| Box::new(Transcode::new(e, self.max_line)) as Box<dyn Stage>)
+            .map(|e| {
+                let piece = self.decoding.newline.piece_size(self.max_line);
+                Box::new(Transcode::new(e, piece)) as Box<dyn Stage>
+            })
             .into_iter()
             .collect()
     }
