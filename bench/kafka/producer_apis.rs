@@ -79,6 +79,7 @@ fn events(corpus: &str, n: usize) -> Vec<Event> {
                     origin: origin.clone(),
                     offset: start as u64,
                     read_at_ms: 0,
+                    headers: Default::default(),
                 });
             }
         }

@@ -69,6 +69,7 @@ fn batches(total: usize, size: usize) -> impl Iterator<Item = Vec<Event>> {
                     origin: origin.clone(),
                     offset,
                     read_at_ms: 1_700_000_000_000,
+                    headers: Default::default(),
                 };
                 offset += size as u64;
                 e

@@ -477,6 +477,7 @@ mod tests {
                 origin: origin.clone(),
                 offset: i,
                 read_at_ms: 0,
+                headers: Default::default(),
             })
             .collect();
         channel.put(batch).await.unwrap();

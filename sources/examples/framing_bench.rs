@@ -31,6 +31,7 @@ fn main() -> std::io::Result<()> {
                     origin: origin.clone(),
                     offset,
                     read_at_ms: 0,
+                    headers: Default::default(),
                 });
             };
             if n == 0 {

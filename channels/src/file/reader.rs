@@ -307,8 +307,14 @@ impl Reader {
                         off: pos,
                         skip,
                     };
-                    let ok = kind != record::KIND_EVENTS
-                        || self.decode(&data, payload_at..payload_at + payload.len(), rec, &mut d);
+                    let ok = !record::holds_events(kind)
+                        || self.decode(
+                            kind,
+                            &data,
+                            payload_at..payload_at + payload.len(),
+                            rec,
+                            &mut d,
+                        );
                     ok.then_some(len)
                 }
                 Parsed::Incomplete(n) if !short && pos + n as u64 <= end => break,
@@ -331,11 +337,18 @@ impl Reader {
 
     /// Decodes the events record at `rec`, whose payload is `data[range]`, into a chunk,
     /// passing its first `rec.skip` events.
-    fn decode(&mut self, data: &Bytes, range: Range<usize>, rec: Pos, d: &mut Decoded) -> bool {
+    fn decode(
+        &mut self,
+        kind: u8,
+        data: &Bytes,
+        range: Range<usize>,
+        rec: Pos,
+        d: &mut Decoded,
+    ) -> bool {
         let (at, len) = (range.start, range.len());
         let (seg, skip) = (rec.seg, rec.skip);
         let payload = &data[range];
-        let Some(mut it) = EventIter::new(payload) else {
+        let Some(mut it) = EventIter::new(kind, payload) else {
             return false;
         };
         let count = it.remaining().min(len as u64) as usize;
@@ -348,13 +361,18 @@ impl Reader {
             if i < skip as usize {
                 continue;
             }
-            bytes += e.body.len();
-            events.push(Event {
+            let Some(headers) = record::decode_headers(&payload[e.headers.clone()]) else {
+                return false;
+            };
+            let event = Event {
                 body: data.slice(at + e.body.start..at + e.body.end),
                 origin,
                 offset: e.offset,
                 read_at_ms: e.read_at_ms,
-            });
+                headers,
+            };
+            bytes += event.weight();
+            events.push(event);
         }
         if !it.is_valid() {
             return false;

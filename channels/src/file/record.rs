@@ -10,17 +10,21 @@
 //! magic lets recovery find the next record after a damaged one; `0xFF` never occurs in UTF-8
 //! text, so log lines rarely imitate it.
 //!
-//! Two kinds of payload exist:
+//! Three kinds of payload exist:
 //! - an *origin* record defines a segment-local id for an [`Origin`], written before the first
 //!   event that uses it in that segment;
 //! - an *events* record holds consecutive events of one put: a count, a base read time, then
 //!   per event its origin id, file offset, read time (as a zigzag delta from the base) and body
-//!   length as LEB128 varints, followed by the body.
+//!   length as LEB128 varints, followed by the body;
+//! - an *events with headers* record is the same, for a put in which some event has headers of
+//!   its own: each event's body is followed by its header count and, per header, its name, a
+//!   byte (1: set, 0: removed) and, when set, its value (strings are a varint length and UTF-8
+//!   bytes). Puts without event headers keep the first, shorter form.
 
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::event::{Event, Origin};
+use crate::event::{Event, Headers, Origin};
 
 /// The bytes that start every record.
 pub const MAGIC: [u8; 4] = [0xFF, b'S', b'L', b'R'];
@@ -34,8 +38,24 @@ pub const MAX_BODY: usize = MAX_PAYLOAD - 64;
 pub const KIND_ORIGIN: u8 = 1;
 /// A record holding events.
 pub const KIND_EVENTS: u8 = 2;
-/// An upper bound of an event's encoding beyond its body.
+/// A record holding events some of which have headers of their own.
+pub const KIND_EVENTS_HEADERS: u8 = 3;
+/// An upper bound of an event's encoding beyond its body and headers.
 pub const EVENT_OVERHEAD: usize = 40;
+
+/// True for the kinds of record that hold events.
+pub fn holds_events(kind: u8) -> bool {
+    kind == KIND_EVENTS || kind == KIND_EVENTS_HEADERS
+}
+
+/// An upper bound of the encoding of `e` in an events record.
+pub fn event_bound(e: &Event) -> usize {
+    if e.headers.is_empty() {
+        e.body.len() + EVENT_OVERHEAD
+    } else {
+        e.body.len() + EVENT_OVERHEAD + e.headers.bytes() + 21 * e.headers.len()
+    }
+}
 
 /// What [`parse`] found at the start of a buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,7 +90,7 @@ pub fn parse(buf: &[u8]) -> Parsed<'_> {
     let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
     let len = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
     let kind = buf[12];
-    if len > MAX_PAYLOAD || !(kind == KIND_ORIGIN || kind == KIND_EVENTS) {
+    if len > MAX_PAYLOAD || !(kind == KIND_ORIGIN || holds_events(kind)) {
         return Parsed::Invalid;
     }
     let total = HEADER_LEN + len;
@@ -134,6 +154,29 @@ fn zigzag(v: i64) -> u64 {
 
 fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Moves `*pos` past one event's encoded headers, checking only their framing.
+fn skip_headers(buf: &[u8], pos: &mut usize) -> Option<()> {
+    let count = get_varint(buf, pos)?;
+    for _ in 0..count {
+        skip_str(buf, pos)?;
+        match *buf.get(*pos)? {
+            1 => {
+                *pos += 1;
+                skip_str(buf, pos)?;
+            }
+            0 => *pos += 1,
+            _ => return None,
+        }
+    }
+    Some(())
+}
+
+fn skip_str(buf: &[u8], pos: &mut usize) -> Option<()> {
+    let len = usize::try_from(get_varint(buf, pos)?).ok()?;
+    *pos = pos.checked_add(len).filter(|&e| e <= buf.len())?;
+    Some(())
 }
 
 fn put_str(buf: &mut Vec<u8>, s: &str) {
@@ -203,13 +246,22 @@ pub fn decode_origin(payload: &[u8]) -> Option<(u32, Origin)> {
     ))
 }
 
-/// Appends an events record holding `events`; `origin_id` gives each event's origin id.
+/// Appends an events record holding `events`; `origin_id` gives each event's origin id. The
+/// record is of kind [`KIND_EVENTS_HEADERS`] if any event has headers of its own.
 pub fn encode_events(
     buf: &mut Vec<u8>,
     events: &[Event],
     mut origin_id: impl FnMut(&Arc<Origin>) -> u32,
 ) {
-    let start = begin(buf, KIND_EVENTS);
+    let headers = events.iter().any(|e| !e.headers.is_empty());
+    let start = begin(
+        buf,
+        if headers {
+            KIND_EVENTS_HEADERS
+        } else {
+            KIND_EVENTS
+        },
+    );
     let base = events.first().map_or(0, |e| e.read_at_ms);
     put_varint(buf, events.len() as u64);
     put_varint(buf, base);
@@ -219,8 +271,47 @@ pub fn encode_events(
         put_varint(buf, zigzag(e.read_at_ms.wrapping_sub(base) as i64));
         put_varint(buf, e.body.len() as u64);
         buf.extend_from_slice(&e.body);
+        if headers {
+            put_varint(buf, e.headers.len() as u64);
+            for (name, value) in e.headers.iter() {
+                put_str(buf, name);
+                match value {
+                    Some(v) => {
+                        buf.push(1);
+                        put_str(buf, v);
+                    }
+                    None => buf.push(0),
+                }
+            }
+        }
     }
     finish(buf, start);
+}
+
+/// Decodes the headers an [`EventRef::headers`] range of an events payload holds; `None` if
+/// they are malformed.
+pub fn decode_headers(encoded: &[u8]) -> Option<Headers> {
+    let mut headers = Headers::default();
+    if encoded.is_empty() {
+        return Some(headers);
+    }
+    let mut pos = 0;
+    let count = get_varint(encoded, &mut pos)?;
+    for _ in 0..count {
+        let name: Arc<str> = get_str(encoded, &mut pos)?.into();
+        match *encoded.get(pos)? {
+            1 => {
+                pos += 1;
+                headers.set(name, get_str(encoded, &mut pos)?);
+            }
+            0 => {
+                pos += 1;
+                headers.remove(name);
+            }
+            _ => return None,
+        }
+    }
+    (pos == encoded.len()).then_some(headers)
 }
 
 /// One event of an events record, as found in its payload.
@@ -234,6 +325,9 @@ pub struct EventRef {
     pub read_at_ms: u64,
     /// Where the body lies in the payload.
     pub body: Range<usize>,
+    /// Where the event's headers lie in the payload (see [`decode_headers`]); empty when it
+    /// has none.
+    pub headers: Range<usize>,
 }
 
 /// The events of an events record's payload, in order.
@@ -242,6 +336,7 @@ pub struct EventRef {
 /// [`EventIter::is_valid`] turns false.
 pub struct EventIter<'a> {
     payload: &'a [u8],
+    headers: bool,
     pos: usize,
     left: u64,
     base: u64,
@@ -249,13 +344,15 @@ pub struct EventIter<'a> {
 }
 
 impl<'a> EventIter<'a> {
-    /// Starts reading `payload`; `None` if even its count is unreadable.
-    pub fn new(payload: &'a [u8]) -> Option<Self> {
+    /// Starts reading the payload of a record of `kind` (one that [`holds_events`]); `None`
+    /// if even its count is unreadable.
+    pub fn new(kind: u8, payload: &'a [u8]) -> Option<Self> {
         let mut pos = 0;
         let left = get_varint(payload, &mut pos)?;
         let base = get_varint(payload, &mut pos)?;
         Some(EventIter {
             payload,
+            headers: kind == KIND_EVENTS_HEADERS,
             pos,
             left,
             base,
@@ -282,11 +379,19 @@ impl<'a> EventIter<'a> {
         let start = self.pos;
         let end = start.checked_add(len).filter(|&e| e <= p.len())?;
         self.pos = end;
+        let headers = if self.headers {
+            let from = self.pos;
+            skip_headers(p, &mut self.pos)?;
+            from..self.pos
+        } else {
+            end..end
+        };
         Some(EventRef {
             origin,
             offset,
             read_at_ms: self.base.wrapping_add(delta as u64),
             body: start..end,
+            headers,
         })
     }
 }
@@ -348,6 +453,7 @@ mod tests {
             origin: o,
             offset: 3,
             read_at_ms: 9,
+            headers: Default::default(),
         }];
         let mut buf = Vec::new();
         encode_events(&mut buf, &events, |_| 0);
@@ -362,6 +468,47 @@ mod tests {
             bad[i] ^= 0x10;
             assert!(!matches!(parse(&bad), Parsed::Record { .. }), "flip at {i}");
         }
+    }
+
+    #[test]
+    fn event_headers_round_trip_and_only_cost_where_set() {
+        let o = Arc::new(origin());
+        let plain = Event::new(Bytes::from_static(b"plain"), o.clone(), 0, 5);
+        let mut set = Event::new(Bytes::from_static(b"with"), o.clone(), 6, 9);
+        set.headers.set("level".into(), "ERROR");
+        set.headers.remove("env".into());
+        set.headers.set("empty".into(), "");
+        let events = vec![plain.clone(), set.clone()];
+        let mut buf = Vec::new();
+        encode_events(&mut buf, &events, |_| 0);
+        let bound: usize = events.iter().map(event_bound).sum();
+        assert!(buf.len() <= HEADER_LEN + 20 + bound);
+        let Parsed::Record { kind, payload, .. } = parse(&buf) else {
+            panic!("not a record")
+        };
+        assert_eq!(kind, KIND_EVENTS_HEADERS);
+        let mut it = EventIter::new(kind, payload).unwrap();
+        let decoded: Vec<EventRef> = it.by_ref().collect();
+        assert!(it.is_valid());
+        let headers: Vec<Headers> = decoded
+            .iter()
+            .map(|d| decode_headers(&payload[d.headers.clone()]).unwrap())
+            .collect();
+        assert_eq!(headers, vec![plain.headers.clone(), set.headers]);
+        assert_eq!(&payload[decoded[1].body.clone()], b"with");
+
+        let mut buf = Vec::new();
+        encode_events(&mut buf, &[plain], |_| 0);
+        let Parsed::Record { kind, payload, .. } = parse(&buf) else {
+            panic!("not a record")
+        };
+        assert_eq!(kind, KIND_EVENTS, "no event header: the short form");
+        let d = EventIter::new(kind, payload).unwrap().next().unwrap();
+        assert!(d.headers.is_empty());
+        assert!(
+            decode_headers(&[1, 1, b'x', 7]).is_none(),
+            "a bad set/removed byte"
+        );
     }
 
     proptest! {
@@ -385,6 +532,7 @@ mod tests {
                     origin: o.clone(),
                     offset: *off,
                     read_at_ms: *at,
+                    headers: Default::default(),
                 })
                 .collect();
             let ids: Vec<u32> = items.iter().map(|i| i.3).collect();
@@ -400,7 +548,7 @@ mod tests {
                 panic!("not a record")
             };
             prop_assert_eq!(kind, KIND_EVENTS);
-            let mut it = EventIter::new(payload).unwrap();
+            let mut it = EventIter::new(kind, payload).unwrap();
             let decoded: Vec<EventRef> = it.by_ref().collect();
             prop_assert!(it.is_valid());
             prop_assert_eq!(decoded.len(), events.len());

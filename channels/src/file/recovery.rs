@@ -240,7 +240,7 @@ impl ScanSegment<'_> {
                                 Some(s) if s.off == pos => s.skip,
                                 _ => 0,
                             };
-                            match tally(rec.payload, skip, &found.origins) {
+                            match tally(rec.kind, rec.payload, skip, &found.origins) {
                                 Some((n, b)) => {
                                     if counting {
                                         found.events += n;
@@ -322,17 +322,21 @@ impl ScanSegment<'_> {
 /// Verifies an events payload against the known origins; returns the events and bytes after
 /// the first `skip`, or `None` if it is malformed.
 fn tally(
+    kind: u8,
     payload: &[u8],
     skip: u32,
     origins: &[Option<Arc<super::Origin>>],
 ) -> Option<(usize, usize)> {
-    let mut it = EventIter::new(payload)?;
+    let mut it = EventIter::new(kind, payload)?;
     let (mut events, mut bytes) = (0usize, 0usize);
     for (i, e) in it.by_ref().enumerate() {
         origins.get(e.origin as usize)?.as_ref()?;
         if i >= skip as usize {
             events += 1;
             bytes += e.body.len();
+            if !e.headers.is_empty() {
+                bytes += record::decode_headers(&payload[e.headers])?.bytes();
+            }
         }
     }
     it.is_valid().then_some((events, bytes))

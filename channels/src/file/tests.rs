@@ -51,6 +51,7 @@ fn events(range: std::ops::Range<u64>) -> Vec<Event> {
             origin: origins[(i % 3) as usize].clone(),
             offset: i,
             read_at_ms: 1_700_000_000_000 + i,
+            headers: Default::default(),
         })
         .collect()
 }
@@ -144,8 +145,8 @@ fn events_records(file: &Path) -> Vec<(u64, Vec<u64>)> {
     let mut pos = segment::HEADER_LEN as usize;
     let mut starts = Vec::new();
     while let Parsed::Record { kind, payload, len } = record::parse(&data[pos..]) {
-        if kind == record::KIND_EVENTS {
-            let offsets = record::EventIter::new(payload)
+        if record::holds_events(kind) {
+            let offsets = record::EventIter::new(kind, payload)
                 .unwrap()
                 .map(|e| e.offset)
                 .collect();
@@ -190,6 +191,36 @@ async fn events_round_trip_with_every_field() {
         ),
         (0, 0, 10, 10)
     );
+}
+
+#[tokio::test]
+async fn event_headers_survive_a_restart_and_count_in_the_byte_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut batch = events(0..4);
+    batch[1].headers.set("level".into(), "ERROR");
+    batch[1].headers.remove("env".into());
+    batch[3].headers.set("stream".into(), "stderr");
+    let weight: usize = batch.iter().map(Event::weight).sum();
+    {
+        let ch = open(dir.path());
+        let mut r = ch.put(batch.clone()).await.unwrap();
+        assert!(r.wait().await);
+        assert_eq!(ch.stats().bytes as usize, weight);
+    }
+    let ch = open(dir.path());
+    assert_eq!(
+        ch.stats().bytes as usize,
+        weight,
+        "recovery counts the headers too"
+    );
+    let lease = ch.take(10).await.unwrap().unwrap();
+    assert_eq!(lease.events, batch);
+    assert_eq!(lease.events[1].header("level"), Some("ERROR"));
+    assert_eq!(lease.events[1].header("env"), None);
+    assert_eq!(lease.events[0].header("env"), Some("test"));
+    assert_eq!(lease.bytes, weight);
+    ch.commit(lease).await.unwrap();
+    assert_eq!(ch.stats().bytes, 0);
 }
 
 #[tokio::test]
@@ -307,6 +338,7 @@ async fn a_batch_larger_than_a_record_is_split_and_restored_in_order() {
             origin: origin(0),
             offset: i,
             read_at_ms: 0,
+            headers: Default::default(),
         })
         .collect();
     {
@@ -412,6 +444,7 @@ async fn damage_found_while_reading_back_is_skipped_and_counted() {
         origin: ORIGINS[0].clone(),
         offset: i,
         read_at_ms: 0,
+        headers: Default::default(),
     };
     let total = 16 * 1024;
     {
@@ -662,6 +695,7 @@ async fn a_disk_below_min_free_space_holds_puts_back_without_filling_memory() {
             origin: origin(0),
             offset: i,
             read_at_ms: 0,
+            headers: Default::default(),
         }]
     };
     let mut first = ch.put(batch(0)).await.unwrap();

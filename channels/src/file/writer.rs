@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use super::config::FsyncPolicy;
-use super::record::{self, EVENT_OVERHEAD};
+use super::record;
 use super::state::{Chunk, Pending};
 use super::syncer::{Extent, Group};
 use super::{Shared, disk, segment};
@@ -222,6 +222,7 @@ impl Writer {
     /// first rolling to a new segment if they would not fit.
     fn add_piece(&mut self, piece: Vec<Event>) -> bool {
         let body: usize = piece.iter().map(Event::weight).sum();
+        let encoded: usize = piece.iter().map(record::event_bound).sum();
         loop {
             if self.active.is_none() && !self.open_segment() {
                 return false;
@@ -239,8 +240,7 @@ impl Writer {
             }
             let bound = record::HEADER_LEN
                 + 20
-                + body
-                + piece.len() * EVENT_OVERHEAD
+                + encoded
                 + new
                     .iter()
                     .map(|o| record::origin_record_bound(o))
@@ -396,7 +396,7 @@ impl Writer {
 fn piece_len(events: &[Event]) -> usize {
     let mut size = 0;
     for (i, e) in events.iter().enumerate() {
-        size += e.body.len() + EVENT_OVERHEAD;
+        size += record::event_bound(e);
         if size > RECORD_TARGET && i > 0 {
             return i;
         }

@@ -50,8 +50,10 @@ pub struct RecordWriter {
     headers: Vec<(Box<[u8]>, Field)>,
     max_message_bytes: usize,
     oversize: Oversize,
-    /// The origin `route`, `key_buf` and `topic_buf` were rendered for.
+    /// The origin `route`, `key_buf` and `topic_buf` were rendered for, and whether they were
+    /// rendered for an event with headers of its own (then they hold for that event alone).
     origin: Option<Arc<Origin>>,
+    own_headers: bool,
     route: Option<TopicRef>,
     key_buf: Vec<u8>,
     topic_buf: Vec<u8>,
@@ -76,6 +78,7 @@ impl RecordWriter {
             max_message_bytes: cfg.max_message_bytes.as_usize(),
             oversize: cfg.oversize,
             origin: None,
+            own_headers: false,
             route: None,
             key_buf: Vec::new(),
             topic_buf: Vec::new(),
@@ -102,10 +105,12 @@ impl RecordWriter {
         metrics: &SinkMetrics,
     ) -> Step {
         while let Some(ev) = lease.events.get(cur.event) {
-            let same = self
-                .origin
-                .as_ref()
-                .is_some_and(|o| Arc::ptr_eq(o, &ev.origin));
+            let same = !self.own_headers
+                && ev.headers.is_empty()
+                && self
+                    .origin
+                    .as_ref()
+                    .is_some_and(|o| Arc::ptr_eq(o, &ev.origin));
             if !same && let Err(why) = self.route(ev) {
                 error!(file = %ev.origin.path, offset = ev.offset,
                     error = %why, "cannot route the line to a topic");
@@ -195,6 +200,7 @@ impl RecordWriter {
         self.route = Some(self.producer.topic(&self.topic_buf)?);
         self.key.render(ev, &mut self.key_buf);
         self.origin = Some(ev.origin.clone());
+        self.own_headers = !ev.headers.is_empty();
         Ok(())
     }
 
@@ -220,7 +226,7 @@ impl RecordWriter {
                 match field {
                     Field::Offset => h.add(name, Decimal::new(offset).as_bytes()),
                     f => {
-                        if let Some(v) = f.origin_value(&ev.origin) {
+                        if let Some(v) = f.value(ev) {
                             h.add(name, v.as_bytes());
                         }
                     }
@@ -237,7 +243,7 @@ impl RecordWriter {
             .map(|(name, field)| {
                 let value = match field {
                     Field::Offset => 20,
-                    f => f.origin_value(&ev.origin).map_or(0, str::len),
+                    f => f.value(ev).map_or(0, str::len),
                 };
                 HEADER_OVERHEAD + name.len() + value
             })

@@ -18,7 +18,8 @@ pub enum Field {
     Host,
     /// `offset`: the byte offset of the line in its file, in decimal.
     Offset,
-    /// Any other name: a static header configured on the source (empty when absent).
+    /// Any other name: a header an event's processing set, or a static header configured on
+    /// the source (empty when absent).
     Static(Box<str>),
 }
 
@@ -33,6 +34,33 @@ impl Field {
             "offset" => Field::Offset,
             other => Field::Static(other.into()),
         }
+    }
+
+    /// The name the field stands for.
+    pub fn name(&self) -> &str {
+        match self {
+            Field::Source => "source",
+            Field::Path => "path",
+            Field::File => "file",
+            Field::Host => "host",
+            Field::Offset => "offset",
+            Field::Static(name) => name,
+        }
+    }
+
+    /// The value of the field for `event`: the event's own header of that name first (set or
+    /// removed by a processing stage), then its origin's ([`Field::origin_value`]). `None` for
+    /// `offset`, which is rendered from the event's offset.
+    pub fn value<'a>(&self, event: &'a Event) -> Option<&'a str> {
+        if *self == Field::Offset {
+            return None;
+        }
+        if !event.headers.is_empty()
+            && let Some(own) = event.headers.get(self.name())
+        {
+            return own;
+        }
+        self.origin_value(&event.origin)
     }
 
     /// The value of a field that does not depend on the line, or `None` for `offset` and for
@@ -145,7 +173,7 @@ impl Template {
                     out.extend_from_slice(Decimal::new(event.offset).as_bytes())
                 }
                 Part::Field(f) => {
-                    if let Some(v) = f.origin_value(&event.origin) {
+                    if let Some(v) = f.value(event) {
                         out.extend_from_slice(v.as_bytes());
                     }
                 }
@@ -223,6 +251,7 @@ mod tests {
             }),
             offset,
             read_at_ms: 0,
+            headers: Default::default(),
         }
     }
 
@@ -241,6 +270,19 @@ mod tests {
         assert_eq!(render("%{path}@%{offset}", 1234), "/var/spool/app.log@1234");
         assert_eq!(render("%{env}.%{offset}", 0), "prod.0");
         assert_eq!(render("%{offset}", u64::MAX), u64::MAX.to_string());
+    }
+
+    #[test]
+    fn an_event_header_comes_before_the_origin_header_of_its_name() {
+        let mut ev = event(7);
+        ev.headers.set("env".into(), "dev");
+        ev.headers.set("level".into(), "ERROR");
+        ev.headers.remove("host".into());
+        let mut out = Vec::new();
+        Template::compile("%{env}-%{level}-%{host}-%{file}-%{offset}")
+            .unwrap()
+            .render(&ev, &mut out);
+        assert_eq!(out, b"dev-ERROR--app.log-7");
     }
 
     #[test]

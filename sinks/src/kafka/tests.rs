@@ -48,6 +48,7 @@ fn lines(name: &str, n: usize) -> Vec<Event> {
             origin: o.clone(),
             offset: i as u64 * 100,
             read_at_ms: 1_700_000_000_000,
+            headers: Default::default(),
         })
         .collect()
 }
@@ -400,6 +401,7 @@ async fn oversize_channel() -> Arc<Recording> {
         origin: o.clone(),
         offset,
         read_at_ms: 0,
+        headers: Default::default(),
     };
     let big: String = (0..5000)
         .map(|i| char::from(b'a' + (i % 26) as u8))
@@ -720,6 +722,7 @@ async fn the_pieces_of_one_long_line_are_counted_once() {
         origin: o.clone(),
         offset,
         read_at_ms: 0,
+        headers: Default::default(),
     };
     let piece = |n: usize| -> String { "x".repeat(n) };
     // One 15000-byte line that the source cut into three pieces of 5000 (contiguous offsets),

@@ -4,15 +4,35 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sluice_channels::Origin;
+use sluice_channels::{Headers, Origin};
 use tracing::warn;
 
 use super::pack::{Key, Packer};
 use crate::framing::{LineFramer, LongLinePolicy, LongLines};
 use crate::{SourceContext, SourceMetrics};
 
-/// One framed line: its body (no terminator) and the file offset where it starts.
-pub(crate) type Line = (Bytes, u64);
+/// One framed line (or, once a stage joined several, one event): its body (no terminator),
+/// the file offset where it starts, and the headers a stage gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Line {
+    /// The body, without its terminator.
+    pub body: Bytes,
+    /// The offset of its first byte in the file.
+    pub offset: u64,
+    /// Headers set by a stage; empty (no allocation) otherwise.
+    pub headers: Headers,
+}
+
+impl Line {
+    /// A line with no header, as the framer cuts it.
+    pub fn new(body: Bytes, offset: u64) -> Self {
+        Line {
+            body,
+            offset,
+            headers: Headers::default(),
+        }
+    }
+}
 
 /// A step between framing and packing that rewrites one file's lines, in file order.
 ///
@@ -49,7 +69,7 @@ impl FileLines {
 
     /// An `emit` for the framer that appends each line.
     pub fn collect(&mut self) -> impl FnMut(Bytes, u64) + '_ {
-        |body, offset| self.lines.push((body, offset))
+        |body, offset| self.lines.push(Line::new(body, offset))
     }
 
     /// The lines framed and not packed yet, as the framer cut them.

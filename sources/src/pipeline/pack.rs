@@ -5,6 +5,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sluice_channels::{Event, Origin};
 
+use super::lines::Line;
+
 /// A file's handle in its source.
 pub(crate) type Key = u64;
 
@@ -56,12 +58,12 @@ impl Packer {
         &mut self,
         (key, generation): (Key, u32),
         origin: &Arc<Origin>,
-        lines: &mut Vec<(Bytes, u64)>,
+        lines: &mut Vec<Line>,
         end: u64,
     ) -> bool {
         self.begin((key, generation), origin);
-        for (body, offset) in lines.drain(..) {
-            self.push(body, offset);
+        for line in lines.drain(..) {
+            self.push_line(line);
         }
         self.end(end)
     }
@@ -72,9 +74,21 @@ impl Packer {
         self.in_file = false;
     }
 
+    /// Adds the next line of the file begun, with no header of its own.
+    pub fn push(&mut self, body: Bytes, offset: u64) {
+        self.push_line(Line::new(body, offset));
+    }
+
     /// Adds the next line of the file begun. A batch that fills up in the middle of the
     /// file's lines is marked up to where this line starts.
-    pub fn push(&mut self, body: Bytes, offset: u64) {
+    pub fn push_line(
+        &mut self,
+        Line {
+            body,
+            offset,
+            headers,
+        }: Line,
+    ) {
         let Some((key, generation, origin)) = self.file.as_ref() else {
             return;
         };
@@ -104,6 +118,7 @@ impl Packer {
                 origin: origin.clone(),
                 offset,
                 read_at_ms: self.read_at_ms,
+                headers,
             });
         }
     }
@@ -137,10 +152,10 @@ impl Packer {
 mod tests {
     use super::*;
 
-    fn lines(items: &[(&'static str, u64)]) -> Vec<(Bytes, u64)> {
+    fn lines(items: &[(&'static str, u64)]) -> Vec<Line> {
         items
             .iter()
-            .map(|(b, o)| (Bytes::from_static(b.as_bytes()), *o))
+            .map(|(b, o)| Line::new(Bytes::from_static(b.as_bytes()), *o))
             .collect()
     }
 

@@ -50,17 +50,17 @@ impl Stage for Transcode {
         let bound = self.encoding.new_decoder_without_bom_handling();
         let cap: usize = lines
             .iter()
-            .map(|(b, _)| {
+            .map(|l| {
                 bound
-                    .max_utf8_buffer_length(b.len() + 4)
-                    .unwrap_or(b.len() * 3 + 16)
+                    .max_utf8_buffer_length(l.body.len() + 4)
+                    .unwrap_or(l.body.len() * 3 + 16)
             })
             .sum();
         let mut out = vec![0u8; cap];
         let mut spans = Vec::with_capacity(lines.len());
         let mut w = 0;
         for i in 0..lines.len() {
-            let (body, offset) = (&lines[i].0, lines[i].1);
+            let (body, offset) = (&lines[i].body, lines[i].offset);
             let end = offset + body.len() as u64;
             let mut decoder = match self.carry.take() {
                 Some((d, at)) if at == offset => d,
@@ -68,7 +68,7 @@ impl Stage for Transcode {
             };
             // Goes on in the next line of this read, or maybe in the next read.
             let goes_on = match lines.get(i + 1) {
-                Some(next) => next.1 == end,
+                Some(next) => next.offset == end,
                 None => !last && body.len() == self.max_line,
             };
             let (_, _, written, _) = decoder.decode_to_utf8(body, &mut out[w..], !goes_on);
@@ -80,8 +80,8 @@ impl Stage for Transcode {
         }
         out.truncate(w);
         let out = Bytes::from(out);
-        for ((body, _), (s, e)) in lines.iter_mut().zip(spans) {
-            *body = out.slice(s..e);
+        for (line, (s, e)) in lines.iter_mut().zip(spans) {
+            line.body = out.slice(s..e);
         }
     }
 }
@@ -94,7 +94,7 @@ mod tests {
         bytes
             .chunks(size)
             .scan(from, |at, c| {
-                let line = (Bytes::copy_from_slice(c), *at);
+                let line = Line::new(Bytes::copy_from_slice(c), *at);
                 *at += c.len() as u64;
                 Some(line)
             })
@@ -115,7 +115,7 @@ mod tests {
             .iter()
             .chain(&second)
             .chain(&third)
-            .map(|(b, _)| String::from_utf8(b.to_vec()).unwrap())
+            .map(|l| String::from_utf8(l.body.to_vec()).unwrap())
             .collect();
         assert_eq!(text, "中文中文中文");
     }
@@ -126,11 +126,11 @@ mod tests {
         // next line starts afresh.
         let mut stage = Transcode::new(encoding_rs::GBK, 100);
         let mut lines = vec![
-            (Bytes::from_static(b"a\xd6"), 0),
-            (Bytes::from_static(b"b"), 3),
+            Line::new(Bytes::from_static(b"a\xd6"), 0),
+            Line::new(Bytes::from_static(b"b"), 3),
         ];
         stage.apply(&mut lines, false);
-        assert_eq!(lines[0].0, "a\u{FFFD}".as_bytes());
-        assert_eq!(lines[1].0, &b"b"[..]);
+        assert_eq!(lines[0].body, "a\u{FFFD}".as_bytes());
+        assert_eq!(lines[1].body, &b"b"[..]);
     }
 }

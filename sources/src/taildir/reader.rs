@@ -323,7 +323,7 @@ fn read(
         // where a longer prefix would depend on how much had been written by then.
         let framed = reader.lines.framed();
         let first_line_end = match framed.first() {
-            Some(&(_, 0)) => framed.get(1).map_or(offset, |l| l.1),
+            Some(l) if l.offset == 0 => framed.get(1).map_or(offset, |l| l.offset),
             _ => offset,
         };
         done.fp = Fingerprint::read(&reader.file, first_line_end.min(FINGERPRINT_MAX))?;
