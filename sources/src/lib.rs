@@ -3,6 +3,7 @@
 
 mod blocking;
 mod defaults;
+pub mod fanout;
 pub mod framing;
 mod metrics;
 mod pipeline;
@@ -12,8 +13,9 @@ pub mod taildir;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sluice_channels::Channel;
 use sluice_channels::lifecycle::Shutdown;
+
+use crate::fanout::Fanout;
 
 pub use metrics::SourceMetrics;
 
@@ -22,8 +24,8 @@ pub use metrics::SourceMetrics;
 pub struct SourceContext {
     /// The source's name in the configuration (`r1`).
     pub name: String,
-    /// The channel the source puts into.
-    pub channel: Arc<dyn Channel>,
+    /// The channels the source puts into, and how it chooses each event's.
+    pub channels: Arc<Fanout>,
     /// A folder the source owns for its checkpoints; created by the source if missing.
     pub state_dir: PathBuf,
     /// The agent's data folder (its lock, every source's checkpoints, the file channels'
