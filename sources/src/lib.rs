@@ -67,6 +67,14 @@ pub enum SourceError {
     },
 }
 
+/// The 64-bit FNV-1a hash of `bytes`: a fixed function (no per-process seed) for what must
+/// be the same across restarts and releases (file fingerprints, partitions).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Now, in milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -102,12 +102,7 @@ enum Choose {
 /// and `n` (no per-process seed), so a file keeps its channel across restarts and releases
 /// for as long as the source's list of channels stays the same.
 pub fn partition(key: &str, n: usize) -> usize {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let hash = key
-        .bytes()
-        .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
-    (hash % n.max(1) as u64) as usize
+    (crate::fnv1a(key.as_bytes()) % n.max(1) as u64) as usize
 }
 
 /// The value of the header `name` of `event`, as the multiplexing selector sees it.
