@@ -18,7 +18,8 @@ use crate::config::AgentConfig;
 /// What a reload does to go from the running configuration to a new one.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
-    /// Sources to stop: removed, changed, or wired to a channel that is replaced or removed.
+    /// Sources to stop: removed, changed, or wired to a channel (any of theirs) that is
+    /// replaced or removed.
     pub stop_sources: Vec<String>,
     /// Sinks to retire while their channel stays: removed or changed.
     pub retire_sinks: Vec<String>,
@@ -81,7 +82,7 @@ impl Plan {
         let mut start_sources = Vec::new();
         for s in &old.sources {
             let next = new.sources.iter().find(|n| n.name == s.name);
-            if replaced(&s.channel) || next != Some(s) {
+            if s.channels.iter().any(|c| replaced(c)) || next != Some(s) {
                 stop_sources.push(s.name.clone());
             } else {
                 kept.push(format!("source {}", s.name));
@@ -283,6 +284,28 @@ mod tests {
         assert_eq!(plan.start_sinks, names(&["k1"]));
         assert!(plan.retire_sinks.is_empty());
         assert_eq!(plan.kept, names(&["channel c2", "sink k2", "source s2"]));
+    }
+
+    #[test]
+    fn a_source_fanning_out_restarts_with_any_of_its_channels_and_its_selector() {
+        let fan = BASE.replace(
+            "s1: { type: taildir, channel: c1,",
+            "s1: { type: taildir, channels: [c1, c2], selector: { optional: [c2] },",
+        );
+        let plan = Plan::new(&cfg(&fan), &cfg(&fan.replace("dir: c2", "dir: c2b")));
+        assert_eq!(plan.drop_channels, names(&["c2"]));
+        assert_eq!(
+            plan.stop_sources,
+            names(&["s1", "s2"]),
+            "s1 puts into c2 too"
+        );
+        assert_eq!(plan.start_sources, names(&["s1", "s2"]));
+        let plan = Plan::new(
+            &cfg(&fan),
+            &cfg(&fan.replace("optional: [c2]", "optional: []")),
+        );
+        assert_eq!(plan.stop_sources, names(&["s1"]), "a changed selector");
+        assert!(plan.drop_channels.is_empty() && plan.drain_sinks.is_empty());
     }
 
     #[tokio::test]

@@ -97,7 +97,8 @@ impl Episodes {
             match *full_since {
                 None if fill >= FULL => {
                     warn!(channel = ch.name(), fill = %percent(fill),
-                        "channel full: its sources wait (backpressure; the files on disk are the buffer)");
+                        "channel full: its sources wait (backpressure; the files on disk are the buffer), \
+                         or miss events where it is an optional channel of theirs");
                     *full_since = Some(now);
                 }
                 Some(since) if fill < ROOM => {

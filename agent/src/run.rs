@@ -15,6 +15,7 @@ use sluice_channels::{Channel, FileChannel, MemoryChannel, fsutil};
 use sluice_sinks::console::ConsoleSink;
 use sluice_sinks::kafka::KafkaSink;
 use sluice_sinks::{Sink, SinkContext, SinkMetrics};
+use sluice_sources::fanout::Fanout;
 use sluice_sources::spooldir::SpoolDirSource;
 use sluice_sources::taildir::TailDirSource;
 use sluice_sources::{SourceContext, SourceMetrics};
@@ -333,9 +334,22 @@ impl Supervisor {
             .entry(s.name.clone())
             .or_default()
             .clone();
+        let channels = s
+            .channels
+            .iter()
+            .map(|c| self.channels[c].clone())
+            .collect();
+        let channels = match Fanout::new(channels, &s.selector) {
+            Ok(f) => Arc::new(f),
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                self.spawn(Kind::Source, &s.name, trigger, async move { Err(e) });
+                return;
+            }
+        };
         let ctx = SourceContext {
             name: s.name.clone(),
-            channel: self.channels[&s.channel].clone(),
+            channels,
             state_dir: self.cfg.data_dir.join("sources").join(&s.name),
             data_dir: self.cfg.data_dir.clone(),
             host: self.host.clone(),
@@ -521,7 +535,7 @@ impl Supervisor {
             .retain(|c| !self.down.contains_key(&c.name));
         running
             .sources
-            .retain(|c| !self.down.contains_key(&c.channel));
+            .retain(|c| !c.channels.iter().any(|c| self.down.contains_key(c)));
         running
             .sinks
             .retain(|c| !self.down.contains_key(&c.channel));
@@ -675,7 +689,7 @@ impl Supervisor {
             .iter()
             .filter(|s| plan.start_sources.contains(&s.name))
         {
-            if self.channels.contains_key(&s.channel) {
+            if s.channels.iter().all(|c| self.channels.contains_key(c)) {
                 self.start_source(s);
             }
         }

@@ -115,7 +115,8 @@ pub fn check(cfg: &AgentConfig) -> Vec<Problem> {
                     key.clone(),
                     format!(
                         "`{glob}` matches files that source `{}` also reads (`{other}`): every \
-                         line of them would be shipped twice",
+                         line of them would be shipped twice (one source with `channels: \
+                         [...]` puts its lines into several channels)",
                         earlier.name
                     ),
                 );
@@ -126,7 +127,7 @@ pub fn check(cfg: &AgentConfig) -> Vec<Problem> {
     // Lines cut at max_line_bytes that the Kafka sink would cut again.
     for s in &cfg.sources {
         let max_line = max_line_bytes(&s.kind);
-        for k in cfg.sinks.iter().filter(|k| k.channel == s.channel) {
+        for k in cfg.sinks.iter().filter(|k| s.channels.contains(&k.channel)) {
             let SinkKind::Kafka(kc) = &k.kind else {
                 continue;
             };

@@ -109,9 +109,6 @@ impl Receipt {
     /// A receipt that resolves once both `self` and `other` have resolved (each may itself be
     /// combined), for a batch put into several channels: `receipts.reduce(Receipt::and)`.
     /// Allocates once per combination (the list of parts), never per event.
-    ///
-    /// Nothing but tests uses it yet: it is there for a source that fans a batch out to several
-    /// channels.
     pub fn and(mut self, other: Receipt) -> Receipt {
         self.more.reserve(1 + other.more.len());
         self.more.push(other.head);
@@ -236,6 +233,9 @@ pub trait Channel: Send + Sync + 'static {
 
     /// Appends `batch` atomically, waiting while the channel is full. A batch larger than the
     /// whole capacity is accepted once the channel is empty. Fails once the channel is closed.
+    ///
+    /// A put that has room completes on its first poll, and one dropped while it waits puts
+    /// nothing: a caller that must not wait (a source's optional channel) polls it once.
     fn put(&self, batch: Vec<Event>) -> BoxFuture<'_, Result<Receipt, ChannelError>>;
 
     /// Waits for at least one event and leases up to `max` of the oldest ones. Returns `None`

@@ -3,6 +3,7 @@
 
 mod blocking;
 mod defaults;
+pub mod fanout;
 pub mod framing;
 mod metrics;
 mod pipeline;
@@ -12,8 +13,9 @@ pub mod taildir;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sluice_channels::Channel;
 use sluice_channels::lifecycle::Shutdown;
+
+use crate::fanout::Fanout;
 
 pub use metrics::SourceMetrics;
 
@@ -22,8 +24,8 @@ pub use metrics::SourceMetrics;
 pub struct SourceContext {
     /// The source's name in the configuration (`r1`).
     pub name: String,
-    /// The channel the source puts into.
-    pub channel: Arc<dyn Channel>,
+    /// The channels the source puts into, and how it chooses each event's.
+    pub channels: Arc<Fanout>,
     /// A folder the source owns for its checkpoints; created by the source if missing.
     pub state_dir: PathBuf,
     /// The agent's data folder (its lock, every source's checkpoints, the file channels'
@@ -63,6 +65,14 @@ pub enum SourceError {
         #[source]
         error: std::io::Error,
     },
+}
+
+/// The 64-bit FNV-1a hash of `bytes`: a fixed function (no per-process seed) for what must
+/// be the same across restarts and releases (file fingerprints, partitions).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Now, in milliseconds since the Unix epoch.

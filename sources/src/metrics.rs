@@ -25,6 +25,12 @@ pub struct SourceMetrics {
     /// Files that matched but could not be read at all: renamed out of every watched folder or
     /// deleted before they could be opened. Their lines are lost; each one is also logged.
     pub files_missed: AtomicU64,
+    /// Events an optional channel of the source did not get: it was full, closed or failing
+    /// when they were put (each channel's misses are also logged).
+    pub optional_missed: AtomicU64,
+    /// Events a multiplexing selector sent to no channel: their header value has no mapping
+    /// and the selector has no default.
+    pub unrouted: AtomicU64,
     /// Set once the source runs: its folders are listed and it reads what it found.
     started: AtomicBool,
     /// What keeps the source from working now (a spool folder that cannot be listed), for
@@ -37,12 +43,12 @@ impl SourceMetrics {
     pub const FAMILIES: &[Family<SourceMetrics>] = &[
         Family::counter(
             "sluice_source_events_total",
-            "Lines put into the channel.",
+            "Events put into the channels (once each, whatever the number of channels).",
             |m| Self::get(&m.events),
         ),
         Family::counter(
             "sluice_source_bytes_total",
-            "Bytes of lines put into the channel.",
+            "Bytes of events put into the channels (once each).",
             |m| Self::get(&m.bytes),
         ),
         Family::counter(
@@ -74,6 +80,16 @@ impl SourceMetrics {
             "sluice_source_files_missed_total",
             "Files that matched but were renamed away or deleted before they could be opened.",
             |m| Self::get(&m.files_missed),
+        ),
+        Family::counter(
+            "sluice_source_optional_missed_events_total",
+            "Events an optional channel did not get because it was full, closed or failing.",
+            |m| Self::get(&m.optional_missed),
+        ),
+        Family::counter(
+            "sluice_source_unrouted_events_total",
+            "Events a multiplexing selector sent nowhere (no mapping for their header value, no default).",
+            |m| Self::get(&m.unrouted),
         ),
     ];
 

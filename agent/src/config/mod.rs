@@ -21,6 +21,7 @@ use sluice_channels::units::HumanDuration;
 use sluice_channels::{FileChannelConfig, MemoryChannelConfig};
 use sluice_sinks::console::ConsoleConfig;
 use sluice_sinks::kafka::KafkaConfig;
+use sluice_sources::fanout::SelectorConfig;
 use sluice_sources::spooldir::SpoolDirConfig;
 use sluice_sources::taildir::TailDirConfig;
 
@@ -139,19 +140,21 @@ pub fn from_tree(agents: &Map, name: &str, origin: &Path) -> Result<AgentConfig,
         sources: sources.references(),
         sinks: sinks.references(),
     };
-    let sources = sources.build(SOURCE_TYPES, true, &mut problems, |name, c, at| {
+    let sources = sources.build(SOURCE_TYPES, Wires::Many, &mut problems, |name, c, at| {
         let kind = match c.ty.as_str() {
             "spooldir" => SourceKind::SpoolDir(options(&c.options, at, SpoolDirConfig::validate)?),
             "taildir" => SourceKind::TailDir(options(&c.options, at, TailDirConfig::validate)?),
             _ => unreachable!("component() checked the type"),
         };
+        let selector = source_selector(&c, at)?;
         Ok(SourceDef {
             name: name.to_owned(),
-            channel: c.channel.unwrap_or_default(),
+            channels: c.channels,
+            selector,
             kind,
         })
     });
-    let channels = channels.build(CHANNEL_TYPES, false, &mut problems, |name, c, at| {
+    let channels = channels.build(CHANNEL_TYPES, Wires::None, &mut problems, |name, c, at| {
         let kind = match c.ty.as_str() {
             "memory" => {
                 ChannelKind::Memory(options(&c.options, at, MemoryChannelConfig::validate)?)
@@ -170,7 +173,7 @@ pub fn from_tree(agents: &Map, name: &str, origin: &Path) -> Result<AgentConfig,
             kind,
         })
     });
-    let sinks = sinks.build(SINK_TYPES, true, &mut problems, |name, c, at| {
+    let sinks = sinks.build(SINK_TYPES, Wires::One, &mut problems, |name, c, at| {
         let kind = match c.ty.as_str() {
             "console" => SinkKind::Console(options(&c.options, at, ConsoleConfig::validate)?),
             "kafka" => SinkKind::Kafka(Box::new(options(&c.options, at, KafkaConfig::validate)?)),
@@ -215,26 +218,50 @@ struct Section<'a> {
     members: BTreeMap<&'a str, &'a Node>,
 }
 
-/// A component as written: its `type`, the `channel` it names (sources and sinks), and the
-/// rest, which are its type's options.
+/// A component as written: its `type`, the `channel` it names (sinks), the channels it puts
+/// into and its `selector` (sources), and the rest, which are its type's options.
 struct Component {
     ty: String,
     channel: Option<String>,
+    channels: Vec<String>,
+    /// Where the channels are written: `channel` or `channels`.
+    channels_key: &'static str,
+    selector: Node,
     options: Node,
 }
 
+/// Which keys wire a section's components to channels.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wires {
+    /// None (channels).
+    None,
+    /// `channel` (sinks).
+    One,
+    /// `channel`, or `channels` and `selector` (sources).
+    Many,
+}
+
 impl Section<'_> {
-    /// Each component's name and the `channel` it names, if it names one as a string.
-    fn references(&self) -> Vec<(String, Option<String>)> {
+    /// Each component's name and the channels it names as strings under `channel` or
+    /// `channels`, each with its key below the component (`channel`, `channels[1]`).
+    fn references(&self) -> Vec<(String, Vec<(String, String)>)> {
         self.members
             .iter()
             .map(|(n, v)| {
-                let channel = v
-                    .as_map()
+                let map = v.as_map();
+                let one = map
                     .and_then(|m| m.get("channel"))
                     .and_then(Node::as_str)
-                    .map(str::to_owned);
-                ((*n).to_owned(), channel)
+                    .map(|c| ("channel".to_owned(), c.to_owned()));
+                let many = match map.and_then(|m| m.get("channels")) {
+                    Some(Node::List(items)) => items.as_slice(),
+                    _ => &[],
+                };
+                let many = many
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, c)| Some((format!("channels[{i}]"), c.as_str()?.to_owned())));
+                ((*n).to_owned(), one.into_iter().chain(many).collect())
             })
             .collect()
     }
@@ -245,14 +272,14 @@ impl Section<'_> {
     fn build<D>(
         &self,
         types: &str,
-        has_channel: bool,
+        wires: Wires,
         problems: &mut Vec<Problem>,
         mut define: impl FnMut(&str, Component, &str) -> Result<D, ConfigError>,
     ) -> Vec<D> {
         let mut built = Vec::new();
         for (n, node) in &self.members {
             let at = format!("{}.{n}", self.at);
-            match component(node, &at, has_channel, types).and_then(|c| define(n, c, &at)) {
+            match component(node, &at, wires, types).and_then(|c| define(n, c, &at)) {
                 Ok(b) => built.push(b),
                 Err(e) => problems.extend(e.problems),
             }
@@ -280,11 +307,12 @@ fn options<T: DeserializeOwned>(
     }
 }
 
-/// The component names and the channels they name, as written (valid or not).
+/// The component names and the channels they name (with the key naming each), as written
+/// (valid or not).
 struct Wiring {
     channels: Vec<String>,
-    sources: Vec<(String, Option<String>)>,
-    sinks: Vec<(String, Option<String>)>,
+    sources: Vec<(String, Vec<(String, String)>)>,
+    sinks: Vec<(String, Vec<(String, String)>)>,
 }
 
 fn check_name(problems: &mut Vec<Problem>, at: &str, name: &str) {
@@ -300,14 +328,9 @@ fn check_name(problems: &mut Vec<Problem>, at: &str, name: &str) {
     }
 }
 
-/// Splits a component's mapping into its `type`, its `channel` (when it has one) and the
-/// type's own options.
-fn component(
-    node: &Node,
-    at: &str,
-    has_channel: bool,
-    types: &str,
-) -> Result<Component, ConfigError> {
+/// Splits a component's mapping into its `type`, its channels and selector (when it has
+/// them) and the type's own options.
+fn component(node: &Node, at: &str, wires: Wires, types: &str) -> Result<Component, ConfigError> {
     let Some(map) = node.as_map() else {
         return Err(ConfigError::one(at, "must be a mapping of options"));
     };
@@ -328,25 +351,77 @@ fn component(
             format!("unknown type `{ty}` (one of: {types})"),
         ));
     }
-    let channel = if has_channel {
-        match rest.remove("channel") {
-            Some(Node::Scalar(tree::Scalar::Str(c))) => Some(c),
-            Some(_) => {
+    let (many, selector) = match wires {
+        Wires::Many => (
+            rest.remove("channels"),
+            rest.remove("selector").unwrap_or(Node::Null),
+        ),
+        Wires::None | Wires::One => (None, Node::Null),
+    };
+    let written = match wires {
+        Wires::None => None,
+        Wires::One | Wires::Many => rest.remove("channel"),
+    };
+    let channel = match (wires, written, &many) {
+        (Wires::None, _, _) => None,
+        (_, Some(_), Some(_)) => {
+            return Err(ConfigError::one(
+                format!("{at}.channels"),
+                "give either `channel` or `channels`, not both",
+            ));
+        }
+        (_, Some(Node::Scalar(tree::Scalar::Str(c))), None) => Some(c),
+        (_, Some(_), None) => {
+            return Err(ConfigError::one(
+                format!("{at}.channel"),
+                "must be a channel name",
+            ));
+        }
+        (_, None, Some(_)) => None,
+        (Wires::Many, None, None) => {
+            return Err(ConfigError::one(
+                format!("{at}.channel"),
+                "missing (or `channels` with a list of them)",
+            ));
+        }
+        (_, None, None) => return Err(ConfigError::one(format!("{at}.channel"), "missing")),
+    };
+    let (channels, channels_key) = match many {
+        Some(list) => {
+            let channels: Vec<String> = tree::deserialize(&list, &format!("{at}.channels"))?;
+            if channels.is_empty() {
                 return Err(ConfigError::one(
-                    format!("{at}.channel"),
-                    "must be a channel name",
+                    format!("{at}.channels"),
+                    "must name at least one channel",
                 ));
             }
-            None => return Err(ConfigError::one(format!("{at}.channel"), "missing")),
+            (channels, "channels")
         }
-    } else {
-        None
+        None => (channel.iter().cloned().collect(), "channel"),
     };
     Ok(Component {
         ty,
         channel,
+        channels,
+        channels_key,
+        selector,
         options: Node::Map(rest),
     })
+}
+
+/// A source's selector, checked against its channels; problems name keys under `at`.
+fn source_selector(c: &Component, at: &str) -> Result<SelectorConfig, ConfigError> {
+    let selector: SelectorConfig = tree::deserialize(&c.selector, &format!("{at}.selector"))?;
+    let problems: Vec<Problem> = selector
+        .validate(&c.channels, c.channels_key)
+        .into_iter()
+        .map(|p| p.under(at))
+        .collect();
+    if problems.is_empty() {
+        Ok(selector)
+    } else {
+        Err(ConfigError { problems })
+    }
 }
 
 /// Cross-references: every source and sink names an existing channel, every channel has a
@@ -356,19 +431,20 @@ fn check_wiring(cfg: &AgentConfig, w: &Wiring, problems: &mut Vec<Problem>) {
     let a = &cfg.name;
     let names: Vec<&str> = w.channels.iter().map(String::as_str).collect();
     let known = names.join(", ");
-    for (s, channel) in &w.sources {
-        if let Some(c) = channel.as_deref().filter(|c| !names.contains(c)) {
+    for (s, refs) in &w.sources {
+        for (key, c) in refs.iter().filter(|(_, c)| !names.contains(&c.as_str())) {
             problems.push(Problem::new(
-                format!("{a}.sources.{s}.channel"),
+                format!("{a}.sources.{s}.{key}"),
                 format!("no channel named `{c}` (channels: {known})"),
             ));
         }
     }
     let mut drained: BTreeMap<&str, &str> = BTreeMap::new();
-    for (k, channel) in &w.sinks {
-        let Some(c) = channel.as_deref() else {
+    for (k, refs) in &w.sinks {
+        let Some((_, c)) = refs.first() else {
             continue;
         };
+        let c = c.as_str();
         if !names.contains(&c) {
             problems.push(Problem::new(
                 format!("{a}.sinks.{k}.channel"),
@@ -384,13 +460,17 @@ fn check_wiring(cfg: &AgentConfig, w: &Wiring, problems: &mut Vec<Problem>) {
         }
     }
     for c in &names {
-        if !w.sinks.iter().any(|(_, ch)| ch.as_deref() == Some(*c)) {
+        let named = |refs: &[(String, Vec<(String, String)>)]| {
+            refs.iter()
+                .any(|(_, r)| r.iter().any(|(_, ch)| ch.as_str() == *c))
+        };
+        if !named(&w.sinks) {
             problems.push(Problem::new(
                 format!("{a}.channels.{c}"),
                 "no sink drains this channel",
             ));
         }
-        if !w.sources.iter().any(|(_, ch)| ch.as_deref() == Some(*c)) {
+        if !named(&w.sources) {
             problems.push(Problem::new(
                 format!("{a}.channels.{c}"),
                 "no source puts into this channel",

@@ -9,6 +9,7 @@ pub use sluice_channels::config::Problem;
 use sluice_channels::{FileChannelConfig, MemoryChannelConfig};
 use sluice_sinks::console::ConsoleConfig;
 use sluice_sinks::kafka::KafkaConfig;
+use sluice_sources::fanout::SelectorConfig;
 use sluice_sources::spooldir::SpoolDirConfig;
 use sluice_sources::taildir::TailDirConfig;
 
@@ -73,8 +74,10 @@ pub struct AgentConfig {
 pub struct SourceDef {
     /// Its name.
     pub name: String,
-    /// The channel it puts into.
-    pub channel: String,
+    /// The channels it puts into (`channel: c1`, or `channels: [c1, c2]`), in order.
+    pub channels: Vec<String>,
+    /// How it chooses each event's channels.
+    pub selector: SelectorConfig,
     /// Its type and options.
     pub kind: SourceKind,
 }

@@ -1,5 +1,7 @@
 use sluice_channels::units::ByteSize;
 
+use sluice_sources::fanout::{Optional, SelectorConfig, SelectorKind};
+
 use super::*;
 
 const GOOD: &str = r#"
@@ -53,7 +55,8 @@ fn a_good_configuration_parses_with_defaults() {
     assert_eq!(s.completed_suffix, ".COMPLETED");
     assert_eq!(s.batch_size, 1000);
     assert_eq!(s.max_line_bytes, ByteSize(960 << 10));
-    assert_eq!(cfg.sources[0].channel, "c1");
+    assert_eq!(cfg.sources[0].channels, ["c1"]);
+    assert_eq!(cfg.sources[0].selector, SelectorConfig::default());
     let ChannelKind::Memory(m) = &cfg.channels[0].kind else {
         panic!("a memory channel")
     };
@@ -725,4 +728,152 @@ fn every_example_configuration_is_valid_without_warnings() {
         examples.len() >= 4 && agents_checked >= examples.len(),
         "{agents_checked} agents in {examples:#?}"
     );
+}
+
+/// Two channels, each with its sink, and a source `r1` with `SOURCE_OPTIONS`.
+const FANOUT: &str = r#"
+a1:
+  sources:
+    r1: { type: spooldir, dir: /var/spool/app, SOURCE_OPTIONS }
+  channels:
+    c1: { type: memory }
+    c2: { type: memory }
+    c3: { type: memory }
+  sinks:
+    k1: { type: console, channel: c1 }
+    k2: { type: console, channel: c2 }
+    k3: { type: console, channel: c3 }
+"#;
+
+fn fanout(options: &str) -> String {
+    FANOUT.replace("SOURCE_OPTIONS", options)
+}
+
+#[test]
+fn a_source_puts_into_several_channels_through_a_selector() {
+    let cfg = parse_with(
+        &fanout("channels: [c1, c2, c3], selector: { type: replicating, optional: [c3] }"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(cfg.sources[0].channels, ["c1", "c2", "c3"]);
+    assert_eq!(
+        cfg.sources[0].selector.optional,
+        Optional::List(vec!["c3".into()])
+    );
+    let cfg = parse_with(
+        &fanout(
+            "channels: [c1, c2, c3], selector: { type: multiplexing, header: level, \
+             mapping: { ERROR: [c1], 500: [c1, c2] }, default: [c2], optional: { ERROR: [c3] } }",
+        ),
+        &[],
+    )
+    .unwrap();
+    let s = &cfg.sources[0].selector;
+    assert_eq!(s.kind, SelectorKind::Multiplexing);
+    assert_eq!(s.mapping["500"], ["c1", "c2"], "a number as a header value");
+    assert_eq!(s.default, ["c2"]);
+    let cfg = parse_with(
+        &fanout("channels: [c1, c2, c3], selector: { type: partitioned }"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(cfg.sources[0].selector.kind, SelectorKind::Partitioned);
+}
+
+#[test]
+fn every_bad_fan_out_option_is_named() {
+    let r1 = "a1.sources.r1";
+    for (options, key, fragment) in [
+        ("channel: c1, channels: [c1, c2]", "channels", "not both"),
+        ("channels: []", "channels", "at least one"),
+        ("channels: c1", "channels", "invalid type"),
+        (
+            "channels: [c1, c9, c2, c3]",
+            "channels[1]",
+            "no channel named `c9`",
+        ),
+        ("channels: [c1, c2, c1, c3]", "channels[2]", "listed twice"),
+        (
+            "channels: [c1, c2, c3], selector: { type: replicating, optional: [c4] }",
+            "selector.optional[0]",
+            "not one of the source's channels",
+        ),
+        (
+            "channels: [c1, c2, c3], selector: { type: fanciful }",
+            "selector.type",
+            "unknown variant",
+        ),
+        (
+            "channels: [c1, c2, c3], selector: { typo: 1 }",
+            "selector.typo",
+            "unknown key",
+        ),
+        (
+            "channels: [c1, c2, c3], selector: { header: level }",
+            "selector.header",
+            "only a multiplexing selector",
+        ),
+        (
+            "channels: [c1, c2, c3], selector: { optional: { ERROR: [c3] } }",
+            "selector.optional",
+            "a list of channels",
+        ),
+        (
+            "channels: [c1, c2, c3], selector: { type: multiplexing, default: [c1, c2, c3] }",
+            "selector.header",
+            "missing",
+        ),
+        (
+            "channels: [c1, c2, c3], selector: { type: multiplexing, header: l, \
+             mapping: { E: [c7] }, default: [c2, c3] }",
+            "selector.mapping.E[0]",
+            "not one of the source's channels",
+        ),
+        (
+            "channels: [c1, c2, c3], selector: { type: multiplexing, header: l, \
+             mapping: { E: [] }, default: [c1, c2, c3] }",
+            "selector.mapping.E",
+            "names no channel",
+        ),
+        (
+            "channels: [c1, c2, c3], selector: { type: multiplexing, header: l, \
+             mapping: { E: [c1] }, default: [c2], optional: { E: [c4] } }",
+            "selector.optional.E[0]",
+            "not one of the source's channels",
+        ),
+        (
+            "channels: [c1, c2, c3], selector: { type: multiplexing, header: l, \
+             mapping: { E: [c1] }, default: [c2] }",
+            "channels",
+            "channel `c3` is in no mapping",
+        ),
+        (
+            "channels: [c1, c2, c3], selector: { type: multiplexing, header: l, \
+             default: [c1, c2, c3], optional: [c1] }",
+            "selector.optional",
+            "by header value",
+        ),
+        (
+            "channels: [c1, c2, c3], selector: { type: multiplexing, header: l, \
+             default: [c1, c2, c3, c1] }",
+            "selector.default[3]",
+            "listed twice",
+        ),
+        (
+            "channels: [c1, c2, c3], selector: { type: partitioned, optional: [c2] }",
+            "selector.optional",
+            "no channel can be optional",
+        ),
+        (
+            "channels: [c1, c2, c3], selector: { type: partitioned, mapping: { E: [c1] } }",
+            "selector.mapping",
+            "only a multiplexing selector",
+        ),
+    ] {
+        assert_error(&fanout(options), &format!("{r1}.{key}"), fragment);
+    }
+    // A channel only an invalid source names is not reported as unfed, nor twice.
+    let errs = errors(&fanout("channels: [c1, c2, c3, c9]"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
 }

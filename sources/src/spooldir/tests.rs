@@ -10,6 +10,7 @@ use sluice_channels::units::HumanDuration;
 use sluice_channels::{Channel, MemoryChannel, MemoryChannelConfig};
 
 use super::*;
+use crate::fanout::Fanout;
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -62,7 +63,7 @@ impl Setup {
         let metrics = Arc::new(SourceMetrics::default());
         let ctx = SourceContext {
             name: "r1".into(),
-            channel: channel.clone(),
+            channels: Arc::new(Fanout::single(channel.clone())),
             state_dir: self.state.clone(),
             data_dir: self.state.clone(),
             host: "host".into(),

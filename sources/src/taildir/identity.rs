@@ -28,14 +28,9 @@ pub struct Fingerprint {
 impl Fingerprint {
     /// The fingerprint of `prefix`, whole.
     pub fn of(prefix: &[u8]) -> Self {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for &b in prefix {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
         Fingerprint {
             len: prefix.len() as u64,
-            hash,
+            hash: crate::fnv1a(prefix),
         }
     }
 
