@@ -24,7 +24,7 @@ use sluice_channels::config::Problem;
 use sluice_channels::units::HumanDuration;
 use sluice_channels::{BoxFuture, Lease};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{Instrument, Span, info, warn};
 
 use crate::sink::{Capabilities, Close, Failure, Outcome, Returned, Sink, Stopped};
 use crate::{SinkError, SinkMetrics};
@@ -172,6 +172,8 @@ pub struct Member {
 /// A member and its penalty.
 struct Slot {
     member: Member,
+    /// What the member logs is in this span, as if it ran alone: `sink{sink=k1}`.
+    span: Span,
     /// Failures since it last delivered.
     failures: u32,
     /// Until when it is not tried; `None`: it never failed, or delivered since.
@@ -232,6 +234,7 @@ impl Failover {
             slots: members
                 .into_iter()
                 .map(|member| Slot {
+                    span: tracing::info_span!(parent: None, "sink", sink = %member.name),
                     member,
                     failures: 0,
                     penalty_until: None,
@@ -286,7 +289,7 @@ impl Failover {
         let mut last = None;
         for i in self.candidates() {
             let slot = &mut self.slots[i];
-            match slot.member.sink.open().await {
+            match slot.member.sink.open().instrument(slot.span.clone()).await {
                 Ok(()) => {
                     slot.member.metrics.started();
                     if slot.failures > 0 {
@@ -344,7 +347,7 @@ impl Failover {
         let takeback = self.takeback_at();
         let slot = &mut self.slots[i];
         let outcome = tokio::select! {
-            outcome = slot.member.sink.outcome() => Some(outcome?),
+            outcome = slot.member.sink.outcome().instrument(slot.span.clone()) => Some(outcome?),
             _ = sleep_until(takeback) => None,
         };
         let Some(outcome) = outcome else {
@@ -394,7 +397,9 @@ impl Sink for Failover {
                 message: "no sink of the group is open".into(),
             });
         };
-        self.slots[i].member.sink.deliver(lease)
+        let slot = &mut self.slots[i];
+        let _in = slot.span.enter();
+        slot.member.sink.deliver(lease)
     }
 
     fn outcome(&mut self) -> BoxFuture<'_, Result<Outcome, SinkError>> {
@@ -414,7 +419,12 @@ impl Sink for Failover {
             } else {
                 Left::Other(i)
             });
-            self.slots[i].member.sink.close(how).await
+            let slot = &mut self.slots[i];
+            slot.member
+                .sink
+                .close(how)
+                .instrument(slot.span.clone())
+                .await
         })
     }
 
@@ -429,7 +439,9 @@ impl Sink for Failover {
 
     fn watch(&mut self) {
         if let Some(i) = self.active {
-            self.slots[i].member.sink.watch();
+            let slot = &mut self.slots[i];
+            let _in = slot.span.enter();
+            slot.member.sink.watch();
         }
     }
 
@@ -443,9 +455,11 @@ impl Sink for Failover {
             .penalty_until
             .map(|t| t.saturating_duration_since(Instant::now()));
         // The member's own line, with when it is tried again.
-        slot.member
-            .sink
-            .failed(failure, batches, retry_in.and(penalty));
+        slot.span.in_scope(|| {
+            slot.member
+                .sink
+                .failed(failure, batches, retry_in.and(penalty));
+        });
         if retry_in.is_some() {
             let next = self
                 .candidates()
@@ -464,7 +478,8 @@ impl Sink for Failover {
             None => None,
         });
         if let Some(i) = last {
-            self.slots[i].member.sink.stopped(how);
+            let slot = &self.slots[i];
+            slot.span.in_scope(|| slot.member.sink.stopped(how));
         }
         info!(group = %self.name, how = ?how, "sink group stopped");
     }

@@ -325,13 +325,15 @@ fn check_groups(
                 ));
                 continue;
             }
-            if let Some(other) = member_of.insert(s, g) {
-                if other != g {
-                    problems.push(Problem::new(
-                        &key,
-                        format!("sink `{s}` is already in group `{other}`; a sink may be in one group only"),
-                    ));
-                }
+            if let Some(other) = member_of.insert(s, g)
+                && other != g
+            {
+                problems.push(Problem::new(
+                    &key,
+                    format!(
+                        "sink `{s}` is already in group `{other}`; a sink may be in one group only"
+                    ),
+                ));
             }
             let channel = channel_of(s);
             match first {
