@@ -316,7 +316,6 @@ impl Failover {
         self.active = Some(i);
         self.reopening = false;
         self.failing = false;
-        self.metrics.set_active(Some(i));
         let sink = &self.slots[i].member.name;
         match self.left.take() {
             Some(Left::Failed(f)) if f != i => {
@@ -336,6 +335,8 @@ impl Failover {
             Some(Left::TakeBack(_) | Left::Other(_)) => {}
             None => info!(group = %self.name, active = %sink, "sink group started"),
         }
+        // After the counters, so that a reader who sees the new sink sees them counted.
+        self.metrics.set_active(Some(i));
     }
 
     /// The next outcome of the open member, or a reopen when a member of higher priority is
