@@ -863,10 +863,14 @@ fn a_group_drains_one_channel_and_a_sink_is_in_one_group() {
         "a sink is named `k1` too",
     );
     // Sinks of one group share their channel; a sink outside it still may not.
-    let errs = errors(&with_groups("    g1: { sinks: [k1, k2], processor: failover }"));
+    let errs = errors(&with_groups(
+        "    g1: { sinks: [k1, k2], processor: failover }",
+    ));
     assert_eq!(
         errs,
-        ["a1.sinks.k3.channel: channel `c1` is already drained by sink `k1`; one sink per channel keeps its events in order (for several, put them in one sink group)"]
+        [
+            "a1.sinks.k3.channel: channel `c1` is already drained by sink `k1`; one sink per channel keeps its events in order (for several, put them in one sink group)"
+        ]
     );
     assert_error(
         &with_groups("    g1: { sinks: [k1, k2], processor: failover }"),
