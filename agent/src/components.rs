@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use sluice_channels::Channel;
 use sluice_sinks::SinkMetrics;
+use sluice_sinks::failover::GroupMetrics;
 use sluice_sources::SourceMetrics;
 
 /// The running components' counters, for `/metrics`, `/health`, `/ready` and the console.
@@ -29,6 +30,8 @@ pub struct Members {
     pub channels: Vec<Arc<dyn Channel>>,
     /// Sinks and their counters.
     pub sinks: Vec<(String, Arc<SinkMetrics>)>,
+    /// Sink groups and their state (their sinks are in `sinks` too).
+    pub groups: Vec<(String, Arc<GroupMetrics>)>,
     /// What the configuration has but does not run, and why (a channel a reload could not
     /// open, and the source and sink wired to it).
     pub down: Vec<String>,
@@ -93,10 +96,19 @@ impl Components {
 }
 
 impl Members {
+    /// The group the sink `name` is in, if any.
+    pub fn group_of(&self, name: &str) -> Option<&GroupMetrics> {
+        self.groups
+            .iter()
+            .map(|(_, g)| &**g)
+            .find(|g| g.sinks.iter().any(|s| s == name))
+    }
+
     fn sorted(mut self) -> Self {
         self.sources.sort_by(|a, b| a.0.cmp(&b.0));
         self.channels.sort_by(|a, b| a.name().cmp(b.name()));
         self.sinks.sort_by(|a, b| a.0.cmp(&b.0));
+        self.groups.sort_by(|a, b| a.0.cmp(&b.0));
         self
     }
 }

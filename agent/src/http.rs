@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use anyhow::Context;
 use sluice_channels::ChannelStats;
 use sluice_channels::family::Family;
+use sluice_sinks::failover::GroupMetrics;
 use sluice_sinks::{SinkHealth, SinkMetrics};
 use sluice_sources::SourceMetrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -140,6 +141,41 @@ pub fn render(c: &Components) -> String {
         "Seconds since a batch was last delivered, or since the sink started when none was yet.",
         sink(&|m| seconds(m.health(now).idle_ms.unwrap_or(0))),
     );
+    let active = m
+        .groups
+        .iter()
+        .flat_map(|(g, gm)| {
+            let on = gm.active();
+            gm.sinks.iter().map(move |s| {
+                let v = u8::from(on == Some(s.as_str()));
+                (format!("group=\"{g}\",sink=\"{s}\""), v.to_string())
+            })
+        })
+        .collect();
+    family(
+        "sluice_sink_group_active",
+        "gauge",
+        "1 for the sink of a group that takes from the channel now, else 0.",
+        active,
+    );
+    let group = |f: &dyn Fn(&GroupMetrics) -> u64| -> Vec<(String, String)> {
+        m.groups
+            .iter()
+            .map(|(g, gm)| (format!("group=\"{g}\""), f(gm).to_string()))
+            .collect()
+    };
+    family(
+        "sluice_sink_group_failovers_total",
+        "counter",
+        "Times a sink of the group failed and the next by priority took over.",
+        group(&|g| SinkMetrics::get(&g.failovers)),
+    );
+    family(
+        "sluice_sink_group_takebacks_total",
+        "counter",
+        "Times a sink of higher priority took over again once its penalty ended.",
+        group(&|g| SinkMetrics::get(&g.takebacks)),
+    );
     let r = &c.reloads;
     family(
         "sluice_config_reloads_total",
@@ -221,8 +257,19 @@ pub fn readiness(c: &Components) -> (bool, String) {
             reasons.push(format!("source {name} has not started"));
         }
     }
+    for (name, g) in &members.groups {
+        let reached = members
+            .sinks
+            .iter()
+            .any(|(n, m)| g.sinks.contains(n) && m.reached());
+        if !reached {
+            reasons.push(format!(
+                "no sink of group {name} has reached its output yet"
+            ));
+        }
+    }
     for (name, m) in &members.sinks {
-        if !m.reached() {
+        if members.group_of(name).is_none() && !m.reached() {
             let why = m
                 .health(now_ms())
                 .last_error
@@ -255,7 +302,17 @@ pub fn health(c: &Components, now_ms: u64) -> String {
         .iter()
         .filter_map(|(n, m)| Some((n.as_str(), m.problem()?)))
         .collect();
-    let ok = sinks.iter().all(|(_, h)| h.ok()) && problems.is_empty() && members.down.is_empty();
+    // A group is healthy while the sink it has open is: its others may be down.
+    let active_ok = |g: &GroupMetrics| {
+        g.active()
+            .is_some_and(|a| sinks.iter().any(|(n, h)| *n == a && h.ok()))
+    };
+    let ok = sinks
+        .iter()
+        .all(|(n, h)| h.ok() || members.group_of(n).is_some())
+        && members.groups.iter().all(|(_, g)| active_ok(g))
+        && problems.is_empty()
+        && members.down.is_empty();
     let mut out = String::from(if ok { "ok\n" } else { "degraded\n" });
     for down in &members.down {
         let _ = writeln!(out, "{down}");
@@ -288,6 +345,16 @@ pub fn health(c: &Components, now_ms: u64) -> String {
             let _ = write!(out, "; last error: {}", e.replace('\n', " "));
         }
         out.push('\n');
+    }
+    for (name, g) in &members.groups {
+        let _ = writeln!(
+            out,
+            "sink group {name}: {} ({}); {} failovers",
+            g.active()
+                .map_or("no sink open".to_owned(), |a| format!("{a} delivers")),
+            g.sinks.join(", "),
+            SinkMetrics::get(&g.failovers)
+        );
     }
     for ch in &members.channels {
         let s = ch.stats();
@@ -325,6 +392,7 @@ mod tests {
             sources: vec![("r1".into(), source)],
             channels: vec![Arc::new(channel)],
             sinks: vec![("k1".into(), sink)],
+            groups: Vec::new(),
             down: Vec::new(),
         };
         let text = render(&Components::new("a1", members));

@@ -21,7 +21,8 @@ pub struct Plan {
     /// Sources to stop: removed, changed, or wired to a channel (any of theirs) that is
     /// replaced or removed.
     pub stop_sources: Vec<String>,
-    /// Sinks to retire while their channel stays: removed or changed.
+    /// Sinks to retire while their channel stays: removed or changed. Here and below, a sink
+    /// of a group is named by its group, which runs it.
     pub retire_sinks: Vec<String>,
     /// Sinks of channels that are replaced or removed: they deliver what the channel holds
     /// once it is closed.
@@ -36,6 +37,12 @@ pub struct Plan {
     pub start_sources: Vec<String>,
     /// Components kept running untouched.
     pub kept: Vec<String>,
+}
+
+/// The name of the task that runs the sink `name`: its group's, or its own.
+fn runner(cfg: &AgentConfig, name: &str) -> String {
+    cfg.group_of(name)
+        .map_or_else(|| name.to_owned(), |g| g.name.clone())
 }
 
 impl Plan {
@@ -60,22 +67,39 @@ impl Plan {
         let mut drain = Vec::new();
         let mut start_sinks = Vec::new();
         let mut kept = Vec::new();
+        // A sink in a group runs in its group's task, named after the group: the group is
+        // retired, drained and started as a whole when it or any of its sinks changes.
         for s in &old.sinks {
             let next = new.sinks.iter().find(|n| n.name == s.name);
-            if replaced(&s.channel) {
-                drain.push(s.name.clone());
-            } else if next != Some(s) {
-                retire.push(s.name.clone());
+            let runner = runner(old, &s.name);
+            let list = if replaced(&s.channel) {
+                &mut drain
+            } else if next != Some(s) || old.group_of(&s.name) != new.group_of(&s.name) {
+                &mut retire
             } else {
+                continue;
+            };
+            if !list.contains(&runner) {
+                list.push(runner);
+            }
+        }
+        for s in &old.sinks {
+            let runner = runner(old, &s.name);
+            if !retire.contains(&runner) && !drain.contains(&runner) {
                 kept.push(format!("sink {}", s.name));
             }
         }
         for s in &new.sinks {
-            if !old.sinks.iter().any(|o| o.name == s.name)
-                || retire.contains(&s.name)
-                || drain.contains(&s.name)
-            {
-                start_sinks.push(s.name.clone());
+            let runner = runner(new, &s.name);
+            let was = old
+                .sinks
+                .iter()
+                .any(|o| o.name == s.name)
+                .then(|| self::runner(old, &s.name));
+            let start =
+                was.is_none_or(|w| w != runner || retire.contains(&w) || drain.contains(&w));
+            if start && !start_sinks.contains(&runner) {
+                start_sinks.push(runner);
             }
         }
         let mut stop_sources = Vec::new();
@@ -208,6 +232,62 @@ mod tests {
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_sink_group_is_retired_and_started_as_a_whole() {
+        let grouped = BASE.replace("channel: c2, brokers", "channel: c1, brokers")
+            .replace("k2: { type: kafka, channel: c1, brokers: \"localhost:9092\", topic: two }",
+                "k2: { type: kafka, channel: c1, brokers: \"localhost:9092\", topic: two }\n    k3: { type: console, channel: c2 }")
+            + "  sink_groups:\n    g1: { sinks: [k1, k2], processor: failover }\n";
+        let grouped = grouped
+            .replace(
+                "topic: one }",
+                "topic: one, producer: { message.timeout.ms: 1000 } }",
+            )
+            .replace(
+                "topic: two }",
+                "topic: two, producer: { message.timeout.ms: 1000 } }",
+            );
+        let plan = Plan::new(&cfg(&grouped), &cfg(&grouped));
+        assert!(plan.is_empty(), "{plan:?}");
+        let plan = Plan::new(
+            &cfg(&grouped),
+            &cfg(&grouped.replace("topic: two", "topic: dos")),
+        );
+        assert_eq!(
+            (plan.retire_sinks, plan.start_sinks),
+            (names(&["g1"]), names(&["g1"]))
+        );
+        let plan = Plan::new(
+            &cfg(&grouped),
+            &cfg(&grouped.replace("[k1, k2]", "[k2, k1]")),
+        );
+        assert_eq!(
+            (plan.retire_sinks, plan.start_sinks),
+            (names(&["g1"]), names(&["g1"]))
+        );
+        let ungrouped = grouped
+            .replace(
+                "k2: { type: kafka, channel: c1",
+                "k2: { type: kafka, channel: c2",
+            )
+            .replace("k3: { type: console, channel: c2 }", "")
+            .replace(
+                "  sink_groups:\n    g1: { sinks: [k1, k2], processor: failover }\n",
+                "",
+            );
+        let plan = Plan::new(&cfg(&grouped), &cfg(&ungrouped));
+        assert_eq!(plan.retire_sinks, names(&["g1", "k3"]));
+        assert_eq!(plan.start_sinks, names(&["k1", "k2"]));
+        let plan = Plan::new(
+            &cfg(&grouped),
+            &cfg(&grouped.replace("capacity: 1000", "capacity: 99")),
+        );
+        assert_eq!(
+            (plan.drain_sinks, plan.start_sinks),
+            (names(&["g1"]), names(&["g1"]))
+        );
     }
 
     #[test]

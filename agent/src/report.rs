@@ -66,6 +66,14 @@ impl Episodes {
         self.channels
             .retain(|name, _| members.channels.iter().any(|ch| ch.name() == name));
         for (name, m) in &members.sinks {
+            // A sink of a group that is not the one delivering is closed on purpose.
+            if members
+                .group_of(name)
+                .is_some_and(|g| g.active() != Some(name.as_str()))
+            {
+                self.sinks.remove(name);
+                continue;
+            }
             // A sink seen for the first time counts as not connected since now.
             let (down_since, reported) =
                 self.sinks.entry(name.clone()).or_insert((Some(now), false));

@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use sluice_channels::lifecycle::{Phase, ShutdownTrigger};
 use sluice_channels::{Channel, FileChannel, MemoryChannel, fsutil};
 use sluice_sinks::console::ConsoleSink;
+use sluice_sinks::failover::{Failover, GroupMetrics, Member};
 use sluice_sinks::kafka::KafkaSink;
 use sluice_sinks::{Sink, SinkContext, SinkMetrics};
 use sluice_sources::fanout::Fanout;
@@ -27,7 +28,8 @@ use tracing::{error, info, warn};
 
 use crate::components::{Components, Members};
 use crate::config::{
-    self, AgentConfig, ChannelDef, ChannelKind, SinkDef, SinkKind, SourceDef, SourceKind,
+    self, AgentConfig, ChannelDef, ChannelKind, SinkDef, SinkGroupDef, SinkKind, SourceDef,
+    SourceKind,
 };
 use crate::reload::{self, Plan};
 use crate::{http, report};
@@ -166,6 +168,7 @@ struct Supervisor {
     /// Counters by component name; a component restarted by a reload keeps its counters.
     source_metrics: HashMap<String, Arc<SourceMetrics>>,
     sink_metrics: HashMap<String, Arc<SinkMetrics>>,
+    group_metrics: HashMap<String, Arc<GroupMetrics>>,
     components: Arc<Components>,
     ended_tx: mpsc::UnboundedSender<Ended>,
     ended: mpsc::UnboundedReceiver<Ended>,
@@ -198,6 +201,7 @@ impl Supervisor {
             sources: Vec::new(),
             channels: Vec::new(),
             sinks: Vec::new(),
+            groups: Vec::new(),
             down: Vec::new(),
         };
         let components = Arc::new(Components::new(&cfg.name, members));
@@ -209,6 +213,7 @@ impl Supervisor {
             sinks: HashMap::new(),
             source_metrics: HashMap::new(),
             sink_metrics: HashMap::new(),
+            group_metrics: HashMap::new(),
             components,
             ended_tx,
             ended,
@@ -238,6 +243,12 @@ impl Supervisor {
             .iter()
             .map(|s| (s.name.clone(), self.sink_metrics_of(&s.name)))
             .collect();
+        let groups = self
+            .cfg
+            .sink_groups
+            .iter()
+            .filter_map(|g| Some((g.name.clone(), self.group_metrics.get(&g.name)?.clone())))
+            .collect();
         let channels = self.channels.values().cloned().collect();
         let down = self
             .down
@@ -253,6 +264,7 @@ impl Supervisor {
             sources,
             channels,
             sinks,
+            groups,
             down,
         });
     }
@@ -307,13 +319,23 @@ impl Supervisor {
         };
     }
 
-    fn start_sink(&mut self, s: &SinkDef) {
-        let trigger = ShutdownTrigger::new();
+    /// The sink `s`, counting in its metrics (kept across reloads).
+    fn build_sink(&mut self, s: &SinkDef) -> (Box<dyn Sink>, Arc<SinkMetrics>) {
         let metrics = self.sink_metrics.entry(s.name.clone()).or_default().clone();
         let sink: Box<dyn Sink> = match &s.kind {
             SinkKind::Console(c) => Box::new(ConsoleSink::new(c.clone(), &s.name, metrics.clone())),
             SinkKind::Kafka(c) => Box::new(KafkaSink::new((**c).clone(), &s.name, metrics.clone())),
         };
+        (sink, metrics)
+    }
+
+    /// Starts the sink `s`, or nothing if it is in a group (the group runs it).
+    fn start_sink(&mut self, s: &SinkDef) {
+        if self.cfg.group_of(&s.name).is_some() {
+            return;
+        }
+        let trigger = ShutdownTrigger::new();
+        let (sink, metrics) = self.build_sink(s);
         let ctx = SinkContext {
             name: s.name.clone(),
             channel: self.channels[&s.channel].clone(),
@@ -322,6 +344,52 @@ impl Supervisor {
         };
         self.spawn(Kind::Sink, &s.name, trigger, async move {
             sluice_sinks::drive(sink, ctx)
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    }
+
+    /// Starts the sink group `g`: one task, named after the group, drives its sinks on their
+    /// one channel.
+    fn start_group(&mut self, g: &SinkGroupDef) {
+        let defs: Vec<SinkDef> = g
+            .sinks
+            .iter()
+            .filter_map(|n| self.cfg.sinks.iter().find(|s| &s.name == n).cloned())
+            .collect();
+        let Some(channel) = defs
+            .first()
+            .and_then(|s| self.channels.get(&s.channel))
+            .cloned()
+        else {
+            return;
+        };
+        let members = defs
+            .iter()
+            .map(|s| {
+                let (sink, metrics) = self.build_sink(s);
+                Member {
+                    name: s.name.clone(),
+                    sink,
+                    metrics,
+                }
+            })
+            .collect();
+        let metrics = match self.group_metrics.get(&g.name) {
+            Some(m) if m.sinks == g.sinks => m.clone(),
+            _ => Arc::new(GroupMetrics::new(g.sinks.clone())),
+        };
+        self.group_metrics.insert(g.name.clone(), metrics.clone());
+        let group = Failover::new(&g.name, members, g.max_penalty, metrics);
+        let trigger = ShutdownTrigger::new();
+        let ctx = SinkContext {
+            name: g.name.clone(),
+            channel,
+            shutdown: trigger.subscribe(),
+            metrics: Arc::default(),
+        };
+        self.spawn(Kind::Sink, &g.name, trigger, async move {
+            sluice_sinks::drive(Box::new(group), ctx)
                 .await
                 .map_err(anyhow::Error::from)
         });
@@ -671,6 +739,8 @@ impl Supervisor {
             .retain(|n, _| self.cfg.sources.iter().any(|s| &s.name == n));
         self.sink_metrics
             .retain(|n, _| self.cfg.sinks.iter().any(|s| &s.name == n));
+        self.group_metrics
+            .retain(|n, _| self.cfg.sink_groups.iter().any(|g| &g.name == n));
         // What failed to start before is started again below, or is gone.
         self.failed_starts.clear();
         let defs = self.cfg.clone();
@@ -683,6 +753,13 @@ impl Supervisor {
             if self.channels.contains_key(&s.channel) {
                 self.start_sink(s);
             }
+        }
+        for g in defs
+            .sink_groups
+            .iter()
+            .filter(|g| plan.start_sinks.contains(&g.name))
+        {
+            self.start_group(g);
         }
         for s in defs
             .sources
@@ -883,6 +960,9 @@ async fn run_components(cfg: AgentConfig, file: ConfigFile, stop: &mut Stop) -> 
     for s in &defs.sinks {
         sv.start_sink(s);
     }
+    for g in &defs.sink_groups {
+        sv.start_group(g);
+    }
     for s in &defs.sources {
         sv.start_source(s);
     }
@@ -893,6 +973,7 @@ async fn run_components(cfg: AgentConfig, file: ConfigFile, stop: &mut Stop) -> 
     info!(agent = %defs.name, sources = ?names(defs.sources.iter().map(|s| (&s.name, s.kind.describe()))),
         channels = ?names(defs.channels.iter().map(|c| (&c.name, c.kind.describe()))),
         sinks = ?names(defs.sinks.iter().map(|s| (&s.name, s.kind.describe()))),
+        sink_groups = ?defs.sink_groups.iter().map(|g| (&g.name, &g.sinks)).collect::<Vec<_>>(),
         data_dir = %defs.data_dir.display(), http = ?defs.http,
         shutdown_timeout = ?defs.shutdown_timeout, watch_config = file.watch, "agent started");
 

@@ -24,7 +24,9 @@ type Take<'a> = BoxFuture<'a, Result<Option<Lease>, ChannelError>>;
 /// (then it commits what was delivered before the oldest lease not delivered and rolls the
 /// rest back). A failure that retrying can help puts the leases in flight back in the channel
 /// and opens the sink again after a backoff (500 ms, doubling up to 30 s, reset by a
-/// delivery); a fatal one puts them back and returns its error.
+/// delivery; or as [`Sink::retry_in`] says); a fatal one puts them back and returns its error.
+/// A sink that asks to be reopened ([`Outcome::Reopen`]) is handed nothing more until what it
+/// holds is settled, then closed and opened again.
 pub async fn drive(sink: Box<dyn Sink>, ctx: SinkContext) -> Result<(), SinkError> {
     Driver {
         sink,
@@ -59,8 +61,23 @@ impl Driver {
             watch.set_missed_tick_behavior(MissedTickBehavior::Delay);
             watch
         });
-        while !((closed || retiring) && self.ledger.is_empty()) {
-            let can_take = !closed && !retiring && self.ledger.len() < caps.in_flight.max(1);
+        // The sink asked to be reopened: take nothing more until what it holds is settled.
+        let mut reopening = false;
+        loop {
+            if self.ledger.is_empty() {
+                if closed || retiring {
+                    break;
+                }
+                if reopening {
+                    reopening = false;
+                    let returned = self.sink.close(Close::Finish).await;
+                    self.settle(returned).await?;
+                    self.sink.open().await?;
+                    continue;
+                }
+            }
+            let can_take =
+                !closed && !retiring && !reopening && self.ledger.len() < caps.in_flight.max(1);
             if can_take && take.is_none() {
                 take = Some(channel.take(caps.batch_size));
             }
@@ -89,6 +106,11 @@ impl Driver {
                         // The leases rolled back are in the channel again, closed or not:
                         // take them again before the end.
                         closed = false;
+                        reopening = false;
+                    }
+                    Outcome::Reopen => {
+                        reopening = true;
+                        take = None;
                     }
                 },
                 taken = async { take.as_mut().expect("a take is armed").await }, if can_take => {
@@ -124,14 +146,15 @@ impl Driver {
         // The sink must let go of the leases before they go back: it may still be sending them.
         let returned = self.sink.close(Close::Purge).await;
         let settled = self.settle(returned).await?;
-        let retry_in = failure.fatal.is_none().then_some(*backoff);
+        let pause = self.sink.retry_in(*backoff);
+        let retry_in = failure.fatal.is_none().then_some(pause);
         self.sink.failed(&failure, settled.rolled_back, retry_in);
         if let Some(error) = failure.fatal {
             return Err(error);
         }
         let mut shutdown = self.ctx.shutdown.clone();
         tokio::select! {
-            _ = tokio::time::sleep(*backoff) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = shutdown.reached(Phase::Aborting) => {
                 self.sink.stopped(Stopped::AbortedRecovering);
                 return Ok(false);
@@ -287,176 +310,15 @@ impl Ledger {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
+    use sluice_channels::Channel;
     use sluice_channels::lifecycle::ShutdownTrigger;
-    use sluice_channels::{Channel, Event, Origin};
-    use tokio::sync::Notify;
 
     use super::*;
-    use crate::Capabilities;
-    use crate::testing::Recording;
+    use crate::testing::{Fake, Log, Recording, Shared, Step};
 
     const DEADLINE: Duration = Duration::from_secs(60);
-
-    /// What the fake sink reports, in this order; each step waits until its lease (named by
-    /// its first sequence number) is handed over.
-    #[derive(Debug, Clone, Copy)]
-    enum Step {
-        /// Report nothing; only wait for the lease.
-        Handed(u64),
-        Deliver(u64),
-        /// Fail the lease; fatal or not.
-        Fail(u64, bool),
-    }
-
-    /// What the test and the fake share.
-    #[derive(Default)]
-    struct Shared {
-        steps: Mutex<VecDeque<Step>>,
-        /// Set when steps are added.
-        more: Notify,
-        /// Set when the fake has no step left.
-        idle: Notify,
-        /// Set when a failure was said.
-        said: Notify,
-        /// Leases a close gives back as delivered, and leases it keeps.
-        quiet: Mutex<Vec<u64>>,
-        kept: Mutex<Vec<u64>>,
-        log: Mutex<Log>,
-    }
-
-    /// What the driver did with the fake.
-    #[derive(Debug, Default)]
-    struct Log {
-        opens: usize,
-        handed: Vec<u64>,
-        closes: Vec<Close>,
-        /// `batches` and `retry_in` of each failure said.
-        failed: Vec<(usize, Option<Duration>)>,
-        stopped: Option<Stopped>,
-    }
-
-    struct Fake {
-        in_flight: usize,
-        held: Vec<Lease>,
-        shared: Arc<Shared>,
-    }
-
-    impl Fake {
-        fn failure(fatal: bool) -> Failure {
-            Failure {
-                why: "the fake failed".into(),
-                line: None,
-                fatal: fatal.then(|| SinkError::Delivery {
-                    sink: "k1".into(),
-                    message: "the fake failed".into(),
-                }),
-            }
-        }
-
-        /// The held lease that starts at `seq`, taken out.
-        fn release(&mut self, seq: u64) -> Option<Lease> {
-            let i = self.held.iter().position(|l| l.first_seq == seq)?;
-            Some(self.held.remove(i))
-        }
-
-        /// The next step whose lease is held, taken out of the script.
-        fn next(&mut self) -> Option<Outcome> {
-            let shared = self.shared.clone();
-            let mut steps = shared.steps.lock().unwrap();
-            loop {
-                let Some(&step) = steps.front() else {
-                    shared.idle.notify_one();
-                    return None;
-                };
-                let seq = match step {
-                    Step::Handed(s) | Step::Deliver(s) | Step::Fail(s, _) => s,
-                };
-                if !self.held.iter().any(|l| l.first_seq == seq) {
-                    return None;
-                }
-                steps.pop_front();
-                match step {
-                    Step::Handed(_) => {}
-                    Step::Deliver(_) => return self.release(seq).map(Outcome::Delivered),
-                    Step::Fail(_, fatal) => {
-                        let lease = self.release(seq)?;
-                        let failure = Self::failure(fatal);
-                        return Some(Outcome::Failed { lease, failure });
-                    }
-                }
-            }
-        }
-    }
-
-    impl Sink for Fake {
-        fn capabilities(&self) -> Capabilities {
-            Capabilities {
-                batch_size: 10,
-                in_flight: self.in_flight,
-                watch_every: None,
-            }
-        }
-
-        fn open(&mut self) -> BoxFuture<'_, Result<(), SinkError>> {
-            self.shared.log.lock().unwrap().opens += 1;
-            Box::pin(std::future::ready(Ok(())))
-        }
-
-        fn deliver(&mut self, lease: Lease) -> Result<(), SinkError> {
-            self.shared.log.lock().unwrap().handed.push(lease.first_seq);
-            self.held.push(lease);
-            Ok(())
-        }
-
-        fn outcome(&mut self) -> BoxFuture<'_, Result<Outcome, SinkError>> {
-            let shared = self.shared.clone();
-            Box::pin(async move {
-                loop {
-                    let more = shared.more.notified();
-                    if let Some(outcome) = self.next() {
-                        return Ok(outcome);
-                    }
-                    // A lease handed over makes the driver ask again.
-                    more.await;
-                }
-            })
-        }
-
-        fn close(&mut self, how: Close) -> BoxFuture<'_, Returned> {
-            self.shared.log.lock().unwrap().closes.push(how);
-            let quiet = self.shared.quiet.lock().unwrap().clone();
-            let kept = self.shared.kept.lock().unwrap().clone();
-            let mut returned = Returned::default();
-            for lease in self.held.drain(..) {
-                if kept.contains(&lease.first_seq) {
-                    continue;
-                }
-                if quiet.contains(&lease.first_seq) {
-                    returned.delivered.push(lease);
-                } else {
-                    returned.undelivered.push(lease);
-                }
-            }
-            Box::pin(std::future::ready(returned))
-        }
-
-        fn failed(&self, _: &Failure, batches: usize, retry_in: Option<Duration>) {
-            self.shared
-                .log
-                .lock()
-                .unwrap()
-                .failed
-                .push((batches, retry_in));
-            self.shared.said.notify_one();
-        }
-
-        fn stopped(&self, how: Stopped) {
-            self.shared.log.lock().unwrap().stopped = Some(how);
-        }
-    }
 
     struct Running {
         channel: Arc<Recording>,
@@ -469,18 +331,7 @@ mod tests {
     /// Drives a fake that may hold `in_flight` leases of 10 events and reports `steps`, on a
     /// channel holding `events` events.
     async fn start(events: u64, in_flight: usize, steps: &[Step]) -> Running {
-        let channel = Recording::new();
-        let origin = Arc::new(Origin::default());
-        let batch = (0..events)
-            .map(|i| Event {
-                body: i.to_string().into(),
-                origin: origin.clone(),
-                offset: i,
-                read_at_ms: 0,
-                headers: Default::default(),
-            })
-            .collect();
-        channel.put(batch).await.unwrap();
+        let channel = Recording::with_events(events).await;
         let shared = Arc::new(Shared::default());
         shared.steps.lock().unwrap().extend(steps);
         let trigger = ShutdownTrigger::new();
@@ -491,11 +342,7 @@ mod tests {
             shutdown: trigger.subscribe(),
             metrics: metrics.clone(),
         };
-        let fake = Fake {
-            in_flight,
-            held: Vec::new(),
-            shared: shared.clone(),
-        };
+        let fake = Fake::new(in_flight, shared.clone());
         let task = tokio::spawn(drive(Box::new(fake), ctx));
         Running {
             channel,

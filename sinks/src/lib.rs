@@ -6,6 +6,7 @@
 
 pub mod console;
 mod driver;
+pub mod failover;
 pub mod kafka;
 mod metrics;
 mod sink;

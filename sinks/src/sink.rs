@@ -36,6 +36,11 @@ pub enum Outcome {
         /// Why, and whether retrying can help.
         failure: Failure,
     },
+    /// The sink asks to be closed and opened again (a sink group hands over to another of its
+    /// sinks): the driver takes nothing more until every lease in flight is committed or
+    /// rolled back, then closes the sink ([`Close::Finish`]) and opens it again. Asked again
+    /// before that, it changes nothing.
+    Reopen,
 }
 
 /// Why a lease was not delivered.
@@ -123,6 +128,14 @@ pub trait Sink: Send {
     /// Called at the end of a run, after a failure, and on abort; the sink stays closed until
     /// [`Sink::open`].
     fn close(&mut self, how: Close) -> BoxFuture<'_, Returned>;
+
+    /// How long the driver waits before it opens the sink again after a failure that retrying
+    /// can help, given its own `backoff` (500 ms, doubling up to 30 s while failures repeat).
+    /// The backoff by default; a sink group answers zero while another of its sinks can take
+    /// over at once.
+    fn retry_in(&self, backoff: Duration) -> Duration {
+        backoff
+    }
 
     /// Checks the sink's health, every [`Capabilities::watch_every`] while it delivers, and
     /// says when something stopped answering or answers again. Does nothing by default.

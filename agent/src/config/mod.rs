@@ -20,14 +20,15 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use sluice_channels::units::HumanDuration;
 use sluice_channels::{FileChannelConfig, MemoryChannelConfig};
 use sluice_sinks::console::ConsoleConfig;
+use sluice_sinks::failover::SinkGroupConfig;
 use sluice_sinks::kafka::KafkaConfig;
 use sluice_sources::fanout::SelectorConfig;
 use sluice_sources::spooldir::SpoolDirConfig;
 use sluice_sources::taildir::TailDirConfig;
 
 pub use model::{
-    AgentConfig, ChannelDef, ChannelKind, ConfigError, Problem, SinkDef, SinkKind, SourceDef,
-    SourceKind,
+    AgentConfig, ChannelDef, ChannelKind, ConfigError, Problem, SinkDef, SinkGroupDef, SinkKind,
+    SourceDef, SourceKind,
 };
 use tree::{Map, Node};
 
@@ -43,6 +44,9 @@ struct AgentFile {
     sources: BTreeMap<String, IgnoredAny>,
     channels: BTreeMap<String, IgnoredAny>,
     sinks: BTreeMap<String, IgnoredAny>,
+    /// Optional; its groups are read from the tree, like each section's components.
+    #[serde(default, rename = "sink_groups")]
+    _sink_groups: BTreeMap<String, IgnoredAny>,
 }
 
 const SOURCE_TYPES: &str = "spooldir, taildir";
@@ -185,6 +189,7 @@ pub fn from_tree(agents: &Map, name: &str, origin: &Path) -> Result<AgentConfig,
             kind,
         })
     });
+    let groups = section("sink_groups").groups(&mut problems);
     let mut cfg = AgentConfig {
         name: name.to_owned(),
         data_dir,
@@ -200,8 +205,10 @@ pub fn from_tree(agents: &Map, name: &str, origin: &Path) -> Result<AgentConfig,
         sources,
         channels,
         sinks,
+        sink_groups: Vec::new(),
         warnings: Vec::new(),
     };
+    cfg.sink_groups = check_groups(&cfg, groups, &wiring, &mut problems);
     check_wiring(&cfg, &wiring, &mut problems);
     if problems.is_empty() {
         cfg.warnings = crate::warnings::check(&cfg);
@@ -287,6 +294,114 @@ impl Section<'_> {
         }
         built
     }
+}
+
+impl Section<'_> {
+    /// The sink groups whose own options are valid, by name; the problems of the others go
+    /// to `problems`.
+    fn groups(&self, problems: &mut Vec<Problem>) -> Vec<(String, SinkGroupConfig)> {
+        let mut built = Vec::new();
+        for (n, node) in &self.members {
+            let at = format!("{}.{n}", self.at);
+            if node.as_map().is_none() {
+                problems.push(Problem::new(
+                    &at,
+                    "must be a mapping such as { sinks: [k1, k2], processor: failover }",
+                ));
+                continue;
+            }
+            match options(node, &at, SinkGroupConfig::validate) {
+                Ok(g) => built.push(((*n).to_owned(), g)),
+                Err(e) => problems.extend(e.problems),
+            }
+            check_name(problems, &at, n);
+        }
+        built
+    }
+}
+
+/// Checks each sink group against the sinks as written: its sinks exist, each is in one
+/// group only, they drain one channel, and a Kafka sink has a delivery deadline (else an
+/// outage never fails it over); a group's name is not a sink's. Returns the groups.
+fn check_groups(
+    cfg: &AgentConfig,
+    groups: Vec<(String, SinkGroupConfig)>,
+    w: &Wiring,
+    problems: &mut Vec<Problem>,
+) -> Vec<SinkGroupDef> {
+    let a = &cfg.name;
+    let known: Vec<&str> = w.sinks.iter().map(|(k, _)| k.as_str()).collect();
+    let channel_of = |sink: &str| {
+        let (_, refs) = w.sinks.iter().find(|(k, _)| k == sink)?;
+        refs.first().map(|(_, c)| c.as_str())
+    };
+    let mut member_of: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut defs = Vec::new();
+    for (g, group) in &groups {
+        let at = format!("{a}.sink_groups.{g}");
+        if known.contains(&g.as_str()) {
+            problems.push(Problem::new(
+                &at,
+                format!("a sink is named `{g}` too; give the group a name of its own"),
+            ));
+        }
+        let mut first: Option<(&str, Option<&str>)> = None;
+        for (i, s) in group.sinks.iter().enumerate() {
+            let key = format!("{at}.sinks[{i}]");
+            if !known.contains(&s.as_str()) {
+                problems.push(Problem::new(
+                    key,
+                    format!("no sink named `{s}` (sinks: {})", known.join(", ")),
+                ));
+                continue;
+            }
+            if let Some(other) = member_of.insert(s, g)
+                && other != g
+            {
+                problems.push(Problem::new(
+                    &key,
+                    format!(
+                        "sink `{s}` is already in group `{other}`; a sink may be in one group only"
+                    ),
+                ));
+            }
+            let channel = channel_of(s);
+            match first {
+                None => first = Some((s, channel)),
+                Some((k, c)) if c != channel => problems.push(Problem::new(
+                    &key,
+                    format!(
+                        "sink `{s}` drains channel `{}`, but `{k}` drains `{}`; the sinks of a \
+                         group drain one channel",
+                        channel.unwrap_or("?"),
+                        c.unwrap_or("?")
+                    ),
+                )),
+                Some(_) => {}
+            }
+            let kafka = cfg.sinks.iter().find_map(|d| match &d.kind {
+                SinkKind::Kafka(k) if d.name == *s => Some(k),
+                _ => None,
+            });
+            if kafka.is_some_and(|k| k.delivery_deadline().is_none()) {
+                problems.push(Problem::new(
+                    key,
+                    format!(
+                        "kafka sink `{s}` has no delivery deadline (producer message.timeout.ms \
+                         is 0, the default: it waits out a broker outage and never fails), so \
+                         the group could not fail over: set \
+                         {a}.sinks.{s}.producer.message.timeout.ms, e.g. 30000"
+                    ),
+                ));
+            }
+        }
+        defs.push(SinkGroupDef {
+            name: g.clone(),
+            sinks: group.by_priority(),
+            max_penalty: group.max_penalty.0,
+        });
+    }
+    defs
 }
 
 /// The options of type `T` in `node` at the key path `at`, deserialized and checked with
@@ -450,11 +565,15 @@ fn check_wiring(cfg: &AgentConfig, w: &Wiring, problems: &mut Vec<Problem>) {
                 format!("{a}.sinks.{k}.channel"),
                 format!("no channel named `{c}` (channels: {known})"),
             ));
-        } else if let Some(first) = drained.insert(c, k) {
+        } else if let Some(first) = drained.get(c).copied().or_else(|| {
+            drained.insert(c, k);
+            None
+        }) && cfg.group_of(first).is_none_or(|g| !g.sinks.contains(k))
+        {
             problems.push(Problem::new(
                 format!("{a}.sinks.{k}.channel"),
                 format!(
-                    "channel `{c}` is already drained by sink `{first}`; one sink per channel keeps its events in order"
+                    "channel `{c}` is already drained by sink `{first}`; one sink per channel keeps its events in order (for several, put them in one sink group)"
                 ),
             ));
         }

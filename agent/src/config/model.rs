@@ -64,6 +64,8 @@ pub struct AgentConfig {
     pub channels: Vec<ChannelDef>,
     /// The sinks, by name.
     pub sinks: Vec<SinkDef>,
+    /// The sink groups, by name: several sinks on one channel, one delivering at a time.
+    pub sink_groups: Vec<SinkGroupDef>,
     /// What is valid but probably not meant: two sources that read the same files, a pattern
     /// that covers the agent's own files. `validate` prints them; the agent logs them.
     pub warnings: Vec<Problem>,
@@ -118,6 +120,26 @@ pub struct SinkDef {
     pub channel: String,
     /// Its type and options.
     pub kind: SinkKind,
+}
+
+/// A configured sink group (`processor: failover`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkGroupDef {
+    /// Its name.
+    pub name: String,
+    /// Its sinks, highest priority first; they drain one channel.
+    pub sinks: Vec<String>,
+    /// The longest a failed sink waits before it is tried again.
+    pub max_penalty: Duration,
+}
+
+impl AgentConfig {
+    /// The group `sink` is in, if any.
+    pub fn group_of(&self, sink: &str) -> Option<&SinkGroupDef> {
+        self.sink_groups
+            .iter()
+            .find(|g| g.sinks.iter().any(|s| s == sink))
+    }
 }
 
 /// The sink types.

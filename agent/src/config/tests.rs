@@ -877,3 +877,155 @@ fn every_bad_fan_out_option_is_named() {
     let errs = errors(&fanout("channels: [c1, c2, c3, c9]"));
     assert_eq!(errs.len(), 1, "{errs:#?}");
 }
+
+/// Two channels; kafka sinks k1, k2 (with a delivery deadline) and k3 on c1, console k9 on c2,
+/// and `groups` under `sink_groups`.
+fn with_groups(groups: &str) -> String {
+    format!(
+        r#"
+a1:
+  sources:
+    r1: {{ type: spooldir, dir: /a, channel: c1 }}
+    r2: {{ type: spooldir, dir: /b, channel: c2 }}
+  channels:
+    c1: {{ type: memory }}
+    c2: {{ type: memory }}
+  sinks:
+    k1: {{ type: kafka, channel: c1, brokers: "a:9092", topic: t, producer: {{ message.timeout.ms: 10000 }} }}
+    k2: {{ type: kafka, channel: c1, brokers: "b:9092", topic: t, producer: {{ delivery.timeout.ms: 5000 }} }}
+    k3: {{ type: kafka, channel: c1, brokers: "c:9092", topic: t }}
+    k9: {{ type: console, channel: c2 }}
+  sink_groups:
+{groups}
+"#
+    )
+}
+
+#[test]
+fn a_sink_group_parses_with_its_sinks_by_priority() {
+    let text = with_groups(
+        "    g1: { sinks: [k2, k1], processor: failover, priority: { k1: 10, k2: 5 }, max_penalty: 5s }",
+    )
+    .replace("    k3: { type: kafka, channel: c1, brokers: \"c:9092\", topic: t }\n", "");
+    let cfg = parse_with(&text, &[]).unwrap();
+    assert_eq!(
+        cfg.sink_groups,
+        [SinkGroupDef {
+            name: "g1".into(),
+            sinks: vec!["k1".into(), "k2".into()],
+            max_penalty: Duration::from_secs(5),
+        }]
+    );
+    assert_eq!(cfg.group_of("k2").map(|g| g.name.as_str()), Some("g1"));
+    assert!(cfg.group_of("k9").is_none());
+    let text = text.replace(", max_penalty: 5s", "");
+    let cfg = parse_with(&text, &[]).unwrap();
+    assert_eq!(cfg.sink_groups[0].max_penalty, Duration::from_secs(30));
+}
+
+#[test]
+fn every_bad_sink_group_value_is_named_with_its_key() {
+    let group = |g: &str| with_groups(&format!("    g1: {g}"));
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "{ sinks: [k1, k8], processor: failover }",
+            "a1.sink_groups.g1.sinks[1]",
+            "no sink named `k8` (sinks: k1, k2, k3, k9)",
+        ),
+        (
+            "{ sinks: [], processor: failover }",
+            "a1.sink_groups.g1.sinks",
+            "at least one sink",
+        ),
+        (
+            "{ sinks: [k1, k2], processor: load_balance }",
+            "a1.sink_groups.g1.processor",
+            "load_balance",
+        ),
+        (
+            "{ sinks: [k1, k2] }",
+            "a1.sink_groups.g1.processor",
+            "missing",
+        ),
+        (
+            "{ sinks: [k1, k2], processor: failover, priority: { k1: 1, k9: 2 } }",
+            "a1.sink_groups.g1.priority.k9",
+            "not a sink of this group",
+        ),
+        (
+            "{ sinks: [k1, k2], processor: failover, priority: { k1: 1, k2: 1 } }",
+            "a1.sink_groups.g1.priority.k2",
+            "same priority",
+        ),
+        (
+            "{ sinks: [k1, k2], processor: failover, priority: { k1: high } }",
+            "a1.sink_groups.g1.priority.k1",
+            "high",
+        ),
+        (
+            "{ sinks: [k1, k2], processor: failover, max_penalty: soon }",
+            "a1.sink_groups.g1.max_penalty",
+            "not a duration",
+        ),
+        (
+            "{ sinks: [k1, k2], processor: failover, max_penalty: 0s }",
+            "a1.sink_groups.g1.max_penalty",
+            "more than 0",
+        ),
+        (
+            "{ sinks: [k1, k2, k1], processor: failover }",
+            "a1.sink_groups.g1.sinks[2]",
+            "listed twice",
+        ),
+        (
+            "{ sinks: [k1, k2], processor: failover, selector: x }",
+            "a1.sink_groups.g1.selector",
+            "unknown",
+        ),
+        (
+            "{ sinks: [k1, k3], processor: failover }",
+            "a1.sink_groups.g1.sinks[1]",
+            "a1.sinks.k3.producer.message.timeout.ms",
+        ),
+        ("[k1, k2]", "a1.sink_groups.g1", "mapping"),
+    ];
+    for (g, key, fragment) in cases {
+        assert_error(&group(g), key, fragment);
+    }
+}
+
+#[test]
+fn a_group_drains_one_channel_and_a_sink_is_in_one_group() {
+    assert_error(
+        &with_groups("    g1: { sinks: [k1, k9], processor: failover }"),
+        "a1.sink_groups.g1.sinks[1]",
+        "sink `k9` drains channel `c2`, but `k1` drains `c1`",
+    );
+    assert_error(
+        &with_groups(
+            "    g1: { sinks: [k1, k2], processor: failover }\n    g2: { sinks: [k2], processor: failover }",
+        ),
+        "a1.sink_groups.g2.sinks[0]",
+        "already in group `g1`",
+    );
+    assert_error(
+        &with_groups("    k1: { sinks: [k2], processor: failover }"),
+        "a1.sink_groups.k1",
+        "a sink is named `k1` too",
+    );
+    // Sinks of one group share their channel; a sink outside it still may not.
+    let errs = errors(&with_groups(
+        "    g1: { sinks: [k1, k2], processor: failover }",
+    ));
+    assert_eq!(
+        errs,
+        [
+            "a1.sinks.k3.channel: channel `c1` is already drained by sink `k1`; one sink per channel keeps its events in order (for several, put them in one sink group)"
+        ]
+    );
+    assert_error(
+        &with_groups("    g1: { sinks: [k1, k2], processor: failover }"),
+        "a1.sinks.k3.channel",
+        "already drained",
+    );
+}

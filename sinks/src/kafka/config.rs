@@ -424,6 +424,15 @@ impl KafkaConfig {
         Duration::from_millis(ms.trim().parse().unwrap_or(0))
     }
 
+    /// How long a record may wait for the broker before its delivery fails:
+    /// `producer: { message.timeout.ms }` (or `delivery.timeout.ms`); `None` when unset or 0,
+    /// the default (the sink then waits out a broker outage and never fails on it).
+    pub fn delivery_deadline(&self) -> Option<Duration> {
+        let (_, v) = self.producer_value(&["message.timeout.ms", "delivery.timeout.ms"])?;
+        let ms: u64 = v.to_string().trim().parse().ok()?;
+        (ms > 0).then(|| Duration::from_millis(ms))
+    }
+
     /// The librdkafka configuration: the ordering defaults, the typed options, then the
     /// `producer:` map as written.
     pub fn client_config(&self, sink: &str) -> ClientConfig {

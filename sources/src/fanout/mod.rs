@@ -105,11 +105,6 @@ pub fn partition(key: &str, n: usize) -> usize {
     (crate::fnv1a(key.as_bytes()) % n.max(1) as u64) as usize
 }
 
-/// The value of the header `name` of `event`, as the multiplexing selector sees it.
-fn header<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
-    event.origin.header(name)
-}
-
 impl Fanout {
     /// A source that puts every event into `channel` and waits for it.
     pub fn single(channel: Arc<dyn Channel>) -> Self {
@@ -307,7 +302,8 @@ impl Fanout {
                 name,
                 by_value,
                 default,
-            } => header(e, name)
+            } => e
+                .header(name)
                 .filter(|v| !v.trim().is_empty())
                 .and_then(|v| by_value.get(v))
                 .copied()

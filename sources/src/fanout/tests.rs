@@ -37,6 +37,7 @@ fn events(origin: &Arc<Origin>, range: std::ops::Range<u64>) -> Vec<Event> {
             origin: origin.clone(),
             offset: o,
             read_at_ms: 0,
+            headers: Default::default(),
         })
         .collect()
 }
