@@ -63,6 +63,10 @@ pub struct SpoolDirConfig {
     /// The most lines put into the channel at once.
     #[serde(default = "crate::defaults::batch_size")]
     pub batch_size: usize,
+    /// Flume's interceptors, applied to each line in order after framing (see
+    /// docs/interceptors.md); none by default.
+    #[serde(default)]
+    pub interceptors: Vec<crate::InterceptorConfig>,
     /// The longest line kept whole; longer lines follow `long_lines`.
     #[serde(default = "crate::defaults::max_line_bytes")]
     pub max_line_bytes: ByteSize,
@@ -111,6 +115,7 @@ impl SpoolDirConfig {
             after_read: AfterRead::default(),
             order: Order::default(),
             batch_size: crate::defaults::batch_size(),
+            interceptors: Vec::new(),
             max_line_bytes: crate::defaults::max_line_bytes(),
             long_lines: LongLinePolicy::default(),
             poll_interval: default_poll(),
@@ -145,6 +150,7 @@ impl SpoolDirConfig {
         if self.poll_interval.0.is_zero() {
             problems.push(Problem::new("poll_interval", "must be longer than 0"));
         }
+        problems.extend(crate::Interceptors::validate(&self.interceptors));
         problems
     }
 }

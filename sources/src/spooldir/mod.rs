@@ -41,7 +41,7 @@ pub use config::{AfterRead, FAILED_SUFFIX, Order, SpoolDirConfig};
 
 use crate::blocking::{self, Interrupted};
 use crate::framing::LongLines;
-use crate::pipeline::{self, Batch, Progress};
+use crate::pipeline::{self, Batch, Interceptors, Progress};
 use crate::{SourceContext, SourceError, SourceMetrics};
 use files::{Aside, Completion, OpenRequest, Opening, Resumable};
 use reader::{Chunk, FileReader, First, ReadFailure, Reading};
@@ -152,6 +152,8 @@ pub struct SpoolDirSource {
     /// Where blocking reads and writes run: the current runtime's pool unless a test says
     /// otherwise.
     blocking: Option<Handle>,
+    /// The interceptors, compiled once for all the files.
+    interceptors: Option<Interceptors>,
 }
 
 impl SpoolDirSource {
@@ -159,6 +161,7 @@ impl SpoolDirSource {
     pub fn new(cfg: SpoolDirConfig, ctx: SourceContext) -> Self {
         SpoolDirSource {
             spool: Some(Spool::new(&cfg)),
+            interceptors: Interceptors::compile(&cfg.interceptors).unwrap_or_default(),
             checkpoint_path: ctx.state_dir.join("spooldir.json"),
             cfg,
             ctx,
@@ -509,6 +512,7 @@ impl SpoolDirSource {
             max_line: self.cfg.max_line_bytes.as_usize(),
             policy: self.cfg.long_lines,
             batch_size: self.cfg.batch_size,
+            interceptors: self.interceptors.clone(),
         };
         // The files whose lines became safe are completed in the same blocking call.
         let (files, work) = self.take_completing();

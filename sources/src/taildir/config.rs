@@ -104,6 +104,10 @@ pub struct TailDirConfig {
     /// `gb18030`, `latin1`, `shift_jis`, `utf-16le`). Unset or `utf-8`: bytes pass untouched.
     #[serde(default)]
     pub encoding: Option<String>,
+    /// Flume's interceptors, applied to each line in order after framing (see
+    /// docs/interceptors.md); none by default.
+    #[serde(default)]
+    pub interceptors: Vec<crate::InterceptorConfig>,
     /// A file not written for this long is closed; it is opened again when it grows.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: HumanDuration,
@@ -216,6 +220,7 @@ impl TailDirConfig {
         if let Err(e) = self.decoding() {
             problems.push(Problem::new("encoding", e));
         }
+        problems.extend(crate::Interceptors::validate(&self.interceptors));
         problems
     }
 

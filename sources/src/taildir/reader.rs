@@ -19,7 +19,7 @@ use super::config::Decoding;
 use super::identity::{self, FINGERPRINT_MAX, Fingerprint, Verdict};
 use crate::framing::{self, LineFramer, LongLinePolicy, LongLines, Newline};
 use crate::now_ms;
-use crate::pipeline::{Batch, FileLines, Key, Packer, Stage, Transcode};
+use crate::pipeline::{Batch, FileLines, Interceptors, Key, Packer, Stage, Transcode};
 
 /// How far back `read_from: end` looks for the end of the last complete line.
 const TAIL_WINDOW: u64 = 64 << 10;
@@ -58,19 +58,23 @@ pub struct Settings {
     pub chunk: usize,
     /// The most bytes read by one round of jobs.
     pub budget: usize,
+    /// The source's interceptors, if any.
+    pub interceptors: Option<Interceptors>,
 }
 
 impl Settings {
-    /// The stages a file's lines go through: transcoding, for an encoding other than UTF-8.
+    /// The stages a file's lines go through: transcoding, for an encoding other than UTF-8,
+    /// then the interceptors, if any.
     fn stages(&self) -> Vec<Box<dyn Stage>> {
-        self.decoding
-            .encoding
-            .map(|e| {
-                let piece = self.decoding.newline.piece_size(self.max_line);
-                Box::new(Transcode::new(e, piece)) as Box<dyn Stage>
-            })
-            .into_iter()
-            .collect()
+        let transcode = self.decoding.encoding.map(|e| {
+            let piece = self.decoding.newline.piece_size(self.max_line);
+            Box::new(Transcode::new(e, piece)) as Box<dyn Stage>
+        });
+        let intercept = self
+            .interceptors
+            .as_ref()
+            .map(|i| Box::new(i.stage()) as Box<dyn Stage>);
+        transcode.into_iter().chain(intercept).collect()
     }
 }
 
@@ -369,6 +373,7 @@ mod tests {
             decoding,
             chunk: 1 << 20,
             budget: 4 << 20,
+            interceptors: None,
         }
     }
 

@@ -19,7 +19,7 @@ use super::reader::{self, Done, Job, Settings, Start, Status};
 use crate::SourceMetrics;
 use crate::blocking;
 use crate::framing::Newline;
-use crate::pipeline::{self, Batch, Key};
+use crate::pipeline::{self, Batch, Interceptors, Key};
 
 /// The most bytes read from one file in one round.
 const READ_CHUNK: usize = 256 << 10;
@@ -68,6 +68,7 @@ impl Jobs {
                 decoding,
                 chunk: READ_CHUNK,
                 budget: ROUND_BUDGET,
+                interceptors: Interceptors::compile(&cfg.interceptors).unwrap_or_default(),
             }),
             queue: VecDeque::new(),
             inflight: HashSet::new(),

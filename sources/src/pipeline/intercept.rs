@@ -1,0 +1,436 @@
+//! The interceptors stage: Flume's interceptors, applied to each line in the configured order
+//! after framing, setting or removing headers, rewriting bodies or dropping lines.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use regex::bytes::Regex;
+use serde::Deserialize;
+use sluice_channels::config::Problem;
+
+use super::lines::{Line, Stage};
+
+/// One interceptor as configured (`interceptors: [{ type: static, key: env, value: prod }]`),
+/// with Flume's names and defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum InterceptorConfig {
+    /// Sets `header` (default `timestamp`) to the time the line was read, in milliseconds
+    /// since the epoch.
+    Timestamp {
+        /// The header set.
+        #[serde(default = "timestamp_header")]
+        header: String,
+        /// Keeps a value the event has already.
+        #[serde(default)]
+        preserve_existing: bool,
+    },
+    /// Sets `header` (default `host`) to the agent's host name.
+    Host {
+        /// The header set.
+        #[serde(default = "host_header")]
+        header: String,
+        /// Keeps a value the event has already.
+        #[serde(default)]
+        preserve_existing: bool,
+    },
+    /// Sets header `key` to `value`.
+    Static {
+        /// The header set.
+        key: String,
+        /// Its value.
+        value: String,
+        /// Keeps a value the event has already (default true, as in Flume).
+        #[serde(default = "yes")]
+        preserve_existing: bool,
+    },
+    /// Removes header `with_name`, and the headers the event set whose names match
+    /// `matching`.
+    RemoveHeader {
+        /// An exact name; hides the origin's header of that name too.
+        #[serde(default)]
+        with_name: Option<String>,
+        /// A regex matched against the whole name of each header the event set.
+        #[serde(default)]
+        matching: Option<String>,
+    },
+    /// Keeps only the lines `regex` matches somewhere in, or with `exclude`, drops them.
+    RegexFilter {
+        /// The pattern.
+        regex: String,
+        /// Drops the matching lines instead of keeping only them.
+        #[serde(default)]
+        exclude: bool,
+    },
+    /// Sets a header per named group of `regex` to what the group matched.
+    RegexExtractor {
+        /// The pattern, with at least one named group (`(?P<level>[A-Z]+)`).
+        regex: String,
+    },
+    /// Replaces every match of `search` in the body with `replace` (`$1`, `${name}` refer to
+    /// groups).
+    SearchReplace {
+        /// The pattern.
+        search: String,
+        /// The replacement; empty deletes the matches.
+        #[serde(default)]
+        replace: String,
+    },
+}
+
+fn timestamp_header() -> String {
+    "timestamp".into()
+}
+
+fn host_header() -> String {
+    "host".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One interceptor ready to run: names interned, patterns compiled.
+#[derive(Debug)]
+enum Interceptor {
+    Timestamp(Arc<str>, bool),
+    Static(Arc<str>, Arc<str>, bool),
+    Remove(Option<Arc<str>>, Option<Regex>),
+    Filter(Regex, bool),
+    Extract(Regex, Vec<(usize, Arc<str>)>),
+    Replace(Regex, Vec<u8>),
+}
+
+/// A source's interceptors, compiled once and shared by the stages of all its files.
+#[derive(Debug, Clone)]
+pub struct Interceptors(Arc<[Interceptor]>);
+
+impl Interceptors {
+    /// Compiles `list`; `None` when it is empty (no stage at all). An error names the key
+    /// at fault, relative to the source (`interceptors[1].regex`).
+    pub fn compile(list: &[InterceptorConfig]) -> Result<Option<Self>, Problem> {
+        if list.is_empty() {
+            return Ok(None);
+        }
+        let host = host_name();
+        let compiled = list
+            .iter()
+            .enumerate()
+            .map(|(i, c)| compile(i, c, &host))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Interceptors(compiled.into())))
+    }
+
+    /// Checks `list`, naming the keys at fault (relative to the source).
+    pub fn validate(list: &[InterceptorConfig]) -> Vec<Problem> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, c)| compile(i, c, "").err())
+            .collect()
+    }
+
+    /// A stage running these interceptors over one file's lines.
+    pub(crate) fn stage(&self) -> Intercept {
+        Intercept(self.clone())
+    }
+}
+
+fn pattern(i: usize, key: &str, re: &str) -> Result<Regex, Problem> {
+    Regex::new(re).map_err(|e| {
+        Problem::new(
+            format!("interceptors[{i}].{key}"),
+            format!("bad regex: {e}"),
+        )
+    })
+}
+
+fn name(s: &str) -> Arc<str> {
+    Arc::from(s)
+}
+
+fn compile(i: usize, c: &InterceptorConfig, host: &str) -> Result<Interceptor, Problem> {
+    let empty = |key: &str| Problem::new(format!("interceptors[{i}].{key}"), "must not be empty");
+    Ok(match c {
+        InterceptorConfig::Timestamp {
+            header,
+            preserve_existing,
+        } => {
+            if header.is_empty() {
+                return Err(empty("header"));
+            }
+            Interceptor::Timestamp(name(header), *preserve_existing)
+        }
+        InterceptorConfig::Host {
+            header,
+            preserve_existing,
+        } => {
+            if header.is_empty() {
+                return Err(empty("header"));
+            }
+            Interceptor::Static(name(header), name(host), *preserve_existing)
+        }
+        InterceptorConfig::Static {
+            key,
+            value,
+            preserve_existing,
+        } => {
+            if key.is_empty() {
+                return Err(empty("key"));
+            }
+            Interceptor::Static(name(key), name(value), *preserve_existing)
+        }
+        InterceptorConfig::RemoveHeader {
+            with_name,
+            matching,
+        } => {
+            if with_name.is_none() && matching.is_none() {
+                return Err(Problem::new(
+                    format!("interceptors[{i}]"),
+                    "needs `with_name` or `matching`",
+                ));
+            }
+            let matching = match matching {
+                Some(m) => Some(pattern(i, "matching", &format!("^(?:{m})$"))?),
+                None => None,
+            };
+            Interceptor::Remove(with_name.as_deref().map(name), matching)
+        }
+        InterceptorConfig::RegexFilter { regex, exclude } => {
+            Interceptor::Filter(pattern(i, "regex", regex)?, *exclude)
+        }
+        InterceptorConfig::RegexExtractor { regex } => {
+            let re = pattern(i, "regex", regex)?;
+            let groups: Vec<_> = re
+                .capture_names()
+                .enumerate()
+                .filter_map(|(g, n)| n.map(|n| (g, name(n))))
+                .collect();
+            if groups.is_empty() {
+                return Err(Problem::new(
+                    format!("interceptors[{i}].regex"),
+                    "needs at least one named group, such as (?P<level>[A-Z]+)",
+                ));
+            }
+            Interceptor::Extract(re, groups)
+        }
+        InterceptorConfig::SearchReplace { search, replace } => {
+            Interceptor::Replace(pattern(i, "search", search)?, replace.as_bytes().to_vec())
+        }
+    })
+}
+
+/// The host name the kernel reports, or `localhost` if it cannot be read.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is writable for its whole length, which is passed.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// The stage of one file: runs the source's interceptors over each line, in order; a line an
+/// interceptor drops goes no further (its bytes still count as read).
+pub(crate) struct Intercept(Interceptors);
+
+impl Interceptor {
+    /// Applies this interceptor to `line`; false drops it. `now` is the read time in ms.
+    fn apply(&self, line: &mut Line, now: u64) -> bool {
+        match self {
+            Interceptor::Timestamp(h, keep) => {
+                if !(*keep && line.headers.get(h).is_some_and(|v| v.is_some())) {
+                    line.headers.set(h.clone(), now.to_string());
+                }
+            }
+            Interceptor::Static(k, v, keep) => {
+                if !(*keep && line.headers.get(k).is_some_and(|v| v.is_some())) {
+                    line.headers.set(k.clone(), &**v);
+                }
+            }
+            Interceptor::Remove(exact, matching) => {
+                if let Some(n) = exact {
+                    line.headers.remove(n.clone());
+                }
+                if let Some(re) = matching {
+                    let hit: Vec<Arc<str>> = line
+                        .headers
+                        .iter()
+                        .filter(|(k, v)| v.is_some() && re.is_match(k.as_bytes()))
+                        .map(|(k, _)| name(k))
+                        .collect();
+                    for k in hit {
+                        line.headers.remove(k);
+                    }
+                }
+            }
+            Interceptor::Filter(re, exclude) => return re.is_match(&line.body) != *exclude,
+            Interceptor::Extract(re, groups) => {
+                if let Some(caps) = re.captures(&line.body) {
+                    for (g, n) in groups {
+                        if let Some(m) = caps.get(*g) {
+                            line.headers
+                                .set(n.clone(), String::from_utf8_lossy(m.as_bytes()));
+                        }
+                    }
+                }
+            }
+            Interceptor::Replace(re, with) => {
+                if let Cow::Owned(b) = re.replace_all(&line.body, &with[..]) {
+                    line.body = Bytes::from(b);
+                }
+            }
+        }
+        true
+    }
+}
+
+impl Stage for Intercept {
+    fn apply(&mut self, lines: &mut Vec<Line>, _last: bool) {
+        let now = crate::now_ms();
+        let list = &self.0.0;
+        lines.retain_mut(|line| list.iter().all(|i| i.apply(line, now)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(cfg: &str, bodies: &[&str]) -> Vec<Line> {
+        let list: Vec<InterceptorConfig> = serde_json::from_str(cfg).unwrap();
+        let mut stage = Interceptors::compile(&list).unwrap().unwrap().stage();
+        let mut lines = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Line::new(Bytes::copy_from_slice(b.as_bytes()), i as u64 * 100))
+            .collect();
+        stage.apply(&mut lines, false);
+        lines
+    }
+
+    fn header<'a>(l: &'a Line, n: &str) -> Option<&'a str> {
+        l.headers.get(n).flatten()
+    }
+
+    #[test]
+    fn no_interceptor_compiles_to_no_stage() {
+        assert!(Interceptors::compile(&[]).unwrap().is_none());
+    }
+
+    #[test]
+    fn regex_filter_keeps_only_matching_lines_unless_exclude() {
+        let keep = run(
+            r#"[{"type":"regex_filter","regex":"ERROR"}]"#,
+            &["a ERROR", "b"],
+        );
+        assert_eq!(keep.len(), 1);
+        assert_eq!(keep[0].offset, 0);
+        let drop = run(
+            r#"[{"type":"regex_filter","regex":"DEBUG","exclude":true}]"#,
+            &["DEBUG x", "INFO y", "DEBUG z"],
+        );
+        assert_eq!(drop.len(), 1);
+        assert_eq!(&drop[0].body[..], b"INFO y");
+        assert_eq!(drop[0].offset, 100);
+    }
+
+    #[test]
+    fn static_preserves_an_existing_value_by_default_and_replaces_it_when_told() {
+        let l = run(
+            r#"[{"type":"static","key":"env","value":"a"},{"type":"static","key":"env","value":"b"}]"#,
+            &["x"],
+        );
+        assert_eq!(header(&l[0], "env"), Some("a"));
+        let l = run(
+            r#"[{"type":"static","key":"env","value":"a"},
+               {"type":"static","key":"env","value":"b","preserve_existing":false}]"#,
+            &["x"],
+        );
+        assert_eq!(header(&l[0], "env"), Some("b"));
+    }
+
+    #[test]
+    fn regex_extractor_sets_named_groups_and_nothing_on_lines_that_do_not_match() {
+        let l = run(
+            r#"[{"type":"regex_extractor","regex":"^(?P<level>[A-Z]+) (?P<code>\\d+)?"}]"#,
+            &["ERROR 42 boom", "lower case", "WARN x"],
+        );
+        assert_eq!(header(&l[0], "level"), Some("ERROR"));
+        assert_eq!(header(&l[0], "code"), Some("42"));
+        assert!(l[1].headers.is_empty());
+        assert_eq!(header(&l[2], "level"), Some("WARN"));
+        assert_eq!(header(&l[2], "code"), None);
+    }
+
+    #[test]
+    fn search_replace_rewrites_every_match_and_copies_only_when_it_changes() {
+        let l = run(
+            r#"[{"type":"search_replace","search":"pw=(\\w+)","replace":"pw=*** was $1"}]"#,
+            &["a pw=x b pw=y", "clean"],
+        );
+        assert_eq!(&l[0].body[..], b"a pw=*** was x b pw=*** was y");
+        assert_eq!(&l[1].body[..], b"clean");
+    }
+
+    #[test]
+    fn bodies_that_are_not_utf8_are_matched_as_bytes() {
+        let list: Vec<InterceptorConfig> =
+            serde_json::from_str(r#"[{"type":"regex_filter","regex":"DEBUG","exclude":true}]"#)
+                .unwrap();
+        let mut stage = Interceptors::compile(&list).unwrap().unwrap().stage();
+        let mut lines = vec![
+            Line::new(Bytes::from_static(b"\xff DEBUG"), 0),
+            Line::new(Bytes::from_static(b"\xff ok"), 8),
+        ];
+        stage.apply(&mut lines, false);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(&lines[0].body[..], b"\xff ok");
+    }
+
+    #[test]
+    fn timestamp_host_and_remove_header() {
+        let l = run(
+            r#"[{"type":"timestamp"},{"type":"host","header":"h"},
+               {"type":"static","key":"tmp_a","value":"1"},{"type":"static","key":"keep","value":"1"},
+               {"type":"remove_header","matching":"tmp_.*"},{"type":"remove_header","with_name":"path"}]"#,
+            &["x"],
+        );
+        let ts: u64 = header(&l[0], "timestamp").unwrap().parse().unwrap();
+        assert!(ts > 1_600_000_000_000);
+        assert!(!header(&l[0], "h").unwrap().is_empty());
+        assert_eq!(l[0].headers.get("tmp_a"), Some(None));
+        assert_eq!(header(&l[0], "keep"), Some("1"));
+        assert_eq!(
+            l[0].headers.get("path"),
+            Some(None),
+            "hides the origin's header"
+        );
+    }
+
+    #[test]
+    fn problems_name_the_key() {
+        let bad: Vec<InterceptorConfig> = serde_json::from_str(
+            r#"[{"type":"static","key":"","value":"v"},{"type":"regex_filter","regex":"("},
+               {"type":"regex_extractor","regex":"[A-Z]+"},{"type":"remove_header"},
+               {"type":"search_replace","search":"x["}]"#,
+        )
+        .unwrap();
+        let keys: Vec<_> = Interceptors::validate(&bad)
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "interceptors[0].key",
+                "interceptors[1].regex",
+                "interceptors[2].regex",
+                "interceptors[3]",
+                "interceptors[4].search"
+            ]
+        );
+    }
+}
