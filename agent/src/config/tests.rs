@@ -1029,3 +1029,83 @@ fn a_group_drains_one_channel_and_a_sink_is_in_one_group() {
         "already drained",
     );
 }
+
+/// A taildir source `r1` with `interceptors` set to `list` (a YAML flow sequence).
+fn with_interceptors(list: &str) -> String {
+    format!(
+        "a1:\n  sources:\n    r1: {{ type: taildir, paths: [/l/*.log], channel: c1, interceptors: {list} }}\n  channels:\n    c1: {{ type: memory }}\n  sinks:\n    k1: {{ type: console, channel: c1 }}\n"
+    )
+}
+
+#[test]
+fn interceptors_parse_with_flumes_defaults() {
+    let cfg = parse_with(
+        &with_interceptors(
+            "[{ type: static, key: env, value: prod }, { type: regex_filter, regex: DEBUG }]",
+        ),
+        &[],
+    )
+    .unwrap();
+    let SourceKind::TailDir(t) = &cfg.sources[0].kind else {
+        panic!("a taildir source")
+    };
+    use sluice_sources::InterceptorConfig as I;
+    assert_eq!(
+        t.interceptors,
+        [
+            I::Static {
+                key: "env".into(),
+                value: "prod".into(),
+                preserve_existing: true
+            },
+            I::RegexFilter {
+                regex: "DEBUG".into(),
+                exclude: false
+            }
+        ]
+    );
+}
+
+#[test]
+fn bad_interceptors_are_named_with_their_key() {
+    let key = "a1.sources.r1.interceptors";
+    assert_error(
+        &with_interceptors(
+            "[{ type: static, key: a, value: b }, { type: regex_filter, regex: '(' }]",
+        ),
+        &format!("{key}[1].regex"),
+        "bad regex",
+    );
+    assert_error(
+        &with_interceptors("[{ type: regex_extractor, regex: '[A-Z]+' }]"),
+        &format!("{key}[0].regex"),
+        "named group",
+    );
+    assert_error(
+        &with_interceptors("[{ type: search_replace, search: 'a[' }]"),
+        &format!("{key}[0].search"),
+        "bad regex",
+    );
+    assert_error(
+        &with_interceptors("[{ type: remove_header }]"),
+        &format!("{key}[0]"),
+        "with_name",
+    );
+    for (list, fragment) in [
+        ("[{ type: nope }]", "nope"),
+        ("[{ type: static, value: v }]", "key"),
+        ("[{ type: static, key: k }]", "value"),
+        ("[{ type: regex_filter }]", "regex"),
+        (
+            "[{ type: regex_filter, regex: a, excludes: true }]",
+            "unknown key (expected `regex` or `exclude`)",
+        ),
+    ] {
+        let errs = errors(&with_interceptors(list));
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with(&format!("{key}[0]")) && e.contains(fragment)),
+            "{list}: expected `{key}[0]...{fragment}` in {errs:#?}"
+        );
+    }
+}
