@@ -31,6 +31,8 @@ pub struct SourceMetrics {
     /// Events a multiplexing selector sent to no channel: their header value has no mapping
     /// and the selector has no default.
     pub unrouted: AtomicU64,
+    /// Lines an interceptor (`regex_filter`) dropped: they made no event.
+    pub interceptor_dropped: AtomicU64,
     /// Set once the source runs: its folders are listed and it reads what it found.
     started: AtomicBool,
     /// What keeps the source from working now (a spool folder that cannot be listed), for
@@ -90,6 +92,11 @@ impl SourceMetrics {
             "sluice_source_unrouted_events_total",
             "Events a multiplexing selector sent nowhere (no mapping for their header value, no default).",
             |m| Self::get(&m.unrouted),
+        ),
+        Family::counter(
+            "sluice_source_interceptor_dropped_events_total",
+            "Lines an interceptor (regex_filter) dropped; their file positions still move on.",
+            |m| Self::get(&m.interceptor_dropped),
         ),
     ];
 

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use sluice_channels::config::Problem;
 
 use super::lines::{Line, Stage};
+use crate::SourceMetrics;
 
 /// One interceptor as configured (`interceptors: [{ type: static, key: env, value: prod }]`),
 /// with Flume's names and defaults.
@@ -102,14 +103,19 @@ enum Interceptor {
     Replace(Regex, Vec<u8>),
 }
 
-/// A source's interceptors, compiled once and shared by the stages of all its files.
+/// A source's interceptors, compiled once and shared by the stages of all its files, and the
+/// source's counters, where the lines they drop are counted.
 #[derive(Debug, Clone)]
-pub struct Interceptors(Arc<[Interceptor]>);
+pub struct Interceptors(Arc<[Interceptor]>, Arc<SourceMetrics>);
 
 impl Interceptors {
-    /// Compiles `list`; `None` when it is empty (no stage at all). An error names the key
-    /// at fault, relative to the source (`interceptors[1].regex`).
-    pub fn compile(list: &[InterceptorConfig]) -> Result<Option<Self>, Problem> {
+    /// Compiles `list`, counting the lines it drops in `metrics`; `None` when it is empty (no
+    /// stage at all). An error names the key at fault, relative to the source
+    /// (`interceptors[1].regex`).
+    pub fn compile(
+        list: &[InterceptorConfig],
+        metrics: &Arc<SourceMetrics>,
+    ) -> Result<Option<Self>, Problem> {
         if list.is_empty() {
             return Ok(None);
         }
@@ -119,7 +125,7 @@ impl Interceptors {
             .enumerate()
             .map(|(i, c)| compile(i, c, &host))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(Interceptors(compiled.into())))
+        Ok(Some(Interceptors(compiled.into(), metrics.clone())))
     }
 
     /// Checks `list`, naming the keys at fault (relative to the source).
@@ -291,7 +297,12 @@ impl Stage for Intercept {
     fn apply(&mut self, lines: &mut Vec<Line>, _last: bool) {
         let now = crate::now_ms();
         let list = &self.0.0;
+        let before = lines.len();
         lines.retain_mut(|line| list.iter().all(|i| i.apply(line, now)));
+        let dropped = (before - lines.len()) as u64;
+        if dropped > 0 {
+            SourceMetrics::add(&self.0.1.interceptor_dropped, dropped);
+        }
     }
 }
 
@@ -299,9 +310,19 @@ impl Stage for Intercept {
 mod tests {
     use super::*;
 
-    fn run(cfg: &str, bodies: &[&str]) -> Vec<Line> {
+    const NO_DEBUG: &str = r#"[{"type":"regex_filter","regex":"DEBUG","exclude":true}]"#;
+
+    /// The stage of the interceptors `cfg` (JSON), counting into `metrics`.
+    fn stage(cfg: &str, metrics: &Arc<SourceMetrics>) -> Intercept {
         let list: Vec<InterceptorConfig> = serde_json::from_str(cfg).unwrap();
-        let mut stage = Interceptors::compile(&list).unwrap().unwrap().stage();
+        Interceptors::compile(&list, metrics)
+            .unwrap()
+            .unwrap()
+            .stage()
+    }
+
+    fn run(cfg: &str, bodies: &[&str]) -> Vec<Line> {
+        let mut stage = stage(cfg, &Arc::default());
         let mut lines = bodies
             .iter()
             .enumerate()
@@ -317,7 +338,11 @@ mod tests {
 
     #[test]
     fn no_interceptor_compiles_to_no_stage() {
-        assert!(Interceptors::compile(&[]).unwrap().is_none());
+        assert!(
+            Interceptors::compile(&[], &Arc::default())
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -335,6 +360,19 @@ mod tests {
         assert_eq!(drop.len(), 1);
         assert_eq!(&drop[0].body[..], b"INFO y");
         assert_eq!(drop[0].offset, 100);
+    }
+
+    #[test]
+    fn dropped_lines_are_counted_in_the_sources_metrics() {
+        let metrics = Arc::new(SourceMetrics::default());
+        let mut stage = stage(NO_DEBUG, &metrics);
+        let mut lines = vec![
+            Line::new(Bytes::from_static(b"DEBUG a"), 0),
+            Line::new(Bytes::from_static(b"INFO b"), 8),
+            Line::new(Bytes::from_static(b"DEBUG c"), 15),
+        ];
+        stage.apply(&mut lines, false);
+        assert_eq!(SourceMetrics::get(&metrics.interceptor_dropped), 2);
     }
 
     #[test]
@@ -377,10 +415,7 @@ mod tests {
 
     #[test]
     fn bodies_that_are_not_utf8_are_matched_as_bytes() {
-        let list: Vec<InterceptorConfig> =
-            serde_json::from_str(r#"[{"type":"regex_filter","regex":"DEBUG","exclude":true}]"#)
-                .unwrap();
-        let mut stage = Interceptors::compile(&list).unwrap().unwrap().stage();
+        let mut stage = stage(NO_DEBUG, &Arc::default());
         let mut lines = vec![
             Line::new(Bytes::from_static(b"\xff DEBUG"), 0),
             Line::new(Bytes::from_static(b"\xff ok"), 8),

@@ -161,7 +161,8 @@ impl SpoolDirSource {
     pub fn new(cfg: SpoolDirConfig, ctx: SourceContext) -> Self {
         SpoolDirSource {
             spool: Some(Spool::new(&cfg)),
-            interceptors: Interceptors::compile(&cfg.interceptors).unwrap_or_default(),
+            interceptors: Interceptors::compile(&cfg.interceptors, &ctx.metrics)
+                .unwrap_or_default(),
             checkpoint_path: ctx.state_dir.join("spooldir.json"),
             cfg,
             ctx,

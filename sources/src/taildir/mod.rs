@@ -123,7 +123,7 @@ impl Tail {
             open: OpenSet::new(cfg.max_open_files),
             resume,
             positions: Checkpoint::new(position_file),
-            jobs: Jobs::new(&cfg),
+            jobs: Jobs::new(&cfg, &ctx.metrics),
             cfg,
             ctx,
         }

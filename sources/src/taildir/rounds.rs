@@ -54,8 +54,9 @@ pub(super) struct Jobs {
 }
 
 impl Jobs {
-    /// Nothing to read yet; files are read with `cfg`'s options.
-    pub fn new(cfg: &TailDirConfig) -> Self {
+    /// Nothing to read yet; files are read with `cfg`'s options, the lines its interceptors
+    /// drop counted in `metrics`.
+    pub fn new(cfg: &TailDirConfig, metrics: &Arc<SourceMetrics>) -> Self {
         let decoding = cfg.decoding().unwrap_or(Decoding {
             encoding: None,
             newline: Newline::Byte,
@@ -68,7 +69,7 @@ impl Jobs {
                 decoding,
                 chunk: READ_CHUNK,
                 budget: ROUND_BUDGET,
-                interceptors: Interceptors::compile(&cfg.interceptors).unwrap_or_default(),
+                interceptors: Interceptors::compile(&cfg.interceptors, metrics).unwrap_or_default(),
             }),
             queue: VecDeque::new(),
             inflight: HashSet::new(),
@@ -360,7 +361,7 @@ mod tests {
 
     fn jobs() -> Jobs {
         let cfg: TailDirConfig = serde_json::from_str(r#"{"paths": ["/logs/*.log"]}"#).unwrap();
-        Jobs::new(&cfg)
+        Jobs::new(&cfg, &Arc::default())
     }
 
     fn follow(files: &mut Files, ino: u64) -> Key {
