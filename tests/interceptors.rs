@@ -11,16 +11,17 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use support::agent::Agent;
+use support::agent::{Agent, free_port, metric};
 use support::kafka::{KafkaBroker, Record};
 use support::rotation::started;
 use support::tail_topic::{read_until, topic_prefix};
 
-fn config(dir: &Path, bootstrap: &str, topic: &str) -> String {
+fn config(dir: &Path, bootstrap: &str, topic: &str, http: u16) -> String {
     format!(
         r#"
 a1:
   data_dir: {dir}/data
+  http: 127.0.0.1:{http}
   sources:
     r1:
       type: taildir
@@ -105,7 +106,8 @@ fn filtered_lines_are_dropped_headers_set_and_nothing_is_read_again_after_a_sigk
     fs::create_dir_all(&logs).unwrap();
     let topic = topic_prefix("interceptors");
     broker.create_topic(&topic, 1);
-    let cfg = config(dir.path(), &broker.bootstrap(), &topic);
+    let http = free_port();
+    let cfg = config(dir.path(), &broker.bootstrap(), &topic, http);
     let app = logs.join("app.log");
     let debug = logs.join("debug.log");
     let positions = dir.path().join("data/sources/r1/positions.json");
@@ -141,6 +143,18 @@ fn filtered_lines_are_dropped_headers_set_and_nothing_is_read_again_after_a_sigk
     let records = read_until(&broker, &topic, |r| r.len() > expected.len());
     agent.wait_for(Duration::from_secs(30), "the end of debug.log safe", || {
         position(&positions, &debug) == Some(debug_size + 24)
+    });
+    // Since the restart: the second half's DEBUG lines and debug.log's new one; had the
+    // restart read the all-DEBUG file again, its 2,000 lines would count too.
+    let dropped = || {
+        metric(
+            http,
+            "sluice_source_interceptor_dropped_events_total",
+            "source=\"r1\"",
+        )
+    };
+    agent.wait_for(Duration::from_secs(30), "the drops counted", || {
+        dropped() == Some(1001)
     });
     agent.signal(libc::SIGTERM);
     assert!(agent.wait_exit(Duration::from_secs(30)).success());
