@@ -6,8 +6,7 @@
 //! ```
 //!
 //! - A source frames a file's bytes into a [`FileLines`], one per file, which runs the
-//!   file's [stages](Stage) over the lines of each read (transcoding today; multiline and
-//!   formats plug in here) and knows up to where the file's events are complete.
+//!   file's [stages](Stage) over the lines of each read (transcoding, then multiline; formats plug in here) and knows up to where the file's events are complete.
 //! - A [`Packer`] packs the lines of one file or several into [`Batch`]es of at most
 //!   `batch_size` events, each with one [`Mark`] per file: the offset just past that file's
 //!   last complete event in the batch.
@@ -18,12 +17,15 @@
 //!   never passes an event that is not safe, nor one a stage still holds.
 
 mod lines;
+mod multiline;
 mod pack;
 mod progress;
 mod put;
 mod transcode;
 
 pub(crate) use lines::{FileLines, Stage, long_lines};
+pub(crate) use multiline::Multiline;
+pub use multiline::MultilineConfig;
 pub(crate) use pack::{Batch, Key, Packer};
 pub(crate) use progress::Progress;
 pub(crate) use put::put;

@@ -509,6 +509,11 @@ impl SpoolDirSource {
             max_line: self.cfg.max_line_bytes.as_usize(),
             policy: self.cfg.long_lines,
             batch_size: self.cfg.batch_size,
+            multiline: self
+                .cfg
+                .multiline
+                .as_ref()
+                .and_then(|m| m.stage(self.cfg.max_line_bytes.0)),
         };
         // The files whose lines became safe are completed in the same blocking call.
         let (files, work) = self.take_completing();

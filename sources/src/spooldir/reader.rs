@@ -18,7 +18,7 @@ use super::scan::Shape;
 use crate::blocking;
 use crate::framing::{LineFramer, LongLinePolicy, LongLines};
 use crate::now_ms;
-use crate::pipeline::{Batch, FileLines, Packer};
+use crate::pipeline::{Batch, FileLines, Multiline, Packer, Stage};
 
 /// How much is read from a file at a time, at most.
 const READ_CHUNK: usize = 1 << 20;
@@ -89,6 +89,8 @@ pub(super) struct Reading {
     pub policy: LongLinePolicy,
     /// The most events per batch.
     pub batch_size: usize,
+    /// The multiline stage of the file's lines, if the source joins lines.
+    pub multiline: Option<Multiline>,
 }
 
 /// A file opened and ready, with its first chunk read (or failed).
@@ -147,7 +149,12 @@ impl FileReader {
             open: Some(Open {
                 file,
                 framer,
-                lines: FileLines::new(Vec::new()),
+                lines: FileLines::new(
+                    how.multiline
+                        .map(|m| Box::new(m) as Box<dyn Stage>)
+                        .into_iter()
+                        .collect(),
+                ),
                 origin: how.origin,
                 batch_size: how.batch_size,
             }),

@@ -19,7 +19,7 @@ use super::config::Decoding;
 use super::identity::{self, FINGERPRINT_MAX, Fingerprint, Verdict};
 use crate::framing::{self, LineFramer, LongLinePolicy, LongLines, Newline};
 use crate::now_ms;
-use crate::pipeline::{Batch, FileLines, Key, Packer, Stage, Transcode};
+use crate::pipeline::{Batch, FileLines, Key, Multiline, Packer, Stage, Transcode};
 
 /// How far back `read_from: end` looks for the end of the last complete line.
 const TAIL_WINDOW: u64 = 64 << 10;
@@ -32,6 +32,13 @@ pub struct Reader {
     lines: FileLines,
     /// The framer's long-line counts already reported.
     reported: LongLines,
+}
+
+impl Reader {
+    /// Whether a stage holds lines due out at `now` (a multiline event past its timeout).
+    pub fn flush_due(&self, now: std::time::Instant) -> bool {
+        self.lines.flush_due(now)
+    }
 }
 
 /// Where a closed file is opened.
@@ -58,19 +65,23 @@ pub struct Settings {
     pub chunk: usize,
     /// The most bytes read by one round of jobs.
     pub budget: usize,
+    /// The multiline stage each file gets a copy of, if the source joins lines.
+    pub multiline: Option<Multiline>,
 }
 
 impl Settings {
-    /// The stages a file's lines go through: transcoding, for an encoding other than UTF-8.
+    /// The stages a file's lines go through: transcoding, for an encoding other than UTF-8,
+    /// then multiline, if configured.
     fn stages(&self) -> Vec<Box<dyn Stage>> {
-        self.decoding
-            .encoding
-            .map(|e| {
-                let piece = self.decoding.newline.piece_size(self.max_line);
-                Box::new(Transcode::new(e, piece)) as Box<dyn Stage>
-            })
-            .into_iter()
-            .collect()
+        let transcode = self.decoding.encoding.map(|e| {
+            let piece = self.decoding.newline.piece_size(self.max_line);
+            Box::new(Transcode::new(e, piece)) as Box<dyn Stage>
+        });
+        let multiline = self
+            .multiline
+            .clone()
+            .map(|m| Box::new(m) as Box<dyn Stage>);
+        transcode.into_iter().chain(multiline).collect()
     }
 }
 
@@ -146,6 +157,9 @@ pub struct Done {
     pub long: LongLines,
     /// The position moved past bytes that made no event (a long line's dropped rest).
     pub unmarked: bool,
+    /// Where the file's complete events end: `read_pos`, or the start of the lines a stage
+    /// holds back (a multiline event still open). A reader opened again starts here.
+    pub complete: u64,
 }
 
 /// Runs `jobs` in order; returns what each did and the batches of their lines.
@@ -174,6 +188,7 @@ fn process(s: &Settings, mut job: Job, budget: &mut usize, packer: &mut Packer) 
         restarted: None,
         long: LongLines::default(),
         unmarked: false,
+        complete: 0,
     };
     let mut reader = match job.reader.take() {
         Some(r) => r,
@@ -208,7 +223,8 @@ fn process(s: &Settings, mut job: Job, budget: &mut usize, packer: &mut Packer) 
     let last = matches!(done.status, Status::Finished);
     let key = (job.key, done.generation);
     let marked = reader.lines.pack(packer, key, origin, done.read_pos, last);
-    if marked.is_none() && done.read_pos > job_start(&job, &done) {
+    done.complete = reader.lines.complete_to(done.read_pos);
+    if marked.is_none() && done.complete > job_start(&job, &done) {
         done.unmarked = true;
     }
     if matches!(done.status, Status::Finished) {
@@ -369,6 +385,7 @@ mod tests {
             decoding,
             chunk: 1 << 20,
             budget: 4 << 20,
+            multiline: None,
         }
     }
 
