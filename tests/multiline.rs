@@ -15,7 +15,7 @@ use std::time::Duration;
 use support::agent::{Agent, wait_until};
 use support::kafka::KafkaBroker;
 use support::rotation::{append, started, stop};
-use support::tail_topic::{DELIVERY, kafka_sink, topic_prefix};
+use support::tail_topic::{DELIVERY, audit, kafka_sink, topic_prefix};
 
 /// Events in the log.
 const EVENTS: usize = 3000;
@@ -171,4 +171,8 @@ fn java_stack_traces_arrive_whole_in_order_across_a_sigkill_mid_event() {
         "events missing: {} of {EVENTS} arrived",
         seen.len()
     );
+    // `sluice audit` checks the offsets: a joined body ends one byte before the next event.
+    let report = audit(&broker, &topic, &[]);
+    assert_eq!(report["summary"]["records"], records.len(), "{report}");
+    eprintln!("{} records for {EVENTS} events: {report}", records.len());
 }
