@@ -309,6 +309,8 @@ fn read(
             reader.file.seek(SeekFrom::Start(0))?;
             reader.framer = LineFramer::with_newline(0, s.max_line, s.policy, s.decoding.newline);
             reader.reported = LongLines::default();
+            // Lines a stage held belong to the content that is gone: a new file starts clean.
+            reader.lines = FileLines::new(s.stages());
         }
     }
     let read_end = reader.framer.offset() + reader.framer.pending() as u64;
@@ -451,6 +453,30 @@ mod tests {
             .unwrap()
             .to_owned();
         assert!(fid.ends_with(&format!("{:016x}", fp.hash)), "{fid}");
+    }
+
+    #[test]
+    fn a_multiline_event_held_at_a_truncation_is_not_joined_to_the_new_content() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a");
+        std::fs::write(&p, b"S old\n tail\n").unwrap();
+        let mut s = settings(100, BYTES);
+        let cfg: crate::MultilineConfig =
+            serde_json::from_str(r#"{"start": "^S", "timeout": "1h"}"#).unwrap();
+        s.multiline = cfg.stage(1 << 20);
+        let (mut done, batches) = run(&s, vec![job(1, &p, Start::At(0))]);
+        assert!(batches.is_empty());
+        assert_eq!(done[0].complete, 0, "the open event holds the position");
+        let first = done.remove(0);
+        let mut f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len(0).unwrap();
+        f.write_all(b" new\nS next\n").unwrap();
+        let mut j = job(1, &p, Start::At(0));
+        j.reader = first.reader;
+        j.fp = first.fp;
+        j.origin = first.origin.clone();
+        let (_, batches) = run(&s, vec![j]);
+        assert_eq!(bodies(&batches), [" new"]);
     }
 
     #[test]
