@@ -18,6 +18,7 @@ use sluice_channels::lifecycle::Shutdown;
 use crate::fanout::Fanout;
 
 pub use metrics::SourceMetrics;
+pub use pipeline::MultilineConfig;
 pub use pipeline::{InterceptorConfig, Interceptors};
 
 /// What the agent gives a source to run with.

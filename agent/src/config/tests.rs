@@ -1109,3 +1109,61 @@ fn bad_interceptors_are_named_with_their_key() {
         );
     }
 }
+
+#[test]
+fn bad_multiline_options_are_named_by_key_on_both_sources() {
+    let with = |source: &str, multiline: &str| {
+        GOOD.replace(
+            "{ type: spooldir, dir: /var/spool/app, channel: c1 }",
+            &format!("{{ {source}, channel: c1, multiline: {multiline} }}"),
+        )
+    };
+    for source in [
+        "type: spooldir, dir: /var/spool/app",
+        "type: taildir, paths: [\"/var/log/app/*.log\"]",
+    ] {
+        let cases = [
+            (
+                "{ start: \"(\" }",
+                "a1.sources.r1.multiline.start",
+                "invalid pattern",
+            ),
+            (
+                "{ continue: \"[a\" }",
+                "a1.sources.r1.multiline.continue",
+                "invalid pattern",
+            ),
+            (
+                "{ start: a, continue: b }",
+                "a1.sources.r1.multiline",
+                "not both",
+            ),
+            ("{ max_lines: 5 }", "a1.sources.r1.multiline", "one of"),
+            (
+                "{ start: a, max_lines: 0 }",
+                "a1.sources.r1.multiline.max_lines",
+                "at least 1",
+            ),
+            (
+                "{ start: a, max_bytes: 0 }",
+                "a1.sources.r1.multiline.max_bytes",
+                "at least 1",
+            ),
+            (
+                "{ start: a, timeout: soon }",
+                "a1.sources.r1.multiline.timeout",
+                "",
+            ),
+            (
+                "{ start: a, nope: 1 }",
+                "a1.sources.r1.multiline.nope",
+                "unknown key",
+            ),
+        ];
+        for (multiline, key, fragment) in cases {
+            assert_error(&with(source, multiline), key, fragment);
+        }
+        let good = with(source, "{ start: '^\\d{4}-\\d{2}-\\d{2}', max_lines: 50 }");
+        parse_with(&good, &[]).unwrap();
+    }
+}

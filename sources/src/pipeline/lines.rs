@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use sluice_channels::{Headers, Origin};
@@ -48,6 +49,12 @@ pub(crate) trait Stage: Send {
     /// file's events are complete only up to there.
     fn held_from(&self) -> Option<u64> {
         None
+    }
+
+    /// Whether the stage holds lines it would hand out at `now` if the source packed the
+    /// file again with nothing new (a multiline event whose timeout passed).
+    fn flush_due(&self, _now: Instant) -> bool {
+        false
     }
 }
 
@@ -129,6 +136,11 @@ impl FileLines {
             framer.frame(self.collect());
         }
         self.pack(packer, file, origin, framer.offset(), last)
+    }
+
+    /// Whether a stage holds lines due out at `now` (see [`Stage::flush_due`]).
+    pub fn flush_due(&self, now: Instant) -> bool {
+        self.stages.iter().any(|s| s.flush_due(now))
     }
 
     /// Where the file's complete events end, given that the framer stopped at `framed_to`.

@@ -6,8 +6,9 @@
 //! ```
 //!
 //! - A source frames a file's bytes into a [`FileLines`], one per file, which runs the
-//!   file's [stages](Stage) over the lines of each read (transcoding, then the interceptors;
-//!   multiline and formats plug in here) and knows up to where the file's events are complete.
+//!   file's [stages](Stage) over the lines of each read (transcoding, multiline, then the
+//!   interceptors; container formats plug in here) and knows up to where the file's events
+//!   are complete.
 //! - A [`Packer`] packs the lines of one file or several into [`Batch`]es of at most
 //!   `batch_size` events, each with one [`Mark`] per file: the offset just past that file's
 //!   last complete event in the batch.
@@ -19,6 +20,7 @@
 
 mod intercept;
 mod lines;
+mod multiline;
 mod pack;
 mod progress;
 mod put;
@@ -26,6 +28,8 @@ mod transcode;
 
 pub use intercept::{InterceptorConfig, Interceptors};
 pub(crate) use lines::{FileLines, Stage, long_lines};
+pub(crate) use multiline::Multiline;
+pub use multiline::MultilineConfig;
 pub(crate) use pack::{Batch, Key, Packer};
 pub(crate) use progress::Progress;
 pub(crate) use put::put;

@@ -73,6 +73,9 @@ pub struct SpoolDirConfig {
     /// `split` (default: pieces of `max_line_bytes`, nothing lost) or `truncate`.
     #[serde(default)]
     pub long_lines: LongLinePolicy,
+    /// Joins consecutive lines of a file into one event (see docs/multiline.md).
+    #[serde(default)]
+    pub multiline: Option<crate::MultilineConfig>,
     /// How often the folder is listed when no file-system event arrives.
     #[serde(default = "default_poll")]
     pub poll_interval: HumanDuration,
@@ -118,6 +121,7 @@ impl SpoolDirConfig {
             interceptors: Vec::new(),
             max_line_bytes: crate::defaults::max_line_bytes(),
             long_lines: LongLinePolicy::default(),
+            multiline: None,
             poll_interval: default_poll(),
             ready_after: default_ready_after(),
             empty_grace: default_empty_grace(),
@@ -143,6 +147,9 @@ impl SpoolDirConfig {
         }
         if let Some(p) = sluice_channels::config::batch_size_problem(self.batch_size) {
             problems.push(p);
+        }
+        if let Some(m) = &self.multiline {
+            problems.extend(m.validate());
         }
         if self.max_line_bytes.0 == 0 {
             problems.push(Problem::new("max_line_bytes", "must be at least 1 byte"));

@@ -514,6 +514,11 @@ impl SpoolDirSource {
             policy: self.cfg.long_lines,
             batch_size: self.cfg.batch_size,
             interceptors: self.interceptors.clone(),
+            multiline: self
+                .cfg
+                .multiline
+                .as_ref()
+                .and_then(|m| m.stage(self.cfg.max_line_bytes.0)),
         };
         // The files whose lines became safe are completed in the same blocking call.
         let (files, work) = self.take_completing();

@@ -18,7 +18,7 @@ use super::scan::Shape;
 use crate::blocking;
 use crate::framing::{LineFramer, LongLinePolicy, LongLines};
 use crate::now_ms;
-use crate::pipeline::{Batch, FileLines, Interceptors, Packer, Stage};
+use crate::pipeline::{Batch, FileLines, Interceptors, Multiline, Packer, Stage};
 
 /// How much is read from a file at a time, at most.
 const READ_CHUNK: usize = 1 << 20;
@@ -89,6 +89,8 @@ pub(super) struct Reading {
     pub policy: LongLinePolicy,
     /// The most events per batch.
     pub batch_size: usize,
+    /// The multiline stage of the file's lines, if the source joins lines.
+    pub multiline: Option<Multiline>,
     /// The source's interceptors, if any.
     pub interceptors: Option<Interceptors>,
 }
@@ -150,9 +152,14 @@ impl FileReader {
                 file,
                 framer,
                 lines: FileLines::new(
-                    how.interceptors
-                        .iter()
-                        .map(|i| Box::new(i.stage()) as Box<dyn Stage>)
+                    how.multiline
+                        .map(|m| Box::new(m) as Box<dyn Stage>)
+                        .into_iter()
+                        .chain(
+                            how.interceptors
+                                .iter()
+                                .map(|i| Box::new(i.stage()) as Box<dyn Stage>),
+                        )
                         .collect(),
                 ),
                 origin: how.origin,

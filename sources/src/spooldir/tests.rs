@@ -416,3 +416,30 @@ async fn many_small_files_are_all_read_and_completed() {
     assert_eq!(run.lines.lock().unwrap().len(), 2 * n);
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiline_joins_stack_traces_and_the_end_of_the_file_ends_the_last_event() {
+    let mut s = Setup::new();
+    s.cfg.multiline = Some(
+        serde_json::from_str(r#"{"start": "^\\d{4}-", "max_lines": 3, "timeout": "1h"}"#).unwrap(),
+    );
+    let mut text = String::new();
+    for i in 0..50 {
+        text.push_str(&format!("2026-12-01 event {i}\n\tat a.B.c(B.java:{i})\n"));
+    }
+    text.push_str("2026-12-01 last\n\tat x\n\tat y\n\tat z\n\tat w");
+    fs::write(s.path("java.log"), &text).unwrap();
+    age(&s.path("java.log"));
+    let run = s.start(100_000, None);
+    run.drain_until("java.log completed", |_| {
+        s.path("java.log.COMPLETED").exists()
+    })
+    .await;
+    let mut want: Vec<String> = (0..50)
+        .map(|i| format!("2026-12-01 event {i}\n\tat a.B.c(B.java:{i})"))
+        .collect();
+    want.push("2026-12-01 last\n\tat x\n\tat y".into());
+    want.push("\tat z\n\tat w".into());
+    assert_eq!(run.bodies("java.log"), want);
+    run.stop().await;
+}

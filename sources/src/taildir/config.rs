@@ -100,6 +100,9 @@ pub struct TailDirConfig {
     /// `split` (default: pieces of `max_line_bytes`, nothing lost) or `truncate`.
     #[serde(default)]
     pub long_lines: LongLinePolicy,
+    /// Joins consecutive lines of a file into one event (see docs/multiline.md).
+    #[serde(default)]
+    pub multiline: Option<crate::MultilineConfig>,
     /// The files' character encoding, transcoded to UTF-8 (a WHATWG label such as `gbk`,
     /// `gb18030`, `latin1`, `shift_jis`, `utf-16le`). Unset or `utf-8`: bytes pass untouched.
     #[serde(default)]
@@ -201,6 +204,9 @@ impl TailDirConfig {
         check_headers("headers", &self.headers, &mut problems);
         if let Some(p) = sluice_channels::config::batch_size_problem(self.batch_size) {
             problems.push(p);
+        }
+        if let Some(m) = &self.multiline {
+            problems.extend(m.validate());
         }
         if self.max_line_bytes.0 < 2 {
             problems.push(Problem::new("max_line_bytes", "must be at least 2 bytes"));

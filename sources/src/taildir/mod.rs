@@ -147,6 +147,7 @@ impl Tail {
             }
             self.jobs
                 .poll_unbound(&mut self.files, now, self.cfg.poll_interval.0);
+            self.jobs.poll_pending(&mut self.files, now);
             let round = self.read_round(&mut shutdown).await;
             self.settle();
             if self.positions.is_due() {
@@ -174,6 +175,9 @@ impl Tail {
         let mut wake = self.discovery.wake();
         if self.jobs.is_busy() || self.positions.is_changed() {
             wake = wake.min(now + self.cfg.poll_interval.0);
+        }
+        if let Some(every) = self.jobs.pending_every() {
+            wake = wake.min(now + every);
         }
         wake.max(now)
     }

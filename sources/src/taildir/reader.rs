@@ -19,7 +19,7 @@ use super::config::Decoding;
 use super::identity::{self, FINGERPRINT_MAX, Fingerprint, Verdict};
 use crate::framing::{self, LineFramer, LongLinePolicy, LongLines, Newline};
 use crate::now_ms;
-use crate::pipeline::{Batch, FileLines, Interceptors, Key, Packer, Stage, Transcode};
+use crate::pipeline::{Batch, FileLines, Interceptors, Key, Multiline, Packer, Stage, Transcode};
 
 /// How far back `read_from: end` looks for the end of the last complete line.
 const TAIL_WINDOW: u64 = 64 << 10;
@@ -32,6 +32,13 @@ pub struct Reader {
     lines: FileLines,
     /// The framer's long-line counts already reported.
     reported: LongLines,
+}
+
+impl Reader {
+    /// Whether a stage holds lines due out at `now` (a multiline event past its timeout).
+    pub fn flush_due(&self, now: std::time::Instant) -> bool {
+        self.lines.flush_due(now)
+    }
 }
 
 /// Where a closed file is opened.
@@ -58,23 +65,33 @@ pub struct Settings {
     pub chunk: usize,
     /// The most bytes read by one round of jobs.
     pub budget: usize,
+    /// The multiline stage each file gets a copy of, if the source joins lines.
+    pub multiline: Option<Multiline>,
     /// The source's interceptors, if any.
     pub interceptors: Option<Interceptors>,
 }
 
 impl Settings {
     /// The stages a file's lines go through: transcoding, for an encoding other than UTF-8,
-    /// then the interceptors, if any.
+    /// then multiline, if configured, then the interceptors, if any.
     fn stages(&self) -> Vec<Box<dyn Stage>> {
         let transcode = self.decoding.encoding.map(|e| {
             let piece = self.decoding.newline.piece_size(self.max_line);
             Box::new(Transcode::new(e, piece)) as Box<dyn Stage>
         });
+        let multiline = self
+            .multiline
+            .clone()
+            .map(|m| Box::new(m) as Box<dyn Stage>);
         let intercept = self
             .interceptors
             .as_ref()
             .map(|i| Box::new(i.stage()) as Box<dyn Stage>);
-        transcode.into_iter().chain(intercept).collect()
+        transcode
+            .into_iter()
+            .chain(multiline)
+            .chain(intercept)
+            .collect()
     }
 }
 
@@ -150,6 +167,9 @@ pub struct Done {
     pub long: LongLines,
     /// The position moved past bytes that made no event (a long line's dropped rest).
     pub unmarked: bool,
+    /// Where the file's complete events end: `read_pos`, or the start of the lines a stage
+    /// holds back (a multiline event still open). A reader opened again starts here.
+    pub complete: u64,
 }
 
 /// Runs `jobs` in order; returns what each did and the batches of their lines.
@@ -178,6 +198,7 @@ fn process(s: &Settings, mut job: Job, budget: &mut usize, packer: &mut Packer) 
         restarted: None,
         long: LongLines::default(),
         unmarked: false,
+        complete: 0,
     };
     let mut reader = match job.reader.take() {
         Some(r) => r,
@@ -212,7 +233,8 @@ fn process(s: &Settings, mut job: Job, budget: &mut usize, packer: &mut Packer) 
     let last = matches!(done.status, Status::Finished);
     let key = (job.key, done.generation);
     let marked = reader.lines.pack(packer, key, origin, done.read_pos, last);
-    if marked.is_none() && done.read_pos > job_start(&job, &done) {
+    done.complete = reader.lines.complete_to(done.read_pos);
+    if marked.is_none() && done.complete > job_start(&job, &done) {
         done.unmarked = true;
     }
     if matches!(done.status, Status::Finished) {
@@ -297,6 +319,8 @@ fn read(
             reader.file.seek(SeekFrom::Start(0))?;
             reader.framer = LineFramer::with_newline(0, s.max_line, s.policy, s.decoding.newline);
             reader.reported = LongLines::default();
+            // Lines a stage held belong to the content that is gone: a new file starts clean.
+            reader.lines = FileLines::new(s.stages());
         }
     }
     let read_end = reader.framer.offset() + reader.framer.pending() as u64;
@@ -373,6 +397,7 @@ mod tests {
             decoding,
             chunk: 1 << 20,
             budget: 4 << 20,
+            multiline: None,
             interceptors: None,
         }
     }
@@ -439,6 +464,30 @@ mod tests {
             .unwrap()
             .to_owned();
         assert!(fid.ends_with(&format!("{:016x}", fp.hash)), "{fid}");
+    }
+
+    #[test]
+    fn a_multiline_event_held_at_a_truncation_is_not_joined_to_the_new_content() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a");
+        std::fs::write(&p, b"S old\n tail\n").unwrap();
+        let mut s = settings(100, BYTES);
+        let cfg: crate::MultilineConfig =
+            serde_json::from_str(r#"{"start": "^S", "timeout": "1h"}"#).unwrap();
+        s.multiline = cfg.stage(1 << 20);
+        let (mut done, batches) = run(&s, vec![job(1, &p, Start::At(0))]);
+        assert!(batches.is_empty());
+        assert_eq!(done[0].complete, 0, "the open event holds the position");
+        let first = done.remove(0);
+        let mut f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len(0).unwrap();
+        f.write_all(b" new\nS next\n").unwrap();
+        let mut j = job(1, &p, Start::At(0));
+        j.reader = first.reader;
+        j.fp = first.fp;
+        j.origin = first.origin.clone();
+        let (_, batches) = run(&s, vec![j]);
+        assert_eq!(bodies(&batches), [" new"]);
     }
 
     #[test]

@@ -69,6 +69,10 @@ impl Jobs {
                 decoding,
                 chunk: READ_CHUNK,
                 budget: ROUND_BUDGET,
+                multiline: cfg
+                    .multiline
+                    .as_ref()
+                    .and_then(|m| m.stage(cfg.max_line_bytes.0)),
                 interceptors: Interceptors::compile(&cfg.interceptors, metrics).unwrap_or_default(),
             }),
             queue: VecDeque::new(),
@@ -131,6 +135,28 @@ impl Jobs {
                 self.enqueue(key, files);
             }
         }
+    }
+
+    /// Queues the open files whose multiline event waited `timeout` for its next line (at
+    /// `now`), so that their job emits it.
+    pub fn poll_pending(&mut self, files: &mut Files, now: Instant) {
+        if self.settings.multiline.is_none() {
+            return;
+        }
+        let due: Vec<Key> = files
+            .iter()
+            .filter(|(_, st)| !st.queued && matches!(&st.reader, Slot::Open(r) if r.flush_due(now)))
+            .map(|(key, _)| key)
+            .collect();
+        for key in due {
+            self.enqueue(key, files);
+        }
+    }
+
+    /// How often the loop looks for multiline events due out: half their timeout, if the
+    /// source joins lines.
+    pub fn pending_every(&self) -> Option<Duration> {
+        self.settings.multiline.as_ref().map(|m| m.timeout() / 2)
     }
 
     /// Files wait to be read or for their receipts.
@@ -276,7 +302,7 @@ impl Tail {
             Status::Read { eof } => {
                 st.read_pos = d.read_pos;
                 st.read_end = d.read_end;
-                st.start = Start::At(d.read_pos);
+                st.start = Start::At(d.complete);
                 st.eof = eof;
                 let now = Instant::now();
                 if d.grew {
@@ -287,7 +313,7 @@ impl Tail {
                 } else if d.grew || st.at_end_since.is_none() {
                     st.at_end_since = Some(now);
                 }
-                if d.unmarked && st.progress.pass(d.read_pos) {
+                if d.unmarked && st.progress.pass(d.complete) {
                     self.positions.changed();
                 }
                 if !eof {
