@@ -51,6 +51,9 @@ pub enum FailureKind {
     Oversize,
     /// The topic template rendered a name Kafka does not accept.
     BadTopic(String),
+    /// No broker connection was up for this long while records waited: the producer is
+    /// given up and rebuilt (librdkafka may never reconnect on its own, see `worker`).
+    Unreachable(Duration),
 }
 
 /// The earliest record of a batch that failed.

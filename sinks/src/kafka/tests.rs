@@ -393,6 +393,54 @@ async fn a_broker_outage_makes_the_sink_wait_then_deliver_everything_in_order() 
     }
 }
 
+/// librdkafka may never connect again after a broker restart (its last metadata answer left
+/// the broker out); whatever the reason, records in flight with no broker connection for 60
+/// statistics intervals (6 s here) make the sink give the producer up, roll back and deliver
+/// with a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_broker_connection_for_the_limit_rebuilds_the_producer_and_loses_nothing() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let channel = Recording::new();
+    channel.put(lines("a.log", 500)).await.unwrap();
+    let sink = start(
+        config(
+            &bootstrap,
+            "batch_size: 100\nproducer: { statistics.interval.ms: 100 }",
+        ),
+        channel.clone(),
+    );
+    let m = sink.metrics.clone();
+    wait_until("the first lines are committed", || {
+        channel.stats().committed_total == 500
+    })
+    .await;
+
+    mock.broker_down(1).unwrap();
+    channel.put(lines("b.log", 500)).await.unwrap();
+    let down = Instant::now();
+    wait_until("the producer is given up", || {
+        SinkMetrics::get(&m.rollbacks) > 0
+    })
+    .await;
+    assert!(
+        down.elapsed() >= Duration::from_secs(6),
+        "not before the limit"
+    );
+    mock.broker_up(1).unwrap();
+    wait_until("the rest is committed", || {
+        channel.stats().committed_total == 1000
+    })
+    .await;
+    channel.close();
+    let (result, _) = sink.finish().await;
+    result.unwrap();
+    let files = by_file(&consume(&bootstrap, 1000).await);
+    for name in ["a.log", "b.log"] {
+        assert_eq!(first_arrivals(&files[name]).0, expected(name, 500));
+    }
+}
+
 /// A small line, a 5000-byte line, a small line: the big one does not fit 1000-byte records.
 async fn oversize_channel() -> Arc<Recording> {
     let o = origin("big.log");

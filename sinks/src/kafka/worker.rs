@@ -16,7 +16,7 @@ use std::time::Duration;
 use sluice_channels::Lease;
 use tokio::sync::mpsc as tokio_mpsc;
 
-use super::producer::Failure;
+use super::producer::{Failure, FailureKind};
 use super::records::{Cursor, RecordWriter, Step};
 use crate::SinkMetrics;
 
@@ -25,6 +25,42 @@ use crate::SinkMetrics;
 const POLL_WAIT: Duration = Duration::from_millis(1);
 /// How long the thread sleeps between checks for client errors when nothing is in flight.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+/// Since when no broker connection has been up while records were in flight.
+///
+/// librdkafka can be left for good with no connection and no attempt to make one after the
+/// broker restarts: the broker's last metadata answer, sent while it shut down, leaves itself
+/// out, the broker is decommissioned, and librdkafka's statistics then show no broker up and
+/// no error is ever reported (seen with a one-broker cluster stopped and restarted on the same
+/// port). Nothing but a new producer, bootstrapping afresh, gets delivery going again.
+#[derive(Default)]
+struct Unreachable {
+    /// Milliseconds since the Unix epoch (0: connected, or nothing in flight).
+    since_ms: u64,
+}
+
+impl Unreachable {
+    /// Notes at `now_ms` whether records are `in_flight` and a broker is `connected`; returns
+    /// how long records have been in flight with no connection, once that is past `limit`.
+    fn note(
+        &mut self,
+        now_ms: u64,
+        in_flight: bool,
+        connected: bool,
+        limit: Duration,
+    ) -> Option<Duration> {
+        if !in_flight || connected {
+            self.since_ms = 0;
+            return None;
+        }
+        if self.since_ms == 0 {
+            self.since_ms = now_ms;
+        }
+        let for_ms = now_ms.saturating_sub(self.since_ms);
+        let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        (for_ms > limit).then(|| Duration::from_millis(for_ms))
+    }
+}
 
 enum Command {
     Produce(Lease),
@@ -93,11 +129,14 @@ pub struct Worker {
 
 impl Worker {
     /// Starts the thread `kafka-NAME` that produces through `writer`, logging in the current
-    /// span (the sink's).
+    /// span (the sink's). When records have been in flight for longer than `unreachable` (if
+    /// given) with no broker connection up (as `metrics` says), it reports the oldest lease
+    /// failed ([`FailureKind::Unreachable`]), so that the sink is rebuilt.
     pub fn spawn(
         writer: RecordWriter,
         metrics: Arc<SinkMetrics>,
         name: &str,
+        unreachable: Option<Duration>,
     ) -> std::io::Result<Worker> {
         let (commands, command_rx) = mpsc::channel();
         let (report_tx, reports) = tokio_mpsc::unbounded_channel();
@@ -119,6 +158,8 @@ impl Worker {
                     next_slot: 0,
                     failed: false,
                     pulse: beat,
+                    unreachable: Unreachable::default(),
+                    unreachable_limit: unreachable,
                 }
                 .run()
             })?;
@@ -181,6 +222,10 @@ struct Thread {
     /// A failure was reported: produce and report nothing more.
     failed: bool,
     pulse: Arc<Pulse>,
+    /// Since when records have been in flight with no broker connection up.
+    unreachable: Unreachable,
+    /// How long that may last before the producer is given up (`None`: for ever).
+    unreachable_limit: Option<Duration>,
 }
 
 impl Thread {
@@ -221,7 +266,29 @@ impl Thread {
                 .statistics
                 .store(producer.last_statistics_ms(), Ordering::Relaxed);
             self.report_finished();
+            let in_flight = !self.failed && !self.inflight.is_empty();
+            let connected = self.metrics.connected();
+            if let Some(limit) = self.unreachable_limit
+                && let Some(d) = self.unreachable.note(now, in_flight, connected, limit)
+            {
+                self.give_up(d);
+            }
         }
+    }
+
+    /// Reports the oldest lease in flight failed, no broker connection having been up for
+    /// `d`, and reports nothing more: the sink closes this producer and opens a new one.
+    fn give_up(&mut self, d: Duration) {
+        let Some((lease, _)) = self.inflight.pop_front() else {
+            return;
+        };
+        self.failed = true;
+        let failure = Failure {
+            index: 0,
+            kind: FailureKind::Unreachable(d),
+            topic: None,
+        };
+        let _ = self.reports.send(Report::Failed { lease, failure });
     }
 
     /// Produces the waiting leases until librdkafka's queue is full or a record fails.
@@ -325,6 +392,38 @@ impl Thread {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_in_flight_with_no_connection_past_the_limit_give_the_producer_up() {
+        let mut u = Unreachable::default();
+        let limit = Duration::from_secs(30);
+        assert_eq!(u.note(1_000_000, true, false, limit), None, "it starts now");
+        assert_eq!(
+            u.note(1_030_000, true, false, limit),
+            None,
+            "the limit, not past it"
+        );
+        assert_eq!(
+            u.note(1_031_000, true, false, limit),
+            Some(Duration::from_secs(31))
+        );
+        assert_eq!(
+            u.note(1_032_000, true, true, limit),
+            None,
+            "connected again"
+        );
+        assert_eq!(u.note(1_033_000, true, false, limit), None, "counts anew");
+        assert_eq!(
+            u.note(1_070_000, false, false, limit),
+            None,
+            "nothing in flight"
+        );
+        assert_eq!(u.note(1_071_000, true, false, limit), None, "counts anew");
+        assert_eq!(
+            u.note(1_101_001, true, false, limit),
+            Some(Duration::from_millis(30_001))
+        );
+    }
 
     #[test]
     fn a_silent_thread_is_named_before_silent_statistics() {
