@@ -8,8 +8,9 @@
 //! delivered oldest first as their deliveries complete.
 //! The idempotent producer keeps one partition's records in order across retries, and with no
 //! delivery deadline a broker outage only makes the sink wait (the channel fills and the
-//! sources pause), until no broker connection has been up for `UNREACHABLE_STATISTICS`
-//! statistics intervals: then the batches are failed and the producer is rebuilt. A batch with a failed record is rolled back with every newer batch, newest
+//! sources pause), unless librdkafka stops even trying to connect: no connection up and no
+//! attempt for `UNREACHABLE_STATISTICS` statistics intervals fails the batches and rebuilds
+//! the producer. A batch with a failed record is rolled back with every newer batch, newest
 //! first, the producer is rebuilt, and delivery resumes from the failed batch after a backoff.
 
 mod config;
@@ -46,7 +47,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 const WATCH_EVERY: Duration = Duration::from_secs(5);
 const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// For how many statistics intervals in a row records may be in flight with no broker
-/// connection up before the producer is given up and rebuilt.
+/// connection up and no attempt to make one before the producer is given up and rebuilt.
 const UNREACHABLE_STATISTICS: u32 = 60;
 
 /// The Kafka sink: `batches_in_flight` leases at once on the producer's thread, each reported
@@ -118,9 +119,10 @@ impl KafkaSink {
         STALL_LIMIT.max(self.cfg.statistics_interval() * 3)
     }
 
-    /// How long records may be in flight with no broker connection up before the producer is
-    /// given up: [`UNREACHABLE_STATISTICS`] statistics intervals (a minute by default), longer
-    /// than a broker restart takes; `None` without statistics (nothing tells the state then).
+    /// How long records may be in flight with no broker connection up and no attempt by
+    /// librdkafka to make one before the producer is given up: [`UNREACHABLE_STATISTICS`]
+    /// statistics intervals (a minute by default; librdkafka retries a connection every
+    /// `reconnect.backoff.max.ms`, 10 s, at most); `None` without statistics (nothing tells).
     fn unreachable_limit(&self) -> Option<Duration> {
         let every = self.cfg.statistics_interval();
         (!every.is_zero()).then(|| every * UNREACHABLE_STATISTICS)
@@ -202,8 +204,9 @@ impl KafkaSink {
             FailureKind::BadTopic(why) => (why.clone(), true),
             FailureKind::Unreachable(d) => (
                 format!(
-                    "no broker connection for {} s while records waited to be delivered: \
-                     the producer is given up and a new one connects from the bootstrap brokers",
+                    "no broker connection, nor any attempt by librdkafka to make one, for {} s \
+                     while records waited to be delivered: the producer is given up and a new \
+                     one connects from the bootstrap brokers",
                     d.as_secs()
                 ),
                 false,

@@ -26,13 +26,16 @@ const POLL_WAIT: Duration = Duration::from_millis(1);
 /// How long the thread sleeps between checks for client errors when nothing is in flight.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
-/// Since when no broker connection has been up while records were in flight.
+/// Since when records have been in flight with no broker connection up and no attempt to
+/// make one.
 ///
 /// librdkafka can be left for good with no connection and no attempt to make one after the
 /// broker restarts: the broker's last metadata answer, sent while it shut down, leaves itself
-/// out, the broker is decommissioned, and librdkafka's statistics then show no broker up and
-/// no error is ever reported (seen with a one-broker cluster stopped and restarted on the same
-/// port). Nothing but a new producer, bootstrapping afresh, gets delivery going again.
+/// out and the broker is decommissioned; a decommissioned broker stays listed (in the
+/// statistics too) until its thread ends, and librdkafka never picks a terminating broker to
+/// connect to, so no error is ever reported (seen with a one-broker cluster stopped and
+/// restarted on the same port). Nothing but a new producer, bootstrapping afresh, gets
+/// delivery going again. In an ordinary outage librdkafka keeps trying, and the sink waits.
 #[derive(Default)]
 struct Unreachable {
     /// Milliseconds since the Unix epoch (0: connected, or nothing in flight).
@@ -40,13 +43,15 @@ struct Unreachable {
 }
 
 impl Unreachable {
-    /// Notes at `now_ms` whether records are `in_flight` and a broker is `connected`; returns
-    /// how long records have been in flight with no connection, once that is past `limit`.
+    /// Notes at `now_ms` whether records are `in_flight` and a broker is `connected`, and
+    /// when librdkafka last tried to connect (`tried_ms`); returns how long records have been
+    /// in flight with neither, once that is past `limit`.
     fn note(
         &mut self,
         now_ms: u64,
         in_flight: bool,
         connected: bool,
+        tried_ms: u64,
         limit: Duration,
     ) -> Option<Duration> {
         if !in_flight || connected {
@@ -56,6 +61,7 @@ impl Unreachable {
         if self.since_ms == 0 {
             self.since_ms = now_ms;
         }
+        self.since_ms = self.since_ms.max(tried_ms);
         let for_ms = now_ms.saturating_sub(self.since_ms);
         let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
         (for_ms > limit).then(|| Duration::from_millis(for_ms))
@@ -130,8 +136,9 @@ pub struct Worker {
 impl Worker {
     /// Starts the thread `kafka-NAME` that produces through `writer`, logging in the current
     /// span (the sink's). When records have been in flight for longer than `unreachable` (if
-    /// given) with no broker connection up (as `metrics` says), it reports the oldest lease
-    /// failed ([`FailureKind::Unreachable`]), so that the sink is rebuilt.
+    /// given) with no broker connection up (as `metrics` says) and no attempt by librdkafka
+    /// to make one, it reports the oldest lease failed ([`FailureKind::Unreachable`]), so that
+    /// the sink is rebuilt.
     pub fn spawn(
         writer: RecordWriter,
         metrics: Arc<SinkMetrics>,
@@ -222,7 +229,7 @@ struct Thread {
     /// A failure was reported: produce and report nothing more.
     failed: bool,
     pulse: Arc<Pulse>,
-    /// Since when records have been in flight with no broker connection up.
+    /// Since when records have been in flight with no connection up nor attempt to make one.
     unreachable: Unreachable,
     /// How long that may last before the producer is given up (`None`: for ever).
     unreachable_limit: Option<Duration>,
@@ -265,19 +272,22 @@ impl Thread {
             self.pulse
                 .statistics
                 .store(producer.last_statistics_ms(), Ordering::Relaxed);
+            let tried = producer.last_try_ms();
             self.report_finished();
             let in_flight = !self.failed && !self.inflight.is_empty();
             let connected = self.metrics.connected();
             if let Some(limit) = self.unreachable_limit
-                && let Some(d) = self.unreachable.note(now, in_flight, connected, limit)
+                && let Some(d) = self
+                    .unreachable
+                    .note(now, in_flight, connected, tried, limit)
             {
                 self.give_up(d);
             }
         }
     }
 
-    /// Reports the oldest lease in flight failed, no broker connection having been up for
-    /// `d`, and reports nothing more: the sink closes this producer and opens a new one.
+    /// Reports the oldest lease in flight failed, no broker connection having been up nor
+    /// tried for `d`, and reports nothing more: the sink closes this producer and opens a new one.
     fn give_up(&mut self, d: Duration) {
         let Some((lease, _)) = self.inflight.pop_front() else {
             return;
@@ -394,35 +404,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_in_flight_with_no_connection_past_the_limit_give_the_producer_up() {
+    fn records_in_flight_with_no_connection_nor_attempt_past_the_limit_give_it_up() {
         let mut u = Unreachable::default();
         let limit = Duration::from_secs(30);
-        assert_eq!(u.note(1_000_000, true, false, limit), None, "it starts now");
+        let t0 = 1_000_000;
+        assert_eq!(u.note(t0, true, false, 0, limit), None, "it starts now");
         assert_eq!(
-            u.note(1_030_000, true, false, limit),
+            u.note(t0 + 30_000, true, false, 0, limit),
             None,
-            "the limit, not past it"
+            "not past it"
         );
         assert_eq!(
-            u.note(1_031_000, true, false, limit),
+            u.note(t0 + 31_000, true, false, 0, limit),
+            Some(Duration::from_secs(31))
+        );
+        assert_eq!(u.note(t0 + 32_000, true, true, 0, limit), None, "connected");
+        assert_eq!(u.note(t0 + 33_000, true, false, 0, limit), None, "anew");
+        assert_eq!(
+            u.note(t0 + 60_000, true, false, t0 + 50_000, limit),
+            None,
+            "librdkafka tried to connect: counted from then"
+        );
+        assert_eq!(
+            u.note(t0 + 81_000, true, false, t0 + 50_000, limit),
             Some(Duration::from_secs(31))
         );
         assert_eq!(
-            u.note(1_032_000, true, true, limit),
+            u.note(t0 + 90_000, false, false, 0, limit),
             None,
-            "connected again"
+            "none in flight"
         );
-        assert_eq!(u.note(1_033_000, true, false, limit), None, "counts anew");
-        assert_eq!(
-            u.note(1_070_000, false, false, limit),
-            None,
-            "nothing in flight"
-        );
-        assert_eq!(u.note(1_071_000, true, false, limit), None, "counts anew");
-        assert_eq!(
-            u.note(1_101_001, true, false, limit),
-            Some(Duration::from_millis(30_001))
-        );
+        assert_eq!(u.note(t0 + 91_000, true, false, 0, limit), None, "anew");
     }
 
     #[test]
