@@ -8,7 +8,9 @@
 //! delivered oldest first as their deliveries complete.
 //! The idempotent producer keeps one partition's records in order across retries, and with no
 //! delivery deadline a broker outage only makes the sink wait (the channel fills and the
-//! sources pause). A batch with a failed record is rolled back with every newer batch, newest
+//! sources pause), unless librdkafka stops even trying to connect: no connection up and no
+//! attempt for `UNREACHABLE_STATISTICS` statistics intervals fails the batches and rebuilds
+//! the producer. A batch with a failed record is rolled back with every newer batch, newest
 //! first, the producer is rebuilt, and delivery resumes from the failed batch after a backoff.
 
 mod config;
@@ -44,6 +46,9 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// either may be silent before the sink says so.
 const WATCH_EVERY: Duration = Duration::from_secs(5);
 const STALL_LIMIT: Duration = Duration::from_secs(30);
+/// For how many statistics intervals in a row records may be in flight with no broker
+/// connection up and no attempt to make one before the producer is given up and rebuilt.
+const UNREACHABLE_STATISTICS: u32 = 60;
 
 /// The Kafka sink: `batches_in_flight` leases at once on the producer's thread, each reported
 /// delivered once Kafka acknowledged every record of it. A failure is fatal when a line can
@@ -99,8 +104,28 @@ impl KafkaSink {
         .map_err(|e| self.setup_error(e.to_string()))?
         .map_err(|e| self.setup_error(format!("cannot create the kafka producer: {e}")))?;
         let writer = RecordWriter::new(producer, &self.cfg);
-        Worker::spawn(writer, self.metrics.clone(), &self.name)
-            .map_err(|e| self.setup_error(format!("cannot start the producer thread: {e}")))
+        Worker::spawn(
+            writer,
+            self.metrics.clone(),
+            &self.name,
+            self.unreachable_limit(),
+        )
+        .map_err(|e| self.setup_error(format!("cannot start the producer thread: {e}")))
+    }
+
+    /// How long librdkafka's statistics may be silent: they come every
+    /// `statistics.interval.ms`, and three missed ones, at least [`STALL_LIMIT`], is a stall.
+    fn statistics_limit(&self) -> Duration {
+        STALL_LIMIT.max(self.cfg.statistics_interval() * 3)
+    }
+
+    /// How long records may be in flight with no broker connection up and no attempt by
+    /// librdkafka to make one before the producer is given up: [`UNREACHABLE_STATISTICS`]
+    /// statistics intervals (a minute by default; librdkafka retries a connection every
+    /// `reconnect.backoff.max.ms`, 10 s, at most); `None` without statistics (nothing tells).
+    fn unreachable_limit(&self) -> Option<Duration> {
+        let every = self.cfg.statistics_interval();
+        (!every.is_zero()).then(|| every * UNREACHABLE_STATISTICS)
     }
 
     /// The next report of the producer thread, as an outcome.
@@ -177,6 +202,15 @@ impl KafkaSink {
                 true,
             ),
             FailureKind::BadTopic(why) => (why.clone(), true),
+            FailureKind::Unreachable(d) => (
+                format!(
+                    "no broker connection, nor any attempt by librdkafka to make one, for {} s \
+                     while records waited to be delivered: the producer is given up and a new \
+                     one connects from the bootstrap brokers",
+                    d.as_secs()
+                ),
+                false,
+            ),
             FailureKind::Delivery(
                 code @ (RDKafkaErrorCode::MessageSizeTooLarge
                 | RDKafkaErrorCode::MessageBatchTooLarge),
@@ -250,9 +284,11 @@ impl Sink for KafkaSink {
         let Some(worker) = &self.worker else {
             return;
         };
-        // Statistics come every statistics.interval.ms: three missed ones, at least.
-        let statistics = STALL_LIMIT.max(self.cfg.statistics_interval() * 3);
-        let now = worker.stall(crate::metrics::now_ms(), STALL_LIMIT, statistics);
+        let now = worker.stall(
+            crate::metrics::now_ms(),
+            STALL_LIMIT,
+            self.statistics_limit(),
+        );
         match (now, self.stalled) {
             (Some(Stall::Thread(d)), None | Some(Stall::Librdkafka(_))) => {
                 let why = "the producer thread is blocked in librdkafka; delivery is stuck";

@@ -51,6 +51,9 @@ pub enum FailureKind {
     Oversize,
     /// The topic template rendered a name Kafka does not accept.
     BadTopic(String),
+    /// No broker connection was up, nor tried, for this long while records waited: the
+    /// producer is given up and rebuilt (librdkafka may stop trying, see `worker`).
+    Unreachable(Duration),
 }
 
 /// The earliest record of a batch that failed.
@@ -215,6 +218,9 @@ struct BrokerStatistics {
     /// `INIT`, `DOWN`, `CONNECT`, `AUTH`, `APIVERSION_QUERY`, `AUTH_HANDSHAKE`, `UP`, `UPDATE`.
     #[serde(default)]
     state: String,
+    /// Connection attempts so far, failed ones included.
+    #[serde(default)]
+    connects: u64,
 }
 
 impl Statistics {
@@ -229,6 +235,15 @@ impl Statistics {
         !self.brokers.is_empty()
             && !self.connected()
             && !self.brokers.values().any(|b| b.source == "configured")
+    }
+
+    /// Connection attempts so far to real brokers, summed.
+    fn connects(&self) -> u64 {
+        self.brokers
+            .values()
+            .filter(|b| !matches!(b.source.as_str(), "internal" | "logical"))
+            .map(|b| b.connects)
+            .sum()
     }
 
     /// True when a connection to a real broker (not librdkafka's internal ones) is up.
@@ -346,6 +361,11 @@ pub struct KafkaProducer {
     bootstrap: Option<CString>,
     /// When the bootstrap brokers were last given again (milliseconds since the epoch).
     readded_ms: AtomicU64,
+    /// The connection attempts the statistics last counted.
+    connects: AtomicU64,
+    /// When the statistics last showed a connection up or a new attempt to make one
+    /// (milliseconds since the epoch; 0: never).
+    tried_ms: AtomicU64,
     id: u64,
 }
 
@@ -381,6 +401,8 @@ impl KafkaProducer {
                 .get("bootstrap.servers")
                 .and_then(|b| CString::new(b).ok()),
             readded_ms: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+            tried_ms: AtomicU64::new(0),
             id: PRODUCER_IDS.fetch_add(1, Ordering::Relaxed),
         })
     }
@@ -390,6 +412,14 @@ impl KafkaProducer {
     /// `statistics.interval.ms`, outage or not: a long silence means it is stuck.
     pub fn last_statistics_ms(&self) -> u64 {
         self.statistics_ms.load(Ordering::Relaxed)
+    }
+
+    /// When librdkafka's statistics last showed a broker connection up or a new attempt to
+    /// make one, in milliseconds since the Unix epoch (0: never). During an outage librdkafka
+    /// keeps trying (every `reconnect.backoff.max.ms` at most); no attempt for long while no
+    /// connection is up means it has stopped trying.
+    pub fn last_try_ms(&self) -> u64 {
+        self.tried_ms.load(Ordering::Relaxed)
     }
 
     /// The delivery bookkeeping.
@@ -578,6 +608,12 @@ impl KafkaProducer {
             .store(crate::metrics::now_ms(), Ordering::Relaxed);
         match serde_json::from_slice::<Statistics>(json) {
             Ok(stats) => {
+                let connects = stats.connects();
+                let before = self.connects.swap(connects, Ordering::Relaxed);
+                if stats.connected() || connects != before {
+                    self.tried_ms
+                        .store(crate::metrics::now_ms(), Ordering::Relaxed);
+                }
                 self.metrics.set_connected(stats.connected());
                 if stats.needs_bootstrap() {
                     self.bootstrap_again();
@@ -684,5 +720,35 @@ mod tests {
             "not again within READD_EVERY"
         );
         assert!(p.last_statistics_ms() > 0);
+    }
+
+    #[test]
+    fn a_try_is_a_connection_up_or_a_new_connection_attempt() {
+        let p = producer();
+        let down = |connects: u64| {
+            format!(
+                r#"{{"brokers":{{"b:1/1":{{"source":"learned","state":"DOWN","connects":{connects}}},
+                ":0/internal":{{"source":"internal","state":"UP","connects":9}}}}}}"#
+            )
+        };
+        p.statistics(down(0).as_bytes());
+        assert_eq!(p.last_try_ms(), 0, "no attempt, nothing up");
+        p.statistics(down(1).as_bytes());
+        let first = p.last_try_ms();
+        assert!(first > 0, "a new attempt");
+        p.tried_ms.store(1, Ordering::Relaxed);
+        p.statistics(down(1).as_bytes());
+        assert_eq!(p.last_try_ms(), 1, "no new attempt");
+        p.statistics(INTERNAL_ONLY);
+        assert!(p.last_try_ms() > 1, "the broker list changed");
+        p.tried_ms.store(1, Ordering::Relaxed);
+        p.statistics(INTERNAL_ONLY);
+        assert_eq!(
+            p.last_try_ms(),
+            1,
+            "only librdkafka's internal broker is up"
+        );
+        p.statistics(br#"{"brokers":{"b:1/1":{"source":"learned","state":"UP","connects":0}}}"#);
+        assert!(p.last_try_ms() > 1, "a connection is up");
     }
 }

@@ -393,6 +393,56 @@ async fn a_broker_outage_makes_the_sink_wait_then_deliver_everything_in_order() 
     }
 }
 
+/// An ordinary outage, in which librdkafka keeps trying to connect, is waited out well past
+/// the 60 statistics intervals (6 s here) after which a producer that stopped trying is given
+/// up: nothing is rolled back, and everything arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_librdkafka_keeps_trying_through_never_rebuilds_the_producer() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let channel = Recording::new();
+    channel.put(lines("a.log", 500)).await.unwrap();
+    let sink = start(
+        config(
+            &bootstrap,
+            "batch_size: 100\nproducer: { statistics.interval.ms: 100 }",
+        ),
+        channel.clone(),
+    );
+    let m = sink.metrics.clone();
+    wait_until("the first lines are committed", || {
+        channel.stats().committed_total == 500
+    })
+    .await;
+
+    mock.broker_down(1).unwrap();
+    channel.put(lines("b.log", 500)).await.unwrap();
+    wait_until("batches are in flight", || {
+        channel.outstanding.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    let past_the_limit = Instant::now() + Duration::from_secs(9);
+    wait_until("past the limit, still waiting", || {
+        Instant::now() >= past_the_limit || SinkMetrics::get(&m.rollbacks) > 0
+    })
+    .await;
+    assert_eq!(SinkMetrics::get(&m.rollbacks), 0, "the producer was kept");
+    assert!(!m.connected());
+    mock.broker_up(1).unwrap();
+    wait_until("the rest is committed", || {
+        channel.stats().committed_total == 1000
+    })
+    .await;
+    channel.close();
+    let (result, _) = sink.finish().await;
+    result.unwrap();
+    let files = by_file(&consume(&bootstrap, 1000).await);
+    for name in ["a.log", "b.log"] {
+        let values: Vec<String> = files[name].iter().map(|r| r.value.clone()).collect();
+        assert_eq!(values, expected(name, 500));
+    }
+}
+
 /// A small line, a 5000-byte line, a small line: the big one does not fit 1000-byte records.
 async fn oversize_channel() -> Arc<Recording> {
     let o = origin("big.log");

@@ -16,7 +16,7 @@ use std::time::Duration;
 use sluice_channels::Lease;
 use tokio::sync::mpsc as tokio_mpsc;
 
-use super::producer::Failure;
+use super::producer::{Failure, FailureKind};
 use super::records::{Cursor, RecordWriter, Step};
 use crate::SinkMetrics;
 
@@ -25,6 +25,48 @@ use crate::SinkMetrics;
 const POLL_WAIT: Duration = Duration::from_millis(1);
 /// How long the thread sleeps between checks for client errors when nothing is in flight.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+/// Since when records have been in flight with no broker connection up and no attempt to
+/// make one.
+///
+/// librdkafka can be left for good with no connection and no attempt to make one after the
+/// broker restarts: the broker's last metadata answer, sent while it shut down, leaves itself
+/// out and the broker is decommissioned; a decommissioned broker stays listed (in the
+/// statistics too) until its thread ends, and librdkafka never picks a terminating broker to
+/// connect to, so no error is ever reported (seen with a one-broker cluster stopped and
+/// restarted on the same port). Nothing but a new producer, bootstrapping afresh, gets
+/// delivery going again. In an ordinary outage librdkafka keeps trying, and the sink waits.
+#[derive(Default)]
+struct Unreachable {
+    /// Milliseconds since the Unix epoch (0: connected, or nothing in flight).
+    since_ms: u64,
+}
+
+impl Unreachable {
+    /// Notes at `now_ms` whether records are `in_flight` and a broker is `connected`, and
+    /// when librdkafka last tried to connect (`tried_ms`); returns how long records have been
+    /// in flight with neither, once that is past `limit`.
+    fn note(
+        &mut self,
+        now_ms: u64,
+        in_flight: bool,
+        connected: bool,
+        tried_ms: u64,
+        limit: Duration,
+    ) -> Option<Duration> {
+        if !in_flight || connected {
+            self.since_ms = 0;
+            return None;
+        }
+        if self.since_ms == 0 {
+            self.since_ms = now_ms;
+        }
+        self.since_ms = self.since_ms.max(tried_ms);
+        let for_ms = now_ms.saturating_sub(self.since_ms);
+        let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        (for_ms > limit).then(|| Duration::from_millis(for_ms))
+    }
+}
 
 enum Command {
     Produce(Lease),
@@ -93,11 +135,15 @@ pub struct Worker {
 
 impl Worker {
     /// Starts the thread `kafka-NAME` that produces through `writer`, logging in the current
-    /// span (the sink's).
+    /// span (the sink's). When records have been in flight for longer than `unreachable` (if
+    /// given) with no broker connection up (as `metrics` says) and no attempt by librdkafka
+    /// to make one, it reports the oldest lease failed ([`FailureKind::Unreachable`]), so that
+    /// the sink is rebuilt.
     pub fn spawn(
         writer: RecordWriter,
         metrics: Arc<SinkMetrics>,
         name: &str,
+        unreachable: Option<Duration>,
     ) -> std::io::Result<Worker> {
         let (commands, command_rx) = mpsc::channel();
         let (report_tx, reports) = tokio_mpsc::unbounded_channel();
@@ -119,6 +165,8 @@ impl Worker {
                     next_slot: 0,
                     failed: false,
                     pulse: beat,
+                    unreachable: Unreachable::default(),
+                    unreachable_limit: unreachable,
                 }
                 .run()
             })?;
@@ -181,6 +229,10 @@ struct Thread {
     /// A failure was reported: produce and report nothing more.
     failed: bool,
     pulse: Arc<Pulse>,
+    /// Since when records have been in flight with no connection up nor attempt to make one.
+    unreachable: Unreachable,
+    /// How long that may last before the producer is given up (`None`: for ever).
+    unreachable_limit: Option<Duration>,
 }
 
 impl Thread {
@@ -220,8 +272,33 @@ impl Thread {
             self.pulse
                 .statistics
                 .store(producer.last_statistics_ms(), Ordering::Relaxed);
+            let tried = producer.last_try_ms();
             self.report_finished();
+            let in_flight = !self.failed && !self.inflight.is_empty();
+            let connected = self.metrics.connected();
+            if let Some(limit) = self.unreachable_limit
+                && let Some(d) = self
+                    .unreachable
+                    .note(now, in_flight, connected, tried, limit)
+            {
+                self.give_up(d);
+            }
         }
+    }
+
+    /// Reports the oldest lease in flight failed, no broker connection having been up nor
+    /// tried for `d`, and reports nothing more: the sink closes this producer and opens a new one.
+    fn give_up(&mut self, d: Duration) {
+        let Some((lease, _)) = self.inflight.pop_front() else {
+            return;
+        };
+        self.failed = true;
+        let failure = Failure {
+            index: 0,
+            kind: FailureKind::Unreachable(d),
+            topic: None,
+        };
+        let _ = self.reports.send(Report::Failed { lease, failure });
     }
 
     /// Produces the waiting leases until librdkafka's queue is full or a record fails.
@@ -325,6 +402,40 @@ impl Thread {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_in_flight_with_no_connection_nor_attempt_past_the_limit_give_it_up() {
+        let mut u = Unreachable::default();
+        let limit = Duration::from_secs(30);
+        let t0 = 1_000_000;
+        assert_eq!(u.note(t0, true, false, 0, limit), None, "it starts now");
+        assert_eq!(
+            u.note(t0 + 30_000, true, false, 0, limit),
+            None,
+            "not past it"
+        );
+        assert_eq!(
+            u.note(t0 + 31_000, true, false, 0, limit),
+            Some(Duration::from_secs(31))
+        );
+        assert_eq!(u.note(t0 + 32_000, true, true, 0, limit), None, "connected");
+        assert_eq!(u.note(t0 + 33_000, true, false, 0, limit), None, "anew");
+        assert_eq!(
+            u.note(t0 + 60_000, true, false, t0 + 50_000, limit),
+            None,
+            "librdkafka tried to connect: counted from then"
+        );
+        assert_eq!(
+            u.note(t0 + 81_000, true, false, t0 + 50_000, limit),
+            Some(Duration::from_secs(31))
+        );
+        assert_eq!(
+            u.note(t0 + 90_000, false, false, 0, limit),
+            None,
+            "none in flight"
+        );
+        assert_eq!(u.note(t0 + 91_000, true, false, 0, limit), None, "anew");
+    }
 
     #[test]
     fn a_silent_thread_is_named_before_silent_statistics() {
