@@ -4,6 +4,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+/// The event header a processing stage sets when an event's body no longer tells where it
+/// ends in its file (lines joined, a container runtime's framing removed, the body
+/// rewritten): the offset just past its last byte in the file, terminator excluded, in
+/// decimal. `sluice audit` reads it in place of the body's length.
+pub const END_HEADER: &str = "offset_end";
+
+/// The event header set on the first event after lines an interceptor dropped on purpose
+/// (`regex_filter`): the offset of the first of those lines, in decimal. `sluice audit`
+/// counts the bytes from there to the event's offset as delivered, not as a gap.
+pub const DROPPED_FROM_HEADER: &str = "dropped_from";
+
 /// What every line of one file shares: the source that read it, the file, the host.
 ///
 /// It is built once per file and shared behind an [`Arc`] by all the file's events, so that an

@@ -18,7 +18,7 @@ use sluice_channels::lifecycle::Shutdown;
 use crate::fanout::Fanout;
 
 pub use metrics::SourceMetrics;
-pub use pipeline::MultilineConfig;
+pub use pipeline::{Format, MultilineConfig, STREAM_HEADER, TIME_HEADER};
 pub use pipeline::{InterceptorConfig, Interceptors};
 
 /// What the agent gives a source to run with.

@@ -33,6 +33,8 @@ pub struct SourceMetrics {
     pub unrouted: AtomicU64,
     /// Lines an interceptor (`regex_filter`) dropped: they made no event.
     pub interceptor_dropped: AtomicU64,
+    /// Lines not in the source's `format` (`cri`, `docker_json`): passed through as they are.
+    pub unparsed: AtomicU64,
     /// Set once the source runs: its folders are listed and it reads what it found.
     started: AtomicBool,
     /// What keeps the source from working now (a spool folder that cannot be listed), for
@@ -97,6 +99,11 @@ impl SourceMetrics {
             "sluice_source_interceptor_dropped_events_total",
             "Lines an interceptor (regex_filter) dropped; their file positions still move on.",
             |m| Self::get(&m.interceptor_dropped),
+        ),
+        Family::counter(
+            "sluice_source_unparsed_lines_total",
+            "Lines not in the source's format (cri, docker_json), passed through as they are.",
+            |m| Self::get(&m.unparsed),
         ),
     ];
 

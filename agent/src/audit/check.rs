@@ -1,6 +1,7 @@
 //! The analysis behind `sluice audit`, free of Kafka: records in, a verdict per file out.
 //!
-//! Records are grouped into streams by (path, fid) header and checked in Kafka order:
+//! Records are grouped into streams by fid header (by path for records without one) and
+//! checked in Kafka order:
 //! - an offset already delivered is a *duplicate* (at-least-once allows it);
 //! - a first delivery at an offset below an earlier first delivery is *out of order*;
 //! - one stream in several partitions is *split* (its order cannot hold);
@@ -53,6 +54,12 @@ pub struct Record<'a> {
     pub offset: Option<&'a [u8]>,
     /// The file-identity header's value.
     pub fid: Option<&'a [u8]>,
+    /// The end header's value: where the record ends in its file (terminator excluded),
+    /// when its body was changed on the way and its length does not say it.
+    pub end: Option<&'a [u8]>,
+    /// The dropped-from header's value: where lines dropped on purpose right before the
+    /// record begin.
+    pub dropped_from: Option<&'a [u8]>,
     /// The record's value: the line.
     pub body: &'a [u8],
 }
@@ -310,12 +317,24 @@ impl Stream {
         }
     }
 
-    fn observe(&mut self, at: Position, offset: u64, body: &[u8], original: Option<&ExpectedFile>) {
+    fn observe(
+        &mut self,
+        at: Position,
+        (offset, span): (u64, Span),
+        body: &[u8],
+        original: Option<&ExpectedFile>,
+    ) {
         self.records += 1;
         if !self.partitions.contains(&at.partition) {
             self.partitions.push(at.partition);
         }
-        let end = match original.map(|f| f.verify(offset, body)) {
+        let verdict = match span.end {
+            // The body was changed on the way (joined, parsed, rewritten): the end header
+            // says what it covers, and there is nothing to compare it with.
+            Some(end) => Some(Verdict::Match { end }),
+            None => original.map(|f| f.verify(offset, body)),
+        };
+        let end = match verdict {
             None => offset.saturating_add(body.len() as u64),
             Some(Verdict::Match { end }) => end,
             Some(Verdict::Mismatch {
@@ -348,7 +367,8 @@ impl Stream {
             }
             _ => self.max_first = Some(offset),
         }
-        self.insert(offset, end, original);
+        let start = span.dropped_from.filter(|&f| f <= offset).unwrap_or(offset);
+        self.insert((start, offset), end, original);
     }
 
     /// True when `offset` lies in a delivered run: at a delivered record's start, or inside
@@ -362,15 +382,17 @@ impl Stream {
 
     /// Adds a first delivery to the runs, joining the run before and the run after when it
     /// follows the one and is followed by the other.
-    fn insert(&mut self, offset: u64, end: u64, original: Option<&ExpectedFile>) {
-        let mut start = offset;
-        match self.chains.range_mut(..offset).next_back() {
-            Some((&s, c)) if follows(original, c.end, offset) => {
+    /// `from` is where the record's run begins: its offset, or before it where lines
+    /// dropped on purpose right before it begin.
+    fn insert(&mut self, (from, offset): (u64, u64), end: u64, original: Option<&ExpectedFile>) {
+        let mut start = from;
+        match self.chains.range_mut(..from).next_back() {
+            Some((&s, c)) if follows(original, c.end, from) => {
                 *c = Chain { last: offset, end };
                 start = s;
             }
             _ => {
-                self.chains.insert(offset, Chain { last: offset, end });
+                self.chains.insert(from, Chain { last: offset, end });
             }
         }
         let next = self
@@ -466,6 +488,15 @@ impl Stream {
     }
 }
 
+/// What a record's headers say of the bytes it covers beyond its offset and body.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    /// Where it ends in its file, when its body does not say it.
+    end: Option<u64>,
+    /// Where lines dropped on purpose right before it begin.
+    dropped_from: Option<u64>,
+}
+
 /// Parses a decimal ASCII offset; nothing else (no sign, no spaces).
 fn parse_offset(raw: &[u8]) -> Option<u64> {
     if raw.is_empty() || !raw.iter().all(u8::is_ascii_digit) {
@@ -480,7 +511,7 @@ pub struct Checker {
     settings: Settings,
     expected: Option<ExpectedSet>,
     hasher: RandomState,
-    /// Streams by the hash of (path, fid); collisions share a bucket.
+    /// Streams by the hash of their fid (or path, without one); collisions share a bucket.
     index: HashMap<u64, Vec<usize>>,
     streams: Vec<Stream>,
     records: u64,
@@ -516,7 +547,11 @@ impl Checker {
                     .original
                     .zip(self.expected.as_ref())
                     .map(|(i, s)| s.file(i));
-                stream.observe(at, offset, record.body, original);
+                let span = Span {
+                    end: record.end.and_then(parse_offset).filter(|&e| e >= offset),
+                    dropped_from: record.dropped_from.and_then(parse_offset),
+                };
+                stream.observe(at, (offset, span), record.body, original);
                 return;
             }
             (None, _) => ForeignReason::NoPath,
@@ -526,16 +561,21 @@ impl Checker {
         self.foreign.push(Foreign { at, reason });
     }
 
-    /// The index of the stream of (path, fid), created on first sight. No allocation for a
-    /// stream already known.
+    /// The index of the stream of `fid`, or of `path` for records without one, created on
+    /// first sight (named by the path it was first seen under: a file renamed while it was
+    /// read, a rotated log found again after a restart, keeps its fid and its stream). No
+    /// allocation for a stream already known.
     fn stream(&mut self, path: &[u8], fid: Option<&[u8]>) -> usize {
-        let hash = self.hasher.hash_one((path, fid));
+        let hash = match fid {
+            Some(fid) => self.hasher.hash_one((b"fid", fid)),
+            None => self.hasher.hash_one((b"path", path)),
+        };
         let bucket = self.index.entry(hash).or_default();
         let streams = &self.streams;
-        if let Some(&id) = bucket
-            .iter()
-            .find(|&&i| &*streams[i].path == path && streams[i].fid.as_deref() == fid)
-        {
+        if let Some(&id) = bucket.iter().find(|&&i| match fid {
+            Some(_) => streams[i].fid.as_deref() == fid,
+            None => streams[i].fid.is_none() && &*streams[i].path == path,
+        }) {
             return id;
         }
         let original = self.expected.as_ref().and_then(|e| e.find(path));
@@ -611,6 +651,8 @@ mod tests {
             path: Some(path.as_bytes()),
             offset: Some(offset.as_bytes()),
             fid: None,
+            end: None,
+            dropped_from: None,
             body,
         }
     }
@@ -917,6 +959,26 @@ mod tests {
     }
 
     #[test]
+    fn a_file_renamed_while_read_keeps_its_stream_by_its_fid() {
+        let mut c = Checker::new(Settings::default(), None);
+        for (k, (path, offset, body)) in [
+            ("/logs/0.log", "0", &b"alpha"[..]),
+            ("/logs/0.log.1", "6", b"bravo"),
+            ("/logs/0.log.1", "12", b"charlie"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut r = rec(k as i64, path, offset, body);
+            r.fid = Some(b"1:2:ab");
+            c.observe(r);
+        }
+        let o = c.finish();
+        assert!(o.clean, "{o:#?}");
+        assert_eq!(only(&o).path, "/logs/0.log");
+    }
+
+    #[test]
     fn the_same_offsets_without_a_fid_are_duplicates() {
         let mut l = lines(TEXT, 100);
         l.extend(lines(TEXT, 100));
@@ -948,10 +1010,82 @@ mod tests {
             path: Some(b"/spool/\xffname"),
             offset: Some(b"0"),
             fid: None,
+            end: None,
+            dropped_from: None,
             body: b"x",
         });
         // Shown escaped, not lossily: two names that differ in such bytes stay apart.
         assert_eq!(c.finish().streams[0].path, "/spool/\\xffname");
+    }
+
+    /// Records of `/spool/a.log` given as (offset, body, end header, dropped-from header).
+    fn audit_spans(
+        expected: Option<ExpectedSet>,
+        records: &[(u64, &str, Option<u64>, Option<u64>)],
+    ) -> Outcome {
+        let mut c = Checker::new(Settings::default(), expected);
+        let text: Vec<(String, Option<String>, Option<String>)> = records
+            .iter()
+            .map(|(o, _, e, d)| {
+                (
+                    o.to_string(),
+                    e.map(|e| e.to_string()),
+                    d.map(|d| d.to_string()),
+                )
+            })
+            .collect();
+        for (k, ((_, body, _, _), (offset, end, from))) in records.iter().zip(&text).enumerate() {
+            let mut r = rec(k as i64, "/spool/a.log", offset, body.as_bytes());
+            r.end = end.as_deref().map(str::as_bytes);
+            r.dropped_from = from.as_deref().map(str::as_bytes);
+            c.observe(r);
+        }
+        c.finish()
+    }
+
+    #[test]
+    fn changed_bodies_are_checked_by_their_end_header_and_a_gap_is_still_found() {
+        // alpha+bravo joined (CRLF-free, but say it anyway), charlie parsed to "C", delta, echo.
+        let joined = [
+            (0, "alpha\nbravo", Some(11), None),
+            (12, "C", Some(19), None),
+            (20, "delta", None, None),
+            (26, "echo", None, None),
+        ];
+        assert!(audit_spans(None, &joined).clean);
+        assert!(audit_spans(Some(expect(TEXT)), &joined).clean);
+        let mut lost = joined.to_vec();
+        lost.remove(1);
+        let o = audit_spans(Some(expect(TEXT)), &lost);
+        assert_eq!(only(&o).gaps.shown[0].first_line, Some(3), "{o:#?}");
+        let o = audit_spans(None, &lost);
+        assert_eq!(only(&o).gaps.count, 1, "{o:#?}");
+        // Without the end header the parsed body would say it ends at 13: a gap.
+        let mut bare = joined.to_vec();
+        bare[1].2 = None;
+        assert!(!audit_spans(None, &bare).clean);
+    }
+
+    #[test]
+    fn lines_dropped_on_purpose_are_not_a_gap_and_a_loss_around_them_still_is() {
+        // bravo and charlie dropped by a filter: delta says so.
+        let filtered = [
+            (0, "alpha", None, None),
+            (20, "delta", None, Some(6)),
+            (26, "echo", None, None),
+        ];
+        assert!(audit_spans(None, &filtered).clean);
+        assert!(audit_spans(Some(expect(TEXT)), &filtered).clean);
+        // Without the header, the same records leave a gap.
+        let mut unsaid = filtered.to_vec();
+        unsaid[1].3 = None;
+        assert_eq!(only(&audit_spans(None, &unsaid)).gaps.count, 1);
+        // alpha lost: the records after it do not cover it.
+        let o = audit_spans(Some(expect(TEXT)), &filtered[1..]);
+        assert_eq!(only(&o).gaps.shown[0].first_line, Some(1), "{o:#?}");
+        // echo lost: found against the original.
+        let o = audit_spans(Some(expect(TEXT)), &filtered[..2]);
+        assert_eq!(only(&o).gaps.shown[0].first_line, Some(5), "{o:#?}");
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct HeaderNames {
     pub offset: String,
     /// The file's identity.
     pub fid: String,
+    /// Where a record whose body was changed ends in its file.
+    pub end: String,
+    /// Where lines dropped on purpose right before a record begin.
+    pub dropped_from: String,
 }
 
 /// Where and how to read.
@@ -236,6 +240,8 @@ fn record<'a>(m: &'a BorrowedMessage<'_>, names: &HeaderNames) -> Record<'a> {
         path: None,
         offset: None,
         fid: None,
+        end: None,
+        dropped_from: None,
         body: m.payload().unwrap_or_default(),
     };
     if let Some(headers) = m.headers() {
@@ -246,6 +252,10 @@ fn record<'a>(m: &'a BorrowedMessage<'_>, names: &HeaderNames) -> Record<'a> {
                 &mut r.offset
             } else if h.key == names.fid {
                 &mut r.fid
+            } else if h.key == names.end {
+                &mut r.end
+            } else if h.key == names.dropped_from {
+                &mut r.dropped_from
             } else {
                 continue;
             };
@@ -338,6 +348,8 @@ mod tests {
             path: "p".into(),
             offset: "o".into(),
             fid: "fid".into(),
+            end: "offset_end".into(),
+            dropped_from: "dropped_from".into(),
         };
         let mut seen = read(&bootstrap, "logs", &names).unwrap();
         seen.sort();

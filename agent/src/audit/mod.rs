@@ -55,6 +55,14 @@ pub struct AuditArgs {
     /// The header holding the file's identity.
     #[arg(long, default_value = "fid")]
     fid_header: String,
+    /// The header holding where a record ends in its file when its body does not say it
+    /// (lines joined, a container format parsed, a body rewritten).
+    #[arg(long, default_value = sluice_channels::END_HEADER)]
+    end_header: String,
+    /// The header holding where lines an interceptor dropped on purpose, right before the
+    /// record, begin: their bytes count as delivered.
+    #[arg(long, default_value = sluice_channels::DROPPED_FROM_HEADER)]
+    dropped_from_header: String,
     /// How long to wait for the brokers, and for progress while reading.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -119,6 +127,8 @@ fn audit(args: &AuditArgs) -> Result<bool, AuditError> {
         path: args.path_header.clone(),
         offset: args.offset_header.clone(),
         fid: args.fid_header.clone(),
+        end: args.end_header.clone(),
+        dropped_from: args.dropped_from_header.clone(),
     };
     let opts = ConsumeOptions {
         brokers: &args.brokers,

@@ -246,6 +246,8 @@ mod tests {
             path: Some(b"/spool/a.log"),
             offset: Some(offset.as_bytes()),
             fid: None,
+            end: None,
+            dropped_from: None,
             body,
         }
     }

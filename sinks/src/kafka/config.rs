@@ -56,9 +56,19 @@ fn default_key() -> Template {
     Template::compile("%{file}").unwrap_or_else(|_| unreachable!("a valid literal template"))
 }
 /// `path` and `offset` let `sluice audit` check every file; `fid` (set by the taildir source,
-/// left out for others) tells a recreated file from its predecessor under the same path.
+/// left out for others) tells a recreated file from its predecessor under the same path;
+/// `offset_end` and `dropped_from` (set only by processing stages that change or drop lines)
+/// keep the audit truthful when they do.
 fn default_headers() -> Vec<String> {
-    vec!["path".to_owned(), "offset".to_owned(), "fid".to_owned()]
+    [
+        "path",
+        "offset",
+        "fid",
+        sluice_channels::END_HEADER,
+        sluice_channels::DROPPED_FROM_HEADER,
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn default_batch_size() -> usize {
     2000
@@ -503,7 +513,10 @@ mod tests {
         let c = with("");
         assert!(c.validate().is_empty(), "{:?}", c.validate());
         assert_eq!(c.key.as_str(), "%{file}");
-        assert_eq!(c.headers, ["path", "offset", "fid"]);
+        assert_eq!(
+            c.headers,
+            ["path", "offset", "fid", "offset_end", "dropped_from"]
+        );
         assert_eq!(
             (c.compression, c.acks, c.oversize),
             (Compression::Lz4, Acks::All, Oversize::Split)

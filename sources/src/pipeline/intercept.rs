@@ -8,6 +8,7 @@ use bytes::Bytes;
 use regex::bytes::Regex;
 use serde::Deserialize;
 use sluice_channels::config::Problem;
+use sluice_channels::{DROPPED_FROM_HEADER, END_HEADER};
 
 use super::lines::{Line, Stage};
 use crate::SourceMetrics;
@@ -138,7 +139,12 @@ impl Interceptors {
 
     /// A stage running these interceptors over one file's lines.
     pub(crate) fn stage(&self) -> Intercept {
-        Intercept(self.clone())
+        Intercept {
+            list: self.clone(),
+            dropped_from: None,
+            end: Arc::from(END_HEADER),
+            from: Arc::from(DROPPED_FROM_HEADER),
+        }
     }
 }
 
@@ -238,13 +244,30 @@ fn host_name() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// How many bytes of dropped lines at the end of what was read hold a file's checkpoint at
+/// the first of them (see [`Intercept`]).
+const HOLD_DROPPED: u64 = 1 << 20;
+
 /// The stage of one file: runs the source's interceptors over each line, in order; a line an
-/// interceptor drops goes no further (its bytes still count as read).
-pub(crate) struct Intercept(Interceptors);
+/// interceptor drops goes no further (its bytes still count as read), and the next line that
+/// does gets [`DROPPED_FROM_HEADER`], for `sluice audit`.
+///
+/// Lines dropped at the end of what was read so far hold the file's checkpoint at the first
+/// of them (up to [`HOLD_DROPPED`] bytes of them): a restart reads them again, drops them
+/// again and still gives the next line its header, so that the audit does not take them for a
+/// gap. Nothing is sent twice.
+pub(crate) struct Intercept {
+    list: Interceptors,
+    /// The offsets of the first and of the last of the lines dropped since the last one kept.
+    dropped_from: Option<(u64, u64)>,
+    /// The names of [`END_HEADER`] and [`DROPPED_FROM_HEADER`], interned.
+    end: Arc<str>,
+    from: Arc<str>,
+}
 
 impl Interceptor {
     /// Applies this interceptor to `line`; false drops it. `now` is the read time in ms.
-    fn apply(&self, line: &mut Line, now: u64) -> bool {
+    fn apply(&self, line: &mut Line, now: u64, end: &Arc<str>) -> bool {
         match self {
             Interceptor::Timestamp(h, keep) => {
                 if !(*keep && line.headers.get(h).is_some_and(|v| v.is_some())) {
@@ -285,7 +308,9 @@ impl Interceptor {
             }
             Interceptor::Replace(re, with) => {
                 if let Cow::Owned(b) = re.replace_all(&line.body, &with[..]) {
+                    let was = line.end();
                     line.body = Bytes::from(b);
+                    line.set_end(end, was);
                 }
             }
         }
@@ -294,15 +319,37 @@ impl Interceptor {
 }
 
 impl Stage for Intercept {
-    fn apply(&mut self, lines: &mut Vec<Line>, _last: bool) {
+    fn apply(&mut self, lines: &mut Vec<Line>, last: bool) {
         let now = crate::now_ms();
-        let list = &self.0.0;
+        let list = &self.list.0;
         let before = lines.len();
-        lines.retain_mut(|line| list.iter().all(|i| i.apply(line, now)));
+        let (end, from) = (&self.end, &self.from);
+        let dropped_from = &mut self.dropped_from;
+        lines.retain_mut(|line| {
+            if list.iter().all(|i| i.apply(line, now, end)) {
+                if let Some((at, _)) = dropped_from.take() {
+                    line.headers.set(from.clone(), at.to_string());
+                }
+                true
+            } else {
+                dropped_from.get_or_insert((line.offset, line.offset)).1 = line.offset;
+                false
+            }
+        });
+        if last {
+            // The file ends here: no event follows the dropped lines.
+            self.dropped_from = None;
+        }
         let dropped = (before - lines.len()) as u64;
         if dropped > 0 {
-            SourceMetrics::add(&self.0.1.interceptor_dropped, dropped);
+            SourceMetrics::add(&self.list.1.interceptor_dropped, dropped);
         }
+    }
+
+    fn held_from(&self) -> Option<u64> {
+        self.dropped_from
+            .filter(|(first, last)| last - first < HOLD_DROPPED)
+            .map(|(first, _)| first)
     }
 }
 
@@ -411,6 +458,55 @@ mod tests {
         );
         assert_eq!(&l[0].body[..], b"a pw=*** was x b pw=*** was y");
         assert_eq!(&l[1].body[..], b"clean");
+    }
+
+    #[test]
+    fn the_line_after_dropped_ones_says_where_they_began_and_they_hold_the_checkpoint() {
+        let mut stage = stage(NO_DEBUG, &Arc::default());
+        let line = |b: &'static str, at| Line::new(Bytes::from_static(b.as_bytes()), at);
+        let mut first = vec![line("INFO a", 0), line("DEBUG b", 7), line("DEBUG c", 15)];
+        stage.apply(&mut first, false);
+        assert_eq!(first.len(), 1);
+        assert_eq!(header(&first[0], DROPPED_FROM_HEADER), None);
+        assert_eq!(
+            stage.held_from(),
+            Some(7),
+            "dropped lines at the end are held"
+        );
+        // The next read: one more dropped line, then a kept one that says where they began.
+        let mut second = vec![line("DEBUG d", 23), line("INFO e", 31)];
+        stage.apply(&mut second, false);
+        assert_eq!(header(&second[0], DROPPED_FROM_HEADER), Some("7"));
+        assert_eq!(stage.held_from(), None);
+        // Dropped lines at the end of the file hold nothing: no event follows them.
+        let mut tail = vec![line("DEBUG f", 38)];
+        stage.apply(&mut tail, true);
+        assert_eq!(stage.held_from(), None);
+    }
+
+    #[test]
+    fn a_long_run_of_dropped_lines_stops_holding_the_checkpoint() {
+        let mut stage = stage(NO_DEBUG, &Arc::default());
+        let mut lines = vec![
+            Line::new(Bytes::from_static(b"DEBUG a"), 10),
+            Line::new(Bytes::from_static(b"DEBUG b"), 10 + HOLD_DROPPED),
+        ];
+        stage.apply(&mut lines, false);
+        assert_eq!(stage.held_from(), None);
+        let mut next = vec![Line::new(Bytes::from_static(b"INFO"), 20 + HOLD_DROPPED)];
+        stage.apply(&mut next, false);
+        assert_eq!(header(&next[0], DROPPED_FROM_HEADER), Some("10"));
+    }
+
+    #[test]
+    fn a_rewritten_body_says_where_it_ends_in_the_file() {
+        let l = run(
+            r#"[{"type":"search_replace","search":"secret","replace":"*"}]"#,
+            &["a secret", "plain"],
+        );
+        assert_eq!(header(&l[0], END_HEADER), Some("8"));
+        assert_eq!(l[0].end(), 8);
+        assert!(l[1].headers.is_empty(), "an unchanged body gets no header");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use sluice_channels::{Headers, Origin};
+use sluice_channels::{END_HEADER, Headers, Origin};
 use tracing::warn;
 
 use super::pack::{Key, Packer};
@@ -31,6 +31,24 @@ impl Line {
             body,
             offset,
             headers: Headers::default(),
+        }
+    }
+
+    /// The offset just past its last byte in the file, terminator excluded: what a stage
+    /// recorded in [`END_HEADER`], or else the end of its body.
+    pub fn end(&self) -> u64 {
+        self.headers
+            .get(END_HEADER)
+            .flatten()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.offset + self.body.len() as u64)
+    }
+
+    /// Records in [`END_HEADER`] (named by `name`) that it ends at `end` in the file, if its
+    /// body does not say so already.
+    pub fn set_end(&mut self, name: &Arc<str>, end: u64) {
+        if end != self.offset + self.body.len() as u64 || self.headers.get(name).is_some() {
+            self.headers.set(name.clone(), end.to_string());
         }
     }
 }

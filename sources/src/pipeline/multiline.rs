@@ -1,11 +1,13 @@
 //! The multiline stage: consecutive lines of a file joined into one event (a stack trace
 //! under the line that announced it), and its options.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use regex::bytes::Regex;
 use serde::Deserialize;
+use sluice_channels::END_HEADER;
 use sluice_channels::config::Problem;
 use sluice_channels::units::{ByteSize, HumanDuration};
 
@@ -98,6 +100,7 @@ impl MultilineConfig {
             pending: Vec::new(),
             pending_bytes: 0,
             last_line_at: Instant::now(),
+            end_header: Arc::from(END_HEADER),
         })
     }
 }
@@ -118,6 +121,8 @@ pub(crate) struct Multiline {
     pending_bytes: usize,
     /// When the last line arrived.
     last_line_at: Instant,
+    /// The name of [`END_HEADER`], interned.
+    end_header: Arc<str>,
 }
 
 impl Multiline {
@@ -150,11 +155,14 @@ impl Multiline {
         if lines.len() > 0 {
             let mut body = Vec::with_capacity(self.pending_bytes);
             body.extend_from_slice(&first.body);
+            let mut end = 0;
             for line in lines {
                 body.push(b'\n');
                 body.extend_from_slice(&line.body);
+                end = line.end();
             }
             first.body = Bytes::from(body);
+            first.set_end(&self.end_header, end);
         }
         self.pending_bytes = 0;
         out.push(first);
@@ -206,6 +214,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::pipeline::testing::{chunked, framed};
 
     const HOUR: &str = "1h";
 
@@ -213,19 +222,6 @@ mod tests {
         let cfg: MultilineConfig = serde_json::from_str(json).unwrap();
         assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
         cfg.stage(1 << 20).unwrap()
-    }
-
-    /// The lines of `text` (each ended by `\n`) as the framer cuts them: slices of one buffer.
-    fn framed(text: &str) -> Vec<Line> {
-        let buf = Bytes::copy_from_slice(text.as_bytes());
-        let mut out = Vec::new();
-        let mut at = 0;
-        for piece in text.split_inclusive('\n') {
-            let len = piece.trim_end_matches('\n').len();
-            out.push(Line::new(buf.slice(at..at + len), at as u64));
-            at += piece.len();
-        }
-        out
     }
 
     fn run(m: &mut Multiline, reads: Vec<Vec<Line>>) -> Vec<(String, u64)> {
@@ -331,6 +327,22 @@ mod tests {
     }
 
     #[test]
+    fn a_joined_event_says_where_it_ends_only_when_its_body_does_not() {
+        let mut m = stage(&format!(r#"{{"continue": "^ ", "timeout": "{HOUR}"}}"#));
+        let mut lines = framed("a\n b\n");
+        m.apply(&mut lines, true);
+        assert!(lines[0].headers.is_empty(), "LF lines: the body says it");
+        // CRLF lines: the framer cut `a` at 0 and ` b` at 3; joined by `\n` the body is one
+        // byte short of the file's.
+        let buf = Bytes::from_static(b"a\r\n b\r\n");
+        let mut lines = vec![Line::new(buf.slice(0..1), 0), Line::new(buf.slice(3..5), 3)];
+        m.apply(&mut lines, true);
+        assert_eq!(&lines[0].body[..], b"a\n b");
+        assert_eq!(lines[0].end(), 5);
+        assert_eq!(lines[0].headers.get(END_HEADER).flatten(), Some("5"));
+    }
+
+    #[test]
     fn options_are_checked_and_named_by_key() {
         let problems = |json: &str| -> Vec<String> {
             let cfg: MultilineConfig = serde_json::from_str(json).unwrap();
@@ -360,18 +372,6 @@ mod tests {
             at += line.len() as u64 + 1;
         }
         out.into_iter().map(|(ls, o)| (ls.join("\n"), o)).collect()
-    }
-
-    fn chunked(lines: &[Line], cuts: &[usize]) -> Vec<Vec<Line>> {
-        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (lines.len() + 1)).collect();
-        cuts.sort_unstable();
-        let mut reads = Vec::new();
-        let mut from = 0;
-        for c in cuts.into_iter().chain([lines.len()]) {
-            reads.push(lines[from..c.max(from)].to_vec());
-            from = c.max(from);
-        }
-        reads
     }
 
     proptest! {

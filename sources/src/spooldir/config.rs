@@ -73,6 +73,10 @@ pub struct SpoolDirConfig {
     /// `split` (default: pieces of `max_line_bytes`, nothing lost) or `truncate`.
     #[serde(default)]
     pub long_lines: LongLinePolicy,
+    /// How the files are written: `lines` (default), or a container runtime's `cri` or
+    /// `docker_json`, whose messages become the events (see docs/container-logs.md).
+    #[serde(default)]
+    pub format: crate::Format,
     /// Joins consecutive lines of a file into one event (see docs/multiline.md).
     #[serde(default)]
     pub multiline: Option<crate::MultilineConfig>,
@@ -122,6 +126,7 @@ impl SpoolDirConfig {
             max_line_bytes: crate::defaults::max_line_bytes(),
             long_lines: LongLinePolicy::default(),
             multiline: None,
+            format: crate::Format::Lines,
             poll_interval: default_poll(),
             ready_after: default_ready_after(),
             empty_grace: default_empty_grace(),

@@ -41,7 +41,7 @@ pub use config::{AfterRead, FAILED_SUFFIX, Order, SpoolDirConfig};
 
 use crate::blocking::{self, Interrupted};
 use crate::framing::LongLines;
-use crate::pipeline::{self, Batch, Interceptors, Progress};
+use crate::pipeline::{self, Batch, Container, Interceptors, Progress};
 use crate::{SourceContext, SourceError, SourceMetrics};
 use files::{Aside, Completion, OpenRequest, Opening, Resumable};
 use reader::{Chunk, FileReader, First, ReadFailure, Reading};
@@ -514,6 +514,14 @@ impl SpoolDirSource {
             policy: self.cfg.long_lines,
             batch_size: self.cfg.batch_size,
             interceptors: self.interceptors.clone(),
+            container: (self.cfg.format != crate::Format::Lines).then(|| {
+                Container::new(
+                    self.cfg.format,
+                    self.cfg.max_line_bytes.0,
+                    self.ctx.metrics.clone(),
+                    &path,
+                )
+            }),
             multiline: self
                 .cfg
                 .multiline

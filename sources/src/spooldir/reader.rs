@@ -18,7 +18,7 @@ use super::scan::Shape;
 use crate::blocking;
 use crate::framing::{LineFramer, LongLinePolicy, LongLines};
 use crate::now_ms;
-use crate::pipeline::{Batch, FileLines, Interceptors, Multiline, Packer, Stage};
+use crate::pipeline::{Batch, Container, FileLines, Interceptors, Multiline, Packer, Stage};
 
 /// How much is read from a file at a time, at most.
 const READ_CHUNK: usize = 1 << 20;
@@ -89,6 +89,8 @@ pub(super) struct Reading {
     pub policy: LongLinePolicy,
     /// The most events per batch.
     pub batch_size: usize,
+    /// The container format stage of the file's lines, if it is not in plain lines.
+    pub container: Option<Container>,
     /// The multiline stage of the file's lines, if the source joins lines.
     pub multiline: Option<Multiline>,
     /// The source's interceptors, if any.
@@ -152,9 +154,10 @@ impl FileReader {
                 file,
                 framer,
                 lines: FileLines::new(
-                    how.multiline
-                        .map(|m| Box::new(m) as Box<dyn Stage>)
+                    how.container
+                        .map(|c| Box::new(c) as Box<dyn Stage>)
                         .into_iter()
+                        .chain(how.multiline.map(|m| Box::new(m) as Box<dyn Stage>))
                         .chain(
                             how.interceptors
                                 .iter()

@@ -100,6 +100,10 @@ pub struct TailDirConfig {
     /// `split` (default: pieces of `max_line_bytes`, nothing lost) or `truncate`.
     #[serde(default)]
     pub long_lines: LongLinePolicy,
+    /// How the files are written: `lines` (default), or a container runtime's `cri` or
+    /// `docker_json`, whose messages become the events (see docs/container-logs.md).
+    #[serde(default)]
+    pub format: crate::Format,
     /// Joins consecutive lines of a file into one event (see docs/multiline.md).
     #[serde(default)]
     pub multiline: Option<crate::MultilineConfig>,

@@ -181,6 +181,7 @@ mod tests {
             chunk: 1 << 10,
             budget: 1 << 20,
             interceptors: None,
+            format: None,
             multiline: None,
         };
         let (mut done, _) = reader::run(&settings, vec![job]);

@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sluice_channels::Origin;
@@ -18,8 +18,10 @@ use sluice_channels::Origin;
 use super::config::Decoding;
 use super::identity::{self, FINGERPRINT_MAX, Fingerprint, Verdict};
 use crate::framing::{self, LineFramer, LongLinePolicy, LongLines, Newline};
-use crate::now_ms;
-use crate::pipeline::{Batch, FileLines, Interceptors, Key, Multiline, Packer, Stage, Transcode};
+use crate::pipeline::{
+    Batch, Container, FileLines, Format, Interceptors, Key, Multiline, Packer, Stage, Transcode,
+};
+use crate::{SourceMetrics, now_ms};
 
 /// How far back `read_from: end` looks for the end of the last complete line.
 const TAIL_WINDOW: u64 = 64 << 10;
@@ -65,6 +67,9 @@ pub struct Settings {
     pub chunk: usize,
     /// The most bytes read by one round of jobs.
     pub budget: usize,
+    /// The container format the files are in, if not plain lines, and the source's counters
+    /// (where its lines not in the format are counted).
+    pub format: Option<(Format, Arc<SourceMetrics>)>,
     /// The multiline stage each file gets a copy of, if the source joins lines.
     pub multiline: Option<Multiline>,
     /// The source's interceptors, if any.
@@ -72,12 +77,21 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The stages a file's lines go through: transcoding, for an encoding other than UTF-8,
-    /// then multiline, if configured, then the interceptors, if any.
-    fn stages(&self) -> Vec<Box<dyn Stage>> {
+    /// The stages file `path`'s lines go through: transcoding, for an encoding other than
+    /// UTF-8, then the container format, then multiline, if configured, then the
+    /// interceptors, if any.
+    fn stages(&self, path: &Path) -> Vec<Box<dyn Stage>> {
         let transcode = self.decoding.encoding.map(|e| {
             let piece = self.decoding.newline.piece_size(self.max_line);
             Box::new(Transcode::new(e, piece)) as Box<dyn Stage>
+        });
+        let container = self.format.as_ref().map(|(f, metrics)| {
+            Box::new(Container::new(
+                *f,
+                self.max_line as u64,
+                metrics.clone(),
+                path,
+            )) as Box<dyn Stage>
         });
         let multiline = self
             .multiline
@@ -89,6 +103,7 @@ impl Settings {
             .map(|i| Box::new(i.stage()) as Box<dyn Stage>);
         transcode
             .into_iter()
+            .chain(container)
             .chain(multiline)
             .chain(intercept)
             .collect()
@@ -289,7 +304,7 @@ fn open(s: &Settings, job: &mut Job, done: &mut Done) -> io::Result<Option<Box<R
     Ok(Some(Box::new(Reader {
         file,
         framer,
-        lines: FileLines::new(s.stages()),
+        lines: FileLines::new(s.stages(&job.path)),
         reported: LongLines::default(),
     })))
 }
@@ -320,7 +335,7 @@ fn read(
             reader.framer = LineFramer::with_newline(0, s.max_line, s.policy, s.decoding.newline);
             reader.reported = LongLines::default();
             // Lines a stage held belong to the content that is gone: a new file starts clean.
-            reader.lines = FileLines::new(s.stages());
+            reader.lines = FileLines::new(s.stages(&job.path));
         }
     }
     let read_end = reader.framer.offset() + reader.framer.pending() as u64;
@@ -397,6 +412,7 @@ mod tests {
             decoding,
             chunk: 1 << 20,
             budget: 4 << 20,
+            format: None,
             multiline: None,
             interceptors: None,
         }

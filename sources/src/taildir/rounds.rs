@@ -19,7 +19,7 @@ use super::reader::{self, Done, Job, Settings, Start, Status};
 use crate::SourceMetrics;
 use crate::blocking;
 use crate::framing::Newline;
-use crate::pipeline::{self, Batch, Interceptors, Key};
+use crate::pipeline::{self, Batch, Container, Format, Interceptors, Key};
 
 /// The most bytes read from one file in one round.
 const READ_CHUNK: usize = 256 << 10;
@@ -69,6 +69,7 @@ impl Jobs {
                 decoding,
                 chunk: READ_CHUNK,
                 budget: ROUND_BUDGET,
+                format: (cfg.format != Format::Lines).then(|| (cfg.format, metrics.clone())),
                 multiline: cfg
                     .multiline
                     .as_ref()
@@ -137,10 +138,10 @@ impl Jobs {
         }
     }
 
-    /// Queues the open files whose multiline event waited `timeout` for its next line (at
-    /// `now`), so that their job emits it.
+    /// Queues the open files whose multiline event waited `timeout` for its next line, or
+    /// whose cut line waited for its rest (at `now`), so that their job emits it.
     pub fn poll_pending(&mut self, files: &mut Files, now: Instant) {
-        if self.settings.multiline.is_none() {
+        if self.pending_every().is_none() {
             return;
         }
         let due: Vec<Key> = files
@@ -153,10 +154,12 @@ impl Jobs {
         }
     }
 
-    /// How often the loop looks for multiline events due out: half their timeout, if the
-    /// source joins lines.
+    /// How often the loop looks for held lines due out: half the shortest wait, if the source
+    /// joins lines (multiline) or fragments (a container format).
     pub fn pending_every(&self) -> Option<Duration> {
-        self.settings.multiline.as_ref().map(|m| m.timeout() / 2)
+        let multiline = self.settings.multiline.as_ref().map(|m| m.timeout());
+        let container = self.settings.format.as_ref().map(|_| Container::wait());
+        multiline.into_iter().chain(container).min().map(|d| d / 2)
     }
 
     /// Files wait to be read or for their receipts.
