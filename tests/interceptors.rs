@@ -1,8 +1,10 @@
 //! End-to-end: a taildir source with interceptors (`regex_filter` dropping DEBUG lines,
 //! `static`, `regex_extractor`) → a memory channel → the Kafka sink, into a real broker, with
 //! a file whose every line is filtered and a SIGKILL and restart between two rounds of
-//! writing: the topic holds exactly the lines not filtered, in order, with their headers, and
-//! the filtered file's position moved past its lines so that nothing is read again.
+//! writing: the topic holds exactly the lines not filtered, in order, with their headers; the
+//! filtered file's position waits at its first dropped line for the next event, so that the
+//! restart drops them again and that event still says where they began; and `sluice audit`
+//! finds the topic clean against the files, the dropped lines not taken for a gap.
 
 mod support;
 
@@ -14,7 +16,7 @@ use std::time::Duration;
 use support::agent::{Agent, free_port, metric};
 use support::kafka::{KafkaBroker, Record};
 use support::rotation::started;
-use support::tail_topic::{read_until, topic_prefix};
+use support::tail_topic::{audit, read_until, saved_offset, topic_prefix};
 
 fn config(dir: &Path, bootstrap: &str, topic: &str, http: u16) -> String {
     format!(
@@ -41,7 +43,7 @@ a1:
       brokers: {bootstrap}
       topic: "{topic}"
       key: "%{{path}}"
-      headers: [env, level, path, offset]
+      headers: [env, level, path, offset, dropped_from]
 "#,
         dir = dir.display()
     )
@@ -88,16 +90,6 @@ fn header(r: &Record, name: &str) -> String {
         .into_owned()
 }
 
-/// The offset the position file records for `file`, if it names it.
-fn position(positions: &Path, file: &Path) -> Option<u64> {
-    let saved: serde_json::Value = serde_json::from_slice(&fs::read(positions).ok()?).ok()?;
-    saved["files"]
-        .as_array()?
-        .iter()
-        .find(|f| f["path"].as_str() == file.to_str())
-        .and_then(|f| f["offset"].as_u64())
-}
-
 #[test]
 fn filtered_lines_are_dropped_headers_set_and_nothing_is_read_again_after_a_sigkill() {
     let broker = KafkaBroker::start();
@@ -123,12 +115,26 @@ fn filtered_lines_are_dropped_headers_set_and_nothing_is_read_again_after_a_sigk
     .map(|(_, l)| l.len() as u64)
     .sum::<u64>();
     let app_size = fs::metadata(&app).unwrap().len();
-    // Every line of both files is safe and its position recorded, the all-DEBUG file's too:
-    // its mark moved past lines that made no event.
-    agent.wait_for(Duration::from_secs(90), "both positions at the end", || {
-        position(&positions, &app) == Some(app_size)
-            && position(&positions, &debug) == Some(debug_size)
-    });
+    let dropped = || {
+        metric(
+            http,
+            "sluice_source_interceptor_dropped_events_total",
+            "source=\"r1\"",
+        )
+    };
+    // Every line of both files read; the application log's position at its end, the
+    // all-DEBUG file's still at its start: its dropped lines wait for an event after them.
+    agent.wait_for(
+        Duration::from_secs(90),
+        "every line read and app.log safe",
+        || dropped() == Some(1000 + 2000) && saved_offset(&positions, &app) == Some(app_size),
+    );
+    assert_eq!(
+        saved_offset(&positions, &debug),
+        Some(0),
+        "dropped lines held"
+    );
+    assert!(debug_size > 0);
     agent.kill();
 
     // After the restart the all-DEBUG file gets one more DEBUG line and one INFO line, and the
@@ -142,19 +148,12 @@ fn filtered_lines_are_dropped_headers_set_and_nothing_is_read_again_after_a_sigk
     expected.extend(kept(&append(&app, (3000..6000).map(app_line))));
     let records = read_until(&broker, &topic, |r| r.len() > expected.len());
     agent.wait_for(Duration::from_secs(30), "the end of debug.log safe", || {
-        position(&positions, &debug) == Some(debug_size + 24)
+        saved_offset(&positions, &debug) == Some(debug_size + 24)
     });
-    // Since the restart: the second half's DEBUG lines and debug.log's new one; had the
-    // restart read the all-DEBUG file again, its 2,000 lines would count too.
-    let dropped = || {
-        metric(
-            http,
-            "sluice_source_interceptor_dropped_events_total",
-            "source=\"r1\"",
-        )
-    };
+    // Since the restart: the second half's DEBUG lines, and debug.log's 2,000 read again
+    // and its new one; app.log's first half was not read again.
     agent.wait_for(Duration::from_secs(30), "the drops counted", || {
-        dropped() == Some(1001)
+        dropped() == Some(1000 + 2001)
     });
     agent.signal(libc::SIGTERM);
     assert!(agent.wait_exit(Duration::from_secs(30)).success());
@@ -190,5 +189,10 @@ fn filtered_lines_are_dropped_headers_set_and_nothing_is_read_again_after_a_sigk
     assert_eq!(debug_records[0].value_str(), "INFO the end");
     assert_eq!(header(debug_records[0], "offset"), tail[1].0.to_string());
     assert_eq!(header(debug_records[0], "level"), "INFO");
+    assert_eq!(header(debug_records[0], "dropped_from"), "0");
     assert_eq!(records.len(), expected.len() + 1, "nothing more");
+    // The audit reads `dropped_from`: the filtered lines are no gap, against the files too.
+    let logs = logs.to_str().unwrap();
+    let report = audit(&broker, &topic, &["--expect", logs]);
+    assert_eq!(report["summary"]["records"], records.len(), "{report}");
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use support::agent::{Agent, wait_until};
 use support::kafka::KafkaBroker;
 use support::rotation::{append, started, stop};
-use support::tail_topic::{DELIVERY, audit, kafka_sink, topic_prefix};
+use support::tail_topic::{DELIVERY, audit, kafka_sink, saved_offset, topic_prefix};
 
 /// Events in the log.
 const EVENTS: usize = 3000;
@@ -91,16 +91,6 @@ fn write_events(f: &mut std::fs::File, from: usize, to: usize) {
             std::thread::sleep(Duration::from_millis(3));
         }
     }
-}
-
-/// The offset taildir saved for `log`, if any.
-fn saved_offset(positions: &Path, log: &Path) -> Option<u64> {
-    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(positions).ok()?).ok()?;
-    saved["files"]
-        .as_array()?
-        .iter()
-        .find(|f| f["path"].as_str() == log.to_str())?["offset"]
-        .as_u64()
 }
 
 /// The log is written up to the middle of an error event's stack trace; once the agent has

@@ -29,7 +29,7 @@ pub fn kafka_sink(bootstrap: &str, topic: &str) -> String {
       brokers: {bootstrap}
       topic: "{topic}"
       key: "%{{path}}"
-      headers: [path, offset, fid]
+      headers: [path, offset, fid, offset_end, dropped_from]
       batch_size: 500
 "#
     )
@@ -171,6 +171,16 @@ pub fn read_until(
             return records;
         }
     }
+}
+
+/// The offset a taildir position file (`positions`) saved for `log`, if it names it.
+pub fn saved_offset(positions: &Path, log: &Path) -> Option<u64> {
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(positions).ok()?).ok()?;
+    saved["files"]
+        .as_array()?
+        .iter()
+        .find(|f| f["path"].as_str() == log.to_str())?["offset"]
+        .as_u64()
 }
 
 /// Runs `sluice audit --json` on `topic` with `extra` flags; asserts it found no problem and
