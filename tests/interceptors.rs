@@ -34,6 +34,7 @@ a1:
         - {{ type: regex_filter, regex: "^DEBUG ", exclude: true }}
         - {{ type: static, key: env, value: prod }}
         - {{ type: regex_extractor, regex: "^(?P<level>[A-Z]+) " }}
+        - {{ type: uuid }}
   channels:
     c1: {{ type: memory, capacity: 10000 }}
   sinks:
@@ -43,7 +44,7 @@ a1:
       brokers: {bootstrap}
       topic: "{topic}"
       key: "%{{path}}"
-      headers: [env, level, path, offset, dropped_from]
+      headers: [env, level, id, path, offset, dropped_from]
 "#,
         dir = dir.display()
     )
@@ -155,6 +156,15 @@ fn filtered_lines_are_dropped_headers_set_and_nothing_is_read_again_after_a_sigk
     agent.wait_for(Duration::from_secs(30), "the drops counted", || {
         dropped() == Some(1000 + 2001)
     });
+    assert_eq!(
+        metric(
+            http,
+            "sluice_interceptor_dropped_events_total",
+            "source=\"r1\",interceptor=\"0\",type=\"regex_filter\""
+        ),
+        Some(1000 + 2001),
+        "counted against the regex_filter, first in the list"
+    );
     agent.signal(libc::SIGTERM);
     assert!(agent.wait_exit(Duration::from_secs(30)).success());
 
@@ -191,6 +201,9 @@ fn filtered_lines_are_dropped_headers_set_and_nothing_is_read_again_after_a_sigk
     assert_eq!(header(debug_records[0], "level"), "INFO");
     assert_eq!(header(debug_records[0], "dropped_from"), "0");
     assert_eq!(records.len(), expected.len() + 1, "nothing more");
+    let ids: std::collections::HashSet<String> = records.iter().map(|r| header(r, "id")).collect();
+    assert_eq!(ids.len(), records.len(), "every event its own id");
+    assert!(ids.iter().all(|id| id.len() == 36), "UUIDs");
     // The audit reads `dropped_from`: the filtered lines are no gap, against the files too.
     let logs = logs.to_str().unwrap();
     let report = audit(&broker, &topic, &["--expect", logs]);

@@ -107,6 +107,24 @@ pub fn render(c: &Components) -> String {
     };
     let sources: Vec<_> = m.sources.iter().map(|(n, m)| (n.as_str(), &**m)).collect();
     table(&mut family, "source", SourceMetrics::FAMILIES, &sources);
+    let dropped_by = m
+        .sources
+        .iter()
+        .flat_map(|(n, sm)| {
+            sm.dropped_by().into_iter().map(move |(i, kind, v)| {
+                (
+                    format!("source=\"{n}\",interceptor=\"{i}\",type=\"{kind}\""),
+                    v.to_string(),
+                )
+            })
+        })
+        .collect();
+    family(
+        "sluice_interceptor_dropped_events_total",
+        "counter",
+        "Lines each dropping interceptor dropped, by source and place in its interceptors list (from 0).",
+        dropped_by,
+    );
     let stats: Vec<_> = m
         .channels
         .iter()

@@ -17,7 +17,7 @@ use sluice_channels::lifecycle::Shutdown;
 
 use crate::fanout::Fanout;
 
-pub use metrics::SourceMetrics;
+pub use metrics::{DroppedBy, SourceMetrics};
 pub use pipeline::{Format, MultilineConfig, STREAM_HEADER, TIME_HEADER};
 pub use pipeline::{InterceptorConfig, Interceptors};
 

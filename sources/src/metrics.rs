@@ -1,7 +1,7 @@
 //! A source's counters, read by the agent's metrics endpoint.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sluice_channels::family::Family;
 
@@ -33,6 +33,9 @@ pub struct SourceMetrics {
     pub unrouted: AtomicU64,
     /// Lines an interceptor (`regex_filter`) dropped: they made no event.
     pub interceptor_dropped: AtomicU64,
+    /// The lines each dropping interceptor of the source dropped, by its place in the list
+    /// (from 0) and its type: set when the interceptors are compiled.
+    pub dropped_by: Mutex<Vec<DroppedBy>>,
     /// Lines not in the source's `format` (`cri`, `docker_json`): passed through as they are.
     pub unparsed: AtomicU64,
     /// Set once the source runs: its folders are listed and it reads what it found.
@@ -40,6 +43,17 @@ pub struct SourceMetrics {
     /// What keeps the source from working now (a spool folder that cannot be listed), for
     /// `/health`.
     problem: Mutex<Option<String>>,
+}
+
+/// The lines one interceptor of a source dropped.
+#[derive(Debug)]
+pub struct DroppedBy {
+    /// Its place in the source's `interceptors` list, from 0.
+    pub index: usize,
+    /// Its type (`regex_filter`).
+    pub kind: &'static str,
+    /// How many lines it dropped.
+    pub lines: Arc<AtomicU64>,
 }
 
 impl SourceMetrics {
@@ -133,6 +147,16 @@ impl SourceMetrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Each dropping interceptor's count, as `(index, type, lines)`, in list order.
+    pub fn dropped_by(&self) -> Vec<(usize, &'static str, u64)> {
+        self.dropped_by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|d| (d.index, d.kind, Self::get(&d.lines)))
+            .collect()
     }
 
     /// Whether the source started (see [`SourceMetrics::mark_started`]).

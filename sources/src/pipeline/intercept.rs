@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
 use regex::bytes::Regex;
@@ -11,7 +12,7 @@ use sluice_channels::config::Problem;
 use sluice_channels::{DROPPED_FROM_HEADER, END_HEADER};
 
 use super::lines::{Line, Stage};
-use crate::SourceMetrics;
+use crate::{DroppedBy, SourceMetrics};
 
 /// One interceptor as configured (`interceptors: [{ type: static, key: env, value: prod }]`),
 /// with Flume's names and defaults.
@@ -46,6 +47,18 @@ pub enum InterceptorConfig {
         /// Keeps a value the event has already (default true, as in Flume).
         #[serde(default = "yes")]
         preserve_existing: bool,
+    },
+    /// Sets `header` (default `id`) to a random (version 4) UUID, after `prefix`.
+    Uuid {
+        /// The header set.
+        #[serde(default = "uuid_header")]
+        header: String,
+        /// Keeps a value the event has already (default true, as in Flume).
+        #[serde(default = "yes")]
+        preserve_existing: bool,
+        /// Put before the UUID.
+        #[serde(default)]
+        prefix: String,
     },
     /// Removes header `with_name`, and the headers the event set whose names match
     /// `matching`.
@@ -89,6 +102,10 @@ fn host_header() -> String {
     "host".into()
 }
 
+fn uuid_header() -> String {
+    "id".into()
+}
+
 fn yes() -> bool {
     true
 }
@@ -98,8 +115,9 @@ fn yes() -> bool {
 enum Interceptor {
     Timestamp(Arc<str>, bool),
     Static(Arc<str>, Arc<str>, bool),
+    Uuid(Arc<str>, Box<str>, bool),
     Remove(Option<Arc<str>>, Option<Regex>),
-    Filter(Regex, bool),
+    Filter(Regex, bool, Arc<AtomicU64>),
     Extract(Regex, Vec<(usize, Arc<str>)>),
     Replace(Regex, Vec<u8>),
 }
@@ -126,6 +144,19 @@ impl Interceptors {
             .enumerate()
             .map(|(i, c)| compile(i, c, &host))
             .collect::<Result<Vec<_>, _>>()?;
+        let dropped_by = compiled
+            .iter()
+            .enumerate()
+            .filter_map(|(index, i)| match i {
+                Interceptor::Filter(_, _, lines) => Some(DroppedBy {
+                    index,
+                    kind: "regex_filter",
+                    lines: lines.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        *metrics.dropped_by.lock().unwrap_or_else(|e| e.into_inner()) = dropped_by;
         Ok(Some(Interceptors(compiled.into(), metrics.clone())))
     }
 
@@ -142,6 +173,8 @@ impl Interceptors {
         Intercept {
             list: self.clone(),
             dropped_from: None,
+            dropped: vec![0; self.0.len()],
+            random: Random::default(),
             end: Arc::from(END_HEADER),
             from: Arc::from(DROPPED_FROM_HEADER),
         }
@@ -192,6 +225,16 @@ fn compile(i: usize, c: &InterceptorConfig, host: &str) -> Result<Interceptor, P
             }
             Interceptor::Static(name(key), name(value), *preserve_existing)
         }
+        InterceptorConfig::Uuid {
+            header,
+            preserve_existing,
+            prefix,
+        } => {
+            if header.is_empty() {
+                return Err(empty("header"));
+            }
+            Interceptor::Uuid(name(header), prefix.as_str().into(), *preserve_existing)
+        }
         InterceptorConfig::RemoveHeader {
             with_name,
             matching,
@@ -209,7 +252,7 @@ fn compile(i: usize, c: &InterceptorConfig, host: &str) -> Result<Interceptor, P
             Interceptor::Remove(with_name.as_deref().map(name), matching)
         }
         InterceptorConfig::RegexFilter { regex, exclude } => {
-            Interceptor::Filter(pattern(i, "regex", regex)?, *exclude)
+            Interceptor::Filter(pattern(i, "regex", regex)?, *exclude, Arc::default())
         }
         InterceptorConfig::RegexExtractor { regex } => {
             let re = pattern(i, "regex", regex)?;
@@ -244,6 +287,56 @@ fn host_name() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// Random bytes for version 4 UUIDs, from the kernel's generator, a pool at a time.
+#[derive(Default)]
+struct Random {
+    pool: Vec<u8>,
+}
+
+impl Random {
+    /// How many UUIDs one refill of the pool makes.
+    const UUIDS: usize = 256;
+
+    /// `prefix` followed by a new random (version 4, RFC 9562) UUID in its hyphenated form.
+    fn uuid(&mut self, prefix: &str) -> String {
+        if self.pool.len() < 16 {
+            self.refill();
+        }
+        let at = self.pool.len() - 16;
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&self.pool[at..]);
+        self.pool.truncate(at);
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(prefix.len() + 36);
+        out.push_str(prefix);
+        for (i, byte) in b.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                out.push('-');
+            }
+            out.push(HEX[usize::from(byte >> 4)] as char);
+            out.push(HEX[usize::from(byte & 0x0f)] as char);
+        }
+        out
+    }
+
+    fn refill(&mut self) {
+        self.pool.resize(16 * Self::UUIDS, 0);
+        let mut filled = 0;
+        while filled < self.pool.len() {
+            let rest = &mut self.pool[filled..];
+            // SAFETY: the pointer and length are those of `rest`, a live, writable slice.
+            let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+            if n > 0 {
+                filled += n as usize;
+            } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                panic!("getrandom failed: {}", std::io::Error::last_os_error());
+            }
+        }
+    }
+}
+
 /// How many bytes of dropped lines at the end of what was read hold a file's checkpoint at
 /// the first of them (see [`Intercept`]).
 const HOLD_DROPPED: u64 = 1 << 20;
@@ -260,6 +353,10 @@ pub(crate) struct Intercept {
     list: Interceptors,
     /// The offsets of the first and of the last of the lines dropped since the last one kept.
     dropped_from: Option<(u64, u64)>,
+    /// The lines each interceptor dropped in this call of `apply`.
+    dropped: Vec<u64>,
+    /// Where the `uuid` interceptor takes its random bytes from.
+    random: Random,
     /// The names of [`END_HEADER`] and [`DROPPED_FROM_HEADER`], interned.
     end: Arc<str>,
     from: Arc<str>,
@@ -267,7 +364,7 @@ pub(crate) struct Intercept {
 
 impl Interceptor {
     /// Applies this interceptor to `line`; false drops it. `now` is the read time in ms.
-    fn apply(&self, line: &mut Line, now: u64, end: &Arc<str>) -> bool {
+    fn apply(&self, line: &mut Line, now: u64, end: &Arc<str>, random: &mut Random) -> bool {
         match self {
             Interceptor::Timestamp(h, keep) => {
                 if !(*keep && line.headers.get(h).is_some_and(|v| v.is_some())) {
@@ -277,6 +374,11 @@ impl Interceptor {
             Interceptor::Static(k, v, keep) => {
                 if !(*keep && line.headers.get(k).is_some_and(|v| v.is_some())) {
                     line.headers.set(k.clone(), &**v);
+                }
+            }
+            Interceptor::Uuid(h, prefix, keep) => {
+                if !(*keep && line.headers.get(h).is_some_and(|v| v.is_some())) {
+                    line.headers.set(h.clone(), random.uuid(prefix));
                 }
             }
             Interceptor::Remove(exact, matching) => {
@@ -295,7 +397,7 @@ impl Interceptor {
                     }
                 }
             }
-            Interceptor::Filter(re, exclude) => return re.is_match(&line.body) != *exclude,
+            Interceptor::Filter(re, exclude, _) => return re.is_match(&line.body) != *exclude,
             Interceptor::Extract(re, groups) => {
                 if let Some(caps) = re.captures(&line.body) {
                     for (g, n) in groups {
@@ -325,15 +427,18 @@ impl Stage for Intercept {
         let before = lines.len();
         let (end, from) = (&self.end, &self.from);
         let dropped_from = &mut self.dropped_from;
+        let random = &mut self.random;
+        let counts = &mut self.dropped;
         lines.retain_mut(|line| {
-            if list.iter().all(|i| i.apply(line, now, end)) {
+            if let Some(at) = list.iter().position(|i| !i.apply(line, now, end, random)) {
+                counts[at] += 1;
+                dropped_from.get_or_insert((line.offset, line.offset)).1 = line.offset;
+                false
+            } else {
                 if let Some((at, _)) = dropped_from.take() {
                     line.headers.set(from.clone(), at.to_string());
                 }
                 true
-            } else {
-                dropped_from.get_or_insert((line.offset, line.offset)).1 = line.offset;
-                false
             }
         });
         if last {
@@ -343,6 +448,11 @@ impl Stage for Intercept {
         let dropped = (before - lines.len()) as u64;
         if dropped > 0 {
             SourceMetrics::add(&self.list.1.interceptor_dropped, dropped);
+            for (i, n) in list.iter().zip(&mut self.dropped) {
+                if let Interceptor::Filter(_, _, lines) = i {
+                    SourceMetrics::add(lines, std::mem::take(n));
+                }
+            }
         }
     }
 
@@ -542,11 +652,47 @@ mod tests {
     }
 
     #[test]
+    fn uuid_sets_distinct_version_4_ids_and_keeps_an_existing_one() {
+        let n = Random::UUIDS * 2 + 3;
+        let bodies: Vec<String> = (0..n).map(|i| format!("l{i}")).collect();
+        let bodies: Vec<&str> = bodies.iter().map(String::as_str).collect();
+        let lines = run(r#"[{"type":"uuid","prefix":"a1-"}]"#, &bodies);
+        let ids: std::collections::HashSet<&str> =
+            lines.iter().map(|l| header(l, "id").unwrap()).collect();
+        assert_eq!(ids.len(), n, "every id differs, across pool refills");
+        for id in &ids {
+            let u = id.strip_prefix("a1-").expect("prefixed");
+            let parts: Vec<&str> = u.split('-').collect();
+            assert_eq!(
+                parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+                [8, 4, 4, 4, 12],
+                "{id}"
+            );
+            assert!(
+                u.bytes()
+                    .all(|b| b == b'-' || b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
+            assert_eq!(&parts[2][..1], "4", "version 4: {id}");
+            assert!("89ab".contains(&parts[3][..1]), "RFC variant: {id}");
+        }
+
+        let kept = run(
+            r#"[{"type":"static","key":"msg","value":"given"},
+                {"type":"uuid","header":"msg"},
+                {"type":"uuid","header":"other","preserve_existing":false},
+                {"type":"uuid","header":"other","preserve_existing":false}]"#,
+            &["x"],
+        );
+        assert_eq!(header(&kept[0], "msg"), Some("given"));
+        assert_eq!(header(&kept[0], "other").map(str::len), Some(36));
+    }
+
+    #[test]
     fn problems_name_the_key() {
         let bad: Vec<InterceptorConfig> = serde_json::from_str(
             r#"[{"type":"static","key":"","value":"v"},{"type":"regex_filter","regex":"("},
                {"type":"regex_extractor","regex":"[A-Z]+"},{"type":"remove_header"},
-               {"type":"search_replace","search":"x["}]"#,
+               {"type":"search_replace","search":"x["},{"type":"uuid","header":""}]"#,
         )
         .unwrap();
         let keys: Vec<_> = Interceptors::validate(&bad)
@@ -560,7 +706,8 @@ mod tests {
                 "interceptors[1].regex",
                 "interceptors[2].regex",
                 "interceptors[3]",
-                "interceptors[4].search"
+                "interceptors[4].search",
+                "interceptors[5].header"
             ]
         );
     }
