@@ -29,7 +29,8 @@ pub enum InterceptorConfig {
         #[serde(default)]
         preserve_existing: bool,
     },
-    /// Sets `header` (default `host`) to the agent's host name.
+    /// Sets `header` (default `host`) to the agent host's IP address, or with `use_ip: false`
+    /// to its name.
     Host {
         /// The header set.
         #[serde(default = "host_header")]
@@ -37,6 +38,9 @@ pub enum InterceptorConfig {
         /// Keeps a value the event has already.
         #[serde(default)]
         preserve_existing: bool,
+        /// The address the host name resolves to (default, as in Flume) rather than the name.
+        #[serde(default = "yes")]
+        use_ip: bool,
     },
     /// Sets header `key` to `value`.
     Static {
@@ -209,11 +213,17 @@ fn compile(i: usize, c: &InterceptorConfig, host: &str) -> Result<Interceptor, P
         InterceptorConfig::Host {
             header,
             preserve_existing,
+            use_ip,
         } => {
             if header.is_empty() {
                 return Err(empty("header"));
             }
-            Interceptor::Static(name(header), name(host), *preserve_existing)
+            let value = if *use_ip && !host.is_empty() {
+                host_address(host)
+            } else {
+                host.to_owned()
+            };
+            Interceptor::Static(name(header), name(&value), *preserve_existing)
         }
         InterceptorConfig::Static {
             key,
@@ -285,6 +295,29 @@ fn host_name() -> String {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// The address `host` resolves to, an IPv4 one if there is one (as Java's
+/// `InetAddress.getLocalHost()` picks); `host` itself, with a warning, when it does not
+/// resolve.
+fn host_address(host: &str) -> String {
+    use std::net::ToSocketAddrs;
+    match (host, 0).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.map(|a| a.ip()).collect();
+            if let Some(ip) = addrs.iter().find(|ip| ip.is_ipv4()).or(addrs.first()) {
+                return ip.to_string();
+            }
+            tracing::warn!(
+                host,
+                "the host name resolves to no address: the host interceptor sets the name instead"
+            );
+        }
+        Err(error) => {
+            tracing::warn!(host, %error, "the host name does not resolve: the host interceptor sets the name instead");
+        }
+    }
+    host.to_owned()
 }
 
 /// Random bytes for version 4 UUIDs, from the kernel's generator, a pool at a time.
@@ -641,7 +674,12 @@ mod tests {
         );
         let ts: u64 = header(&l[0], "timestamp").unwrap().parse().unwrap();
         assert!(ts > 1_600_000_000_000);
-        assert!(!header(&l[0], "h").unwrap().is_empty());
+        let h = header(&l[0], "h").unwrap();
+        assert!(h.parse::<std::net::IpAddr>().is_ok(), "an address: {h}");
+        let named = run(r#"[{"type":"host","use_ip":false}]"#, &["x"]);
+        assert!(!host_name().is_empty());
+        assert_eq!(header(&named[0], "host"), Some(&*host_name()));
+        assert_eq!(host_address("localhost"), "127.0.0.1", "IPv4 first");
         assert_eq!(l[0].headers.get("tmp_a"), Some(None));
         assert_eq!(header(&l[0], "keep"), Some("1"));
         assert_eq!(
