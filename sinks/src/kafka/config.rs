@@ -25,6 +25,11 @@ pub struct KafkaConfig {
     /// The record key, a template over the event headers; one key lands in one partition.
     #[serde(default = "default_key")]
     pub key: Template,
+    /// What a key that renders empty (its headers absent) becomes: an empty key (the
+    /// default: hashed like any other, so such records share one partition) or, with
+    /// `null`, no key (librdkafka spreads such records over the partitions, as Flume does).
+    #[serde(default)]
+    pub empty_key: EmptyKey,
     /// The event headers sent as Kafka record headers, under the same names.
     #[serde(default = "default_headers")]
     pub headers: Vec<String>,
@@ -153,6 +158,17 @@ impl TryFrom<ProducerValue> for Acks {
             other => Err(format!("`{other}` is not one of: all, 1, 0")),
         }
     }
+}
+
+/// What a record key that renders empty becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmptyKey {
+    /// An empty key: one partition for all such records, their order kept.
+    #[default]
+    Empty,
+    /// No key: the partitioner spreads such records over the partitions.
+    Null,
 }
 
 /// The policy for a line whose record exceeds `max_message_bytes`.

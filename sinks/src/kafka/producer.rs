@@ -334,7 +334,7 @@ pub struct Record<'a> {
     /// Its topic.
     pub topic: TopicRef,
     /// Its key.
-    pub key: &'a [u8],
+    pub key: Option<&'a [u8]>,
     /// Its value.
     pub value: &'a [u8],
     /// Its timestamp in milliseconds since the epoch (0: the time of producing).
@@ -502,8 +502,10 @@ impl KafkaProducer {
                 record.value.as_ptr() as *mut c_void,
                 record.value.len(),
                 RD_KAFKA_VTYPE_KEY,
-                record.key.as_ptr() as *const c_void,
-                record.key.len(),
+                record
+                    .key
+                    .map_or(ptr::null(), |k| k.as_ptr() as *const c_void),
+                record.key.map_or(0, <[u8]>::len),
                 RD_KAFKA_VTYPE_OPAQUE,
                 record.opaque as *mut c_void,
                 RD_KAFKA_VTYPE_TIMESTAMP,

@@ -10,7 +10,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use sluice_channels::{Event, Lease, Origin};
 use tracing::{debug, error, warn};
 
-use super::config::{KafkaConfig, Oversize};
+use super::config::{EmptyKey, KafkaConfig, Oversize};
 use super::producer::{FailureKind, KafkaProducer, Record, TopicRef, opaque};
 use super::template::{Decimal, Field, Template};
 use crate::SinkMetrics;
@@ -56,6 +56,8 @@ pub struct RecordWriter {
     own_headers: bool,
     route: Option<TopicRef>,
     key_buf: Vec<u8>,
+    /// Whether a key that renders empty is sent as no key at all.
+    null_key: bool,
     topic_buf: Vec<u8>,
     /// The file and end offset of the last event that exceeded `max_message_bytes`: an event
     /// that starts right there is the next piece of the same line (the source split it), which
@@ -70,6 +72,7 @@ impl RecordWriter {
             producer,
             topic: cfg.topic.clone(),
             key: cfg.key.clone(),
+            null_key: cfg.empty_key == EmptyKey::Null,
             headers: cfg
                 .headers
                 .iter()
@@ -216,7 +219,7 @@ impl RecordWriter {
         };
         let record = Record {
             topic,
-            key: &self.key_buf,
+            key: (!(self.null_key && self.key_buf.is_empty())).then_some(&self.key_buf[..]),
             value,
             timestamp_ms: i64::try_from(ev.read_at_ms).unwrap_or(0),
             opaque,
