@@ -37,7 +37,10 @@ fn every_example_configuration_is_valid() {
     let mut checked = 0;
     for entry in fs::read_dir(repo_root().join("conf")).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+        if path
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml" || e == "properties")
+        {
             let (code, out, err) = sluice(&["validate", "-f", path.to_str().unwrap()]);
             assert_eq!(code, 0, "{}: {out}{err}", path.display());
             assert!(out.contains("is valid"), "{out}");

@@ -3,6 +3,7 @@
 mod audit;
 mod components;
 mod config;
+mod convert;
 mod envsubst;
 mod http;
 mod logging;
@@ -41,22 +42,42 @@ enum Command {
         /// The agent's name: a top-level key of the file.
         #[arg(short = 'n', long = "name")]
         name: String,
-        /// The YAML configuration file. SIGHUP reads it again and applies what changed.
+        /// The configuration file: Sluice's YAML, or a Flume agent's `.properties` file.
+        /// SIGHUP reads it again and applies what changed.
         #[arg(short = 'f', long = "conf-file")]
         file: PathBuf,
         /// Also reload whenever the file's content changes (a Kubernetes ConfigMap update
-        /// included).
+        /// included). On by default for a Flume file, as in Flume.
         #[arg(long)]
         watch_config: bool,
+        /// Flume's: do not reload a Flume file when it changes (SIGHUP still does).
+        #[arg(long)]
+        no_reload_conf: bool,
+        #[command(flatten)]
+        file_opts: FileOpts,
     },
     /// Check a configuration file and exit non-zero with every problem found.
     Validate {
-        /// The YAML configuration file.
+        /// The configuration file: Sluice's YAML, or a Flume agent's `.properties` file.
         #[arg(short = 'f', long = "conf-file")]
         file: PathBuf,
         /// Check only this agent (default: every agent in the file).
         #[arg(short = 'n', long = "name")]
         name: Option<String>,
+        #[command(flatten)]
+        file_opts: FileOpts,
+    },
+    /// Print the Sluice YAML equivalent of a Flume agent's `.properties` file, commented with
+    /// the Flume keys each option came from and with what differs.
+    Convert {
+        /// The Flume properties file.
+        #[arg(short = 'f', long = "conf-file")]
+        file: PathBuf,
+        /// The agent to convert (default: every agent in the file).
+        #[arg(short = 'n', long = "name")]
+        name: Option<String>,
+        #[command(flatten)]
+        file_opts: FileOpts,
     },
     /// Read a topic from beginning to end and report, per source file, lines lost,
     /// duplicated or out of order. Exit 0 clean, 1 problems found, 2 cannot audit.
@@ -81,34 +102,101 @@ enum Command {
     },
 }
 
+/// How the configuration file is read, with the options of Flume's command line that Sluice
+/// honours.
+#[derive(Debug, clap::Args)]
+struct FileOpts {
+    /// The file's format (default: Flume for `.properties` and `.conf` files, else YAML).
+    #[arg(long, value_enum)]
+    format: Option<config::Format>,
+    /// Flume's configuration folder: accepted, and not read (Sluice has no flume-env.sh or
+    /// log4j2.xml; logging is set with --log-level or -Dflume.root.logger).
+    #[arg(short = 'c', long = "conf", value_name = "DIR")]
+    conf_dir: Option<PathBuf>,
+    /// A Java system property as Flume's command line passes it
+    /// (`-Dflume.root.logger=INFO,console`): see docs/flume.md for those Sluice honours.
+    #[arg(short = 'D', value_name = "NAME=VALUE")]
+    defines: Vec<String>,
+}
+
+impl FileOpts {
+    /// The options for reading the file, or the `-D` argument that is not `NAME=VALUE`.
+    fn options(&self) -> Result<config::Options, String> {
+        let defines = self
+            .defines
+            .iter()
+            .map(|d| match d.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+                _ => Err(format!("-D{d}: expected -DNAME=VALUE")),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(config::Options {
+            format: self.format,
+            defines,
+        })
+    }
+}
+
+/// The command's file options, if it reads a configuration file.
+fn file_opts(c: &Command) -> Option<&FileOpts> {
+    match c {
+        Command::Agent { file_opts, .. }
+        | Command::Validate { file_opts, .. }
+        | Command::Convert { file_opts, .. } => Some(file_opts),
+        _ => None,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = logging::init(cli.log_level.as_deref(), cli.log_format) {
+    let opts = match file_opts(&cli.command).map(FileOpts::options).transpose() {
+        Ok(o) => o.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let level = match (&cli.log_level, config::flume::log_level(&opts)) {
+        (Some(l), _) => Some(l.clone()),
+        (None, Ok(l)) => l,
+        (None, Err(e)) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = logging::init(level.as_deref(), cli.log_format) {
         eprintln!("sluice: {e}");
         return ExitCode::from(2);
+    }
+    if let Some(dir) = file_opts(&cli.command).and_then(|f| f.conf_dir.as_ref()) {
+        tracing::info!(dir = %dir.display(), "-c: Flume's configuration folder is not read (no flume-env.sh, no log4j2.xml)");
     }
     match cli.command {
         Command::Agent {
             name,
             file,
             watch_config,
+            no_reload_conf,
+            file_opts: _,
         } => {
             // Until the agent handles SIGHUP (a reload), one must not end it: that is what
             // SIGHUP does to a process that does not handle it.
             // SAFETY: setting a signal's disposition to "ignore" touches no memory.
             unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
             let loaded = std::fs::read(&file).ok();
-            let cfg = match config::load(&file, &name) {
+            let cfg = match config::load(&file, &name, &opts) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("sluice: invalid configuration {}:\n{e}", file.display());
                     return ExitCode::from(2);
                 }
             };
+            let flume = opts.format_of(&file) == config::Format::Flume;
             let origin = run::ConfigFile {
                 path: file,
-                watch: watch_config,
+                watch: watch_config || (flume && !no_reload_conf),
                 loaded,
+                options: opts,
             };
             match run::run(cfg, origin) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -118,7 +206,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Validate { file, name } => validate(&file, name.as_deref()),
+        Command::Validate { file, name, .. } => validate(&file, name.as_deref(), &opts),
+        Command::Convert { file, name, .. } => convert::run(&file, name.as_deref(), &opts),
         Command::Audit(args) => audit::run(&args),
         Command::Health {
             addr,
@@ -161,10 +250,10 @@ fn health(addr: &str, url: Option<&str>, ready: bool, timeout: Duration) -> Exit
     }
 }
 
-fn validate(file: &std::path::Path, name: Option<&str>) -> ExitCode {
+fn validate(file: &std::path::Path, name: Option<&str>, opts: &config::Options) -> ExitCode {
     let names = match name {
         Some(n) => vec![n.to_owned()],
-        None => match config::agent_names(file) {
+        None => match config::agent_names(file, opts) {
             Ok(n) => n,
             Err(e) => {
                 eprintln!("{e}");
@@ -174,10 +263,13 @@ fn validate(file: &std::path::Path, name: Option<&str>) -> ExitCode {
     };
     let mut ok = true;
     for n in &names {
-        match config::load(file, n) {
+        match config::load(file, n, opts) {
             Ok(cfg) => {
                 for w in &cfg.warnings {
                     eprintln!("warning: {w}");
+                }
+                for note in &cfg.notes {
+                    eprintln!("no effect: {note}");
                 }
                 println!(
                     "{}: agent {n} is valid ({} sources, {} channels, {} sinks{})",

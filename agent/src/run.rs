@@ -47,6 +47,8 @@ pub struct ConfigFile {
     pub watch: bool,
     /// The content the running configuration was read from (read just before it).
     pub loaded: Option<Vec<u8>>,
+    /// How the file is read (its format, `-D` properties).
+    pub options: config::Options,
 }
 
 /// Runs the agent until a signal stops it; returns an error if a component failed.
@@ -558,8 +560,8 @@ impl Supervisor {
     /// did not change keep running untouched; changed, added and removed ones are stopped
     /// (draining what they hold) and started. An invalid file changes nothing. True when the
     /// status line's interval changed.
-    async fn reload(&mut self, file: &Path, why: &str) -> bool {
-        let new = match config::load(file, &self.cfg.name) {
+    async fn reload(&mut self, file: &Path, opts: &config::Options, why: &str) -> bool {
+        let new = match config::load(file, &self.cfg.name, opts) {
             Ok(c) => c,
             Err(e) => {
                 self.components.reloads.record(false);
@@ -938,6 +940,9 @@ async fn run_components(cfg: AgentConfig, file: ConfigFile, stop: &mut Stop) -> 
     for w in &cfg.warnings {
         warn!(key = %w.key, warning = %w.message, "configuration warning");
     }
+    for n in &cfg.notes {
+        info!(key = %n.key, why = %n.message, "accepted, no effect in Sluice");
+    }
     let _lock = lock_data_dir(&cfg.data_dir)?;
     let mut channels: HashMap<String, Arc<dyn Channel>> = HashMap::new();
     for c in &cfg.channels {
@@ -991,7 +996,7 @@ async fn run_components(cfg: AgentConfig, file: ConfigFile, stop: &mut Stop) -> 
                 continue;
             }
         };
-        if sv.reload(&file.path, why).await {
+        if sv.reload(&file.path, &file.options, why).await {
             reporter.abort();
             reporter = report::spawn(components.clone(), sv.cfg.report_interval);
         }

@@ -7,6 +7,7 @@
 //! agents and calls [`from_tree`]: finding the components, their option types, the checks
 //! and the messages are shared.
 
+pub mod flume;
 mod model;
 pub mod tree;
 pub mod yaml;
@@ -53,20 +54,140 @@ const SOURCE_TYPES: &str = "spooldir, taildir";
 const CHANNEL_TYPES: &str = "memory, file";
 const SINK_TYPES: &str = "console, kafka";
 
+/// The formats a configuration file can be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Sluice's YAML.
+    Yaml,
+    /// A Flume agent's `.properties` file (see docs/flume.md).
+    Flume,
+}
+
+/// How a configuration file is read: its format (by default from its extension) and the
+/// `-D` properties of the command line, which Flume files refer to as `${sys:NAME}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The format; `None`: `.properties` and `.conf` files are Flume's, others YAML.
+    pub format: Option<Format>,
+    /// `-DNAME=VALUE` properties, in order.
+    pub defines: Vec<(String, String)>,
+}
+
+impl Options {
+    /// The format of `path`.
+    pub fn format_of(&self, path: &Path) -> Format {
+        self.format.unwrap_or(if flume::is_flume_file(path) {
+            Format::Flume
+        } else {
+            Format::Yaml
+        })
+    }
+
+    /// The value of the `-D` property `name` (the last one given).
+    pub fn define(&self, name: &str) -> Option<String> {
+        self.defines
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
 /// Reads `path`, substitutes the environment, and validates the agent `name`.
-pub fn load(path: &Path, name: &str) -> Result<AgentConfig, ConfigError> {
-    parse(&read(path)?, name, path, |v| std::env::var(v).ok())
+pub fn load(path: &Path, name: &str, opts: &Options) -> Result<AgentConfig, ConfigError> {
+    let bytes = read_bytes(path)?;
+    let flume = opts.format_of(path) == Format::Flume;
+    let problems = flume::check_defines(opts, &bytes, flume);
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+    if flume {
+        return load_flume(&bytes, path, name, opts);
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|e| ConfigError::one(path.display().to_string(), format!("cannot read: {e}")))?;
+    parse(&text, name, path, |v| std::env::var(v).ok())
+}
+
+/// The agent `name` of the Flume properties `bytes` (read from `path`): translated, then
+/// validated as a YAML agent would be, every problem named by the Flume key it came from.
+pub fn load_flume(
+    bytes: &[u8],
+    path: &Path,
+    name: &str,
+    opts: &Options,
+) -> Result<AgentConfig, ConfigError> {
+    let (agents, prov) = flume_tree(bytes, path, name, opts)?;
+    let mut cfg = from_tree(&agents, name, path).map_err(|e| ConfigError {
+        problems: e.problems.into_iter().map(|p| prov.to_flume(p)).collect(),
+    })?;
+    cfg.warnings.extend(prov.warnings);
+    cfg.notes = prov.no_effect;
+    Ok(cfg)
+}
+
+/// The tree of the agent `name` of a Flume file, and where its options came from.
+pub fn flume_tree(
+    bytes: &[u8],
+    path: &Path,
+    name: &str,
+    opts: &Options,
+) -> Result<(Map, flume::Provenance), ConfigError> {
+    let props = flume_properties(bytes, path, opts)?;
+    let known = flume::translate::agent_names(&props);
+    if !known.iter().any(|n| n == name) {
+        return Err(ConfigError::one(
+            name,
+            format!(
+                "no such agent in {} (it defines: {})",
+                path.display(),
+                known.join(", ")
+            ),
+        ));
+    }
+    let (agent, prov) = flume::translate(&props, name, &|k| opts.define(k))
+        .map_err(|problems| ConfigError { problems })?;
+    let mut agents = Map::default();
+    agents.insert(Node::Scalar(tree::Scalar::Str(name.to_owned())), agent);
+    Ok((agents, prov))
+}
+
+fn flume_properties(
+    bytes: &[u8],
+    path: &Path,
+    opts: &Options,
+) -> Result<Vec<flume::properties::Property>, ConfigError> {
+    let lookup = |l: flume::Lookup, n: &str| match l {
+        flume::Lookup::Env => std::env::var(n).ok(),
+        flume::Lookup::Sys => opts.define(n),
+    };
+    flume::properties::parse(bytes, &path.display().to_string(), &lookup)
+        .map_err(|problems| ConfigError { problems })
 }
 
 /// The agent names a file defines, for `validate` without `-n` (top-level `x-` keys hold
 /// YAML anchors, not agents: see [`yaml`]).
-pub fn agent_names(path: &Path) -> Result<Vec<String>, ConfigError> {
-    let agents = yaml::read(&read(path)?, path, |v| std::env::var(v).ok())?;
-    Ok(names(&agents))
+pub fn agent_names(path: &Path, opts: &Options) -> Result<Vec<String>, ConfigError> {
+    match opts.format_of(path) {
+        Format::Yaml => {
+            let agents = yaml::read(&read(path)?, path, |v| std::env::var(v).ok())?;
+            Ok(names(&agents))
+        }
+        Format::Flume => Ok(flume::translate::agent_names(&flume_properties(
+            &read_bytes(path)?,
+            path,
+            opts,
+        )?)),
+    }
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::one(path.display().to_string(), format!("cannot read: {e}")))
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path)
         .map_err(|e| ConfigError::one(path.display().to_string(), format!("cannot read: {e}")))
 }
 
@@ -207,6 +328,7 @@ pub fn from_tree(agents: &Map, name: &str, origin: &Path) -> Result<AgentConfig,
         sinks,
         sink_groups: Vec::new(),
         warnings: Vec::new(),
+        notes: Vec::new(),
     };
     cfg.sink_groups = check_groups(&cfg, groups, &wiring, &mut problems);
     check_wiring(&cfg, &wiring, &mut problems);

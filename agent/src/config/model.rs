@@ -69,6 +69,9 @@ pub struct AgentConfig {
     /// What is valid but probably not meant: two sources that read the same files, a pattern
     /// that covers the agent's own files. `validate` prints them; the agent logs them.
     pub warnings: Vec<Problem>,
+    /// Keys that were accepted but change nothing (a Flume file's `transactionCapacity`),
+    /// each with why; logged once at start, at info.
+    pub notes: Vec<Problem>,
 }
 
 /// A configured source.
