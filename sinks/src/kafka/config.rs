@@ -32,7 +32,7 @@ pub struct KafkaConfig {
     pub empty_key: EmptyKey,
     /// The event headers sent as Kafka record headers, under the same names.
     #[serde(default = "default_headers")]
-    pub headers: Vec<String>,
+    pub headers: Vec<HeaderSpec>,
     /// The most events taken from the channel as one batch (one lease).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -64,7 +64,7 @@ fn default_key() -> Template {
 /// left out for others) tells a recreated file from its predecessor under the same path;
 /// `offset_end` and `dropped_from` (set only by processing stages that change or drop lines)
 /// keep the audit truthful when they do.
-fn default_headers() -> Vec<String> {
+fn default_headers() -> Vec<HeaderSpec> {
     [
         "path",
         "offset",
@@ -72,8 +72,62 @@ fn default_headers() -> Vec<String> {
         sluice_channels::END_HEADER,
         sluice_channels::DROPPED_FROM_HEADER,
     ]
-    .map(String::from)
+    .map(HeaderSpec::same)
     .to_vec()
+}
+
+/// One Kafka header a record carries: its name, and the event header it takes its value
+/// from. Written as the name alone (`path`: the event header of that name) or as a
+/// one-entry mapping (`{ file: path }`: Kafka header `file`, the value of event header
+/// `path`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderSpec {
+    /// The Kafka header's name.
+    pub name: String,
+    /// The event header (or field: `path`, `offset`, ...) it takes its value from.
+    pub from: String,
+}
+
+impl HeaderSpec {
+    /// The header `name`, taken from the event header of the same name.
+    pub fn same(name: &str) -> Self {
+        HeaderSpec {
+            name: name.to_owned(),
+            from: name.to_owned(),
+        }
+    }
+}
+
+impl PartialEq<&str> for HeaderSpec {
+    /// True for a header sent under the name of the event header it comes from, `name`.
+    fn eq(&self, name: &&str) -> bool {
+        self.name == *name && self.from == *name
+    }
+}
+
+impl<'de> Deserialize<'de> for HeaderSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Same(String),
+            Renamed(BTreeMap<String, String>),
+        }
+        match Written::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected a header name, or a mapping `{ KAFKA_NAME: EVENT_HEADER }` of one entry",
+            )
+        })? {
+            Written::Same(n) => Ok(HeaderSpec::same(&n)),
+            Written::Renamed(m) if m.len() == 1 => {
+                let (name, from) = m.into_iter().next().unwrap_or_default();
+                Ok(HeaderSpec { name, from })
+            }
+            Written::Renamed(_) => Err(serde::de::Error::custom(
+                "a renamed header is a mapping of one entry: `{ KAFKA_NAME: EVENT_HEADER }`",
+            )),
+        }
+    }
 }
 fn default_batch_size() -> usize {
     2000
@@ -327,10 +381,13 @@ impl KafkaConfig {
             );
         }
         for (i, h) in self.headers.iter().enumerate() {
-            if h.is_empty() {
+            if h.name.is_empty() || h.from.is_empty() {
                 add(&format!("headers[{i}]"), "must name an event header".into());
-            } else if self.headers[..i].contains(h) {
-                add(&format!("headers[{i}]"), format!("`{h}` is listed twice"));
+            } else if self.headers[..i].iter().any(|o| o.name == h.name) {
+                add(
+                    &format!("headers[{i}]"),
+                    format!("`{}` is listed twice", h.name),
+                );
             }
         }
         if let Some(p) = sluice_channels::config::batch_size_problem(self.batch_size) {
@@ -522,6 +579,25 @@ mod tests {
     /// The keys of the problems found with the base options plus `extra`.
     fn keys(extra: &str) -> Vec<String> {
         with(extra).validate().into_iter().map(|p| p.key).collect()
+    }
+
+    #[test]
+    fn a_header_may_be_sent_under_another_name() {
+        let c = with("headers: [offset, { file: path }, { byteoffset: offset }]");
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        assert_eq!(c.headers[0], "offset");
+        assert_eq!(
+            (c.headers[1].name.as_str(), c.headers[1].from.as_str()),
+            ("file", "path")
+        );
+        assert_eq!(
+            keys("headers: [offset, { offset: path }]"),
+            ["headers[1]"],
+            "one Kafka name twice"
+        );
+        let two: Result<KafkaConfig, _> =
+            serde_yaml::from_str("brokers: b\ntopic: t\nheaders: [{ a: path, b: file }]");
+        assert!(two.unwrap_err().to_string().contains("one entry"));
     }
 
     #[test]

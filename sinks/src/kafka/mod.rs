@@ -30,7 +30,8 @@ use sluice_channels::{BoxFuture, Lease};
 use tracing::{error, info, warn};
 
 pub use config::{
-    Acks, Compression, EmptyKey, KEY_AND_HEADERS_RESERVE, KafkaConfig, Oversize, ProducerValue,
+    Acks, Compression, EmptyKey, HeaderSpec, KEY_AND_HEADERS_RESERVE, KafkaConfig, Oversize,
+    ProducerValue,
 };
 pub use template::{Template, TemplateError};
 

@@ -76,7 +76,7 @@ impl RecordWriter {
             headers: cfg
                 .headers
                 .iter()
-                .map(|h| (h.as_bytes().into(), Field::from_name(h)))
+                .map(|h| (h.name.as_bytes().into(), Field::from_name(&h.from)))
                 .collect(),
             max_message_bytes: cfg.max_message_bytes.as_usize(),
             oversize: cfg.oversize,
