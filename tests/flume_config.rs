@@ -17,7 +17,7 @@ use support::tail_topic::topic_prefix;
 const LINES: usize = 2000;
 
 /// Two sources, as a Flume user writes them: `r1` with no key (Flume spreads its records),
-/// `r2` with a static `key` header and a mapped Kafka header.
+/// `r2` with a static `key` header and Kafka headers mapped from Flume's.
 fn properties(spool1: &Path, spool2: &Path, bootstrap: &str, t1: &str, t2: &str) -> String {
     format!(
         "\
@@ -33,6 +33,7 @@ a1.sources.r1.channels = c1
 a1.sources.r2.type = spooldir
 a1.sources.r2.spoolDir = {s2}
 a1.sources.r2.channels = c2
+a1.sources.r2.fileHeader = true
 a1.sources.r2.interceptors = i1 i2
 a1.sources.r2.interceptors.i1.type = static
 a1.sources.r2.interceptors.i1.key = key
@@ -58,6 +59,7 @@ a1.sinks.k2.kafka.topic = {t2}
 a1.sinks.k2.flumeBatchSize = 100
 a1.sinks.k2.kafka.producer.linger.ms = 5
 a1.sinks.k2.header.env = env
+a1.sinks.k2.header.file = src
 a1.sinks.k2.channel = c2
 ",
         s1 = spool1.display(),
@@ -132,6 +134,7 @@ fn a_flume_properties_file_runs_unchanged_with_flumes_command_line() {
     );
 
     let keyed = broker.consume_all(&t2, LINES, Duration::from_secs(60));
+    let b_path = spool2.join("b.log").display().to_string();
     assert_eq!(values(&keyed), lines("b"), "in file order");
     let partitions: BTreeMap<i32, usize> = keyed.iter().fold(BTreeMap::new(), |mut m, r| {
         *m.entry(r.partition).or_default() += 1;
@@ -144,7 +147,14 @@ fn a_flume_properties_file_runs_unchanged_with_flumes_command_line() {
     );
     for r in &keyed {
         assert_eq!(r.key.as_deref(), Some(&b"orders"[..]));
-        assert_eq!(r.headers, [("env".to_owned(), b"prod".to_vec())]);
+        assert_eq!(
+            r.headers,
+            [
+                ("env".to_owned(), b"prod".to_vec()),
+                ("src".to_owned(), b_path.as_bytes().to_vec()),
+            ],
+            "Flume's file header (the path) sent as `src`"
+        );
     }
 
     // What differs from Flume is said at start, by key; keys with no effect at info.

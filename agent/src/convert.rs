@@ -124,9 +124,14 @@ fn write_map(out: &mut String, map: &Map, at: &str, depth: usize, prov: &Provena
                         .get(&item_path)
                         .map(|f| format!("  # {f}"))
                         .unwrap_or_default();
-                    let _ = writeln!(out, "{indent}  -{item_from}");
-                    if let Node::Map(m) = item {
-                        write_map(out, m, &item_path, depth + 2, prov);
+                    match item {
+                        Node::Map(m) => {
+                            let _ = writeln!(out, "{indent}  -{item_from}");
+                            write_map(out, m, &item_path, depth + 2, prov);
+                        }
+                        other => {
+                            let _ = writeln!(out, "{indent}  - {}{item_from}", node_scalar(other));
+                        }
                     }
                 }
             }

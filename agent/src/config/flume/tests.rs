@@ -104,6 +104,8 @@ a1.sources.r1.filegroups.f2 = /var/log/web/access.log
 a1.sources.r1.skipToEnd = true
 a1.sources.r1.idleTimeout = 60000
 a1.sources.r1.writePosInterval = 1000
+a1.sources.r1.fileHeader = true
+a1.sources.r1.byteOffsetHeader = true
 a1.channels.c1.type = file
 a1.channels.c1.checkpointDir = /var/lib/flume/checkpoint
 a1.channels.c1.dataDirs = /var/lib/flume/data, /mnt/other
@@ -115,6 +117,8 @@ a1.sinks.k1.flumeBatchSize = 200
 a1.sinks.k1.kafka.producer.linger.ms = 5
 a1.sinks.k1.kafka.producer.compression.type = zstd
 a1.sinks.k1.header.service = service
+a1.sinks.k1.header.file = file
+a1.sinks.k1.header.byteoffset = pos
 a1.sinks.k1.channel = c1
 ";
     let cfg = load(text).unwrap();
@@ -142,7 +146,16 @@ a1.sinks.k1.channel = c1
     };
     assert_eq!(k.brokers, "b1:9092,b2:9092");
     assert_eq!(k.batch_size, 200);
-    assert_eq!(k.headers, ["service"]);
+    let sent: Vec<(&str, &str)> = k
+        .headers
+        .iter()
+        .map(|h| (h.name.as_str(), h.from.as_str()))
+        .collect();
+    assert_eq!(
+        sent,
+        [("service", "service"), ("file", "path"), ("pos", "offset")],
+        "Flume's file header is Sluice's path, byteoffset its offset"
+    );
     assert_eq!(k.compression, sluice_sinks::kafka::Compression::Zstd);
     assert_eq!(k.producer["linger.ms"].to_string(), "5");
     let notes: Vec<&str> = cfg.notes.iter().map(|w| w.key.as_str()).collect();
@@ -315,7 +328,7 @@ fn agent(choices: &[usize]) -> String {
     let source = pick(
         0,
         &[
-            "a1.sources.r1.type = spooldir\na1.sources.r1.spoolDir = /s\n",
+            "a1.sources.r1.type = spooldir\na1.sources.r1.spoolDir = /s\na1.sources.r1.basenameHeader = true\n",
             "a1.sources.r1.type = spooldir\na1.sources.r1.spoolDir = /s\na1.sources.r1.deletePolicy = immediate\na1.sources.r1.includePattern = ^.*\\\\.log$\na1.sources.r1.consumeOrder = youngest\na1.sources.r1.pollDelay = 250\n",
             "a1.sources.r1.type = TAILDIR\na1.sources.r1.filegroups = g\na1.sources.r1.filegroups.g = /l/.*\na1.sources.r1.headers.g.k = v w\n",
             "a1.sources.r1.type = exec\na1.sources.r1.command = tail -F /l/a.log\n",
@@ -340,7 +353,7 @@ fn agent(choices: &[usize]) -> String {
         3,
         &[
             "a1.sinks.k1.type = logger\n",
-            "a1.sinks.k1.type = org.apache.flume.sink.kafka.KafkaSink\na1.sinks.k1.kafka.bootstrap.servers = h:1\na1.sinks.k1.kafka.topic = t-%{k}\na1.sinks.k1.kafka.producer.client.id = \"quoted\" 'id'\n",
+            "a1.sinks.k1.type = org.apache.flume.sink.kafka.KafkaSink\na1.sinks.k1.kafka.bootstrap.servers = h:1\na1.sinks.k1.kafka.topic = t-%{k}\na1.sinks.k1.kafka.producer.client.id = \"quoted\" 'id'\na1.sinks.k1.header.k = kk\na1.sinks.k1.header.basename = basename\n",
         ],
     );
     format!(

@@ -15,6 +15,8 @@ use crate::config::tree::{Map, Node, Scalar};
 
 /// Flume's default topic when `kafka.topic` (and the old `topic`) is not set.
 const DEFAULT_TOPIC: &str = "default-flume-topic";
+/// The header names Sluice fills itself on every event.
+const RESERVED: &[&str] = &["path", "file", "host", "source", "offset"];
 /// Flume's LINE deserializer's default `maxLineLength`.
 const FLUME_MAX_LINE: &str = "2048";
 
@@ -45,6 +47,7 @@ pub fn translate(
     let mut tr = Translator {
         headers_set: Default::default(),
         feeds: Vec::new(),
+        aliases: BTreeMap::new(),
         prov: Provenance::default(),
         problems: Vec::new(),
     };
@@ -229,6 +232,8 @@ struct Translator {
     headers_set: BTreeSet<String>,
     /// Each source translated: the channels it puts into and the headers it may set.
     feeds: Vec<(Vec<String>, BTreeSet<String>)>,
+    /// Flume header names that stand for a field Sluice sets itself (`file` for `path`).
+    aliases: BTreeMap<String, String>,
     prov: Provenance,
     problems: Vec<Problem>,
 }
@@ -250,6 +255,21 @@ impl Translator {
 
     fn warn(&mut self, key: &str, message: &str) {
         self.prov.warnings.push(Problem::new(key, message));
+    }
+
+    /// Records that the Flume header `name` is Sluice's `field` (`fileHeaderKey = file` is
+    /// `path`), for the Kafka sinks' `header.*`; `key` is the Flume key that said so.
+    fn alias(&mut self, key: &str, name: &str, field: &str) {
+        match self.aliases.get(name) {
+            Some(other) if other != field => self.problem(
+                key,
+                &format!("the header `{name}` already stands for Sluice's `{other}` in another source; use another name"),
+            ),
+            _ => {
+                self.aliases.insert(name.to_owned(), field.to_owned());
+                self.headers_set.insert(name.to_owned());
+            }
+        }
     }
 
     /// Sets the Sluice option `option` of `c` to `value`, written as the Flume key `from`.
@@ -514,11 +534,8 @@ impl Translator {
             ("basenameHeader", "basenameHeaderKey", "basename", base),
         ] {
             let name = c.take(key).unwrap_or_else(|| default.to_owned());
-            if c.take(on).is_some_and(|v| flag(&v)) && name != sluice {
-                self.problem(
-                    &c.key(key),
-                    &format!("a header named `{name}` for the file's {} is not supported yet: Sluice names it `{sluice}` (set {key} = {sluice})", if sluice == path { "path" } else { "name" }),
-                );
+            if c.take(on).is_some_and(|v| flag(&v)) {
+                self.alias(&c.key(key), &name, sluice);
             }
         }
     }
@@ -621,10 +638,7 @@ impl Translator {
             "Sluice schedules reads itself (files take turns; new lines wake it through inotify)",
         );
         if c.take("byteOffsetHeader").is_some_and(|v| flag(&v)) {
-            self.problem(
-                &c.key("byteOffsetHeader"),
-                "a `byteoffset` header is not supported yet: Sluice sends each line's byte offset in the Kafka header `offset`",
-            );
+            self.alias(&c.key("byteOffsetHeader"), "byteoffset", "offset");
         }
         self.file_headers(c, "path", "file");
     }
@@ -1122,13 +1136,13 @@ impl Translator {
             .and_then(Node::as_str)
             .unwrap_or("")
             .to_owned();
-        let fed: BTreeSet<&str> = self
+        let fed: BTreeSet<String> = self
             .feeds
             .iter()
             .filter(|(channels, _)| channels.contains(&channel))
-            .flat_map(|(_, h)| h.iter().map(String::as_str))
+            .flat_map(|(_, h)| h.iter().cloned())
             .collect();
-        let (sets_topic, sets_key) = (fed.contains(topic_header.as_str()), fed.contains("key"));
+        let (sets_topic, sets_key) = (fed.contains(&topic_header), fed.contains("key"));
         if override_on && sets_topic {
             self.problem(
                 &c.key("allowTopicOverride"),
@@ -1196,19 +1210,30 @@ impl Translator {
         if passthrough.named().next().is_some() {
             c.out.insert(text("producer"), Node::Map(passthrough));
         }
-        imply(c, "headers", Node::List(Vec::new()));
+        let mut sent = Vec::new();
         for (flume, kafka) in c.take_under("header") {
-            if flume != kafka {
-                self.problem(
+            let from = self
+                .aliases
+                .get(&flume)
+                .cloned()
+                .unwrap_or_else(|| flume.clone());
+            if RESERVED.contains(&from.as_str()) && from == flume && !fed.contains(&flume) {
+                self.warn(
                     &c.key(&format!("header.{flume}")),
-                    &format!("sending header `{flume}` as `{kafka}` is not supported yet: Sluice sends a header under its own name (header.{flume} = {flume})"),
+                    &format!("no source of channel `{channel}` sets a `{flume}` header, so Flume sends none; Sluice sends its own `{flume}` (the file's {})", match flume.as_str() { "path" => "path", "file" => "name", "host" => "host's name", "offset" => "offset of the line", _ => "source" }),
                 );
-            } else if let Some(Node::List(l)) = c.out.remove("headers") {
-                let mut l = l;
-                l.push(text(&flume));
-                c.out.insert(text("headers"), Node::List(l));
             }
+            sent.push(if from == kafka {
+                text(&kafka)
+            } else {
+                Node::Map([(text(&kafka), text(&from))].into_iter().collect())
+            });
+            self.prov.keys.insert(
+                format!("{}.headers[{}]", c.out_at, sent.len() - 1),
+                c.key(&format!("header.{flume}")),
+            );
         }
+        c.out.insert(text("headers"), Node::List(sent));
         for key in ["partitionIdHeader", "defaultPartitionId", "timestampHeader"] {
             if c.take(key).is_some() {
                 self.problem(&c.key(key), "not supported yet (see docs/flume.md)");
