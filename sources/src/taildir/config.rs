@@ -91,6 +91,10 @@ pub struct TailDirConfig {
     /// Where positions are kept (default: `positions.json` in the source's state folder).
     #[serde(default)]
     pub position_file: Option<PathBuf>,
+    /// A Flume TAILDIR position file to start from when `position_file` does not exist yet
+    /// (switching from Flume): files Flume was following resume where it stopped.
+    #[serde(default)]
+    pub import_flume_positions: Option<PathBuf>,
     /// The most lines put into the channel at once.
     #[serde(default = "crate::defaults::batch_size")]
     pub batch_size: usize,

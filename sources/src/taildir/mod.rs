@@ -88,8 +88,22 @@ impl TailDirSource {
             .unwrap_or(Path::new("."))
             .to_path_buf();
         std::fs::create_dir_all(&folder).map_err(|e| state_error(&folder, e))?;
-        let loaded = positions::load(&self.position_file)
+        let mut loaded = positions::load(&self.position_file)
             .map_err(|e| state_error(&self.position_file, e))?;
+        if let (Loaded::Missing, Some(flume)) = (&loaded, &self.cfg.import_flume_positions) {
+            match positions::import_flume(flume) {
+                Ok(Some(list)) => {
+                    info!(flume_position_file = %flume.display(), files = list.len(),
+                        "first run: starting from Flume's positions");
+                    loaded = Loaded::Imported(list);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::error!(flume_position_file = %flume.display(), error,
+                        "Flume's position file cannot be read; files are read as on a first run");
+                }
+            }
+        }
         let mut tail = Tail::new(self, loaded);
         tail.run().await;
         Ok(())

@@ -44,6 +44,9 @@ pub enum Loaded {
     Missing,
     /// The positions.
     Read(Vec<Position>),
+    /// No position file of ours, and these positions taken from a Flume TAILDIR position
+    /// file: the first run starts from where Flume stopped.
+    Imported(Vec<Position>),
     /// The file could not be understood; it was moved out of the way (to `moved_to`, if that
     /// worked) and must not be trusted.
     SetAside {
@@ -69,6 +72,48 @@ pub fn load(path: &Path) -> io::Result<Loaded> {
             moved_to: sluice_channels::fsutil::set_aside(path).ok(),
         }),
     }
+}
+
+/// The positions of a Flume TAILDIR position file (`[{"inode": N, "pos": P, "file": F}]`),
+/// for the files still found at their path with that inode, or, when one was renamed
+/// since, on the device of the folder it was in (Flume records no device). `None` when
+/// there is no such file; an error when it cannot be read or understood.
+pub fn import_flume(path: &Path) -> Result<Option<Vec<Position>>, String> {
+    use std::os::unix::fs::MetadataExt;
+    #[derive(Deserialize)]
+    struct FlumePosition {
+        inode: u64,
+        pos: u64,
+        file: String,
+    }
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let list: Vec<FlumePosition> = serde_json::from_slice(&data).map_err(|e| e.to_string())?;
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(list.len());
+    for f in list {
+        let file = Path::new(&f.file);
+        let dev = match std::fs::metadata(file) {
+            Ok(m) if m.ino() == f.inode => Some(m.dev()),
+            _ => file
+                .parent()
+                .and_then(|d| std::fs::metadata(d).ok())
+                .map(|m| m.dev()),
+        };
+        if let Some(dev) = dev.filter(|&dev| seen.insert((dev, f.inode))) {
+            out.push(Position {
+                path: f.file,
+                dev,
+                ino: f.inode,
+                fp: None,
+                offset: f.pos,
+            });
+        }
+    }
+    Ok(Some(out))
 }
 
 /// Parses a position file's content, refusing anything but the exact format.
@@ -139,6 +184,38 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn flumes_positions_are_imported_for_the_files_they_name() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let flume = dir.path().join("taildir_position.json");
+        assert_eq!(import_flume(&flume), Ok(None));
+        let (a, gone) = (dir.path().join("a.log"), dir.path().join("gone.log"));
+        std::fs::write(&a, b"one\ntwo\n").unwrap();
+        let meta = std::fs::metadata(&a).unwrap();
+        let json = format!(
+            r#"[{{"inode":{},"pos":4,"file":"{}"}},{{"inode":777777,"pos":9,"file":"{}"}}]"#,
+            meta.ino(),
+            a.display(),
+            gone.display()
+        );
+        std::fs::write(&flume, json).unwrap();
+        let got = import_flume(&flume).unwrap().unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].dev, got[0].ino, got[0].offset, got[0].fp),
+            (meta.dev(), meta.ino(), 4, None)
+        );
+        assert_eq!(
+            (got[1].dev, got[1].ino, got[1].offset),
+            (meta.dev(), 777_777, 9),
+            "a renamed file: the device of its folder"
+        );
+        std::fs::write(&flume, b"[{\"inode\":").unwrap();
+        assert!(import_flume(&flume).is_err());
+        assert!(flume.exists(), "Flume's file is left alone");
     }
 
     #[test]

@@ -85,10 +85,12 @@ impl Resume {
         (read_from, ignore_older): (ReadFrom, Option<Duration>),
         position_file: &Path,
     ) -> Self {
-        let first_run = matches!(loaded, Loaded::Missing);
+        let first_run = matches!(loaded, Loaded::Missing | Loaded::Imported(_));
         let remembered = match loaded {
             Loaded::Missing => HashMap::new(),
-            Loaded::Read(list) => list.into_iter().map(|p| ((p.dev, p.ino), p)).collect(),
+            Loaded::Read(list) | Loaded::Imported(list) => {
+                list.into_iter().map(|p| ((p.dev, p.ino), p)).collect()
+            }
             Loaded::SetAside { error, moved_to } => {
                 error!(position_file = %position_file.display(), error,
                     moved_to = ?moved_to, "corrupt position file set aside; every file found now is \
@@ -195,6 +197,21 @@ mod tests {
             r.start_of((1, 7), Seen::Appeared).start,
             Start::At(0),
             "used up by the first file that had it"
+        );
+    }
+
+    #[test]
+    fn positions_imported_from_flume_resume_their_files_and_the_run_is_still_a_first() {
+        let mut r = resume(Loaded::Imported(vec![position(7, 40)]), ReadFrom::End, None);
+        assert_eq!(
+            r.start_of((1, 7), listed(true, HOUR, 100)).start,
+            Start::At(40),
+            "where Flume stopped"
+        );
+        assert_eq!(
+            r.start_of((1, 8), listed(true, HOUR, 100)).start,
+            Start::End,
+            "a file Flume did not follow: skipToEnd (read_from: end) applies"
         );
     }
 
