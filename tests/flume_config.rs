@@ -106,6 +106,8 @@ fn a_flume_properties_file_runs_unchanged_with_flumes_command_line() {
             "-Ddeploy.env=prod",
             "-Dflume.monitoring.type=http",
             &format!("-Dflume.monitoring.port={http}"),
+            "--data-dir",
+            dir.path().join("state").to_str().unwrap(),
         ],
     );
     let body = |tag: &str| lines(tag).join("\n") + "\n";
@@ -114,6 +116,10 @@ fn a_flume_properties_file_runs_unchanged_with_flumes_command_line() {
     agent.wait_for(Duration::from_secs(60), "both files completed", || {
         completed(&spool1) == 1 && completed(&spool2) == 1
     });
+    assert!(
+        dir.path().join("state/lock").exists(),
+        "--data-dir holds the agent's state"
+    );
     // Flume's monitoring port serves Sluice's metrics.
     assert!(
         http_get(http, "/metrics").is_some_and(|(_, b)| b.contains("sluice_source_events_total")),
@@ -215,4 +221,82 @@ fn the_seed_validates_and_converts_to_yaml_that_validates() {
     fs::write(&converted, &yaml).unwrap();
     let (code, out, err) = sluice(&["validate", "-f", converted.to_str().unwrap()]);
     assert_eq!(code, 0, "{yaml}\n{out}{err}");
+}
+
+#[test]
+fn a_taildir_agent_switching_from_flume_resumes_where_flume_stopped() {
+    use std::os::unix::fs::MetadataExt;
+    let broker = KafkaBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let topic = topic_prefix("flume-taildir");
+    broker.create_topic(&topic, 1);
+    // Flume followed app.log up to line 600 and had not seen new.log.
+    let app = logs.join("app.log");
+    let all = lines("app");
+    fs::write(&app, all.join("\n") + "\n").unwrap();
+    let pos: usize = all[..600].iter().map(|l| l.len() + 1).sum();
+    let flume_positions = dir.path().join("taildir_position.json");
+    fs::write(
+        &flume_positions,
+        format!(
+            r#"[{{"inode":{},"pos":{pos},"file":"{}"}}]"#,
+            fs::metadata(&app).unwrap().ino(),
+            app.display()
+        ),
+    )
+    .unwrap();
+    fs::write(logs.join("new.log"), "new one\nnew two\n").unwrap();
+    let conf = dir.path().join("taildir.properties");
+    fs::write(
+        &conf,
+        format!(
+            "a1.sources = r1\na1.channels = c1\na1.sinks = k1\n\
+             a1.sources.r1.type = TAILDIR\na1.sources.r1.channels = c1\n\
+             a1.sources.r1.positionFile = {pf}\n\
+             a1.sources.r1.filegroups = f1\na1.sources.r1.filegroups.f1 = {logs}/.*\\\\.log\n\
+             a1.sources.r1.interceptors = k\na1.sources.r1.interceptors.k.type = static\n\
+             a1.sources.r1.interceptors.k.value = all\n\
+             a1.channels.c1.type = file\na1.channels.c1.dataDirs = {data}\n\
+             a1.sinks.k1.type = org.apache.flume.sink.kafka.KafkaSink\n\
+             a1.sinks.k1.kafka.bootstrap.servers = {b}\na1.sinks.k1.kafka.topic = {topic}\n\
+             a1.sinks.k1.channel = c1\n",
+            pf = flume_positions.display(),
+            logs = logs.display(),
+            data = dir.path().join("fc").display(),
+            b = broker.bootstrap(),
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let mut agent = Agent::start_file(
+        dir.path(),
+        "a1",
+        &conf,
+        &["--data-dir", state.to_str().unwrap()],
+    );
+    let want = LINES - 600 + 2;
+    let records = broker.consume_all(&topic, want, Duration::from_secs(60));
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(Duration::from_secs(30)).success());
+    let mut got = values(&records);
+    got.sort();
+    let mut expected: Vec<String> = all[600..].to_vec();
+    expected.extend(["new one".to_owned(), "new two".to_owned()]);
+    expected.sort();
+    assert_eq!(
+        got, expected,
+        "app.log from where Flume stopped, new.log whole"
+    );
+    assert!(
+        dir.path().join("taildir_position.json.sluice").exists(),
+        "Sluice's own positions beside Flume's"
+    );
+    assert!(
+        fs::read_to_string(&flume_positions)
+            .unwrap()
+            .contains("\"pos\""),
+        "Flume's file left as it was"
+    );
 }

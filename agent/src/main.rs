@@ -117,6 +117,10 @@ struct FileOpts {
     /// (`-Dflume.root.logger=INFO,console`): see docs/flume.md for those Sluice honours.
     #[arg(short = 'D', value_name = "NAME=VALUE")]
     defines: Vec<String>,
+    /// Where the agent keeps its state (checkpoints, file channels written relative to it),
+    /// whatever the file says (default: its `data_dir`, else ./data/NAME).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 impl FileOpts {
@@ -133,6 +137,7 @@ impl FileOpts {
         Ok(config::Options {
             format: self.format,
             defines,
+            data_dir: self.data_dir.clone(),
         })
     }
 }

@@ -71,6 +71,8 @@ pub struct Options {
     pub format: Option<Format>,
     /// `-DNAME=VALUE` properties, in order.
     pub defines: Vec<(String, String)>,
+    /// `--data-dir`: where the agent keeps its state, whatever the file says.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -101,12 +103,18 @@ pub fn load(path: &Path, name: &str, opts: &Options) -> Result<AgentConfig, Conf
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }
-    if flume {
-        return load_flume(&bytes, path, name, opts);
+    let mut cfg = if flume {
+        load_flume(&bytes, path, name, opts)?
+    } else {
+        let text = String::from_utf8(bytes).map_err(|e| {
+            ConfigError::one(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        parse(&text, name, path, |v| std::env::var(v).ok())?
+    };
+    if let Some(dir) = &opts.data_dir {
+        cfg.set_data_dir(dir);
     }
-    let text = String::from_utf8(bytes)
-        .map_err(|e| ConfigError::one(path.display().to_string(), format!("cannot read: {e}")))?;
-    parse(&text, name, path, |v| std::env::var(v).ok())
+    Ok(cfg)
 }
 
 /// The agent `name` of the Flume properties `bytes` (read from `path`): translated, then

@@ -137,6 +137,19 @@ pub struct SinkGroupDef {
 }
 
 impl AgentConfig {
+    /// Moves the agent's state to `dir` (`--data-dir`): file channels whose folder was
+    /// under the old data folder (written relative to it) move with it.
+    pub fn set_data_dir(&mut self, dir: &std::path::Path) {
+        for c in &mut self.channels {
+            if let ChannelKind::File(f) = &mut c.kind
+                && let Ok(rest) = f.dir.strip_prefix(&self.data_dir)
+            {
+                f.dir = dir.join(rest);
+            }
+        }
+        self.data_dir = dir.to_path_buf();
+    }
+
     /// The group `sink` is in, if any.
     pub fn group_of(&self, sink: &str) -> Option<&SinkGroupDef> {
         self.sink_groups

@@ -135,6 +135,11 @@ a1.sinks.k1.channel = c1
         t.position_file.as_deref(),
         Some(Path::new("/var/lib/flume/taildir_position.json.sluice"))
     );
+    assert_eq!(
+        t.import_flume_positions.as_deref(),
+        Some(Path::new("/var/lib/flume/taildir_position.json")),
+        "the first run starts where Flume stopped"
+    );
     assert_eq!(t.idle_timeout.0, std::time::Duration::from_secs(60));
     let ChannelKind::File(f) = &cfg.channels[0].kind else {
         panic!("file")

@@ -603,19 +603,22 @@ impl Translator {
         self.prov
             .keys
             .insert(format!("{}.paths", c.out_at), c.key("filegroups"));
-        match c.take("positionFile") {
+        let flume_positions = match c.take("positionFile") {
             Some(p) => {
                 let own = format!("{p}.sluice");
                 self.set(c, "position_file", text(&own), "positionFile");
-                self.warn(
-                    &c.key("positionFile"),
-                    &format!("Sluice keeps its positions in `{own}`, beside Flume's, in its own format; Flume's positions are not read"),
-                );
+                Some(p)
             }
-            None => self.no_effect(
+            None => std::env::var("HOME")
+                .ok()
+                .map(|h| format!("{h}/.flume/taildir_position.json")),
+        };
+        if let Some(p) = flume_positions {
+            self.set(c, "import_flume_positions", text(&p), "positionFile");
+            self.warn(
                 &c.key("positionFile"),
-                "Sluice keeps positions in its data_dir (Flume: ~/.flume/taildir_position.json)",
-            ),
+                &format!("Sluice keeps its positions in its own file, in its own format; on its first run it starts from Flume's, in `{p}`, where they exist"),
+            );
         }
         if c.take("skipToEnd").is_some_and(|v| flag(&v)) {
             self.set(c, "read_from", text("end"), "skipToEnd");
