@@ -30,6 +30,22 @@ pub struct KafkaConfig {
     /// `null`, no key (librdkafka spreads such records over the partitions, as Flume does).
     #[serde(default)]
     pub empty_key: EmptyKey,
+    /// An event with this header (not empty) goes to the topic it names instead of `topic`
+    /// (Flume's `allowTopicOverride` with `topicHeader`).
+    #[serde(default)]
+    pub topic_header: Option<String>,
+    /// An event with this header goes to the partition it names (a whole number; another
+    /// value is logged and ignored); Flume's `partitionIdHeader`.
+    #[serde(default)]
+    pub partition_header: Option<String>,
+    /// The partition of every event without `partition_header` (default: the partitioner
+    /// chooses by key); Flume's `defaultPartitionId`.
+    #[serde(default)]
+    pub partition: Option<i32>,
+    /// The record timestamp is this header's value, in milliseconds since the epoch (default,
+    /// or when it is not a number: the time the line was read); Flume's `timestampHeader`.
+    #[serde(default)]
+    pub timestamp_header: Option<String>,
     /// The event headers sent as Kafka record headers, under the same names.
     #[serde(default = "default_headers")]
     pub headers: Vec<HeaderSpec>,
@@ -379,6 +395,18 @@ impl KafkaConfig {
                  order; send the offset as a header instead"
                     .into(),
             );
+        }
+        for (key, h) in [
+            ("topic_header", &self.topic_header),
+            ("partition_header", &self.partition_header),
+            ("timestamp_header", &self.timestamp_header),
+        ] {
+            if h.as_deref().is_some_and(str::is_empty) {
+                add(key, "must name an event header".into());
+            }
+        }
+        if self.partition.is_some_and(|p| p < 0) {
+            add("partition", "must be a partition number, 0 or more".into());
         }
         for (i, h) in self.headers.iter().enumerate() {
             if h.name.is_empty() || h.from.is_empty() {

@@ -335,6 +335,8 @@ pub struct Record<'a> {
     pub topic: TopicRef,
     /// Its key.
     pub key: Option<&'a [u8]>,
+    /// Its partition, or `RD_KAFKA_PARTITION_UA` (-1) for the partitioner's choice.
+    pub partition: i32,
     /// Its value.
     pub value: &'a [u8],
     /// Its timestamp in milliseconds since the epoch (0: the time of producing).
@@ -506,6 +508,8 @@ impl KafkaProducer {
                     .key
                     .map_or(ptr::null(), |k| k.as_ptr() as *const c_void),
                 record.key.map_or(0, <[u8]>::len),
+                RD_KAFKA_VTYPE_PARTITION,
+                record.partition,
                 RD_KAFKA_VTYPE_OPAQUE,
                 record.opaque as *mut c_void,
                 RD_KAFKA_VTYPE_TIMESTAMP,

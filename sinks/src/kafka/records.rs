@@ -15,6 +15,8 @@ use super::producer::{FailureKind, KafkaProducer, Record, TopicRef, opaque};
 use super::template::{Decimal, Field, Template};
 use crate::SinkMetrics;
 
+/// librdkafka's "no partition given": the partitioner chooses (`RD_KAFKA_PARTITION_UA`).
+const PARTITION_UNASSIGNED: i32 = -1;
 /// librdkafka's bound on a record's framing (`RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`).
 const RECORD_OVERHEAD: usize = 36;
 /// librdkafka's bound on one header's framing (two varints).
@@ -58,6 +60,14 @@ pub struct RecordWriter {
     key_buf: Vec<u8>,
     /// Whether a key that renders empty is sent as no key at all.
     null_key: bool,
+    /// The headers that override topic, partition and timestamp, and the default partition.
+    topic_header: Option<String>,
+    partition_header: Option<String>,
+    default_partition: i32,
+    timestamp_header: Option<String>,
+    /// The partition and timestamp `route` found for the events it routed.
+    partition: i32,
+    timestamp_ms: Option<i64>,
     topic_buf: Vec<u8>,
     /// The file and end offset of the last event that exceeded `max_message_bytes`: an event
     /// that starts right there is the next piece of the same line (the source split it), which
@@ -73,6 +83,12 @@ impl RecordWriter {
             topic: cfg.topic.clone(),
             key: cfg.key.clone(),
             null_key: cfg.empty_key == EmptyKey::Null,
+            topic_header: cfg.topic_header.clone(),
+            partition_header: cfg.partition_header.clone(),
+            default_partition: cfg.partition.unwrap_or(PARTITION_UNASSIGNED),
+            timestamp_header: cfg.timestamp_header.clone(),
+            partition: PARTITION_UNASSIGNED,
+            timestamp_ms: None,
             headers: cfg
                 .headers
                 .iter()
@@ -196,10 +212,35 @@ impl RecordWriter {
         !continues
     }
 
-    /// Renders topic and key for the origin of `ev`.
+    /// Renders topic and key for the origin of `ev` (and its own headers), and finds its
+    /// partition and timestamp.
     fn route(&mut self, ev: &Event) -> Result<(), String> {
         self.origin = None;
-        self.topic.render(ev, &mut self.topic_buf);
+        let header = |name: &Option<String>| {
+            name.as_deref()
+                .and_then(|h| ev.header(h))
+                .filter(|v| !v.is_empty())
+        };
+        match header(&self.topic_header) {
+            Some(t) => {
+                self.topic_buf.clear();
+                self.topic_buf.extend_from_slice(t.as_bytes());
+            }
+            None => self.topic.render(ev, &mut self.topic_buf),
+        }
+        self.partition = match header(&self.partition_header) {
+            Some(p) => p
+                .parse::<i32>()
+                .ok()
+                .filter(|p| *p >= 0)
+                .unwrap_or_else(|| {
+                    warn!(file = %ev.origin.path, offset = ev.offset, value = p,
+                    "the partition header is not a partition number; ignored");
+                    self.default_partition
+                }),
+            None => self.default_partition,
+        };
+        self.timestamp_ms = header(&self.timestamp_header).and_then(|t| t.parse().ok());
         self.route = Some(self.producer.topic(&self.topic_buf)?);
         self.key.render(ev, &mut self.key_buf);
         self.origin = Some(ev.origin.clone());
@@ -220,8 +261,11 @@ impl RecordWriter {
         let record = Record {
             topic,
             key: (!(self.null_key && self.key_buf.is_empty())).then_some(&self.key_buf[..]),
+            partition: self.partition,
             value,
-            timestamp_ms: i64::try_from(ev.read_at_ms).unwrap_or(0),
+            timestamp_ms: self
+                .timestamp_ms
+                .unwrap_or_else(|| i64::try_from(ev.read_at_ms).unwrap_or(0)),
             opaque,
         };
         self.producer.send(&record, self.headers.len(), |h| {

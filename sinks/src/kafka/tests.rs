@@ -106,6 +106,7 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 #[derive(Debug, Clone)]
 struct Got {
     partition: i32,
+    timestamp: Option<i64>,
     key: String,
     value: String,
     headers: HashMap<String, String>,
@@ -155,6 +156,7 @@ async fn consume_until(
                 .unwrap_or_default();
             got.push(Got {
                 partition: m.partition(),
+                timestamp: m.timestamp().to_millis(),
                 key: text(m.key()),
                 value: text(m.payload()),
                 headers,
@@ -653,6 +655,45 @@ async fn templates_choose_topic_and_key_and_headers_come_from_the_origin() {
         assert_eq!(g.headers["env"], "test");
         assert_eq!(g.headers["host"], "h");
         assert_eq!(g.headers["offset"], (i * 100).to_string());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_may_choose_topic_partition_and_timestamp_per_event() {
+    let mock = cluster();
+    mock.create_topic("elsewhere", PARTITIONS, 1).unwrap();
+    let bootstrap = mock.bootstrap_servers();
+    let channel = Recording::new();
+    let mut events = lines("a.log", 6);
+    for (i, ev) in events.iter_mut().enumerate() {
+        if i % 2 == 1 {
+            ev.headers.set("t".into(), "elsewhere");
+            ev.headers.set("p".into(), "3");
+            ev.headers.set("ts".into(), format!("{}", 1_000 + i));
+        } else if i == 4 {
+            ev.headers.set("p".into(), "not a number");
+        }
+    }
+    channel.put(events).await.unwrap();
+    channel.close();
+    let cfg = config(
+        &bootstrap,
+        "topic_header: t\npartition_header: p\npartition: 1\ntimestamp_header: ts",
+    );
+    let (result, _) = start(cfg, channel.clone()).finish().await;
+    result.unwrap();
+    let here = consume(&bootstrap, 3).await;
+    let there = consume_until(&bootstrap, "elsewhere", |g| g.len() >= 3).await;
+    let values = |g: &[Got]| g.iter().map(|g| g.value.clone()).collect::<Vec<_>>();
+    assert_eq!(values(&here), ["a.log:0", "a.log:2", "a.log:4"]);
+    assert_eq!(values(&there), ["a.log:1", "a.log:3", "a.log:5"]);
+    assert!(
+        here.iter().all(|g| g.partition == 1),
+        "the default partition, also for a header that is not a number"
+    );
+    assert!(here.iter().all(|g| g.timestamp == Some(1_700_000_000_000)));
+    for (g, i) in there.iter().zip([1, 3, 5]) {
+        assert_eq!((g.partition, g.timestamp), (3, Some(1_000 + i)));
     }
 }
 
