@@ -119,6 +119,10 @@ a1.sinks.k1.kafka.producer.compression.type = zstd
 a1.sinks.k1.header.service = service
 a1.sinks.k1.header.file = file
 a1.sinks.k1.header.byteoffset = pos
+a1.sinks.k1.allowTopicOverride = false
+a1.sinks.k1.partitionIdHeader = part
+a1.sinks.k1.defaultPartitionId = 2
+a1.sinks.k1.timestampHeader = ts
 a1.sinks.k1.channel = c1
 ";
     let cfg = load(text).unwrap();
@@ -162,6 +166,15 @@ a1.sinks.k1.channel = c1
         "Flume's file header is Sluice's path, byteoffset its offset"
     );
     assert_eq!(k.compression, sluice_sinks::kafka::Compression::Zstd);
+    assert_eq!(k.topic_header, None);
+    assert_eq!(
+        (
+            k.partition_header.as_deref(),
+            k.partition,
+            k.timestamp_header.as_deref()
+        ),
+        (Some("part"), Some(2), Some("ts"))
+    );
     assert_eq!(k.producer["linger.ms"].to_string(), "5");
     let notes: Vec<&str> = cfg.notes.iter().map(|w| w.key.as_str()).collect();
     assert!(notes.contains(&"a1.channels.c1.checkpointDir"), "{notes:?}");
@@ -233,7 +246,7 @@ fn every_problem_names_the_flume_key() {
         .replace("a1.channels.c1.type = memory", "a1.channels.c1.type = jdbc")
         .replace(
             "a1.sinks.k1.channel = c1",
-            "a1.sinks.k1.channel = c1\na1.sinks.k1.partitionIdHeader = p\na1.sinks.k1.kafka.nonsense = 1",
+            "a1.sinks.k1.channel = c1\na1.sinks.k1.useFlumeEventFormat = true\na1.sinks.k1.kafka.nonsense = 1",
         )
         + "a1.sources.r1.trackingPolicy = tracker_dir\na1.sources.r1.includePattern = (a|b)\n";
     let mut got = keys(&bad);
@@ -243,7 +256,7 @@ fn every_problem_names_the_flume_key() {
         [
             "a1.channels.c1.type",
             "a1.sinks.k1.kafka.nonsense",
-            "a1.sinks.k1.partitionIdHeader",
+            "a1.sinks.k1.useFlumeEventFormat",
             "a1.sources.r1.includePattern",
             "a1.sources.r1.trackingPolicy",
         ]

@@ -1145,12 +1145,9 @@ impl Translator {
             .filter(|(channels, _)| channels.contains(&channel))
             .flat_map(|(_, h)| h.iter().cloned())
             .collect();
-        let (sets_topic, sets_key) = (fed.contains(&topic_header), fed.contains("key"));
-        if override_on && sets_topic {
-            self.problem(
-                &c.key("allowTopicOverride"),
-                &format!("a source sets the header `{topic_header}`, from which Flume takes each event's topic: not supported yet; set allowTopicOverride = false, or write the topic as kafka.topic = %{{{topic_header}}}"),
-            );
+        let sets_key = fed.contains("key");
+        if override_on {
+            self.set(c, "topic_header", text(&topic_header), "topicHeader");
         }
         let batch = c
             .take("flumeBatchSize")
@@ -1237,11 +1234,9 @@ impl Translator {
             );
         }
         c.out.insert(text("headers"), Node::List(sent));
-        for key in ["partitionIdHeader", "defaultPartitionId", "timestampHeader"] {
-            if c.take(key).is_some() {
-                self.problem(&c.key(key), "not supported yet (see docs/flume.md)");
-            }
-        }
+        self.copy(c, "partitionIdHeader", "partition_header");
+        self.copy(c, "defaultPartitionId", "partition");
+        self.copy(c, "timestampHeader", "timestamp_header");
         if c.take("useFlumeEventFormat").is_some_and(|v| flag(&v)) {
             self.problem(
                 &c.key("useFlumeEventFormat"),
