@@ -1378,11 +1378,14 @@ fn name_groups(re: &str, names: &[String]) -> Option<String> {
 }
 
 /// A Java regex matched against a whole file name, as a glob, when it is one in disguise:
-/// anchors, literal characters (escaped or not), `.` for any one character and `.*` for
-/// any run. `None` for anything else (classes, alternation, repetition).
+/// anchors, literal characters (escaped or not), `.` for any one character, `.*` (or
+/// `(.*)`, `(.)*`) for any run, `.+` for a run of one or more, `\d` and simple classes
+/// (`[a-z]`, `[^.]`) for one character. `None` for anything else (alternation, other
+/// repetition).
 fn regex_to_glob(re: &str) -> Option<String> {
     let body = re.strip_prefix('^').unwrap_or(re);
     let body = body.strip_suffix('$').unwrap_or(body);
+    let body = body.replace("(.*)", ".*").replace("(.)*", ".*");
     let mut out = String::new();
     let mut chars = body.chars().peekable();
     while let Some(c) = chars.next() {
@@ -1391,17 +1394,36 @@ fn regex_to_glob(re: &str) -> Option<String> {
                 chars.next();
                 out.push('*');
             }
+            '.' if chars.peek() == Some(&'+') => {
+                chars.next();
+                out.push_str("?*");
+            }
             '.' => out.push('?'),
             '\\' => match chars.next()? {
+                'd' => out.push_str("[0-9]"),
                 c if c.is_ascii_alphanumeric() => return None,
-                c => {
-                    if matches!(c, '*' | '?' | '[' | ']') {
-                        return None;
-                    }
-                    out.push(c);
-                }
+                '*' | '?' | '[' | ']' => return None,
+                c => out.push(c),
             },
-            '*' | '+' | '?' | '(' | ')' | '[' | ']' | '{' | '}' | '|' | '^' | '$' => return None,
+            '[' => {
+                out.push('[');
+                if chars.peek() == Some(&'^') {
+                    chars.next();
+                    out.push('!');
+                }
+                loop {
+                    match chars.next()? {
+                        ']' => break,
+                        '\\' | '[' => return None,
+                        c => out.push(c),
+                    }
+                }
+                out.push(']');
+                if matches!(chars.peek(), Some('*' | '+' | '?' | '{')) {
+                    return None;
+                }
+            }
+            '*' | '+' | '?' | '(' | ')' | ']' | '{' | '}' | '|' | '^' | '$' => return None,
             c => out.push(c),
         }
     }
@@ -1428,12 +1450,16 @@ mod tests {
         assert_eq!(regex_to_glob(r"app-.\.log").as_deref(), Some("app-?.log"));
         assert_eq!(regex_to_glob(r".*").as_deref(), Some("*"));
         assert_eq!(regex_to_glob(r"a\-b").as_deref(), Some("a-b"));
+        assert_eq!(regex_to_glob(r"^(.)*\.tmp$").as_deref(), Some("*.tmp"));
+        assert_eq!(regex_to_glob(r"app\d\.log").as_deref(), Some("app[0-9].log"));
+        assert_eq!(regex_to_glob(r"[^.].+").as_deref(), Some("[!.]?*"));
         for not in [
             r"(a|b)\.log",
             r"[0-9]+\.log",
-            r"\d\.log",
+            r"\w\.log",
             r"a?\.log",
             r"a\*",
+            r"\d+",
         ] {
             assert_eq!(regex_to_glob(not), None, "{not}");
         }
