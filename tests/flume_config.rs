@@ -300,3 +300,87 @@ fn a_taildir_agent_switching_from_flume_resumes_where_flume_stopped() {
         "Flume's file left as it was"
     );
 }
+
+#[test]
+fn a_changed_flume_file_is_applied_as_flume_does_and_a_bad_change_is_refused() {
+    let broker = KafkaBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    fs::create_dir_all(&spool).unwrap();
+    let topic = topic_prefix("flume-reload");
+    broker.create_topic(&topic, 1);
+    let http = free_port();
+    let conf = dir.path().join("agent.properties");
+    let text = |env: &str| {
+        format!(
+            "a1.sources = r1\na1.channels = c1\na1.sinks = k1\n\
+             a1.sources.r1.type = spooldir\na1.sources.r1.spoolDir = {spool}\n\
+             a1.sources.r1.channels = c1\na1.sources.r1.interceptors = i\n\
+             a1.sources.r1.interceptors.i.type = static\na1.sources.r1.interceptors.i.key = env\n\
+             a1.sources.r1.interceptors.i.value = {env}\n\
+             a1.channels.c1.type = memory\n\
+             a1.sinks.k1.type = org.apache.flume.sink.kafka.KafkaSink\n\
+             a1.sinks.k1.kafka.bootstrap.servers = {b}\na1.sinks.k1.kafka.topic = {topic}\n\
+             a1.sinks.k1.header.env = env\na1.sinks.k1.channel = c1\n",
+            spool = spool.display(),
+            b = broker.bootstrap(),
+        )
+    };
+    fs::write(&conf, text("v1")).unwrap();
+    let state = dir.path().join("state");
+    let mut agent = Agent::start_file(
+        dir.path(),
+        "a1",
+        &conf,
+        &[
+            "--data-dir",
+            state.to_str().unwrap(),
+            "-Dflume.monitoring.type=http",
+            &format!("-Dflume.monitoring.port={http}"),
+        ],
+    );
+    drop_file(&spool, "one.log", b"first\n");
+    let reloads = |result: &str| {
+        support::agent::metric(
+            http,
+            "sluice_config_reloads_total",
+            &format!("result=\"{result}\""),
+        )
+    };
+    agent.wait_for(Duration::from_secs(60), "one.log completed", || {
+        completed(&spool) == 1
+    });
+    // Flume reloads a changed file without being asked; so does Sluice, for a Flume file.
+    fs::write(&conf, text("v2")).unwrap();
+    agent.wait_for(Duration::from_secs(60), "the change applied", || {
+        reloads("applied") == Some(1)
+    });
+    drop_file(&spool, "two.log", b"second\n");
+    // A change that breaks the file is refused; the running agent goes on.
+    fs::write(
+        &conf,
+        text("v3").replace("type = spooldir", "type = netcat"),
+    )
+    .unwrap();
+    agent.wait_for(Duration::from_secs(60), "the bad change refused", || {
+        reloads("failed") == Some(1)
+    });
+    let records = broker.consume_all(&topic, 2, Duration::from_secs(60));
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(Duration::from_secs(30)).success());
+    let got: Vec<(String, Vec<u8>)> = records
+        .iter()
+        .map(|r| (r.value_str(), r.header("env").unwrap_or_default().to_vec()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("first".to_owned(), b"v1".to_vec()),
+            ("second".to_owned(), b"v2".to_vec())
+        ]
+    );
+    assert!(
+        agent.stderr_text().contains("a1.sources.r1.type"),
+        "the refused change names the Flume key"
+    );
+}

@@ -1451,7 +1451,10 @@ mod tests {
         assert_eq!(regex_to_glob(r".*").as_deref(), Some("*"));
         assert_eq!(regex_to_glob(r"a\-b").as_deref(), Some("a-b"));
         assert_eq!(regex_to_glob(r"^(.)*\.tmp$").as_deref(), Some("*.tmp"));
-        assert_eq!(regex_to_glob(r"app\d\.log").as_deref(), Some("app[0-9].log"));
+        assert_eq!(
+            regex_to_glob(r"app\d\.log").as_deref(),
+            Some("app[0-9].log")
+        );
         assert_eq!(regex_to_glob(r"[^.].+").as_deref(), Some("[!.]?*"));
         for not in [
             r"(a|b)\.log",
