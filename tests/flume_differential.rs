@@ -101,6 +101,8 @@ struct Scenario<'a> {
     consumed: &'a dyn Fn(&Run) -> bool,
     /// Records the topics hold at least, together, once both are done.
     at_least: usize,
+    /// Checks the run's folder once both are done.
+    done: &'a dyn Fn(&Run),
 }
 
 /// What one tool wrote.
@@ -196,6 +198,9 @@ fn run_both(s: &Scenario) -> Outcome {
         std::thread::sleep(Duration::from_millis(500));
     }
     flume.assert_configured();
+    for run in &runs {
+        (s.done)(run);
+    }
     let ended = now_ms();
     let read = |run: &Run| {
         run.topics
@@ -711,6 +716,18 @@ a1.sinks.k1.requiredAcks = 1
         after: &|_| {},
         consumed: &consumed,
         at_least: 2 * 1000,
+        done: &|run| {
+            let spool = run.dir.join("spool");
+            let (left, renamed) = (
+                spool.join("empty.log").exists(),
+                spool.join("empty.log.COMPLETED").exists(),
+            );
+            // Documented: Sluice completes an empty file once it stayed empty for empty_grace.
+            match run.tool {
+                Tool::Flume => assert!(renamed && !left, "Flume completes an empty file at once"),
+                Tool::Sluice => assert!(left && !renamed, "Sluice leaves an empty file in place"),
+            }
+        },
     };
     let out = run_both(&s);
     Compare::new(
@@ -816,6 +833,7 @@ a1.sinks.k1.header.env = env
                 })
         },
         at_least: 2 * (500 + 5 + 300 + 100 + 100) + 1,
+        done: &|_| {},
     };
     let out = run_both(&s);
     Compare::new(
@@ -891,6 +909,7 @@ a1.sinks.k1.header.key = key
         after: &|_| {},
         consumed: &|run| completed(&run.dir.join("spool")) == 2,
         at_least: 2 * 2 * 242,
+        done: &|_| {},
     };
     let out = run_both(&s);
     Compare::new(
@@ -980,6 +999,7 @@ a1.sinks.k1.header.file = file
         after: &|_| {},
         consumed: &|run| completed(&run.dir.join("spool")) == 1,
         at_least: 2 * (344 + 160),
+        done: &|_| {},
     };
     let out = run_both(&s);
     Compare::new(&out, Documented::default()).all();
