@@ -130,6 +130,8 @@ fn total(b: &KafkaBroker, run: &Run) -> usize {
 
 fn run_both(s: &Scenario) -> Outcome {
     let _one = one_at_a_time();
+    // Flume's jars first: without them the test fails at once, saying why.
+    support::flume::fetch();
     let b = broker();
     let tmp = tempfile::tempdir().unwrap();
     let prefix = topic_prefix(&format!("flumediff-{}", s.name));
