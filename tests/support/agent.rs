@@ -119,13 +119,35 @@ impl Agent {
         Self::run(dir, name, conf, &[], args)
     }
 
+    /// Like [`Agent::start_file`], run from `dir` as its working folder (where a Flume file's
+    /// agent keeps its `./data/NAME`).
+    pub fn start_file_in(dir: &Path, name: &str, conf: &Path, args: &[&str]) -> Agent {
+        fs::create_dir_all(dir).unwrap();
+        Self::run_in(dir, name, conf, &[], args, true)
+    }
+
     fn run(dir: &Path, name: &str, conf: &Path, env: &[(&str, &str)], args: &[&str]) -> Agent {
+        Self::run_in(dir, name, conf, env, args, false)
+    }
+
+    fn run_in(
+        dir: &Path,
+        name: &str,
+        conf: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        cwd: bool,
+    ) -> Agent {
         let run = (0..)
             .find(|i| !dir.join(format!("stdout.{i}")).exists())
             .unwrap();
         let stdout = dir.join(format!("stdout.{run}"));
         let stderr = dir.join(format!("stderr.{run}"));
-        let child = Command::new(sluice_bin())
+        let mut cmd = Command::new(sluice_bin());
+        if cwd {
+            cmd.current_dir(dir);
+        }
+        let child = cmd
             .args(["agent", "-n", name, "-f"])
             .arg(conf)
             .args(args)

@@ -910,7 +910,7 @@ impl Translator {
                     }
                 }
                 if let Some(m) = c.take("matching") {
-                    alternatives.push(format!("(?:{m})"));
+                    alternatives.push(format!("(?:{})", java_regex(&m)));
                 }
                 if !alternatives.is_empty() {
                     let from = if c.props.iter().any(|(k, _)| k == "matching") {
@@ -923,7 +923,7 @@ impl Translator {
             }
             "regex_filter" => {
                 let re = c.take("regex").unwrap_or_else(|| ".*".into());
-                self.set(c, "regex", text(&re), "regex");
+                self.set(c, "regex", text(&java_regex(&re)), "regex");
                 if let Some(v) = c.take("excludeEvents") {
                     self.set(
                         c,
@@ -936,7 +936,7 @@ impl Translator {
             "regex_extractor" => self.extractor(c),
             _ => {
                 match c.take("searchPattern") {
-                    Some(v) => self.set(c, "search", text(&v), "searchPattern"),
+                    Some(v) => self.set(c, "search", text(&java_regex(&v)), "searchPattern"),
                     None => self.problem(&c.key("searchPattern"), "missing"),
                 }
                 let with = c.take("replaceString").unwrap_or_default();
@@ -986,7 +986,7 @@ impl Translator {
                 None => self.problem(&c.key(&name_key), "missing"),
             }
         }
-        match name_groups(&re, &names) {
+        match name_groups(&java_regex(&re), &names) {
             Some(named) => self.set(c, "regex", text(&named), "regex"),
             None => self.problem(
                 &c.key("regex"),
@@ -1377,6 +1377,39 @@ fn name_groups(re: &str, names: &[String]) -> Option<String> {
     names.next().is_none().then_some(out)
 }
 
+/// A Java regex as the regex crate reads it the way Java does: Java's `\w`, `\d`, `\s` and
+/// `\b` (and their negations) are ASCII-only by default, the regex crate's are Unicode (`Über`
+/// would be a word), so they are written out as ASCII classes. Everything else is passed on
+/// as written (what the regex crate cannot read, look-arounds or back-references, is refused
+/// when the agent compiles it).
+fn java_regex(re: &str) -> String {
+    let mut out = String::with_capacity(re.len());
+    let mut chars = re.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            // Nested classes are valid inside a class too: `[\w-]` becomes `[[0-9A-Za-z_]-]`.
+            Some('w') => out.push_str("[0-9A-Za-z_]"),
+            Some('W') => out.push_str("[^0-9A-Za-z_]"),
+            Some('d') => out.push_str("[0-9]"),
+            Some('D') => out.push_str("[^0-9]"),
+            Some('s') => out.push_str(r"[\t\n\x0B\f\r ]"),
+            Some('S') => out.push_str(r"[^\t\n\x0B\f\r ]"),
+            Some('b') => out.push_str(r"(?-u:\b)"),
+            Some('B') => out.push_str(r"(?-u:\B)"),
+            Some(o) => {
+                out.push('\\');
+                out.push(o);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
 /// A Java regex matched against a whole file name, as a glob, when it is one in disguise:
 /// anchors, literal characters (escaped or not), `.` for any one character, `.*` (or
 /// `(.*)`, `(.)*`) for any run, `.+` for a run of one or more, `\d` and simple classes
@@ -1471,6 +1504,25 @@ mod tests {
             Some("/var/log/app/*log")
         );
         assert_eq!(taildir_glob("/var/*/x.log"), None);
+    }
+
+    #[test]
+    fn java_shorthand_classes_are_ascii() {
+        assert_eq!(java_regex(r"^(\w+):"), "^([0-9A-Za-z_]+):");
+        assert_eq!(
+            java_regex(r"[\w.-]\d\S"),
+            r"[[0-9A-Za-z_].-][0-9][^\t\n\x0B\f\r ]"
+        );
+        assert_eq!(java_regex(r"\bDEBUG\B\\w\."), r"(?-u:\b)DEBUG(?-u:\B)\\w\.");
+        let re = regex::bytes::Regex::new(&java_regex(r"^(\w+)\s\bx")).unwrap();
+        assert!(re.is_match(b"ab_1 x"));
+        assert!(!re.is_match("Über x".as_bytes()));
+        assert!(!re.is_match("ab\u{a0}x".as_bytes()));
+        let b = regex::bytes::Regex::new(&java_regex(r"\bé")).unwrap();
+        assert!(
+            b.is_match("aé".as_bytes()),
+            "é is not a word character in Java"
+        );
     }
 
     #[test]
