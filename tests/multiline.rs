@@ -161,8 +161,12 @@ fn java_stack_traces_arrive_whole_in_order_across_a_sigkill_mid_event() {
         "events missing: {} of {EVENTS} arrived",
         seen.len()
     );
-    // `sluice audit` checks the offsets: a joined body ends one byte before the next event.
-    let report = audit(&broker, &topic, &[]);
+    // `sluice audit` checks the offsets (a joined body ends one byte before the next event)
+    // and, against the file, that each joined body is the file's bytes.
+    let original = dir.path().join("original");
+    std::fs::create_dir_all(&original).unwrap();
+    std::fs::copy(&log, original.join("app.log")).unwrap();
+    let report = audit(&broker, &topic, &["--expect", original.to_str().unwrap()]);
     assert_eq!(report["summary"]["records"], records.len(), "{report}");
     eprintln!("{} records for {EVENTS} events: {report}", records.len());
 }

@@ -54,8 +54,8 @@ pub enum ExpectError {
 /// What [`ExpectedFile::verify`] found for one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict<'a> {
-    /// The body is the original's bytes at its offset, within one line; `end` is the offset
-    /// just past it.
+    /// The body is the original's bytes at its offset, within one line, or from there over
+    /// several (lines a multiline event joined); `end` is the offset just past it.
     Match {
         /// Offset just past the body.
         end: u64,
@@ -144,7 +144,8 @@ impl ExpectedFile {
     }
 
     /// Checks a record's body against the original at `offset`: it must be a whole line or a
-    /// piece of one, byte for byte. An empty body matches only an empty line.
+    /// piece of one, or lines joined as they are in the file, byte for byte. An empty body
+    /// matches only an empty line.
     pub fn verify(&self, offset: u64, body: &[u8]) -> Verdict<'_> {
         let outside = Verdict::Mismatch {
             covers: None,
@@ -159,10 +160,15 @@ impl ExpectedFile {
             return outside;
         }
         let rest = &self.data[offset as usize..end as usize];
+        // A body longer than the rest of its line is several whole lines joined with the
+        // file's own `\n` between them (a multiline event): the file's bytes from the offset.
         let matches = if body.is_empty() {
             start == end
         } else {
             rest.starts_with(body)
+                || (body.len() > rest.len()
+                    && self.data[offset as usize..].starts_with(body)
+                    && self.ends_a_body(offset + body.len() as u64))
         };
         if matches {
             Verdict::Match {
@@ -175,6 +181,15 @@ impl ExpectedFile {
                 expected: rest,
             }
         }
+    }
+
+    /// Whether `end` can end a body: inside a line or at its body's end, not in or just past
+    /// its terminator.
+    fn ends_a_body(&self, end: u64) -> bool {
+        self.line_at(end).is_some_and(|j| {
+            let (start, body_end) = (self.starts[j], self.ends[j]);
+            end <= body_end && (end > start || start == body_end)
+        })
     }
 
     /// Where the record after one that ended at `end` must start: `end` itself inside a line
@@ -318,6 +333,17 @@ mod tests {
         assert_eq!(f.next_after(3), 3);
         assert_eq!(f.verify(3, b"def"), Verdict::Match { end: 6 });
         assert_eq!(f.verify(8, b""), Verdict::Match { end: 8 });
+        let joined = file(b"one\ntwo\nthree\n");
+        assert_eq!(
+            joined.verify(0, b"one\ntwo"),
+            Verdict::Match { end: 7 },
+            "lines joined as in the file"
+        );
+        assert_eq!(joined.next_after(7), 8);
+        assert!(matches!(
+            joined.verify(0, b"one\ntwx"),
+            Verdict::Mismatch { .. }
+        ));
         assert_eq!(f.next_after(8), 9);
         assert_eq!(f.verify(9, b"xy"), Verdict::Match { end: 11 });
         assert_eq!(f.next_after(11), 11);
