@@ -118,3 +118,142 @@ a1:
         "the dropped DEBUG line taken for a loss:\n{report}"
     );
 }
+
+/// An agent with one spooldir source (its extra options as YAML lines indented for the
+/// source), a memory channel and a Kafka sink to `topic` with the default headers.
+fn spool_to_kafka(data: &Path, spool: &Path, extra: &str, brokers: &str, topic: &str) -> String {
+    format!(
+        r#"
+a1:
+  data_dir: {data}
+  shutdown_timeout: 10s
+  sources:
+    r1:
+      type: spooldir
+      dir: {spool}
+      channel: c1
+      ready_after: 100ms
+      poll_interval: 100ms
+{extra}
+  channels:
+    c1: {{ type: memory }}
+  sinks:
+    k1:
+      type: kafka
+      channel: c1
+      brokers: {brokers}
+      topic: {topic}
+"#,
+        data = data.display(),
+        spool = spool.display(),
+    )
+}
+
+/// docs/audit.md, "Processed events": a body rewritten by `search_replace` carries
+/// `offset_end`, and "with `--expect`, a record with `offset_end` is not compared byte for
+/// byte with the original (its body was changed on purpose)".
+///
+/// A rewrite that keeps the body's length (masking a card number with `XXXX-...`, the
+/// classic use) gets no `offset_end` (`Line::set_end` only sets it when the length differs),
+/// so `sluice audit --expect` reports every masked line as a mismatch and exits 1, while a
+/// rewrite of another length of the same lines is clean.
+#[test]
+fn a_same_length_search_replace_is_no_mismatch_for_the_audit() {
+    let broker = KafkaBroker::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, data, originals) = (
+        tmp.path().join("spool"),
+        tmp.path().join("data"),
+        tmp.path().join("originals"),
+    );
+    fs::create_dir_all(&spool).unwrap();
+    fs::create_dir_all(&originals).unwrap();
+    let topic = topic_prefix("h11-mask");
+    broker.create_topic(&topic, 1);
+    let extra = r#"      interceptors:
+        - { type: search_replace, search: '\d{4}-\d{4}-\d{4}-\d{4}', replace: 'XXXX-XXXX-XXXX-XXXX' }"#;
+    let cfg = spool_to_kafka(&data, &spool, extra, &broker.bootstrap(), &topic);
+    let text: String = (0..20)
+        .map(|i| format!("payment {i} card 4111-1111-1111-{i:04} accepted\n"))
+        .collect();
+    fs::write(originals.join("pay.log"), &text).unwrap();
+    let mut agent = Agent::start(tmp.path(), "a1", &cfg);
+    drop_file(&spool, "pay.log", text.as_bytes());
+    let records = broker.consume_all(&topic, 20, Duration::from_secs(60));
+    stop(&mut agent);
+    assert_eq!(records.len(), 20);
+    assert!(
+        records
+            .iter()
+            .all(|r| r.value_str().contains("card XXXX-XXXX-XXXX-XXXX accepted")),
+        "masked"
+    );
+    let (code, report) = audit_raw(
+        &broker,
+        &topic,
+        &["--expect", originals.to_str().unwrap(), "--no-duplicates"],
+    );
+    assert_eq!(
+        code, 0,
+        "lines masked on purpose reported as changed:\n{report}"
+    );
+}
+
+/// docs/container-logs.md: `docker_json` events are the entries' `log`, "unescaped", with
+/// `stream` and `time` headers, and a line longer than `max_line_bytes` is "handed out as an
+/// event of what was joined so far, and the rest makes the next event: nothing is lost".
+///
+/// An entry whose JSON line is longer than `max_line_bytes` is cut by the framer before the
+/// format stage sees it, so none of its pieces parses: the application's line arrives as
+/// pieces of the raw JSON (`{"log":"...` with its escapes and the runtime's fields), without
+/// `stream` or `time`, counted in `sluice_source_unparsed_lines_total` and logged as "line not
+/// in the source's format". The same happens to a CRI record longer than `max_line_bytes`
+/// (its pieces after the first keep no `stream`). Docker and containerd cut at 16 KiB, so
+/// any `max_line_bytes` below that (to fit a smaller Kafka `max_message_bytes`) meets it.
+#[test]
+fn a_docker_json_entry_longer_than_max_line_bytes_is_still_unescaped() {
+    let broker = KafkaBroker::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, data) = (tmp.path().join("spool"), tmp.path().join("data"));
+    fs::create_dir_all(&spool).unwrap();
+    let topic = topic_prefix("h11-docker-long");
+    broker.create_topic(&topic, 1);
+    let extra = "      format: docker_json\n      max_line_bytes: 4KiB";
+    let cfg = spool_to_kafka(&data, &spool, extra, &broker.bootstrap(), &topic);
+    // One application line of 10,000 bytes with quotes (escaped in the file), in one entry
+    // (Docker cuts at 16 KiB), then a short line.
+    let long: String = (0..1000).map(|i| format!("\"{:07}\"", i)).collect();
+    let entries = [
+        serde_json::json!({"log": format!("{long}\n"), "stream": "stderr", "time": "2026-12-01T10:00:00.1Z"}),
+        serde_json::json!({"log": "short\n", "stream": "stdout", "time": "2026-12-01T10:00:00.2Z"}),
+    ];
+    let text: String = entries.iter().map(|e| format!("{e}\n")).collect();
+    let mut agent = Agent::start(tmp.path(), "a1", &cfg);
+    drop_file(&spool, "web-json.log", text.as_bytes());
+    agent.wait_for(Duration::from_secs(30), "the file completed", || {
+        spool.join("web-json.log.COMPLETED").exists()
+    });
+    stop(&mut agent);
+    let records = broker.consume_all(&topic, 0, Duration::from_secs(30));
+    let last = records.last().expect("records");
+    assert_eq!(last.value_str(), "short");
+    let pieces = &records[..records.len() - 1];
+    let joined: String = pieces.iter().map(|r| r.value_str()).collect();
+    assert!(
+        joined == long,
+        "the long line's pieces, joined, are not its text: {} records, the first begins {:?}",
+        pieces.len(),
+        &pieces[0].value_str()[..40]
+    );
+    for r in pieces {
+        assert_eq!(
+            r.header("stream"),
+            Some(&b"stderr"[..]),
+            "a piece without its stream"
+        );
+    }
+    assert!(
+        !agent.stderr_text().contains("not in the source's format"),
+        "a piece of a long entry logged as a line not in the format"
+    );
+}
