@@ -8,7 +8,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use support::agent::{Agent, drop_file, free_port, sluice};
+use support::agent::{Agent, drop_file, free_port, metric, sluice};
 use support::kafka::KafkaBroker;
 use support::rotation::stop;
 use support::tail_topic::topic_prefix;
@@ -256,4 +256,92 @@ fn a_docker_json_entry_longer_than_max_line_bytes_is_still_unescaped() {
         !agent.stderr_text().contains("not in the source's format"),
         "a piece of a long entry logged as a line not in the format"
     );
+}
+
+/// docs/interceptors.md: lines dropped are counted "per source and per interceptor":
+/// `sluice_source_interceptor_dropped_events_total{source}` and
+/// `sluice_interceptor_dropped_events_total{source,interceptor,type}`, counters.
+///
+/// A reload that restarts the source (here: its `poll_interval` changed, its interceptors
+/// the same) keeps the per-source total but starts every per-interceptor counter again from
+/// 0 (`Interceptors::compile` installs new ones), so that the per-interceptor series fall
+/// back and no longer add up to the source's total.
+#[test]
+fn per_interceptor_drop_counters_survive_a_reload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (logs, data) = (tmp.path().join("logs"), tmp.path().join("data"));
+    fs::create_dir_all(&logs).unwrap();
+    let http = free_port();
+    let config = |poll: &str| {
+        format!(
+            r#"
+a1:
+  data_dir: {data}
+  http: 127.0.0.1:{http}
+  sources:
+    r1:
+      type: taildir
+      paths: ["{logs}/*.log"]
+      channel: c1
+      poll_interval: {poll}
+      interceptors:
+        - {{ type: regex_filter, regex: "^DEBUG", exclude: true }}
+        - {{ type: regex_filter, regex: "^TRACE", exclude: true }}
+  channels:
+    c1: {{ type: memory }}
+  sinks:
+    k1: {{ type: console, channel: c1 }}
+"#,
+            data = data.display(),
+            logs = logs.display(),
+        )
+    };
+    let log = logs.join("app.log");
+    let write = |text: &str| {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    let by = |i: &str| {
+        metric(
+            http,
+            "sluice_interceptor_dropped_events_total",
+            &format!("interceptor=\"{i}\""),
+        )
+    };
+    let total = || {
+        metric(
+            http,
+            "sluice_source_interceptor_dropped_events_total",
+            "source=\"r1\"",
+        )
+    };
+    let mut agent = Agent::start(tmp.path(), "a1", &config("100ms"));
+    support::rotation::started(&agent);
+    write("DEBUG a\nTRACE b\nTRACE c\nINFO d\n");
+    agent.wait_for(Duration::from_secs(30), "3 drops counted", || {
+        total() == Some(3)
+    });
+    assert_eq!((by("0"), by("1")), (Some(1), Some(2)));
+
+    fs::write(tmp.path().join("agent.yaml"), config("200ms")).unwrap();
+    agent.signal(libc::SIGHUP);
+    agent.wait_for(Duration::from_secs(30), "the reload", || {
+        agent.stderr_text().contains("configuration reloaded")
+    });
+    write("DEBUG e\nINFO f\n");
+    agent.wait_for(Duration::from_secs(30), "4 drops counted", || {
+        total() == Some(4)
+    });
+    assert_eq!(
+        (by("0"), by("1")),
+        (Some(2), Some(2)),
+        "the per-interceptor counters went back after the reload while the source's total \
+         went on"
+    );
+    stop(&mut agent);
 }
