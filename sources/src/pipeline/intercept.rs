@@ -135,28 +135,41 @@ impl Interceptors {
         list: &[InterceptorConfig],
         metrics: &Arc<SourceMetrics>,
     ) -> Result<Option<Self>, Problem> {
+        let mut installed = metrics.dropped_by.lock().unwrap_or_else(|e| e.into_inner());
         if list.is_empty() {
+            installed.clear();
             return Ok(None);
         }
         let host = host_name();
-        let compiled = list
+        let mut compiled = list
             .iter()
             .enumerate()
             .map(|(i, c)| compile(i, c, &host))
             .collect::<Result<Vec<_>, _>>()?;
+        // A source restarted by a reload counts on where it left off: the interceptor at the
+        // same place of the list keeps its counter, as the source's total does.
         let dropped_by = compiled
-            .iter()
+            .iter_mut()
             .enumerate()
             .filter_map(|(index, i)| match i {
-                Interceptor::Filter(_, _, lines) => Some(DroppedBy {
-                    index,
-                    kind: "regex_filter",
-                    lines: lines.clone(),
-                }),
+                Interceptor::Filter(_, _, lines) => {
+                    if let Some(old) = installed
+                        .iter()
+                        .find(|d| d.index == index && d.kind == "regex_filter")
+                    {
+                        *lines = old.lines.clone();
+                    }
+                    Some(DroppedBy {
+                        index,
+                        kind: "regex_filter",
+                        lines: lines.clone(),
+                    })
+                }
                 _ => None,
             })
             .collect();
-        *metrics.dropped_by.lock().unwrap_or_else(|e| e.into_inner()) = dropped_by;
+        *installed = dropped_by;
+        drop(installed);
         Ok(Some(Interceptors(compiled.into(), metrics.clone())))
     }
 
@@ -608,6 +621,29 @@ mod tests {
         let mut next = vec![Line::new(Bytes::from_static(b"INFO"), 20 + HOLD_DROPPED)];
         stage.apply(&mut next, false);
         assert_eq!(header(&next[0], DROPPED_FROM_HEADER), Some("10"));
+    }
+
+    #[test]
+    fn a_recompiled_list_counts_on_where_the_last_one_left_off() {
+        let metrics = Arc::new(SourceMetrics::default());
+        let counts = || -> Vec<(usize, u64)> {
+            let by = metrics.dropped_by.lock().unwrap();
+            by.iter()
+                .map(|d| (d.index, SourceMetrics::get(&d.lines)))
+                .collect()
+        };
+        let mut first = stage(NO_DEBUG, &metrics);
+        first.apply(&mut vec![Line::new(Bytes::from_static(b"DEBUG"), 0)], false);
+        assert_eq!(counts(), vec![(0, 1)]);
+        let mut again = stage(NO_DEBUG, &metrics);
+        again.apply(&mut vec![Line::new(Bytes::from_static(b"DEBUG"), 0)], false);
+        assert_eq!(
+            counts(),
+            vec![(0, 2)],
+            "a reload's new stage goes on counting"
+        );
+        Interceptors::compile(&[], &metrics).unwrap();
+        assert_eq!(counts(), vec![], "no interceptor left: no series");
     }
 
     #[test]
