@@ -345,3 +345,47 @@ a1:
     );
     stop(&mut agent);
 }
+
+/// README: at shutdown "What was not delivered by then is read again from the checkpoint
+/// after a restart" — for a memory channel. A file channel keeps what it holds over a restart
+/// (docs/file-channel.md) and its sources' checkpoints have moved past it, so nothing of it is
+/// read again. The last warning of a SIGTERM with Kafka down says otherwise for both:
+/// "events left undelivered; their sources read them again after a restart", which sends an
+/// operator of a file channel looking for lines that will never be read again.
+#[test]
+fn the_shutdown_warning_about_a_file_channel_says_it_keeps_its_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, data) = (tmp.path().join("spool"), tmp.path().join("data"));
+    fs::create_dir_all(&spool).unwrap();
+    let down = format!("127.0.0.1:{}", free_port());
+    let cfg = format!(
+        r#"
+a1:
+  data_dir: {data}
+  shutdown_timeout: 1s
+  sources:
+    r1: {{ type: spooldir, dir: {spool}, channel: c1, ready_after: 100ms, poll_interval: 100ms }}
+  channels:
+    c1: {{ type: file, dir: c1, min_free_space: 0 }}
+  sinks:
+    k1: {{ type: kafka, channel: c1, brokers: "{down}", topic: t }}
+"#,
+        data = data.display(),
+        spool = spool.display(),
+    );
+    let mut agent = Agent::start(tmp.path(), "a1", &cfg);
+    drop_file(&spool, "a.log", b"one\ntwo\nthree\n");
+    agent.wait_for(Duration::from_secs(30), "the file completed", || {
+        spool.join("a.log.COMPLETED").exists()
+    });
+    stop(&mut agent);
+    let log = agent.stderr_text();
+    let last = log
+        .lines()
+        .find(|l| l.contains("events left undelivered"))
+        .expect("a warning about the events left");
+    assert!(
+        !last.contains("sources read them again"),
+        "the file is completed and will not be read again, the channel keeps its lines: {last}"
+    );
+}
