@@ -389,3 +389,108 @@ a1:
         "the file is completed and will not be read again, the channel keeps its lines: {last}"
     );
 }
+
+/// docs/taildir.md: the `path` header is "the path the file was matched under — kept for the
+/// file's whole life, also after it was rotated away, so all its lines share one stream key
+/// and Kafka partition"; the DaemonSet keys records by `%{node}:%{path}` for "one file, one
+/// partition, in order".
+///
+/// Not across a restart: a CRI log rotated kubelet's way (`0.log` renamed `0.log.DATE`) while
+/// the agent is down is found again by its position under the new name (the second glob),
+/// and its remaining lines get the new name as `path`, so another key and, in a topic of
+/// several partitions, another partition than its first lines: Kafka no longer keeps the
+/// file's lines in order, and `sluice audit` reports the file split across partitions.
+#[test]
+fn a_file_rotated_while_the_agent_is_down_keeps_its_path_and_partition() {
+    use std::io::Write;
+    let broker = KafkaBroker::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let pod = tmp.path().join("pods/default_web_0c1e/web");
+    fs::create_dir_all(&pod).unwrap();
+    let live = pod.join("0.log");
+    let positions = tmp.path().join("data/sources/r1/positions.json");
+    let topic = topic_prefix("h11-rotated-down");
+    broker.create_topic(&topic, 8);
+    let cfg = format!(
+        r#"
+a1:
+  data_dir: {dir}/data
+  shutdown_timeout: 10s
+  sources:
+    r1:
+      type: taildir
+      format: cri
+      channel: c1
+      paths: ["{dir}/pods/*/*/*.log", "{dir}/pods/*/*/*.log.2*[0-9]"]
+      poll_interval: 50ms
+  channels:
+    c1: {{ type: memory }}
+  sinks:
+    k1:
+      type: kafka
+      channel: c1
+      brokers: {brokers}
+      topic: "{topic}"
+      key: "%{{file}}"
+"#,
+        dir = tmp.path().display(),
+        brokers = broker.bootstrap(),
+    );
+    // The key is the base name here, so that the partitions are known: the two names go to
+    // two partitions.
+    let rotated = "0.log.20261201-100000";
+    assert_ne!(
+        support::kafka::murmur2_partition(b"0.log", 8),
+        support::kafka::murmur2_partition(rotated.as_bytes(), 8)
+    );
+    let record = |i: usize| format!("2026-12-01T10:00:00.{i:09}Z stdout F line {i:04}\n");
+    let write = |from: usize, to: usize| {
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&live)
+            .unwrap();
+        let text: String = (from..to).map(record).collect();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    let mut agent = Agent::start(tmp.path(), "a1", &cfg);
+    support::rotation::started(&agent);
+    write(0, 100);
+    let size = fs::metadata(&live).unwrap().len();
+    agent.wait_for(Duration::from_secs(60), "the first lines safe", || {
+        support::tail_topic::saved_offset(&positions, &live) == Some(size)
+    });
+    agent.kill();
+    // While the agent is down: more lines, then kubelet's rotation and a new 0.log.
+    write(100, 200);
+    fs::rename(&live, pod.join(rotated)).unwrap();
+    write(1000, 1010);
+    let mut agent = Agent::start(tmp.path(), "a1", &cfg);
+    let records = broker.consume_all(&topic, 210, Duration::from_secs(60));
+    stop(&mut agent);
+    assert_eq!(records.len(), 210);
+    let first_file = |r: &&support::kafka::Record| {
+        r.value_str()
+            .strip_prefix("line ")
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| n < 200)
+    };
+    let paths: std::collections::BTreeSet<String> = records
+        .iter()
+        .filter(first_file)
+        .map(|r| String::from_utf8_lossy(r.header("path").unwrap()).into_owned())
+        .collect();
+    let partitions: std::collections::BTreeSet<i32> = records
+        .iter()
+        .filter(first_file)
+        .map(|r| r.partition)
+        .collect();
+    assert_eq!(
+        partitions.len(),
+        1,
+        "the first file's lines in partitions {partitions:?}: its name changed with the restart"
+    );
+    assert_eq!(paths.len(), 1, "one file, two `path` headers: {paths:?}");
+    let (code, report) = audit_raw(&broker, &topic, &[]);
+    assert_eq!(code, 0, "{report}");
+}
