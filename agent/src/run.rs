@@ -1101,7 +1101,16 @@ async fn run_components(cfg: AgentConfig, file: ConfigFile, stop: &mut Stop) -> 
     report::summary(&components, started.elapsed());
     for ch in sv.channels.values() {
         let left = ch.stats().events;
-        if left > 0 {
+        if left == 0 {
+            continue;
+        }
+        if file_dir(&sv.cfg, ch.name()).is_some() {
+            warn!(
+                channel = ch.name(),
+                events = left,
+                "events left undelivered; the file channel keeps them and delivers them after a restart"
+            );
+        } else {
             warn!(
                 channel = ch.name(),
                 events = left,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sluice_channels::{Event, Origin};
+use sluice_channels::{DROPPED_FROM_HEADER, Event, Origin};
 
 use super::lines::Line;
 
@@ -80,7 +80,9 @@ impl Packer {
     }
 
     /// Adds the next line of the file begun. A batch that fills up in the middle of the
-    /// file's lines is marked up to where this line starts.
+    /// file's lines is marked up to where this line starts: before the lines an interceptor
+    /// dropped right before it ([`DROPPED_FROM_HEADER`]), so that a restart there reads them
+    /// again and this line still says where they began.
     pub fn push_line(
         &mut self,
         Line {
@@ -100,10 +102,15 @@ impl Packer {
             if self.in_file
                 && let Some(b) = self.batches.last_mut()
             {
+                let from = headers
+                    .get(DROPPED_FROM_HEADER)
+                    .flatten()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .filter(|&f| f <= offset);
                 b.marks.push(Mark {
                     key: *key,
                     generation: *generation,
-                    offset,
+                    offset: from.unwrap_or(offset),
                 });
             }
             self.batches.push(Batch {
@@ -186,6 +193,25 @@ mod tests {
                 .iter()
                 .flat_map(|b| &b.events)
                 .all(|e| e.read_at_ms == 7)
+        );
+    }
+
+    #[test]
+    fn a_batch_full_before_a_line_after_dropped_lines_is_marked_before_them() {
+        let origin = Arc::new(Origin::default());
+        let mut p = Packer::new(2, 7);
+        let mut l = lines(&[("a", 0), ("b", 2), ("d", 8)]);
+        l[2].headers.set(Arc::from(DROPPED_FROM_HEADER), "4");
+        assert!(p.add((1, 0), &origin, &mut l, 10));
+        let marks: Vec<u64> = p
+            .into_batches()
+            .iter()
+            .flat_map(|b| b.marks.iter().map(|m| m.offset))
+            .collect();
+        assert_eq!(
+            marks,
+            vec![4, 10],
+            "the dropped lines at 4.. are read again"
         );
     }
 }
