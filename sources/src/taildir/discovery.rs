@@ -229,11 +229,12 @@ impl Tail {
             }
             return;
         }
+        let was = self.resume.path_of((dev, ino));
         let begin = self.resume.start_of((dev, ino), Seen::Appeared);
         info!(file = %path.display(), at = %at.display(),
             "following a new file from the moment it appeared");
         let pattern = self.discovery.patterns.pattern_of(&path).unwrap_or(0);
-        let key = self.add(&path, pattern, (dev, ino), begin);
+        let key = self.add(&path, was.as_deref(), pattern, (dev, ino), begin);
         if let Some(st) = self.files.get_mut(key) {
             st.open_path = at;
             if room {
@@ -303,6 +304,7 @@ impl Tail {
                         mtime: f.mtime,
                         size: f.size,
                     };
+                    let was = self.resume.path_of(id);
                     let begin = self.resume.start_of(id, seen);
                     let start = begin.start;
                     // At startup the start line gives the count; one line per file after.
@@ -311,7 +313,7 @@ impl Tail {
                     } else {
                         info!(file = %f.path.display(), start = ?start, "following a new file");
                     }
-                    self.add(&f.path, f.pattern, id, begin)
+                    self.add(&f.path, was.as_deref(), f.pattern, id, begin)
                 }
             };
             let Some(st) = self.files.get_mut(key) else {
@@ -352,9 +354,22 @@ impl Tail {
     }
 
     /// Starts following a file found at `path`, matched by pattern number `pattern`, with
-    /// device and inode `id`, read as `begin` says; its position is written at once.
-    fn add(&mut self, path: &Path, pattern: usize, id: Id, begin: Begin) -> Key {
-        let base = origin_for(&self.cfg, &self.ctx, path, pattern);
+    /// device and inode `id`, read as `begin` says; its position is written at once. A file
+    /// the last run followed under another path (`was`: renamed while the agent was stopped)
+    /// keeps that path, and the headers of the pattern that matched it, for its events.
+    fn add(
+        &mut self,
+        path: &Path,
+        was: Option<&Path>,
+        pattern: usize,
+        id: Id,
+        begin: Begin,
+    ) -> Key {
+        let (origin_path, pattern) = match was {
+            Some(w) if w != path => (w, self.discovery.patterns.pattern_of(w).unwrap_or(pattern)),
+            _ => (path, pattern),
+        };
+        let base = origin_for(&self.cfg, &self.ctx, origin_path, pattern);
         let key = self.files.add(FileState::new(path, id, begin, base));
         self.positions.new_file();
         key
@@ -423,7 +438,7 @@ impl Tail {
             let path = PathBuf::from(&p.path);
             // The pattern the file was matched under decides its static headers.
             let pattern = self.discovery.patterns.pattern_of(&path).unwrap_or(0);
-            let key = self.add(&path, pattern, (p.dev, p.ino), Begin::at(&p));
+            let key = self.add(&path, None, pattern, (p.dev, p.ino), Begin::at(&p));
             if let Some(st) = self.files.get_mut(key) {
                 st.open_path = at;
                 st.bound = false;

@@ -116,10 +116,11 @@ impl FileState {
         self.bound && self.eof && !self.queued && matches!(self.reader, Slot::Open(_))
     }
 
-    /// Its entry in the position file.
+    /// Its entry in the position file, under the path its events carry (the one it was
+    /// first matched under, whatever it was renamed to since).
     pub fn position(&self) -> Position {
         Position {
-            path: self.path.to_string_lossy().into_owned(),
+            path: self.base.path.clone(),
             dev: self.dev,
             ino: self.ino,
             fp: self.fp,
@@ -280,7 +281,8 @@ mod tests {
             safe: 0,
             fp: None,
         };
-        FileState::new(Path::new(path), id, begin, Arc::new(Origin::default()))
+        let origin = Origin::for_file("r1", Path::new(path), "h", Vec::new());
+        FileState::new(Path::new(path), id, begin, Arc::new(origin))
     }
 
     fn known(files: &Files) -> Vec<(PathBuf, Id)> {

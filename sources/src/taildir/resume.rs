@@ -106,6 +106,15 @@ impl Resume {
         }
     }
 
+    /// The path the last run followed the file with identity `id` under, if it remembers
+    /// one: its events keep it (the file may have been renamed while the agent was stopped).
+    pub fn path_of(&self, id: Id) -> Option<std::path::PathBuf> {
+        self.remembered
+            .get(&id)
+            .filter(|p| !p.path.is_empty())
+            .map(|p| std::path::PathBuf::from(&p.path))
+    }
+
     /// Where the file with identity `id`, found as `seen` and not followed yet, starts; its
     /// remembered position, if any, is used up.
     ///
