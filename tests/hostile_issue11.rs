@@ -143,6 +143,7 @@ a1:
       channel: c1
       brokers: {brokers}
       topic: {topic}
+      headers: [path, offset, fid, offset_end, dropped_from, stream, time]
 "#,
         data = data.display(),
         spool = spool.display(),

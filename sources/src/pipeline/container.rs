@@ -31,6 +31,22 @@ pub enum Format {
     DockerJson,
 }
 
+/// The least length a container log's line of the file is framed whole at, whatever
+/// `max_line_bytes` says: runtimes cut records at 16 KiB of message, which JSON escaping can
+/// make up to six times longer. A record cut by the framer would not parse.
+const MIN_RECORD_LINE: u64 = 256 << 10;
+
+impl Format {
+    /// The longest line of the file the framer keeps whole, for `max_line_bytes`: the
+    /// format's records are parsed whole, and `max_line_bytes` bounds what they join into.
+    pub fn framing_limit(self, max_line_bytes: u64) -> u64 {
+        match self {
+            Format::Lines => max_line_bytes,
+            Format::Cri | Format::DockerJson => max_line_bytes.max(MIN_RECORD_LINE),
+        }
+    }
+}
+
 /// How long fragments of a line wait for the rest of it before they are handed out as they
 /// are: a runtime writes a cut line's fragments back to back, so one that waits this long
 /// will not be completed.
@@ -464,6 +480,13 @@ mod tests {
         c.apply(&mut none, false);
         assert_eq!(&none[0].body[..], b"b");
         assert_eq!(c.held_from(), None);
+    }
+
+    #[test]
+    fn records_are_framed_whole_even_under_a_small_max_line_bytes() {
+        assert_eq!(Format::Lines.framing_limit(4096), 4096);
+        assert_eq!(Format::Cri.framing_limit(4096), MIN_RECORD_LINE);
+        assert_eq!(Format::DockerJson.framing_limit(1 << 30), 1 << 30);
     }
 
     #[test]

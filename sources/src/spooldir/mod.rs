@@ -510,7 +510,8 @@ impl SpoolDirSource {
                 &self.ctx.host,
                 headers.collect(),
             )),
-            max_line: self.cfg.max_line_bytes.as_usize(),
+            max_line: usize::try_from(self.cfg.format.framing_limit(self.cfg.max_line_bytes.0))
+                .unwrap_or(usize::MAX),
             policy: self.cfg.long_lines,
             batch_size: self.cfg.batch_size,
             interceptors: self.interceptors.clone(),
@@ -647,7 +648,10 @@ impl SpoolDirSource {
                 lines: long.lines - reported_long.lines,
                 dropped_bytes: long.dropped_bytes - reported_long.dropped_bytes,
             };
-            let limits = (self.cfg.max_line_bytes.0, self.cfg.long_lines);
+            let limits = (
+                self.cfg.format.framing_limit(self.cfg.max_line_bytes.0),
+                self.cfg.long_lines,
+            );
             pipeline::long_lines(&self.ctx, &path, reader.offset(), new, limits);
             reported_long = long;
             let put_any = !chunk.batches.is_empty();

@@ -64,7 +64,8 @@ impl Jobs {
         Jobs {
             settings: Arc::new(Settings {
                 batch_size: cfg.batch_size,
-                max_line: cfg.max_line_bytes.as_usize(),
+                max_line: usize::try_from(cfg.format.framing_limit(cfg.max_line_bytes.0))
+                    .unwrap_or(usize::MAX),
                 policy: cfg.long_lines,
                 decoding,
                 chunk: READ_CHUNK,
@@ -278,7 +279,10 @@ impl Tail {
         let Some(st) = self.files.get_mut(d.key) else {
             return;
         };
-        let long = (self.cfg.max_line_bytes.0, self.cfg.long_lines);
+        let long = (
+            self.cfg.format.framing_limit(self.cfg.max_line_bytes.0),
+            self.cfg.long_lines,
+        );
         pipeline::long_lines(&self.ctx, &st.path, st.read_pos, d.long, long);
         if let Some(v) = d.restarted {
             let what = if v == Verdict::Shrunk {
