@@ -136,7 +136,12 @@ fn write_map(out: &mut String, map: &Map, at: &str, depth: usize, prov: &Provena
                 }
             }
             v => {
-                let _ = writeln!(out, "{indent}{}: {}{from}", scalar(k), node_scalar(v));
+                let reference = prov.keys.get(&path).and_then(|f| prov.env_refs.get(f));
+                let value = match (reference, v) {
+                    (Some((r, now)), Node::Scalar(Scalar::Str(s))) if s == now => r.clone(),
+                    _ => node_scalar(v),
+                };
+                let _ = writeln!(out, "{indent}{}: {value}{from}", scalar(k));
             }
         }
     }
@@ -159,6 +164,7 @@ fn scalar(s: &str) -> String {
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/' | '.'))
         && !s.contains('$')
+        && !s.starts_with(|c: char| c.is_ascii_digit() || c == '+')
         && !s.starts_with(['-', '.'])
         && s.parse::<f64>().is_err()
         && !matches!(

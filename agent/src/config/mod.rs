@@ -141,7 +141,7 @@ pub fn flume_tree(
     name: &str,
     opts: &Options,
 ) -> Result<(Map, flume::Provenance), ConfigError> {
-    let props = flume_properties(bytes, path, opts)?;
+    let props = flume_properties(bytes, path, Some(name), opts)?;
     let known = flume::translate::agent_names(&props);
     if !known.iter().any(|n| n == name) {
         return Err(ConfigError::one(
@@ -160,16 +160,19 @@ pub fn flume_tree(
     Ok((agents, prov))
 }
 
+/// The properties of a Flume file; with `agent`, problems in other agents' keys are not
+/// reported (those keys are left out).
 fn flume_properties(
     bytes: &[u8],
     path: &Path,
+    agent: Option<&str>,
     opts: &Options,
 ) -> Result<Vec<flume::properties::Property>, ConfigError> {
     let lookup = |l: flume::Lookup, n: &str| match l {
         flume::Lookup::Env => std::env::var(n).ok(),
         flume::Lookup::Sys => opts.define(n),
     };
-    flume::properties::parse(bytes, &path.display().to_string(), &lookup)
+    flume::properties::parse(bytes, &path.display().to_string(), agent, &lookup)
         .map_err(|problems| ConfigError { problems })
 }
 
@@ -181,11 +184,21 @@ pub fn agent_names(path: &Path, opts: &Options) -> Result<Vec<String>, ConfigErr
             let agents = yaml::read(&read(path)?, path, |v| std::env::var(v).ok())?;
             Ok(names(&agents))
         }
-        Format::Flume => Ok(flume::translate::agent_names(&flume_properties(
-            &read_bytes(path)?,
-            path,
-            opts,
-        )?)),
+        Format::Flume => {
+            let names = flume::translate::agent_names(&flume_properties(
+                &read_bytes(path)?,
+                path,
+                None,
+                opts,
+            )?);
+            if names.is_empty() {
+                return Err(ConfigError::one(
+                    path.display().to_string(),
+                    "the file defines no agent (no key such as `a1.sources = r1`)",
+                ));
+            }
+            Ok(names)
+        }
     }
 }
 

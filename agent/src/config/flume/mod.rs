@@ -33,6 +33,15 @@ pub struct Provenance {
     pub keys: BTreeMap<String, String>,
     /// Flume keys accepted that change nothing in Sluice, each with why.
     pub no_effect: Vec<Problem>,
+    /// Flume key → the YAML reference to write for it in `sluice convert` (`${NAME}`) and
+    /// the value it has now, for values that are a whole `${env:NAME}` (or `${NAME}` of the
+    /// environment): an option holding that value as it is is written as the reference, so
+    /// that the converted file reads the environment as the original did and holds no
+    /// secret.
+    pub env_refs: BTreeMap<String, (String, String)>,
+    /// Flume keys whose values were partly made of `${...}` references: convert writes
+    /// them as substituted, and says so.
+    pub substituted: Vec<String>,
     /// Where Sluice behaves differently from Flume (keeping what Flume would lose), or where
     /// the configuration loses order as it does in Flume.
     pub warnings: Vec<Problem>,

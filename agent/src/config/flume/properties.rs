@@ -18,23 +18,37 @@ pub struct Property {
     pub key: String,
     /// The value, trimmed and with `${...}` substituted.
     pub value: String,
+    /// The value as written, before substitution.
+    pub raw: String,
     /// The line of the file the property starts on.
     pub line: usize,
 }
 
 /// The properties of `bytes`, in file order, a key set twice keeping its last value (at the
 /// place of its first) as in Java. Keys with an empty value are left out, as Flume does.
-/// `lookup` gives the `${env:NAME}` and `${sys:NAME}` values (`sys:` being the `-D`
+/// With `agent`, a `${...}` that cannot be substituted in another agent's key (or in a key
+/// of no agent) drops that key instead of failing. `lookup` gives the `${env:NAME}` and
+/// `${sys:NAME}` values (`sys:` being the `-D`
 /// properties of the command line). `file` names the file in problems.
 pub fn parse(
     bytes: &[u8],
     file: &str,
+    agent: Option<&str>,
     lookup: &dyn Fn(Lookup, &str) -> Option<String>,
 ) -> Result<Vec<Property>, Vec<Problem>> {
+    if bytes.contains(&0) {
+        return Err(vec![Problem::new(
+            file,
+            "holds NUL bytes: not a properties file (UTF-16? save it as UTF-8 or ISO-8859-1)",
+        )]);
+    }
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t.to_owned(),
         Err(_) => bytes.iter().map(|&b| char::from(b)).collect(),
     };
+    // Java ends a line at `\n`, `\r\n` or a lone `\r`.
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
     let mut problems = Vec::new();
     let mut raw: Vec<Property> = Vec::new();
     let mut at: BTreeMap<String, usize> = BTreeMap::new();
@@ -42,7 +56,12 @@ pub fn parse(
         match split(&logical) {
             Ok((key, value)) => {
                 let (key, value) = (key.trim().to_owned(), value.trim().to_owned());
-                let p = Property { key, value, line };
+                let p = Property {
+                    key,
+                    raw: value.clone(),
+                    value,
+                    line,
+                };
                 match at.get(&p.key) {
                     Some(&i) => raw[i] = p,
                     None => {
@@ -60,14 +79,21 @@ pub fn parse(
         .map(|p| (p.key.as_str(), p.value.as_str()))
         .collect();
     let mut out = Vec::with_capacity(raw.len());
+    let ours =
+        |key: &str| agent.is_none_or(|a| key.strip_prefix(a).is_some_and(|r| r.starts_with('.')));
     for p in &raw {
         match substitute(&p.value, &values, lookup) {
+            // A value empty once substituted is dropped, as Flume drops empty values.
+            Ok(value) if value.trim().is_empty() => {}
             Ok(value) => out.push(Property {
                 key: p.key.clone(),
-                value,
+                value: value.trim().to_owned(),
+                raw: p.value.clone(),
                 line: p.line,
             }),
-            Err(message) => problems.push(Problem::new(&p.key, message)),
+            // Only the keys of the agent asked for: another agent's are not used.
+            Err(message) if ours(&p.key) => problems.push(Problem::new(&p.key, message)),
+            Err(_) => {}
         }
     }
     if problems.is_empty() {
@@ -231,16 +257,14 @@ fn resolve(
         let Some(len) = closing(&rest[body_start..]) else {
             return Err(format!("`{}` has no closing `}}`", &rest[at..]));
         };
-        let inner = resolve(
-            &rest[body_start..body_start + len],
-            props,
-            lookup,
-            depth + 1,
-        )?;
-        let (name, default) = match inner.split_once(":-") {
-            Some((n, d)) => (n, Some(d)),
-            None => (inner.as_str(), None),
+        let body = &rest[body_start..body_start + len];
+        // The default is resolved only when it is used.
+        let (name_raw, default_raw) = match top_level_default(body) {
+            Some(at) => (&body[..at], Some(&body[at + 2..])),
+            None => (body, None),
         };
+        let inner = resolve(name_raw, props, lookup, depth + 1)?;
+        let name = inner.as_str();
         let found = match name.split_once(':') {
             Some(("env", n)) => lookup(Lookup::Env, n),
             Some(("sys", n)) => lookup(Lookup::Sys, n),
@@ -254,7 +278,12 @@ fn resolve(
                 None => lookup(Lookup::Env, name),
             },
         };
-        match found.or(default.map(str::to_owned)) {
+        let found = match (found, default_raw) {
+            (Some(v), _) => Some(v),
+            (None, Some(d)) => Some(resolve(d, props, lookup, depth + 1)?),
+            (None, None) => None,
+        };
+        match found {
             Some(v) => out.push_str(&v),
             None => {
                 return Err(format!(
@@ -267,6 +296,26 @@ fn resolve(
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Where the `:-` of a reference's body is, outside references nested in it.
+fn top_level_default(body: &str) -> Option<usize> {
+    let bytes = body.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i + 1 < bytes.len() {
+        match (bytes[i], bytes[i + 1]) {
+            (b'$', b'{') => {
+                depth += 1;
+                i += 1;
+            }
+            (b'}', _) => depth = depth.saturating_sub(1),
+            (b':', b'-') if depth == 0 => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// The length of a reference's body: up to its `}`, references inside it included.
@@ -303,7 +352,7 @@ mod tests {
     }
 
     fn props(text: &str) -> Vec<(String, String)> {
-        parse(text.as_bytes(), "f", &env)
+        parse(text.as_bytes(), "f", None, &env)
             .unwrap()
             .into_iter()
             .map(|p| (p.key, p.value))
@@ -343,7 +392,7 @@ mod tests {
             props(text),
             pairs(&[("a b=c:d", "x\tyé\\zq"), ("emoji", "😀")])
         );
-        let err = parse(b"k = \\u12G4\n", "f.properties", &env).unwrap_err();
+        let err = parse(b"k = \\u12G4\n", "f.properties", None, &env).unwrap_err();
         assert_eq!(err[0].key, "f.properties:1");
         assert!(err[0].message.contains("\\u12G4"), "{}", err[0].message);
     }
@@ -357,7 +406,7 @@ mod tests {
     #[test]
     fn text_that_is_not_utf8_is_read_as_latin1() {
         assert_eq!(props("k = é\n"), pairs(&[("k", "é")]));
-        let latin1 = parse(b"k = \xe9\n", "f", &env).unwrap();
+        let latin1 = parse(b"k = \xe9\n", "f", None, &env).unwrap();
         assert_eq!(latin1[0].value, "é");
     }
 
@@ -386,7 +435,7 @@ mod tests {
     fn a_reference_to_nothing_names_its_key() {
         let text = "a1.ok = 1\na1.sinks.k1.kafka.topic = ${env:NOPE}\na1.x = ${date:yyyy}\n\
                     a1.loop = ${a1.loop}\na1.open = ${HOME\n";
-        let err = parse(text.as_bytes(), "f", &env).unwrap_err();
+        let err = parse(text.as_bytes(), "f", None, &env).unwrap_err();
         let keys: Vec<&str> = err.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             keys,
@@ -399,8 +448,36 @@ mod tests {
     }
 
     #[test]
+    fn a_bom_lone_cr_endings_lazy_defaults_and_values_emptied_by_substitution() {
+        assert_eq!(
+            parse(b"\xef\xbb\xbfa = 1\rb = 2\r\n", "f", None, &env)
+                .unwrap()
+                .iter()
+                .map(|p| (p.key.as_str(), p.value.as_str()))
+                .collect::<Vec<_>>(),
+            [("a", "1"), ("b", "2")]
+        );
+        assert_eq!(
+            props("a = ${env:HOME:-${NOPE}}\nb = ${env:EMPTY}\nc = x\n"),
+            pairs(&[("a", "/home/u"), ("c", "x")]),
+            "the default is not looked at; an emptied value is dropped"
+        );
+        let nul = parse(b"a\0 = 1", "f.properties", None, &env).unwrap_err();
+        assert!(nul[0].message.contains("NUL"), "{}", nul[0].message);
+        let two = "a1.x = 1\na2.y = ${env:NOPE}\nhelper = ${NOPE}\n";
+        let a1 = parse(two.as_bytes(), "f", Some("a1"), &env).unwrap();
+        assert_eq!(
+            a1.len(),
+            1,
+            "another agent's unset reference does not stop a1"
+        );
+        let a2 = parse(two.as_bytes(), "f", Some("a2"), &env).unwrap_err();
+        assert_eq!(a2[0].key, "a2.y");
+    }
+
+    #[test]
     fn lines_are_numbered_from_one_at_the_key() {
-        let got = parse(b"# c\n\na = 1\\\n  2\nb = 3\n", "f", &env).unwrap();
+        let got = parse(b"# c\n\na = 1\\\n  2\nb = 3\n", "f", None, &env).unwrap();
         assert_eq!(
             got.iter()
                 .map(|p| (p.value.as_str(), p.line))

@@ -409,3 +409,46 @@ fn the_converted_seed_says_where_each_option_came_from() {
         assert!(yaml.contains(want), "{want} in\n{yaml}");
     }
 }
+
+#[test]
+fn hostile_inputs_duplicates_tail_from_start_and_no_agent() {
+    let twice = SEED.replace("a1.sinks = k1", "a1.sinks = k1  k1");
+    assert_eq!(load(&twice).unwrap().sinks.len(), 1, "a set, as in Flume");
+    let tail = SEED.replace(
+        "a1.sources.r1.type = spooldir\na1.sources.r1.spoolDir = /var/spool/app\n\
+         a1.sources.r1.fileHeader = true\na1.sources.r1.fileHeaderKey = path\n",
+        "a1.sources.r1.type = exec\na1.sources.r1.command = tail -n +1 -F /l/a.log\n",
+    );
+    let SourceKind::TailDir(t) = &load(&tail).unwrap().sources[0].kind else {
+        panic!("taildir")
+    };
+    assert_eq!(t.read_from, sluice_sources::taildir::ReadFrom::Beginning);
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.properties");
+    std::fs::write(&empty, "# nothing\nfoo = bar\n").unwrap();
+    let err = crate::config::agent_names(&empty, &opts()).unwrap_err();
+    assert!(err.to_string().contains("defines no agent"), "{err}");
+}
+
+#[test]
+fn convert_writes_environment_references_not_their_values() {
+    // SAFETY: no other thread of this test reads or writes the environment meanwhile.
+    unsafe { std::env::set_var("SLUICE_TEST_KPASS", "hunter2") };
+    let text = format!(
+        "{SEED}a1.sinks.k1.kafka.producer.sasl.password = ${{env:SLUICE_TEST_KPASS}}\n\
+         a1.sources.r1.interceptors = i\na1.sources.r1.interceptors.i.type = static\n\
+         a1.sources.r1.interceptors.i.value = 0x1F\n"
+    );
+    let yaml = convert(text.as_bytes(), Path::new("x.properties"), "a1", &opts()).unwrap();
+    assert!(!yaml.contains("hunter2"), "{yaml}");
+    assert!(
+        yaml.contains("sasl.password: ${SLUICE_TEST_KPASS}"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("value: \"0x1F\""), "{yaml}");
+    let back = parse(&yaml, "a1", Path::new("x.yaml"), |v| {
+        (v == "SLUICE_TEST_KPASS").then(|| "hunter2".to_owned())
+    })
+    .unwrap_or_else(|e| panic!("{yaml}\n{e}"));
+    assert_eq!(back.sinks, load(&text).unwrap().sinks);
+}

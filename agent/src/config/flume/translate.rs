@@ -52,6 +52,16 @@ pub fn translate(
         problems: Vec::new(),
     };
     let prefix = format!("{agent}.");
+    let defined: BTreeSet<&str> = props.iter().map(|p| p.key.as_str()).collect();
+    for p in props.iter().filter(|p| p.key.starts_with(&prefix)) {
+        match env_reference(p.raw.trim(), &defined) {
+            Some(r) => {
+                tr.prov.env_refs.insert(p.key.clone(), (r, p.value.clone()));
+            }
+            None if p.raw.contains("${") => tr.prov.substituted.push(p.key.clone()),
+            None => {}
+        }
+    }
     let mut lists: BTreeMap<&str, (String, String)> = BTreeMap::new();
     let mut comps: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
     for p in props {
@@ -96,7 +106,16 @@ pub fn translate(
     ] {
         let listed: Vec<String> = lists
             .get(section)
-            .map(|(_, v)| v.split_whitespace().map(str::to_owned).collect())
+            .map(|(_, v)| {
+                // Flume keeps the names in a set: a name listed twice is one component.
+                let mut names: Vec<String> = Vec::new();
+                for n in v.split_whitespace() {
+                    if !names.iter().any(|m| m == n) {
+                        names.push(n.to_owned());
+                    }
+                }
+                names
+            })
             .unwrap_or_default();
         if let Some((key, _)) = lists.get(section) {
             tr.prov
@@ -447,7 +466,7 @@ impl Translator {
                     Some(glob) => self.set(c, option, texts([glob]), pattern),
                     None => self.problem(
                         &c.key(pattern),
-                        &format!("`{re}` cannot be written as a file name glob, which Sluice's spooldir `{option}` takes; use a pattern such as `^.*\\.log$`"),
+                        &format!("`{re}` cannot be written as a file name glob, which Sluice's spooldir `{option}` takes; use a pattern such as `^.*\\\\.log$` (a properties file needs `\\\\` for the regex's `\\`)"),
                     ),
                 }
             }
@@ -560,7 +579,7 @@ impl Translator {
             let Some(glob) = taildir_glob(&path) else {
                 self.problem(
                     &c.key(&key),
-                    &format!("`{path}`: its file name pattern cannot be written as a glob, which Sluice's taildir `paths` take; use a pattern such as `/var/log/app/.*\\.log`"),
+                    &format!("`{path}`: its file name pattern cannot be written as a glob, which Sluice's taildir `paths` take; use a pattern such as `/var/log/app/.*\\\\.log` (a properties file needs `\\\\` for the regex's `\\`)"),
                 );
                 continue;
             };
@@ -653,12 +672,15 @@ impl Translator {
         };
         let words: Vec<&str> = command.split_whitespace().collect();
         let file = match words.as_slice() {
-            ["tail", "-F" | "-f" | "--follow=name" | "--follow", file] => Some(*file),
-            ["tail", "-F" | "-f", "-n", _, file] | ["tail", "-n", _, "-F" | "-f", file] => {
-                Some(*file)
+            ["tail", "-F" | "-f" | "--follow=name" | "--follow", file] => Some((*file, None)),
+            ["tail", "-F" | "-f", "-n", n, file] | ["tail", "-n", n, "-F" | "-f", file] => {
+                Some((*file, Some(*n)))
             }
             _ => None,
         };
+        // `-n +N` prints the file from line N: from its start, as far as Sluice goes.
+        let from_start = matches!(file, Some((_, Some(n))) if n.starts_with('+'));
+        let file = file.map(|(f, _)| f);
         let Some(file) = file else {
             c.used.iter_mut().for_each(|u| *u = true);
             self.problem(
@@ -669,10 +691,15 @@ impl Translator {
         };
         self.set(c, "type", text("taildir"), "type");
         self.set(c, "paths", texts([file]), "command");
-        self.set(c, "read_from", text("end"), "command");
+        let (read_from, why) = if from_start {
+            ("beginning", "from its start, as `-n +N` does")
+        } else {
+            ("end", "from its end (`tail` would repeat its last lines)")
+        };
+        self.set(c, "read_from", text(read_from), "command");
         self.warn(
             &c.key("command"),
-            "run as a taildir source: Sluice follows the file itself and remembers its position, so a restart neither loses nor repeats lines (`tail -F` repeats its last 10)",
+            &format!("run as a taildir source reading the file {why}: Sluice follows it itself and remembers its position, so a restart neither loses nor repeats lines"),
         );
         if let Some(v) = c.take("shell") {
             self.no_effect(
@@ -1319,6 +1346,31 @@ impl Translator {
 /// Sets the Sluice option `option` of `c` to what Flume does when nothing is written.
 fn imply(c: &mut Comp, option: &str, value: Node) {
     c.out.insert(text(option), value);
+}
+
+/// The YAML reference (`${NAME}` or `${NAME:-default}`) for a Flume value that is one whole
+/// reference to the environment (`${env:NAME}`, or `${NAME}` naming no property), if it is.
+fn env_reference(raw: &str, defined: &BTreeSet<&str>) -> Option<String> {
+    let body = raw.strip_prefix("${")?.strip_suffix('}')?;
+    if body.contains(['$', '{', '}']) {
+        return None;
+    }
+    let (name, default) = match body.split_once(":-") {
+        Some((n, d)) => (n, Some(d)),
+        None => (body, None),
+    };
+    let name = match name.strip_prefix("env:") {
+        Some(n) => n,
+        None if !name.contains(':') && !defined.contains(name) => name,
+        None => return None,
+    };
+    let valid = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    valid.then(|| match default {
+        Some(d) => format!("${{{name}:-{}}}", d.replace('$', "$$")),
+        None => format!("${{{name}}}"),
+    })
 }
 
 /// Whether a Java charset name is UTF-8.
