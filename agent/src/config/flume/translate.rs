@@ -94,7 +94,10 @@ pub fn translate(
                     .push((key.to_owned(), p.value.clone()));
             }
             Some(("configfilters", _)) => {}
-            _ => tr.no_effect(&p.key, "not a key Flume reads (Flume warns and ignores it)"),
+            _ => tr.warn(
+                &p.key,
+                "not a key Flume reads (a typo?); ignored, as Flume does",
+            ),
         }
     }
     let mut out = Map::default();
@@ -154,9 +157,9 @@ pub fn translate(
     }
     for ((section, name), props) in comps {
         for (key, _) in props {
-            tr.no_effect(
+            tr.warn(
                 &format!("{agent}.{section}.{name}.{key}"),
-                &format!("`{name}` is not in {agent}.{section} (Flume ignores it too)"),
+                &format!("`{name}` is not in {agent}.{section} (a typo?); ignored, as Flume does"),
             );
         }
     }
