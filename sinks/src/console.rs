@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_channels::config::Problem;
-use sluice_channels::{BoxFuture, Event, Lease};
+use sluice_channels::{BoxFuture, Lease};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
@@ -23,6 +23,10 @@ pub struct ConsoleConfig {
     /// The most events taken from the channel at once.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Headers printed before each body, as `name=value`, those an event has (default
+    /// none: the body alone). Shows what interceptors and selectors see.
+    #[serde(default)]
+    pub headers: Vec<String>,
 }
 
 fn default_batch_size() -> usize {
@@ -131,8 +135,9 @@ impl Sink for ConsoleSink {
             .out
             .take()
             .ok_or_else(|| self.output_error(io::Error::other("stdout lost")))?;
+        let headers = self.cfg.headers.clone();
         self.writing = Some(tokio::task::spawn_blocking(move || {
-            let result = write_lease(&mut writer, &lease);
+            let result = write_lease(&mut writer, &lease, &headers);
             (writer, lease, result)
         }));
         Ok(())
@@ -164,11 +169,72 @@ impl Sink for ConsoleSink {
     }
 }
 
-/// Writes each body and a `\n`, then flushes: the lease is on its way only after the flush.
-fn write_lease(w: &mut Stdout, lease: &Lease) -> io::Result<()> {
-    for Event { body, .. } in &lease.events {
-        w.write_all(body)?;
+/// Writes each body and a `\n` (after the `headers` the event has, `name=value`, then a
+/// tab), then flushes: the lease is on its way only after the flush.
+fn write_lease(w: &mut impl Write, lease: &Lease, headers: &[String]) -> io::Result<()> {
+    for ev in &lease.events {
+        if !headers.is_empty() {
+            let mut first = true;
+            for name in headers {
+                if let Some(v) = ev.header(name) {
+                    if !first {
+                        w.write_all(b" ")?;
+                    }
+                    first = false;
+                    w.write_all(name.as_bytes())?;
+                    w.write_all(b"=")?;
+                    w.write_all(v.as_bytes())?;
+                }
+            }
+            w.write_all(b"\t")?;
+        }
+        w.write_all(&ev.body)?;
         w.write_all(b"\n")?;
     }
     w.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use sluice_channels::{Event, Origin};
+
+    use super::*;
+
+    #[test]
+    fn bodies_are_lines_and_listed_headers_come_first() {
+        let origin = Arc::new(Origin {
+            path: "/l/a.log".into(),
+            headers: vec![("env".into(), "prod".into())],
+            ..Origin::default()
+        });
+        let mut events: Vec<Event> = ["one", "two"]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                Event::new(
+                    Bytes::from_static(b.as_bytes()),
+                    origin.clone(),
+                    i as u64,
+                    0,
+                )
+            })
+            .collect();
+        events[1].headers.set("level".into(), "ERROR");
+        let lease = Lease {
+            first_seq: 0,
+            events,
+            bytes: 6,
+        };
+        let mut plain = Vec::new();
+        write_lease(&mut plain, &lease, &[]).unwrap();
+        assert_eq!(plain, b"one\ntwo\n");
+        let mut with = Vec::new();
+        let names = ["env", "level", "path"].map(String::from);
+        write_lease(&mut with, &lease, &names).unwrap();
+        assert_eq!(
+            String::from_utf8(with).unwrap(),
+            "env=prod path=/l/a.log\tone\nenv=prod level=ERROR path=/l/a.log\ttwo\n"
+        );
+    }
 }

@@ -237,7 +237,14 @@ a1.sinks.k2.channel = c2
     let sel = format!("{:?}", cfg.sources[0].selector);
     assert!(sel.contains("Multiplexing"), "{sel}");
     assert!(sel.contains("\"ERROR\": [\"c2\"]"), "{sel}");
-    assert!(matches!(cfg.sinks[0].kind, SinkKind::Console(_)));
+    let SinkKind::Console(logger) = &cfg.sinks[0].kind else {
+        panic!("console")
+    };
+    assert_eq!(
+        logger.headers,
+        ["env", "host", "level", "timestamp"],
+        "the headers the interceptors set, printed as Flume's logger does"
+    );
 }
 
 #[test]

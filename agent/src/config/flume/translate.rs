@@ -1138,9 +1138,31 @@ impl Translator {
                 &["maxBytesToLog"],
                 "Sluice's console sink prints every event whole (Flume 1.11 ignores this key too)",
             );
+            // Flume's logger prints each event's headers: those the sources of this channel set.
+            let (_, names) = self.fed(c);
+            if !names.is_empty() {
+                imply(c, "headers", texts(&names));
+            }
             return;
         }
         self.kafka(c);
+    }
+
+    /// The channel sink `c` drains, and the headers the sources putting into it may set.
+    fn fed(&self, c: &Comp) -> (String, BTreeSet<String>) {
+        let channel = c
+            .out
+            .get("channel")
+            .and_then(Node::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let headers = self
+            .feeds
+            .iter()
+            .filter(|(channels, _)| channels.contains(&channel))
+            .flat_map(|(_, h)| h.iter().cloned())
+            .collect();
+        (channel, headers)
     }
 
     fn kafka(&mut self, c: &mut Comp) {
@@ -1163,18 +1185,7 @@ impl Translator {
             self.problem(&c.key(topic_key), "with allowTopicOverride = false Flume sends to this topic name as written, `%{` included; Sluice does not allow that character in a topic");
         }
         self.set(c, "topic", text(&topic), topic_key);
-        let channel = c
-            .out
-            .get("channel")
-            .and_then(Node::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let fed: BTreeSet<String> = self
-            .feeds
-            .iter()
-            .filter(|(channels, _)| channels.contains(&channel))
-            .flat_map(|(_, h)| h.iter().cloned())
-            .collect();
+        let (channel, fed) = self.fed(c);
         let sets_key = fed.contains("key");
         if override_on {
             self.set(c, "topic_header", text(&topic_header), "topicHeader");
