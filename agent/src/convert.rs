@@ -61,8 +61,7 @@ pub fn convert(
     name: &str,
     opts: &Options,
 ) -> Result<String, config::ConfigError> {
-    config::load_flume(bytes, file, name, opts)?;
-    let (agents, prov) = config::flume_tree(bytes, file, name, opts)?;
+    let (_, agents, prov) = config::flume_config(bytes, file, name, opts)?;
     let mut out = String::new();
     for w in &prov.warnings {
         comment(

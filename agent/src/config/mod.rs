@@ -125,17 +125,28 @@ pub fn load_flume(
     name: &str,
     opts: &Options,
 ) -> Result<AgentConfig, ConfigError> {
+    flume_config(bytes, path, name, opts).map(|(cfg, _, _)| cfg)
+}
+
+/// [`load_flume`], with the tree it validated and where its options came from (for
+/// `sluice convert`).
+pub fn flume_config(
+    bytes: &[u8],
+    path: &Path,
+    name: &str,
+    opts: &Options,
+) -> Result<(AgentConfig, Map, flume::Provenance), ConfigError> {
     let (agents, prov) = flume_tree(bytes, path, name, opts)?;
     let mut cfg = from_tree(&agents, name, path).map_err(|e| ConfigError {
         problems: e.problems.into_iter().map(|p| prov.to_flume(p)).collect(),
     })?;
-    cfg.warnings.extend(prov.warnings);
-    cfg.notes = prov.no_effect;
-    Ok(cfg)
+    cfg.warnings.extend(prov.warnings.iter().cloned());
+    cfg.notes = prov.no_effect.clone();
+    Ok((cfg, agents, prov))
 }
 
 /// The tree of the agent `name` of a Flume file, and where its options came from.
-pub fn flume_tree(
+fn flume_tree(
     bytes: &[u8],
     path: &Path,
     name: &str,

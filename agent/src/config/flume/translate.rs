@@ -545,15 +545,15 @@ impl Translator {
             &c.key("spoolDir"),
             "Flume stops reading the folder when a spooled file changes after it was placed there; Sluice waits until a file stops changing (ready_after) and keeps going",
         );
-        self.file_headers(c, "path", "file");
+        self.file_headers(c);
     }
 
     /// `fileHeader`/`fileHeaderKey` and `basenameHeader`/`basenameHeaderKey`: Sluice's
     /// `path` and `file` headers under Flume's names.
-    fn file_headers(&mut self, c: &mut Comp, path: &str, base: &str) {
+    fn file_headers(&mut self, c: &mut Comp) {
         for (on, key, default, sluice) in [
-            ("fileHeader", "fileHeaderKey", "file", path),
-            ("basenameHeader", "basenameHeaderKey", "basename", base),
+            ("fileHeader", "fileHeaderKey", "file", "path"),
+            ("basenameHeader", "basenameHeaderKey", "basename", "file"),
         ] {
             let name = c.take(key).unwrap_or_else(|| default.to_owned());
             if c.take(on).is_some_and(|v| flag(&v)) {
@@ -665,7 +665,7 @@ impl Translator {
         if c.take("byteOffsetHeader").is_some_and(|v| flag(&v)) {
             self.alias(&c.key("byteOffsetHeader"), "byteoffset", "offset");
         }
-        self.file_headers(c, "path", "file");
+        self.file_headers(c);
     }
 
     fn exec(&mut self, c: &mut Comp) {
@@ -835,37 +835,40 @@ impl Translator {
     }
 
     fn interceptor(&mut self, c: &mut Comp) {
-        const I: &str = "org.apache.flume.interceptor.";
-        let known = [
+        const KNOWN: &[(&str, &str, &str)] = &[
             (
                 "timestamp",
-                &*format!("{I}TimestampInterceptor$Builder"),
+                "org.apache.flume.interceptor.TimestampInterceptor$Builder",
                 "timestamp",
             ),
-            ("host", &*format!("{I}HostInterceptor$Builder"), "host"),
+            (
+                "host",
+                "org.apache.flume.interceptor.HostInterceptor$Builder",
+                "host",
+            ),
             (
                 "static",
-                &*format!("{I}StaticInterceptor$Builder"),
+                "org.apache.flume.interceptor.StaticInterceptor$Builder",
                 "static",
             ),
             (
                 "remove_header",
-                &*format!("{I}RemoveHeaderInterceptor$Builder"),
+                "org.apache.flume.interceptor.RemoveHeaderInterceptor$Builder",
                 "remove_header",
             ),
             (
                 "regex_filter",
-                &*format!("{I}RegexFilteringInterceptor$Builder"),
+                "org.apache.flume.interceptor.RegexFilteringInterceptor$Builder",
                 "regex_filter",
             ),
             (
                 "regex_extractor",
-                &*format!("{I}RegexExtractorInterceptor$Builder"),
+                "org.apache.flume.interceptor.RegexExtractorInterceptor$Builder",
                 "regex_extractor",
             ),
             (
                 "search_replace",
-                &*format!("{I}SearchAndReplaceInterceptor$Builder"),
+                "org.apache.flume.interceptor.SearchAndReplaceInterceptor$Builder",
                 "search_replace",
             ),
             (
@@ -874,7 +877,7 @@ impl Translator {
                 "uuid",
             ),
         ];
-        let Some(kind) = self.kind(c, &known, "interceptor") else {
+        let Some(kind) = self.kind(c, KNOWN, "interceptor") else {
             return;
         };
         self.set(c, "type", text(kind), "type");
