@@ -162,6 +162,7 @@ impl SpoolDirConfig {
         if self.poll_interval.0.is_zero() {
             problems.push(Problem::new("poll_interval", "must be longer than 0"));
         }
+        crate::taildir::config::check_headers("headers", &self.headers, &mut problems);
         problems.extend(crate::Interceptors::validate(&self.interceptors));
         problems
     }

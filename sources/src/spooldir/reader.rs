@@ -119,6 +119,25 @@ pub(super) struct FileReader {
     size: u64,
 }
 
+/// `origin` with the `fid` header that tells this file from any other that had or will have
+/// its path: device and inode, and a hash of its size and modification time (a spooled file
+/// is finished, so they stay the same across restarts, where a new file on a reused inode
+/// differs). Exactly-once delivery keys each file's delivered position by it.
+fn with_fid(origin: &Origin, shape: &Shape) -> Arc<Origin> {
+    let mtime = shape
+        .mtime
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut bytes = [0u8; 24];
+    bytes[..8].copy_from_slice(&shape.len.to_le_bytes());
+    bytes[8..].copy_from_slice(&mtime.to_le_bytes());
+    let hash = crate::fnv1a(&bytes);
+    let mut origin = origin.clone();
+    let fid = format!("{}:{}:{hash:016x}", shape.dev, shape.ino);
+    origin.headers.push(("fid".to_owned(), fid));
+    Arc::new(origin)
+}
+
 impl FileReader {
     /// Runs `before` (work that would otherwise cost a call of its own), then opens a file as
     /// [`files::open`] does and, if it is ready, reads its first chunk, all in one blocking
@@ -165,7 +184,7 @@ impl FileReader {
                         )
                         .collect(),
                 ),
-                origin: how.origin,
+                origin: with_fid(&how.origin, &shape),
                 batch_size: how.batch_size,
             }),
             read_to: offset,
@@ -287,4 +306,27 @@ fn fill_chunk(framer: &mut LineFramer, file: &mut File, first: usize) -> io::Res
         want = if n < ask { MIN_READ } else { READ_CHUNK };
     }
     Ok((total as u64, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn the_fid_tells_a_file_from_another_on_its_inode_and_stays_for_the_same_file() {
+        let origin = Origin::for_file("r1", std::path::Path::new("/s/a.log"), "h", Vec::new());
+        let shape = |len, secs| Shape {
+            dev: 1,
+            ino: 2,
+            len,
+            mtime: UNIX_EPOCH + Duration::from_secs(secs),
+        };
+        let fid = |s: &Shape| with_fid(&origin, s).header("fid").unwrap().to_owned();
+        let first = fid(&shape(10, 100));
+        assert!(first.starts_with("1:2:"), "{first}");
+        assert_eq!(first, fid(&shape(10, 100)), "read again after a restart");
+        assert_ne!(first, fid(&shape(11, 100)), "another size");
+        assert_ne!(first, fid(&shape(10, 101)), "another modification time");
+    }
 }

@@ -267,7 +267,12 @@ impl TailDirConfig {
     }
 }
 
-fn check_headers(key: &str, headers: &BTreeMap<String, String>, problems: &mut Vec<Problem>) {
+/// Refuses static headers under the names a file source sets itself.
+pub(crate) fn check_headers(
+    key: &str,
+    headers: &BTreeMap<String, String>,
+    problems: &mut Vec<Problem>,
+) {
     for name in headers.keys() {
         if RESERVED_HEADERS.contains(&name.as_str()) {
             problems.push(Problem::new(
