@@ -26,6 +26,11 @@ pub struct SinkMetrics {
     pub retries: AtomicU64,
     /// Lines larger than the output accepts (split, skipped or stopped at, by policy).
     pub oversize: AtomicU64,
+    /// Events not sent because the positions of exactly-once delivery say Kafka holds them
+    /// already (a crash left them in the channel, or a source read them again).
+    pub skipped: AtomicU64,
+    /// Transactions committed (exactly-once delivery).
+    pub transactions: AtomicU64,
     /// Whether the sink reaches its output (for Kafka: at least one broker connection is up).
     connected: AtomicBool,
     /// Whether it ever did.
@@ -110,6 +115,16 @@ impl SinkMetrics {
             "sluice_sink_oversize_total",
             "Lines larger than the output accepts (split, skipped or stopped at, by policy).",
             |m| Self::get(&m.oversize),
+        ),
+        Family::counter(
+            "sluice_sink_skipped_total",
+            "Events not sent again because exactly-once delivery's positions say Kafka holds them.",
+            |m| Self::get(&m.skipped),
+        ),
+        Family::counter(
+            "sluice_sink_transactions_total",
+            "Transactions committed (exactly-once delivery).",
+            |m| Self::get(&m.transactions),
         ),
     ];
 

@@ -10,7 +10,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use serde::Deserialize;
 use sluice_channels::config::Problem;
-use sluice_channels::units::ByteSize;
+use sluice_channels::units::{ByteSize, HumanDuration};
 
 use super::template::Template;
 
@@ -71,6 +71,57 @@ pub struct KafkaConfig {
     /// librdkafka settings passed through as they are (`linger.ms`, `security.protocol`, ...).
     #[serde(default)]
     pub producer: BTreeMap<String, ProducerValue>,
+    /// At least once (the default), or exactly once for `read_committed` consumers: Kafka
+    /// transactions that also record each file's delivered position (see `docs/exactly-once.md`).
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// The producer's `transactional.id` under `delivery: exactly_once`: stable across restarts
+    /// and unique to this agent and sink (the agent fills in `sluice-HOST-AGENT-SINK` when it is
+    /// left out), so that a restarted agent fences its predecessor and finds its positions.
+    #[serde(default)]
+    pub transactional_id: Option<String>,
+    /// How long one transaction collects batches before it is committed (exactly once).
+    #[serde(default = "default_transaction_interval")]
+    pub transaction_interval: HumanDuration,
+    /// librdkafka's `transaction.timeout.ms` (exactly once): how long the broker lets a
+    /// transaction stay open before it aborts it; at most the broker's
+    /// `transaction.max.timeout.ms` (15 minutes by default).
+    #[serde(default = "default_transaction_timeout")]
+    pub transaction_timeout: HumanDuration,
+    /// The compacted topic that holds each file's delivered position (exactly once); created
+    /// when missing.
+    #[serde(default = "default_positions_topic")]
+    pub positions_topic: String,
+    /// A file with no event for this long gets a tombstone in the positions topic (exactly
+    /// once), so that the topic holds only the files that are still read.
+    #[serde(default = "default_tombstone_after")]
+    pub tombstone_after: HumanDuration,
+}
+
+/// The delivery guarantee of the Kafka sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Every line at least once: a crash may send again what was in flight.
+    #[default]
+    AtLeastOnce,
+    /// Every line exactly once for a `read_committed` consumer: records are produced in
+    /// transactions that also write each file's delivered position to `positions_topic`,
+    /// and a restarted sink skips what those positions say was delivered.
+    ExactlyOnce,
+}
+
+fn default_transaction_interval() -> HumanDuration {
+    HumanDuration(Duration::from_millis(100))
+}
+fn default_transaction_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_positions_topic() -> String {
+    "__sluice_positions".to_owned()
+}
+fn default_tombstone_after() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
 }
 
 fn default_key() -> Template {
@@ -300,7 +351,7 @@ pub const ORDERING_DEFAULTS: [(&str, &str); 4] = [
 ];
 
 /// `producer:` keys that a typed option owns, and that option.
-const OWNED: [(&str, &str); 8] = [
+const OWNED: [(&str, &str); 9] = [
     ("bootstrap.servers", "brokers"),
     ("metadata.broker.list", "brokers"),
     ("acks", "acks"),
@@ -308,7 +359,8 @@ const OWNED: [(&str, &str); 8] = [
     ("compression.codec", "compression"),
     ("compression.type", "compression"),
     ("message.max.bytes", "max_message_bytes"),
-    ("transactional.id", ""),
+    ("transactional.id", "transactional_id"),
+    ("transaction.timeout.ms", "transaction_timeout"),
 ];
 
 /// Partitioners that always put one non-empty or empty key into one partition.
@@ -433,18 +485,81 @@ impl KafkaConfig {
                 "must be between 1000 and 1000000000 bytes".into(),
             );
         }
+        self.validate_exactly_once(&mut p);
         self.validate_producer(&mut p);
         p
+    }
+
+    /// Checks the options of `delivery: exactly_once`, and that they are not set without it.
+    fn validate_exactly_once(&self, p: &mut Vec<Problem>) {
+        if self.delivery != Delivery::ExactlyOnce {
+            if self.transactional_id.is_some() {
+                p.push(Problem::new(
+                    "transactional_id",
+                    "only used with `delivery: exactly_once`",
+                ));
+            }
+            return;
+        }
+        if self
+            .transactional_id
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            p.push(Problem::new("transactional_id", "must not be empty"));
+        }
+        let timeout = self.transaction_timeout.0;
+        if !(Duration::from_secs(1)..=Duration::from_millis(i32::MAX as u64)).contains(&timeout) {
+            p.push(Problem::new(
+                "transaction_timeout",
+                "must be between 1s and 24d (and at most the broker's \
+                 transaction.max.timeout.ms, 15m by default)",
+            ));
+        }
+        let interval = self.transaction_interval.0;
+        if interval.is_zero() || interval * 2 > timeout {
+            p.push(Problem::new(
+                "transaction_interval",
+                format!(
+                    "must be more than 0 and at most half of transaction_timeout ({})",
+                    self.transaction_timeout
+                ),
+            ));
+        }
+        if self.tombstone_after.0 < Duration::from_secs(60) {
+            p.push(Problem::new(
+                "tombstone_after",
+                "must be at least 1m: a position is needed until the sources and the channel \
+                 have recorded that its lines were delivered",
+            ));
+        }
+        let t = self.positions_topic.as_bytes();
+        let legal = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+        if t.is_empty() || t.len() > 249 || !t.iter().all(legal) || t == b"." || t == b".." {
+            p.push(Problem::new(
+                "positions_topic",
+                "must be a topic name: 1 to 249 letters, digits, `.`, `_` and `-`",
+            ));
+        }
+        if let Some((k, v)) = self.producer_value(&["message.timeout.ms", "delivery.timeout.ms"]) {
+            let ms: Option<u64> = v.to_string().trim().parse().ok();
+            if ms.is_none_or(|ms| ms == 0 || u128::from(ms) > timeout.as_millis()) {
+                p.push(Problem::new(
+                    format!("producer.{k}"),
+                    format!(
+                        "must be more than 0 and at most transaction_timeout ({}) with exactly-once \
+                         delivery (it defaults to transaction_timeout)",
+                        self.transaction_timeout
+                    ),
+                ));
+            }
+        }
     }
 
     fn validate_producer(&self, p: &mut Vec<Problem>) {
         for (key, option) in OWNED {
             if self.producer.contains_key(key) {
-                let m = if option.is_empty() {
-                    "transactions are not supported by the sink".to_owned()
-                } else {
-                    format!("set with the sink option `{option}`, not under producer")
-                };
+                let m = format!("set with the sink option `{option}`, not under producer");
                 p.push(Problem::new(format!("producer.{key}"), m));
             }
         }
@@ -496,7 +611,7 @@ impl KafkaConfig {
             } else {
                 OWNED
                     .iter()
-                    .find(|(k, o)| *k == key && !o.is_empty())
+                    .find(|(k, _)| *k == key)
                     .map_or("producer", |(_, option)| option)
                     .to_owned()
             };
@@ -539,7 +654,11 @@ impl KafkaConfig {
     /// `producer: { message.timeout.ms }` (or `delivery.timeout.ms`); `None` when unset or 0,
     /// the default (the sink then waits out a broker outage and never fails on it).
     pub fn delivery_deadline(&self) -> Option<Duration> {
-        let (_, v) = self.producer_value(&["message.timeout.ms", "delivery.timeout.ms"])?;
+        let exactly_once = self.delivery == Delivery::ExactlyOnce;
+        let Some((_, v)) = self.producer_value(&["message.timeout.ms", "delivery.timeout.ms"])
+        else {
+            return exactly_once.then_some(self.transaction_timeout.0);
+        };
         let ms: u64 = v.to_string().trim().parse().ok()?;
         (ms > 0).then(|| Duration::from_millis(ms))
     }
@@ -563,6 +682,15 @@ impl KafkaConfig {
         c.set("compression.codec", self.compression.codec());
         c.set("message.max.bytes", self.max_message_bytes.0.to_string());
         c.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+        if self.delivery == Delivery::ExactlyOnce {
+            let ms = self.transaction_timeout.0.as_millis().to_string();
+            if let Some(id) = &self.transactional_id {
+                c.set("transactional.id", id);
+            }
+            c.set("transaction.timeout.ms", &ms);
+            // A record that waits longer than its transaction may live fails it.
+            c.set("message.timeout.ms", ms);
+        }
         for (k, v) in &self.producer {
             c.set(k, v.to_string());
         }
@@ -818,5 +946,51 @@ mod tests {
             ["headers[1]", "headers[2]"]
         );
         assert!(keys("headers: []\nmax_message_bytes: 64KiB").is_empty());
+    }
+
+    #[test]
+    fn exactly_once_options_are_checked_and_set_the_transactional_producer() {
+        let c = with("delivery: exactly_once\ntransactional_id: a-b");
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let cc = c.client_config("k1");
+        assert_eq!(cc.get("transactional.id"), Some("a-b"));
+        assert_eq!(cc.get("transaction.timeout.ms"), Some("60000"));
+        assert_eq!(cc.get("message.timeout.ms"), Some("60000"));
+        assert_eq!(c.delivery_deadline(), Some(Duration::from_secs(60)));
+        assert_eq!(c.positions_topic, "__sluice_positions");
+        assert_eq!(keys("transactional_id: x"), ["transactional_id"]);
+        let eos = "delivery: exactly_once\n";
+        for (extra, key) in [
+            ("transactional_id: ' '", "transactional_id"),
+            ("transaction_timeout: 500ms", "transaction_timeout"),
+            ("transaction_interval: 40s", "transaction_interval"),
+            ("transaction_interval: 0s", "transaction_interval"),
+            ("tombstone_after: 10s", "tombstone_after"),
+            ("positions_topic: 'a b'", "positions_topic"),
+            (
+                "producer: { enable.idempotence: false }",
+                "producer.enable.idempotence",
+            ),
+            (
+                "producer: { message.timeout.ms: 120000 }",
+                "producer.message.timeout.ms",
+            ),
+            (
+                "producer: { transactional.id: t }",
+                "producer.transactional.id",
+            ),
+            (
+                "producer: { transaction.timeout.ms: 9 }",
+                "producer.transaction.timeout.ms",
+            ),
+        ] {
+            assert_eq!(keys(&format!("{eos}{extra}")), [key], "{extra}");
+        }
+        let at_least_once = with("");
+        assert_eq!(at_least_once.delivery, Delivery::AtLeastOnce);
+        assert_eq!(
+            at_least_once.client_config("k1").get("transactional.id"),
+            None
+        );
     }
 }

@@ -14,9 +14,12 @@
 //! first, the producer is rebuilt, and delivery resumes from the failed batch after a backoff.
 
 mod config;
+mod positions;
 mod producer;
 mod records;
+mod recovery;
 mod template;
+mod transaction;
 mod worker;
 
 #[cfg(test)]
@@ -30,8 +33,8 @@ use sluice_channels::{BoxFuture, Lease};
 use tracing::{error, info, warn};
 
 pub use config::{
-    Acks, Compression, EmptyKey, HeaderSpec, KEY_AND_HEADERS_RESERVE, KafkaConfig, Oversize,
-    ProducerValue,
+    Acks, Compression, Delivery, EmptyKey, HeaderSpec, KEY_AND_HEADERS_RESERVE, KafkaConfig,
+    Oversize, ProducerValue,
 };
 pub use template::{Template, TemplateError};
 
@@ -39,6 +42,8 @@ use crate::sink::{Capabilities, Close, Failure, Outcome, Returned, Sink, Stopped
 use crate::{SinkError, SinkMetrics};
 use producer::{FailureKind, KafkaProducer};
 use records::RecordWriter;
+use recovery::Recovery;
+use transaction::Txn;
 use worker::{Report, Stall, Worker};
 
 /// How long a closing producer may take to report what it still holds.
@@ -93,7 +98,26 @@ impl KafkaSink {
     /// Builds a producer (librdkafka starts threads and resolves names: off the runtime)
     /// and its thread.
     async fn start(&self) -> Result<Worker, SinkError> {
-        let config = self.cfg.client_config(&self.name);
+        let mut config = self.cfg.client_config(&self.name);
+        let txn = (self.cfg.delivery == Delivery::ExactlyOnce).then(|| {
+            let id = self
+                .cfg
+                .transactional_id
+                .clone()
+                .unwrap_or_else(|| format!("sluice-{}", self.name));
+            config.set("transactional.id", &id);
+            let recovery = Recovery::new(
+                &config,
+                &self.cfg.positions_topic,
+                tokio::runtime::Handle::current(),
+            );
+            Txn::new(
+                id,
+                self.cfg.transaction_interval.0,
+                self.cfg.tombstone_after.0,
+                recovery,
+            )
+        });
         let slots = self.cfg.batches_in_flight;
         let metrics = self.metrics.clone();
         // librdkafka's threads log through the producer's context in the sink's span.
@@ -110,6 +134,7 @@ impl KafkaSink {
             self.metrics.clone(),
             &self.name,
             self.unreachable_limit(),
+            txn,
         )
         .map_err(|e| self.setup_error(format!("cannot start the producer thread: {e}")))
     }
@@ -203,6 +228,7 @@ impl KafkaSink {
                 true,
             ),
             FailureKind::BadTopic(why) => (why.clone(), true),
+            FailureKind::Transaction { why, fatal } => (why.clone(), *fatal),
             FailureKind::Unreachable(d) => (
                 format!(
                     "no broker connection, nor any attempt by librdkafka to make one, for {} s \

@@ -54,7 +54,61 @@ pub enum FailureKind {
     /// No broker connection was up, nor tried, for this long while records waited: the
     /// producer is given up and rebuilt (librdkafka may stop trying, see `worker`).
     Unreachable(Duration),
+    /// A transaction (exactly-once delivery) failed: why, in words, and whether retrying
+    /// cannot help (the producer was fenced by another with its `transactional.id`, or the
+    /// broker refuses the configuration).
+    Transaction {
+        /// What happened.
+        why: String,
+        /// True when the sink must stop.
+        fatal: bool,
+    },
 }
+
+/// Why a transactional call of the producer failed, and what may follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnError {
+    /// librdkafka's or the broker's error code.
+    pub code: RDKafkaErrorCode,
+    /// librdkafka's description.
+    pub message: String,
+    /// The same call may be made again (a timeout, a coordinator not available yet).
+    pub retriable: bool,
+    /// The transaction must be aborted before anything else.
+    pub abortable: bool,
+    /// The producer can do nothing more (fenced, or refused by the broker).
+    pub fatal: bool,
+}
+
+impl std::fmt::Display for TxnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+fn txn_error(e: KafkaError) -> TxnError {
+    match e {
+        KafkaError::Transaction(e) => TxnError {
+            code: e.code(),
+            message: e.to_string(),
+            retriable: e.is_retriable(),
+            abortable: e.txn_requires_abort(),
+            fatal: e.is_fatal(),
+        },
+        other => TxnError {
+            code: other.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail),
+            message: other.to_string(),
+            // Only flushing before a commit fails otherwise: it timed out.
+            retriable: matches!(other, KafkaError::Flush(_)),
+            abortable: false,
+            fatal: false,
+        },
+    }
+}
+
+/// The opaque of a record that belongs to no batch (the positions of exactly-once delivery):
+/// its slot is beyond every real one, so its delivery report changes nothing.
+pub const UNTRACKED: usize = usize::MAX;
 
 /// The earliest record of a batch that failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -337,8 +391,8 @@ pub struct Record<'a> {
     pub key: Option<&'a [u8]>,
     /// Its partition, or `RD_KAFKA_PARTITION_UA` (-1) for the partitioner's choice.
     pub partition: i32,
-    /// Its value.
-    pub value: &'a [u8],
+    /// Its value; `None` for a tombstone.
+    pub value: Option<&'a [u8]>,
     /// Its timestamp in milliseconds since the epoch (0: the time of producing).
     pub timestamp_ms: i64,
     /// The delivery opaque (see [`opaque`]).
@@ -501,8 +555,10 @@ impl KafkaProducer {
                 RD_KAFKA_VTYPE_MSGFLAGS,
                 rdsys::RD_KAFKA_MSG_F_COPY,
                 RD_KAFKA_VTYPE_VALUE,
-                record.value.as_ptr() as *mut c_void,
-                record.value.len(),
+                record
+                    .value
+                    .map_or(ptr::null_mut(), |v| v.as_ptr() as *mut c_void),
+                record.value.map_or(0, <[u8]>::len),
                 RD_KAFKA_VTYPE_KEY,
                 record
                     .key
@@ -653,6 +709,33 @@ impl KafkaProducer {
              brokers again");
     }
 
+    /// Readies the transactional producer: fences any earlier producer with its
+    /// `transactional.id` and aborts the transaction it left open. Blocks up to `wait`.
+    pub fn init_transactions(&self, wait: Duration) -> Result<(), TxnError> {
+        self.inner.init_transactions(wait).map_err(txn_error)
+    }
+
+    /// Opens a transaction; the records produced next belong to it.
+    pub fn begin_transaction(&self) -> Result<(), TxnError> {
+        self.inner.begin_transaction().map_err(txn_error)
+    }
+
+    /// Commits the open transaction once every record of it is delivered. Blocks up to `wait`.
+    pub fn commit_transaction(&self, wait: Duration) -> Result<(), TxnError> {
+        self.inner.commit_transaction(wait).map_err(txn_error)
+    }
+
+    /// Aborts the open transaction: its records are never seen by `read_committed`
+    /// consumers. Blocks up to `wait`.
+    pub fn abort_transaction(&self, wait: Duration) -> Result<(), TxnError> {
+        self.inner.abort_transaction(wait).map_err(txn_error)
+    }
+
+    /// The error that left the producer unusable, if one did (fenced, say).
+    pub fn fatal_error(&self) -> Option<(RDKafkaErrorCode, String)> {
+        self.inner.client().fatal_error()
+    }
+
     /// Fails everything queued or in flight; their reports follow with `Purge*` errors.
     pub fn purge(&self) {
         self.inner.purge(PurgeConfig::default().queue().inflight());
@@ -661,6 +744,11 @@ impl KafkaProducer {
     /// Waits up to `wait` for every record to be reported (serving the reports), then
     /// destroys the producer. Blocks.
     pub fn close(self, wait: Duration) {
+        self.drain(wait);
+    }
+
+    /// Waits up to `wait` for every record to be reported, serving the reports. Blocks.
+    pub fn drain(&self, wait: Duration) {
         let deadline = Instant::now() + wait;
         // SAFETY: a live client.
         let left = || unsafe { rdsys::rd_kafka_outq_len(self.inner.client().native_ptr()) };

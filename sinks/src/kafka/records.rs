@@ -11,6 +11,7 @@ use sluice_channels::{Event, Lease, Origin};
 use tracing::{debug, error, warn};
 
 use super::config::{EmptyKey, KafkaConfig, Oversize};
+use super::positions::Streams;
 use super::producer::{FailureKind, KafkaProducer, Record, TopicRef, opaque};
 use super::template::{Decimal, Field, Template};
 use crate::SinkMetrics;
@@ -73,6 +74,8 @@ pub struct RecordWriter {
     /// that starts right there is the next piece of the same line (the source split it), which
     /// is neither logged nor counted again.
     long_line: Option<(Arc<Origin>, u64)>,
+    /// Under exactly-once delivery: each file's position, and what is already delivered.
+    streams: Option<Streams>,
 }
 
 impl RecordWriter {
@@ -102,7 +105,27 @@ impl RecordWriter {
             key_buf: Vec::new(),
             topic_buf: Vec::new(),
             long_line: None,
+            streams: None,
         }
+    }
+
+    /// Delivers exactly once from now on: skips the events `streams` says are delivered, and
+    /// notes each file's position.
+    pub fn set_streams(&mut self, streams: Streams) {
+        self.streams = Some(streams);
+    }
+
+    /// The position records of the open transaction (see [`Streams::records`]); none unless
+    /// delivering exactly once.
+    pub fn take_positions(&mut self, now: std::time::Instant) -> Vec<(Box<str>, Option<Vec<u8>>)> {
+        self.streams
+            .as_mut()
+            .map_or_else(Vec::new, |s| s.records(now))
+    }
+
+    /// The producer, to open topics on.
+    pub fn producer_mut(&mut self) -> &mut KafkaProducer {
+        &mut self.producer
     }
 
     /// The producer.
@@ -124,6 +147,14 @@ impl RecordWriter {
         metrics: &SinkMetrics,
     ) -> Step {
         while let Some(ev) = lease.events.get(cur.event) {
+            if cur.piece.is_none()
+                && let Some(streams) = self.streams.as_mut()
+                && !streams.admit(ev)
+            {
+                SinkMetrics::add(&metrics.skipped, 1);
+                cur.event += 1;
+                continue;
+            }
             let same = !self.own_headers
                 && ev.headers.is_empty()
                 && self
@@ -262,7 +293,7 @@ impl RecordWriter {
             topic,
             key: (!(self.null_key && self.key_buf.is_empty())).then_some(&self.key_buf[..]),
             partition: self.partition,
-            value,
+            value: Some(value),
             timestamp_ms: self
                 .timestamp_ms
                 .unwrap_or_else(|| i64::try_from(ev.read_at_ms).unwrap_or(0)),

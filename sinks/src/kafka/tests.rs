@@ -26,6 +26,10 @@ const DEADLINE: Duration = Duration::from_secs(60);
 fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let c = MockCluster::new(1).expect("mock cluster");
     c.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
+    // The mock cluster answers no admin request: the positions topic of exactly-once
+    // delivery is there already.
+    c.create_topic("__sluice_positions", 1, 1)
+        .expect("positions topic");
     c
 }
 
@@ -126,8 +130,14 @@ async fn consume_until(
             .set("enable.auto.commit", "false")
             .create()
             .unwrap();
+        let partitions = consumer
+            .fetch_metadata(Some(&topic), DEADLINE)
+            .unwrap()
+            .topics()[0]
+            .partitions()
+            .len() as i32;
         let mut tpl = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
+        for p in 0..partitions {
             tpl.add_partition_offset(&topic, p, Offset::Beginning)
                 .unwrap();
         }
@@ -844,4 +854,133 @@ async fn the_pieces_of_one_long_line_are_counted_once() {
         "two long lines, however many pieces"
     );
     assert_eq!(channel.stats().committed_total, 6);
+}
+
+const EOS: &str = "delivery: exactly_once\ntransactional_id: tx1\ntransaction_interval: 50ms\nbatch_size: 100\nbatches_in_flight: 4";
+
+/// `n` lines of `name` from line `from` on (offsets as [`lines`] gives them).
+fn lines_from(name: &str, from: usize, n: usize) -> Vec<Event> {
+    lines(name, from + n).split_off(from)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_skips_what_a_committed_transaction_holds_after_a_restart() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let channel = Recording::new();
+    channel.put(lines("a.log", 1000)).await.unwrap();
+    channel.close();
+    let (result, metrics) = start(config(&bootstrap, EOS), channel.clone())
+        .finish()
+        .await;
+    result.unwrap();
+    assert_eq!(channel.stats().committed_total, 1000);
+    assert!(SinkMetrics::get(&metrics.transactions) >= 1);
+    assert_eq!(SinkMetrics::get(&metrics.skipped), 0);
+    let positions = consume_until(&bootstrap, "__sluice_positions", |g| {
+        g.iter().any(|p| p.value.contains("\"end\":99909"))
+    })
+    .await;
+    assert_eq!(
+        positions[0].key, "tx1\tr1\t/spool/a.log",
+        "keyed by id, source, file"
+    );
+
+    // As after a crash between Kafka's commit and the channel's: the same lines come again,
+    // then new ones.
+    let again = Recording::new();
+    again.put(lines("a.log", 1000)).await.unwrap();
+    again.put(lines_from("a.log", 1000, 500)).await.unwrap();
+    again.close();
+    let (result, metrics) = start(config(&bootstrap, EOS), again.clone()).finish().await;
+    result.unwrap();
+    assert_eq!(
+        again.stats().committed_total,
+        1500,
+        "skipped lines are committed"
+    );
+    assert_eq!(SinkMetrics::get(&metrics.skipped), 1000);
+    let got = consume(&bootstrap, 1500).await;
+    let values: Vec<String> = by_file(&got)["a.log"]
+        .iter()
+        .map(|r| r.value.clone())
+        .collect();
+    assert_eq!(values, expected("a.log", 1500), "each line once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_transaction_rolls_back_in_order_and_is_delivered_once() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let channel = Recording::new();
+    channel.put(lines("a.log", 400)).await.unwrap();
+    let sink = start(config(&bootstrap, EOS), channel.clone());
+    wait_until("the first lines committed", || {
+        channel.stats().committed_total >= 400
+    })
+    .await;
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    );
+    channel.put(lines_from("a.log", 400, 1600)).await.unwrap();
+    channel.close();
+    let (result, metrics) = sink.finish().await;
+    result.unwrap();
+    assert!(
+        SinkMetrics::get(&metrics.rollbacks) >= 1,
+        "a transaction was aborted"
+    );
+    assert_eq!(channel.stats().committed_total, 2000);
+    let got = consume(&bootstrap, 2000).await;
+    let values: Vec<String> = by_file(&got)["a.log"]
+        .iter()
+        .map(|r| r.value.clone())
+        .collect();
+    assert_eq!(
+        values,
+        expected("a.log", 2000),
+        "read_committed: each line once, in order"
+    );
+}
+
+/// What a real broker does to a producer whose `transactional.id` another one took over
+/// (the mock cluster does not fence by itself): its records fail with an old epoch, and
+/// bumping the epoch to abort is refused as fenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_producer_stops_the_sink_with_an_error_that_says_so() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let channel = Recording::new();
+    channel.put(lines("a.log", 200)).await.unwrap();
+    let sink = start(config(&bootstrap, EOS), channel.clone());
+    wait_until("the first lines committed", || {
+        channel.stats().committed_total >= 200
+    })
+    .await;
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH; 8],
+    );
+    mock.request_errors(
+        RDKafkaApiKey::InitProducerId,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED; 8],
+    );
+    channel.put(lines_from("a.log", 200, 200)).await.unwrap();
+    let (result, metrics) = sink.finish().await;
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("fenced: another producer with transactional.id `tx1`"),
+        "{err}"
+    );
+    assert_eq!(
+        channel.stats().committed_total,
+        200,
+        "nothing more is committed"
+    );
+    assert_eq!(
+        SinkMetrics::get(&metrics.retries),
+        0,
+        "no new producer to fence the other"
+    );
 }

@@ -18,6 +18,7 @@ use tokio::sync::mpsc as tokio_mpsc;
 
 use super::producer::{Failure, FailureKind};
 use super::records::{Cursor, RecordWriter, Step};
+use super::transaction::{Committed, Txn};
 use crate::SinkMetrics;
 
 /// How long one wait for delivery reports lasts while batches are in flight; a new batch
@@ -25,6 +26,8 @@ use crate::SinkMetrics;
 const POLL_WAIT: Duration = Duration::from_millis(1);
 /// How long the thread sleeps between checks for client errors when nothing is in flight.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// How long one attempt at committing or aborting a transaction may wait.
+const COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 /// Since when records have been in flight with no broker connection up and no attempt to
 /// make one.
@@ -138,12 +141,14 @@ impl Worker {
     /// span (the sink's). When records have been in flight for longer than `unreachable` (if
     /// given) with no broker connection up (as `metrics` says) and no attempt by librdkafka
     /// to make one, it reports the oldest lease failed ([`FailureKind::Unreachable`]), so that
-    /// the sink is rebuilt.
+    /// the sink is rebuilt. With `txn` it delivers exactly once: leases are reported
+    /// delivered only once the transaction that carried them committed.
     pub fn spawn(
         writer: RecordWriter,
         metrics: Arc<SinkMetrics>,
         name: &str,
         unreachable: Option<Duration>,
+        txn: Option<Txn>,
     ) -> std::io::Result<Worker> {
         let (commands, command_rx) = mpsc::channel();
         let (report_tx, reports) = tokio_mpsc::unbounded_channel();
@@ -167,6 +172,8 @@ impl Worker {
                     pulse: beat,
                     unreachable: Unreachable::default(),
                     unreachable_limit: unreachable,
+                    txn,
+                    closing: None,
                 }
                 .run()
             })?;
@@ -233,6 +240,10 @@ struct Thread {
     unreachable: Unreachable,
     /// How long that may last before the producer is given up (`None`: for ever).
     unreachable_limit: Option<Duration>,
+    /// The transactions, when delivering exactly once.
+    txn: Option<Txn>,
+    /// A close asked for (purge, wait), or the sink gone.
+    closing: Option<(bool, Duration)>,
 }
 
 impl Thread {
@@ -240,27 +251,27 @@ impl Thread {
         loop {
             // Take every command that waits; with nothing in flight, wait for one.
             let busy = self.current.is_some() || !self.inflight.is_empty();
-            let mut next = if busy {
-                self.commands
-                    .try_recv()
-                    .map_err(|e| e == TryRecvError::Disconnected)
-            } else {
-                self.commands
-                    .recv_timeout(IDLE_WAIT)
-                    .map_err(|e| e == RecvTimeoutError::Disconnected)
+            let wait = match &self.txn {
+                Some(t) if !t.ready() && t.broken().is_none() => t.retry_in().min(IDLE_WAIT),
+                Some(t) if t.ready() && (busy || !t.done.is_empty()) => Duration::ZERO,
+                _ if busy => Duration::ZERO,
+                _ => IDLE_WAIT,
             };
-            loop {
-                match next {
-                    Ok(Command::Produce(lease)) => self.waiting.push_back(lease),
-                    Ok(Command::Close { purge, wait }) => return self.close(purge, wait),
-                    // The sink is gone: fail what is in flight and stop.
-                    Err(true) => return self.close(true, Duration::ZERO),
-                    Err(false) => break,
+            self.read_commands(wait);
+            if let Some((purge, wait)) = self.closing.take() {
+                return self.close(purge, wait);
+            }
+            if let Some(txn) = self.txn.as_mut()
+                && !txn.ready()
+            {
+                txn.prepare(&mut self.writer, &self.metrics);
+                if let Some(why) = txn.broken().map(str::to_owned) {
+                    self.fail_waiting(FailureKind::Transaction { why, fatal: true });
                 }
-                next = self
-                    .commands
-                    .try_recv()
-                    .map_err(|e| e == TryRecvError::Disconnected);
+                if !self.txn.as_ref().is_some_and(Txn::ready) {
+                    self.writer.producer().poll(Duration::ZERO);
+                    continue;
+                }
             }
             self.produce_waiting();
             let busy = self.current.is_some() || !self.inflight.is_empty();
@@ -274,6 +285,7 @@ impl Thread {
                 .store(producer.last_statistics_ms(), Ordering::Relaxed);
             let tried = producer.last_try_ms();
             self.report_finished();
+            self.commit_if_due();
             let in_flight = !self.failed && !self.inflight.is_empty();
             let connected = self.metrics.connected();
             if let Some(limit) = self.unreachable_limit
@@ -282,6 +294,96 @@ impl Thread {
                     .note(now, in_flight, connected, tried, limit)
             {
                 self.give_up(d);
+            }
+        }
+    }
+
+    /// Takes every command that waits, waiting up to `wait` for the first; notes a close
+    /// (or the sink gone) in `closing`.
+    fn read_commands(&mut self, wait: Duration) {
+        let mut next = if wait.is_zero() {
+            self.commands
+                .try_recv()
+                .map_err(|e| e == TryRecvError::Disconnected)
+        } else {
+            self.commands
+                .recv_timeout(wait)
+                .map_err(|e| e == RecvTimeoutError::Disconnected)
+        };
+        loop {
+            match next {
+                Ok(Command::Produce(lease)) => self.waiting.push_back(lease),
+                Ok(Command::Close { purge, wait }) => {
+                    self.closing = Some((purge, wait));
+                    return;
+                }
+                // The sink is gone: fail what is in flight and stop.
+                Err(true) => {
+                    self.closing = Some((true, Duration::ZERO));
+                    return;
+                }
+                Err(false) => return,
+            }
+            next = self
+                .commands
+                .try_recv()
+                .map_err(|e| e == TryRecvError::Disconnected);
+        }
+    }
+
+    /// Reports the oldest lease held failed with `kind`, and nothing more.
+    fn fail_waiting(&mut self, kind: FailureKind) {
+        if self.failed {
+            return;
+        }
+        let lease = match self.txn.as_mut().and_then(|t| t.done.pop_front()) {
+            Some(lease) => lease,
+            None => match self.inflight.pop_front() {
+                Some((lease, _)) => lease,
+                None => match self.waiting.pop_front() {
+                    Some(lease) => lease,
+                    None => return,
+                },
+            },
+        };
+        self.failed = true;
+        let failure = Failure {
+            index: 0,
+            kind,
+            topic: None,
+        };
+        let _ = self.reports.send(Report::Failed { lease, failure });
+    }
+
+    /// Commits the open transaction once it is due and everything it carries is
+    /// acknowledged, then reports its leases delivered.
+    fn commit_if_due(&mut self) {
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        if self.failed {
+            return;
+        }
+        let held = txn.done.len()
+            + self.inflight.len()
+            + self.waiting.len()
+            + usize::from(self.current.is_some());
+        let slots = self.writer.producer().deliveries().slots();
+        if !txn.check_due(held, slots) || self.current.is_some() || !self.inflight.is_empty() {
+            return;
+        }
+        match txn.commit(&mut self.writer, COMMIT_WAIT) {
+            Committed::Done(leases) => {
+                SinkMetrics::add(&self.metrics.transactions, 1);
+                for lease in leases {
+                    let _ = self.reports.send(Report::Delivered(lease));
+                }
+            }
+            Committed::Pending => {}
+            Committed::Failed(kind) => {
+                txn.abort(self.writer.producer(), COMMIT_WAIT);
+                let kind = txn.fatal(self.writer.producer()).unwrap_or(kind);
+                self.fail_waiting(kind);
             }
         }
     }
@@ -306,6 +408,16 @@ impl Thread {
         let slots = self.writer.producer().deliveries().clone();
         while !self.failed {
             if self.current.is_none() {
+                if self.waiting.is_empty() {
+                    return;
+                }
+                if let Some(txn) = self.txn.as_mut() {
+                    match txn.begin(self.writer.producer()) {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(kind) => return self.fail_waiting(kind),
+                    }
+                }
                 let Some(lease) = self.waiting.pop_front() else {
                     return;
                 };
@@ -346,10 +458,23 @@ impl Thread {
             let Some((lease, _)) = self.inflight.pop_front() else {
                 return;
             };
-            let report = match failure {
-                None => Report::Delivered(lease),
-                Some(failure) => {
+            let report = match (failure, self.txn.as_mut()) {
+                (None, None) => Report::Delivered(lease),
+                (None, Some(txn)) => {
+                    txn.done.push_back(lease);
+                    continue;
+                }
+                (Some(mut failure), txn) => {
                     self.failed = true;
+                    if let Some(txn) = txn {
+                        // Aborting tells a passing failure from a fenced producer (librdkafka
+                        // learns it then): a fenced one must stop, not open a new producer
+                        // that would fence the one that took over.
+                        txn.abort(self.writer.producer(), COMMIT_WAIT);
+                        if let Some(kind) = txn.fatal(self.writer.producer()) {
+                            failure.kind = kind;
+                        }
+                    }
                     Report::Failed { lease, failure }
                 }
             };
@@ -358,6 +483,9 @@ impl Thread {
     }
 
     fn close(mut self, purge: bool, wait: Duration) {
+        if self.txn.is_some() {
+            return self.close_transactional(wait);
+        }
         let producer = self.writer.producer();
         if purge {
             producer.purge();
@@ -393,6 +521,33 @@ impl Thread {
         let rest = inflight
             .into_iter()
             .map(|(l, _)| l)
+            .chain(waiting)
+            .collect();
+        let _ = reports.send(Report::Closed(rest));
+    }
+
+    /// Closes a transactional producer: the open transaction is aborted (a sink closes when
+    /// nothing is in flight, or to give back what it holds), and every lease still held goes
+    /// back, oldest first; none is reported delivered without a commit.
+    fn close_transactional(mut self, wait: Duration) {
+        if let Some(txn) = self.txn.as_mut() {
+            txn.abort(self.writer.producer(), wait);
+        }
+        let Thread {
+            writer,
+            inflight,
+            current,
+            waiting,
+            reports,
+            txn,
+            ..
+        } = self;
+        writer.into_producer().close(wait);
+        let rest = txn
+            .into_iter()
+            .flat_map(|t| t.done)
+            .chain(inflight.into_iter().map(|(l, _)| l))
+            .chain(current.map(|(l, _, _)| l))
             .chain(waiting)
             .collect();
         let _ = reports.send(Report::Closed(rest));

@@ -1,0 +1,280 @@
+//! The delivered position of each file under exactly-once delivery.
+//!
+//! Every transaction of the sink also writes, to a compacted topic, one record per file
+//! ("stream") it carried events of: the key names the sink's `transactional.id`, the source
+//! and the file identity (the `fid` header: device, inode and a fingerprint); the value is the
+//! file's path and the end offset of its last event in the transaction. Kafka commits both or
+//! neither. After a restart the sink reads those positions (`read_committed`) before it
+//! delivers anything, and skips every event that ends at or before its file's position: the
+//! events a crash left in the channel, or that a source read again from an older checkpoint,
+//! although Kafka already holds them.
+//!
+//! A file with no event for `tombstone_after` gets a tombstone, so that the topic keeps only
+//! the files that are still read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sluice_channels::{END_HEADER, Event, Origin};
+
+/// A file's delivered position, as the positions topic holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// The file's path when it was last read (for people reading the topic).
+    pub path: String,
+    /// The offset just past the last delivered event of the file.
+    pub end: u64,
+}
+
+struct Stream {
+    key: Box<str>,
+    path: String,
+    /// The end of its last event admitted since the last commit.
+    end: u64,
+    /// The committed position found at recovery, while events at or before it may still come.
+    recovered: Option<u64>,
+    /// Events of it were admitted since the last commit.
+    touched: bool,
+    /// When it last had an event in a committed transaction (or was recovered).
+    seen: Instant,
+}
+
+/// The streams of one sink: what was recovered, what the open transaction carries.
+pub struct Streams {
+    prefix: String,
+    streams: Vec<Stream>,
+    index: HashMap<Box<str>, usize>,
+    /// The origin of the last event looked up, and its stream.
+    cached: Option<(Arc<Origin>, usize)>,
+    tombstone_after: Duration,
+}
+
+/// The offset just past the last byte of `ev` in its file: the `offset_end` header when a
+/// processing stage set one, otherwise its offset plus its length.
+pub fn event_end(ev: &Event) -> u64 {
+    if !ev.headers.is_empty()
+        && let Some(end) = ev.header(END_HEADER).and_then(|v| v.parse().ok())
+    {
+        return end;
+    }
+    ev.offset + ev.body.len() as u64
+}
+
+/// FNV-1a of `bytes`: which partition of the positions topic holds a sink's positions.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl Streams {
+    /// No streams yet, for the sink with `transactional_id`.
+    pub fn new(transactional_id: &str, tombstone_after: Duration) -> Self {
+        Streams {
+            prefix: format!("{transactional_id}\t"),
+            streams: Vec::new(),
+            index: HashMap::new(),
+            cached: None,
+            tombstone_after,
+        }
+    }
+
+    /// The prefix of every key this sink writes.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key_of(&self, origin: &Origin) -> String {
+        let id = origin.header("fid").unwrap_or(&origin.path);
+        let mut key = String::with_capacity(self.prefix.len() + origin.source.len() + id.len() + 1);
+        key.push_str(&self.prefix);
+        key.push_str(&origin.source);
+        key.push('\t');
+        key.push_str(id);
+        key
+    }
+
+    fn stream(&mut self, key: &str, path: &str) -> usize {
+        if let Some(&i) = self.index.get(key) {
+            return i;
+        }
+        let i = self.streams.len();
+        self.streams.push(Stream {
+            key: key.into(),
+            path: path.to_owned(),
+            end: 0,
+            recovered: None,
+            touched: false,
+            seen: Instant::now(),
+        });
+        self.index.insert(key.into(), i);
+        i
+    }
+
+    /// Applies a record read back from the positions topic (`None`: a tombstone). Records of
+    /// other sinks, and values that are not positions, are ignored.
+    pub fn recover(&mut self, key: &[u8], value: Option<&[u8]>) {
+        let Ok(key) = std::str::from_utf8(key) else {
+            return;
+        };
+        if !key.starts_with(&self.prefix) {
+            return;
+        }
+        match value.map(serde_json::from_slice::<Position>) {
+            Some(Ok(p)) => {
+                let i = self.stream(key, &p.path);
+                let s = &mut self.streams[i];
+                s.recovered = Some(p.end);
+                s.path = p.path;
+            }
+            Some(Err(e)) => {
+                tracing::warn!(key, error = %e, "unreadable position record; ignored");
+            }
+            None => {
+                if let Some(i) = self.index.get(key).copied() {
+                    self.remove(i);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, i: usize) {
+        let s = self.streams.swap_remove(i);
+        self.index.remove(&s.key);
+        if let Some(moved) = self.streams.get(i) {
+            self.index.insert(moved.key.clone(), i);
+        }
+        self.cached = None;
+    }
+
+    /// Whether `ev` is to be delivered: false when its file's recovered position says Kafka
+    /// already holds it. A delivered event becomes its file's position in the open
+    /// transaction; once one is, the file's events are no longer compared.
+    pub fn admit(&mut self, ev: &Event) -> bool {
+        let i = match &self.cached {
+            Some((origin, i)) if Arc::ptr_eq(origin, &ev.origin) => *i,
+            _ => {
+                let key = self.key_of(&ev.origin);
+                let i = self.stream(&key, &ev.origin.path);
+                self.cached = Some((ev.origin.clone(), i));
+                i
+            }
+        };
+        let end = event_end(ev);
+        let s = &mut self.streams[i];
+        if let Some(recovered) = s.recovered {
+            if end <= recovered {
+                return false;
+            }
+            s.recovered = None;
+        }
+        s.end = end;
+        s.touched = true;
+        true
+    }
+
+    /// The records the open transaction writes to the positions topic, as (key, value):
+    /// the position of every stream it carried events of, and a tombstone (`None`) for every
+    /// stream idle for `tombstone_after` at `now`, which is forgotten.
+    pub fn records(&mut self, now: Instant) -> Vec<(Box<str>, Option<Vec<u8>>)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.streams.len() {
+            let s = &mut self.streams[i];
+            if s.touched {
+                s.touched = false;
+                s.seen = now;
+                let p = Position {
+                    path: s.path.clone(),
+                    end: s.end,
+                };
+                let value = serde_json::to_vec(&p).unwrap_or_default();
+                out.push((s.key.clone(), Some(value)));
+            } else if now.saturating_duration_since(s.seen) >= self.tombstone_after {
+                out.push((s.key.clone(), None));
+                self.remove(i);
+                continue;
+            }
+            i += 1;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn origin(path: &str, fid: &str) -> Arc<Origin> {
+        Arc::new(Origin {
+            source: "r1".into(),
+            path: path.into(),
+            file: path.into(),
+            host: "h".into(),
+            headers: vec![("fid".into(), fid.into())],
+        })
+    }
+
+    fn ev(o: &Arc<Origin>, offset: u64, body: &'static str) -> Event {
+        Event::new(Bytes::from_static(body.as_bytes()), o.clone(), offset, 0)
+    }
+
+    fn pos(path: &str, end: u64) -> Vec<u8> {
+        serde_json::to_vec(&Position {
+            path: path.into(),
+            end,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn events_at_or_before_the_recovered_position_are_skipped_then_none_is() {
+        let mut s = Streams::new("tx", Duration::from_secs(60));
+        s.recover(b"tx\tr1\t1:2:aa", Some(&pos("/a", 10)));
+        s.recover(b"other\tr1\t1:2:aa", Some(&pos("/a", 99)));
+        let a = origin("/a", "1:2:aa");
+        assert!(!s.admit(&ev(&a, 0, "01234")), "ends at 5");
+        assert!(!s.admit(&ev(&a, 5, "56789")), "ends at 10: delivered");
+        assert!(s.admit(&ev(&a, 10, "x")), "ends at 11");
+        assert!(
+            s.admit(&ev(&a, 0, "01234")),
+            "once one passed, nothing is compared"
+        );
+        let other = origin("/a", "1:3:bb");
+        assert!(
+            s.admit(&ev(&other, 0, "0")),
+            "another file on the same path"
+        );
+    }
+
+    #[test]
+    fn a_transaction_writes_the_last_end_of_each_stream_and_tombstones_idle_ones() {
+        let mut s = Streams::new("tx", Duration::from_secs(60));
+        let t0 = Instant::now();
+        s.recover(b"tx\tr1\told", Some(&pos("/old", 3)));
+        let a = origin("/a", "A");
+        let mut joined = ev(&a, 0, "ab");
+        joined
+            .headers
+            .set(Arc::from(END_HEADER), "7".to_owned().into_boxed_str());
+        assert!(s.admit(&joined));
+        let recs = s.records(t0);
+        assert_eq!(recs.len(), 1, "the recovered idle stream is not written");
+        assert_eq!(&*recs[0].0, "tx\tr1\tA");
+        assert_eq!(recs[0].1.as_deref(), Some(&pos("/a", 7)[..]), "offset_end");
+        assert!(s.records(t0).is_empty(), "nothing new");
+        let later = t0 + Duration::from_secs(3600);
+        let mut recs = s.records(later);
+        recs.sort();
+        assert_eq!(
+            recs,
+            vec![("tx\tr1\tA".into(), None), ("tx\tr1\told".into(), None)]
+        );
+        assert!(s.records(later).is_empty(), "forgotten");
+        s.recover(b"tx\tr1\tA", None);
+        assert!(s.admit(&ev(&a, 0, "ab")), "a tombstoned stream starts anew");
+    }
+}
