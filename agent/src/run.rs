@@ -14,7 +14,7 @@ use sluice_channels::lifecycle::{Phase, ShutdownTrigger};
 use sluice_channels::{Channel, FileChannel, MemoryChannel, fsutil};
 use sluice_sinks::console::ConsoleSink;
 use sluice_sinks::failover::{Failover, GroupMetrics, Member};
-use sluice_sinks::kafka::KafkaSink;
+use sluice_sinks::kafka::{Delivery, KafkaSink};
 use sluice_sinks::{Sink, SinkContext, SinkMetrics};
 use sluice_sources::fanout::Fanout;
 use sluice_sources::spooldir::SpoolDirSource;
@@ -326,7 +326,15 @@ impl Supervisor {
         let metrics = self.sink_metrics.entry(s.name.clone()).or_default().clone();
         let sink: Box<dyn Sink> = match &s.kind {
             SinkKind::Console(c) => Box::new(ConsoleSink::new(c.clone(), &s.name, metrics.clone())),
-            SinkKind::Kafka(c) => Box::new(KafkaSink::new((**c).clone(), &s.name, metrics.clone())),
+            SinkKind::Kafka(c) => {
+                let mut c = (**c).clone();
+                if c.delivery == Delivery::ExactlyOnce && c.transactional_id.is_none() {
+                    // Stable across restarts, unique to this host, agent and sink.
+                    c.transactional_id =
+                        Some(format!("sluice-{}-{}-{}", self.host, self.cfg.name, s.name));
+                }
+                Box::new(KafkaSink::new(c, &s.name, metrics.clone()))
+            }
         };
         (sink, metrics)
     }

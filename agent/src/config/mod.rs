@@ -22,7 +22,7 @@ use sluice_channels::units::HumanDuration;
 use sluice_channels::{FileChannelConfig, MemoryChannelConfig};
 use sluice_sinks::console::ConsoleConfig;
 use sluice_sinks::failover::SinkGroupConfig;
-use sluice_sinks::kafka::KafkaConfig;
+use sluice_sinks::kafka::{Delivery, KafkaConfig};
 use sluice_sources::fanout::SelectorConfig;
 use sluice_sources::spooldir::SpoolDirConfig;
 use sluice_sources::taildir::TailDirConfig;
@@ -537,7 +537,16 @@ fn check_groups(
                 SinkKind::Kafka(k) if d.name == *s => Some(k),
                 _ => None,
             });
-            if kafka.is_some_and(|k| k.delivery_deadline().is_none()) {
+            if kafka.is_some_and(|k| k.delivery == Delivery::ExactlyOnce) {
+                problems.push(Problem::new(
+                    key,
+                    format!(
+                        "kafka sink `{s}` delivers exactly once, which a failover group cannot \
+                         keep (another sink would send what it may have delivered): take it out \
+                         of the group, or set {a}.sinks.{s}.delivery: at_least_once"
+                    ),
+                ));
+            } else if kafka.is_some_and(|k| k.delivery_deadline().is_none()) {
                 problems.push(Problem::new(
                     key,
                     format!(
