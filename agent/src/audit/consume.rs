@@ -42,6 +42,9 @@ pub struct ConsumeOptions<'a> {
     pub properties: &'a [(String, String)],
     /// How long to wait for the cluster to answer, and for progress while reading.
     pub timeout: Duration,
+    /// librdkafka's `isolation.level`: `read_committed` leaves out the records of aborted
+    /// and still open transactions.
+    pub isolation: &'a str,
     /// The headers to attribute records by.
     pub headers: &'a HeaderNames,
 }
@@ -128,7 +131,8 @@ pub fn read_topic(
         // librdkafka pauses fetching for this long whenever its prefetch queue is full (1 s by
         // default), which made reading a large topic 3-4 times slower than draining it.
         .set("fetch.queue.backoff.ms", "10")
-        .set("allow.auto.create.topics", "false");
+        .set("allow.auto.create.topics", "false")
+        .set("isolation.level", opts.isolation);
     for (k, v) in opts.properties {
         config.set(k, v);
     }
@@ -291,6 +295,7 @@ mod tests {
             topic,
             properties: &[],
             timeout: Duration::from_secs(10),
+            isolation: "read_committed",
             headers,
         };
         let mut seen = Vec::new();

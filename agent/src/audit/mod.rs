@@ -40,6 +40,12 @@ pub struct AuditArgs {
     /// reading at a file's end).
     #[arg(long)]
     allow_late_start: bool,
+    /// Which records to read: `read_committed` (the default) leaves out those of aborted and
+    /// still open transactions, as a consumer of a topic written with `delivery:
+    /// exactly_once` does (on a topic without transactions both read the same);
+    /// `read_uncommitted` reads every record written.
+    #[arg(long, value_enum, default_value_t = Isolation::ReadCommitted)]
+    isolation: Isolation,
     /// Treat duplicates (normal after a restart: at-least-once) as problems.
     #[arg(long)]
     no_duplicates: bool,
@@ -69,6 +75,25 @@ pub struct AuditArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// Which records of transactions an audit reads (librdkafka's `isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+enum Isolation {
+    /// Only records of committed transactions, and records written outside transactions.
+    ReadCommitted,
+    /// Every record, also those of aborted and open transactions.
+    ReadUncommitted,
+}
+
+impl Isolation {
+    fn level(self) -> &'static str {
+        match self {
+            Isolation::ReadCommitted => "read_committed",
+            Isolation::ReadUncommitted => "read_uncommitted",
+        }
+    }
 }
 
 /// Why an audit could not be completed (exit code 2).
@@ -135,6 +160,7 @@ fn audit(args: &AuditArgs) -> Result<bool, AuditError> {
         topic: &args.topic,
         properties: &args.property,
         timeout: args.timeout,
+        isolation: args.isolation.level(),
         headers: &headers,
     };
     let partitions = consume::read_topic(&opts, |r| checker.observe(r))?;
