@@ -1167,3 +1167,16 @@ fn bad_multiline_options_are_named_by_key_on_both_sources() {
         parse_with(&good, &[]).unwrap();
     }
 }
+
+#[test]
+fn an_exactly_once_sink_is_refused_in_a_failover_group() {
+    let text = with_groups("    g1: { sinks: [k1, k2], processor: failover }").replace(
+        "producer: { message.timeout.ms: 10000 } }",
+        "delivery: exactly_once }",
+    );
+    assert_error(
+        &text,
+        "a1.sink_groups.g1.sinks[0]",
+        "kafka sink `k1` delivers exactly once, which a failover group cannot keep",
+    );
+}
