@@ -24,7 +24,7 @@ use super::recovery::Recovery;
 use crate::SinkMetrics;
 
 /// How long one attempt at readying the producer, or at reading the positions, may take.
-const PREPARE_WAIT: Duration = Duration::from_secs(10);
+const PREPARE_WAIT: Duration = Duration::from_secs(5);
 /// The first and the longest pause between attempts at readying the producer.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -192,6 +192,14 @@ impl Txn {
             self.positions_written = false;
         }
         Ok(true)
+    }
+
+    /// How long until the open transaction is due for commit by its age (zero when it is,
+    /// or none is open).
+    pub fn due_in(&self) -> Duration {
+        self.opened.map_or(Duration::ZERO, |opened| {
+            self.interval.saturating_sub(opened.elapsed())
+        })
     }
 
     /// Notes whether the open transaction is due for commit: `transaction_interval` passed,

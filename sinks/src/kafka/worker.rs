@@ -253,7 +253,8 @@ impl Thread {
             let busy = self.current.is_some() || !self.inflight.is_empty();
             let wait = match &self.txn {
                 Some(t) if !t.ready() && t.broken().is_none() => t.retry_in().min(IDLE_WAIT),
-                Some(t) if t.ready() && (busy || !t.done.is_empty()) => Duration::ZERO,
+                // Acknowledged leases wait for the commit: until it is due.
+                Some(t) if t.ready() && !busy && !t.done.is_empty() => t.due_in().min(IDLE_WAIT),
                 _ if busy => Duration::ZERO,
                 _ => IDLE_WAIT,
             };
