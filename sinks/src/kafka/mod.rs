@@ -166,6 +166,13 @@ impl KafkaSink {
                 let failure = self.failure(&lease, &failure);
                 Ok(Outcome::Failed { lease, failure })
             }
+            Some(Report::Fatal(why)) => {
+                error!(error = %why, "the kafka sink cannot deliver and stops");
+                Err(SinkError::Delivery {
+                    sink: self.name.clone(),
+                    message: why,
+                })
+            }
             Some(Report::Closed(_)) | None => Err(self.thread_stopped()),
         }
     }
@@ -209,6 +216,7 @@ impl KafkaSink {
                 Report::Delivered(lease) => returned.delivered.push(lease),
                 Report::Failed { lease, .. } => returned.undelivered.push(lease),
                 Report::Closed(rest) => returned.undelivered.extend(rest),
+                Report::Fatal(_) => {}
             }
         }
         returned

@@ -984,3 +984,22 @@ async fn a_fenced_producer_stops_the_sink_with_an_error_that_says_so() {
         "no new producer to fence the other"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_timeout_the_broker_refuses_stops_the_sink_at_once() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    mock.request_errors(
+        RDKafkaApiKey::InitProducerId,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_TRANSACTION_TIMEOUT; 4],
+    );
+    let channel = Recording::new();
+    let (result, _) = start(config(&bootstrap, EOS), channel.clone())
+        .finish()
+        .await;
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("the broker refuses transactions for transactional.id `tx1`"),
+        "{err}"
+    );
+}

@@ -89,6 +89,9 @@ pub enum Report {
     },
     /// The producer is gone; these leases (oldest first) were not all delivered.
     Closed(Vec<Lease>),
+    /// The producer can never deliver (refused by the broker, fenced) and holds no lease:
+    /// why. The thread reports nothing more until it is closed.
+    Fatal(String),
 }
 
 /// Signs of life of the producer thread and of librdkafka, in milliseconds since the Unix
@@ -343,7 +346,15 @@ impl Thread {
                 Some((lease, _)) => lease,
                 None => match self.waiting.pop_front() {
                     Some(lease) => lease,
-                    None => return,
+                    None => {
+                        // Nothing held: the sink stops now, with the reason, rather than at
+                        // its next batch.
+                        if let FailureKind::Transaction { why, fatal: true } = kind {
+                            self.failed = true;
+                            let _ = self.reports.send(Report::Fatal(why));
+                        }
+                        return;
+                    }
                 },
             },
         };
