@@ -35,6 +35,8 @@ struct Stream {
     end: u64,
     /// The committed position found at recovery, while events at or before it may still come.
     recovered: Option<u64>,
+    /// Events skipped as at or before `recovered`.
+    skipped: u64,
     /// Events of it were admitted since the last commit.
     touched: bool,
     /// When it last had an event in a committed transaction (or was recovered).
@@ -106,6 +108,7 @@ impl Streams {
             path: path.to_owned(),
             end: 0,
             recovered: None,
+            skipped: 0,
             touched: false,
             seen: Instant::now(),
         });
@@ -166,9 +169,14 @@ impl Streams {
         let s = &mut self.streams[i];
         if let Some(recovered) = s.recovered {
             if end <= recovered {
+                s.skipped += 1;
                 return false;
             }
             s.recovered = None;
+            if s.skipped > 0 {
+                tracing::info!(file = %ev.origin.path, position = recovered, skipped = s.skipped,
+                    "skipped the lines of this file Kafka already holds (exactly once); delivering from here");
+            }
         }
         s.end = end;
         s.touched = true;
