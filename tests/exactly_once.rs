@@ -360,3 +360,40 @@ fn a_second_agent_on_the_same_transactional_id_fences_the_first() {
     let one = HashMap::from([("one".to_owned(), 5_000)]);
     check_once_in_order(&broker, "eos-fenced-1", &one);
 }
+
+/// The broker is down when the agent starts and stays down for longer than the sink's stall
+/// limit (30 s), with a SIGKILL of the agent meanwhile: the sink waits (saying why, never that
+/// it is stuck), and once the broker is back every line arrives exactly once.
+#[test]
+fn a_broker_down_at_start_is_waited_for_across_a_kill() {
+    let broker = KafkaBroker::start();
+    if broker.skip_unless_owned("a_broker_down_at_start_is_waited_for_across_a_kill") {
+        return;
+    }
+    let mut s = Spool::new(
+        &broker,
+        "eos-down-at-start",
+        "{ type: file, dir: WAL, capacity: 64MiB, min_free_space: 1MiB }",
+        None,
+    );
+    broker.stop();
+    let outage = std::time::Instant::now();
+    s.add("early", 8_000);
+    let mut agent = s.start();
+    let not_ready = "exactly-once delivery is not ready";
+    agent.wait_for(LONG, "the sink says it waits for the broker", || {
+        agent.stderr_text().contains(not_ready)
+    });
+    agent.kill();
+    let agent = s.start();
+    s.add("later", 8_000);
+    // Fault injection: the outage lasts past the stall limit.
+    wait_until(LONG, "40 s of outage", || {
+        outage.elapsed() > Duration::from_secs(40)
+    });
+    let log = agent.stderr_text();
+    assert!(log.contains(not_ready), "{log}");
+    assert!(!log.contains("blocked in librdkafka"), "{log}");
+    broker.restart();
+    s.finish(agent, &broker);
+}

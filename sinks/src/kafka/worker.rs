@@ -273,7 +273,15 @@ impl Thread {
                     self.fail_waiting(FailureKind::Transaction { why, fatal: true });
                 }
                 if !self.txn.as_ref().is_some_and(Txn::ready) {
-                    self.writer.producer().poll(Duration::ZERO);
+                    // Not stuck: waiting for the broker (which the log says).
+                    let producer = self.writer.producer();
+                    producer.poll(Duration::ZERO);
+                    self.pulse
+                        .looped
+                        .store(crate::metrics::now_ms(), Ordering::Relaxed);
+                    self.pulse
+                        .statistics
+                        .store(producer.last_statistics_ms(), Ordering::Relaxed);
                     continue;
                 }
             }
