@@ -55,6 +55,9 @@ const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// For how many statistics intervals in a row records may be in flight with no broker
 /// connection up and no attempt to make one before the producer is given up and rebuilt.
 const UNREACHABLE_STATISTICS: u32 = 60;
+/// How many times `batches_in_flight` leases one transaction may carry: a commit waits for
+/// every record of it, a pause in the flow that larger transactions make rarer.
+const TRANSACTION_LEASES: usize = 4;
 
 /// The Kafka sink: `batches_in_flight` leases at once on the producer's thread, each reported
 /// delivered once Kafka acknowledged every record of it. A failure is fatal when a line can
@@ -114,6 +117,7 @@ impl KafkaSink {
             Txn::new(
                 id,
                 self.cfg.transaction_interval.0,
+                self.leases_held(),
                 self.cfg.tombstone_after.0,
                 recovery,
             )
@@ -137,6 +141,16 @@ impl KafkaSink {
             txn,
         )
         .map_err(|e| self.setup_error(format!("cannot start the producer thread: {e}")))
+    }
+
+    /// How many leases the sink may hold at once: `batches_in_flight`, and under exactly-once
+    /// delivery [`TRANSACTION_LEASES`] times as many, since acknowledged leases wait for their
+    /// transaction's commit (at most `batches_in_flight` are being produced at once).
+    fn leases_held(&self) -> usize {
+        match self.cfg.delivery {
+            Delivery::AtLeastOnce => self.cfg.batches_in_flight,
+            Delivery::ExactlyOnce => self.cfg.batches_in_flight * TRANSACTION_LEASES,
+        }
     }
 
     /// How long librdkafka's statistics may be silent: they come every
@@ -287,7 +301,7 @@ impl Sink for KafkaSink {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             batch_size: self.cfg.batch_size,
-            in_flight: self.cfg.batches_in_flight,
+            in_flight: self.leases_held(),
             watch_every: Some(WATCH_EVERY),
         }
     }

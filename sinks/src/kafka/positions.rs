@@ -169,6 +169,10 @@ impl Streams {
         let s = &mut self.streams[i];
         if let Some(recovered) = s.recovered {
             if end <= recovered {
+                if s.skipped == 0 {
+                    tracing::info!(file = %ev.origin.path, position = recovered,
+                        "Kafka holds this file's lines up to this position (exactly once): skipping them");
+                }
                 s.skipped += 1;
                 return false;
             }

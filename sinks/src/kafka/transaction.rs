@@ -55,6 +55,8 @@ pub enum Committed {
 pub struct Txn {
     id: String,
     interval: Duration,
+    /// The most leases one transaction carries.
+    capacity: usize,
     tombstone_after: Duration,
     recovery: Recovery,
     state: State,
@@ -72,17 +74,19 @@ pub struct Txn {
 
 impl Txn {
     /// The transactions of the producer with `transactional.id` `id`, committed every
-    /// `interval`, reading its positions through `recovery`; files
-    /// idle for `tombstone_after` lose their position.
+    /// `interval` or once it carries `capacity` leases, reading its positions through
+    /// `recovery`; files idle for `tombstone_after` lose their position.
     pub fn new(
         id: String,
         interval: Duration,
+        capacity: usize,
         tombstone_after: Duration,
         recovery: Recovery,
     ) -> Self {
         Txn {
             id,
             interval,
+            capacity,
             tombstone_after,
             recovery,
             state: State::Unready {
@@ -203,10 +207,10 @@ impl Txn {
     }
 
     /// Notes whether the open transaction is due for commit: `transaction_interval` passed,
-    /// or it holds `held` leases, as many as the sink may have in flight (`slots`).
-    pub fn check_due(&mut self, held: usize, slots: usize) -> bool {
+    /// or the sink holds `held` leases, as many as a transaction may carry.
+    pub fn check_due(&mut self, held: usize) -> bool {
         if let Some(opened) = self.opened
-            && (held >= slots || opened.elapsed() >= self.interval)
+            && (held >= self.capacity || opened.elapsed() >= self.interval)
         {
             self.committing = true;
         }
@@ -224,6 +228,9 @@ impl Txn {
                 return Committed::Failed(kind);
             }
             self.positions_written = true;
+            // Deliver the positions here: rdkafka's commit flushes first, waiting 100 ms
+            // between polls while records are pending, which made every commit take 100 ms.
+            writer.producer().drain(wait);
         }
         let started = Instant::now();
         match writer.producer().commit_transaction(wait) {

@@ -388,8 +388,7 @@ impl Thread {
             + self.inflight.len()
             + self.waiting.len()
             + usize::from(self.current.is_some());
-        let slots = self.writer.producer().deliveries().slots();
-        if !txn.check_due(held, slots) || self.current.is_some() || !self.inflight.is_empty() {
+        if !txn.check_due(held) || self.current.is_some() || !self.inflight.is_empty() {
             return;
         }
         match txn.commit(&mut self.writer, COMMIT_WAIT) {
@@ -428,7 +427,9 @@ impl Thread {
         let slots = self.writer.producer().deliveries().clone();
         while !self.failed {
             if self.current.is_none() {
-                if self.waiting.is_empty() {
+                // Under exactly-once delivery the sink holds more leases than there are
+                // slots: the next slot is free while fewer leases than slots are in flight.
+                if self.waiting.is_empty() || self.inflight.len() >= slots.slots() {
                     return;
                 }
                 if let Some(txn) = self.txn.as_mut() {
