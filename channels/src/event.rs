@@ -10,6 +10,12 @@ use bytes::Bytes;
 /// decimal. `sluice audit` reads it in place of the body's length.
 pub const END_HEADER: &str = "offset_end";
 
+/// The origin header a tail-follow source sets on a file it saw truncated or rewritten while
+/// it followed it: how many times, in this run of the agent. Its lines start again at offset
+/// 0, under the same `fid` when the first line did not change, so offsets going back are not
+/// repeats.
+pub const REWRITES_HEADER: &str = "rewrites";
+
 /// The event header set on the first event after lines an interceptor dropped on purpose
 /// (`regex_filter`): the offset of the first of those lines, in decimal. `sluice audit`
 /// counts the bytes from there to the event's offset as delivered, not as a gap.

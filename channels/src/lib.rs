@@ -18,7 +18,7 @@ mod memory;
 pub mod units;
 
 pub use channel::{BoxFuture, Channel, ChannelError, ChannelStats, Lease, Receipt};
-pub use event::{DROPPED_FROM_HEADER, END_HEADER, Event, Headers, Origin};
+pub use event::{DROPPED_FROM_HEADER, END_HEADER, Event, Headers, Origin, REWRITES_HEADER};
 pub use file::{
     FileChannel, FileChannelConfig, FileChannelCounters, FileChannelError, FsyncPolicy,
 };

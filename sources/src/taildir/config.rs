@@ -164,7 +164,14 @@ fn default_max_open_files() -> usize {
 }
 
 /// Header names set by the source itself, which static headers may not use.
-const RESERVED_HEADERS: [&str; 5] = ["source", "path", "file", "host", "fid"];
+const RESERVED_HEADERS: [&str; 6] = [
+    "source",
+    "path",
+    "file",
+    "host",
+    "fid",
+    sluice_channels::REWRITES_HEADER,
+];
 
 /// How the configured encoding is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

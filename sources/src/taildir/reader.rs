@@ -13,7 +13,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sluice_channels::Origin;
+use sluice_channels::{Origin, REWRITES_HEADER};
 
 use super::config::Decoding;
 use super::identity::{self, FINGERPRINT_MAX, Fingerprint, Verdict};
@@ -378,6 +378,14 @@ fn read(
         origin
             .headers
             .push(("fid".to_owned(), identity::fid(job.dev, job.ino, fp)));
+        if done.generation > 0 {
+            // Truncated or rewritten while followed: its lines start again at offset 0 under
+            // the same fid when the first line is the same, and a sink that drops repeats
+            // (exactly-once delivery) must not take them for repeats.
+            origin
+                .headers
+                .push((REWRITES_HEADER.to_owned(), done.generation.to_string()));
+        }
         done.origin = Some(Arc::new(origin));
     }
     Ok(())
@@ -528,8 +536,14 @@ mod tests {
         assert_eq!(batches[0].marks[0].generation, 1);
         assert_ne!(
             done[0].origin.as_ref().unwrap().header("fid"),
-            first.origin.unwrap().header("fid")
+            first.origin.as_ref().unwrap().header("fid")
         );
+        assert_eq!(
+            done[0].origin.as_ref().unwrap().header(REWRITES_HEADER),
+            Some("1"),
+            "a sink that drops repeats learns that offsets start again"
+        );
+        assert_eq!(first.origin.as_ref().unwrap().header(REWRITES_HEADER), None);
     }
 
     #[test]
