@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use sluice_channels::{END_HEADER, Event, Origin};
+use sluice_channels::{END_HEADER, Event, Origin, REWRITES_HEADER};
 
 /// A file's delivered position, as the positions topic holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,11 +31,15 @@ pub struct Position {
 struct Stream {
     key: Box<str>,
     path: String,
-    /// The end of its last event admitted since the last commit.
-    end: u64,
-    /// The committed position found at recovery, while events at or before it may still come.
-    recovered: Option<u64>,
-    /// Events skipped as at or before `recovered`.
+    /// How far its lines are delivered or admitted: the committed position found at
+    /// recovery, then the end of the last event admitted. An event that ends at or before it
+    /// is a repeat (the channel's replay after a crash, then the source reading again from
+    /// its older checkpoint) and is skipped.
+    delivered: u64,
+    /// The `rewrites` header of its events: a new value means the file was truncated or
+    /// rewritten, and its offsets start again.
+    rewrites: u32,
+    /// Repeats skipped in a row, to say so when they start and end.
     skipped: u64,
     /// Events of it were admitted since the last commit.
     touched: bool,
@@ -62,13 +66,6 @@ pub fn event_end(ev: &Event) -> u64 {
         return end;
     }
     ev.offset + ev.body.len() as u64
-}
-
-/// FNV-1a of `bytes`: which partition of the positions topic holds a sink's positions.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 impl Streams {
@@ -106,8 +103,8 @@ impl Streams {
         self.streams.push(Stream {
             key: key.into(),
             path: path.to_owned(),
-            end: 0,
-            recovered: None,
+            delivered: 0,
+            rewrites: 0,
             skipped: 0,
             touched: false,
             seen: Instant::now(),
@@ -129,7 +126,7 @@ impl Streams {
             Some(Ok(p)) => {
                 let i = self.stream(key, &p.path);
                 let s = &mut self.streams[i];
-                s.recovered = Some(p.end);
+                s.delivered = p.end;
                 s.path = p.path;
             }
             Some(Err(e)) => {
@@ -152,9 +149,10 @@ impl Streams {
         self.cached = None;
     }
 
-    /// Whether `ev` is to be delivered: false when its file's recovered position says Kafka
-    /// already holds it. A delivered event becomes its file's position in the open
-    /// transaction; once one is, the file's events are no longer compared.
+    /// Whether `ev` is to be delivered: false when it ends at or before what its file's
+    /// stream holds as delivered (the recovered position, or a line admitted before), since
+    /// Kafka already holds it or will with the open transaction. A delivered event becomes its
+    /// file's position in the open transaction.
     pub fn admit(&mut self, ev: &Event) -> bool {
         let i = match &self.cached {
             Some((origin, i)) if Arc::ptr_eq(origin, &ev.origin) => *i,
@@ -162,27 +160,36 @@ impl Streams {
                 let key = self.key_of(&ev.origin);
                 let i = self.stream(&key, &ev.origin.path);
                 self.cached = Some((ev.origin.clone(), i));
+                let rewrites = ev
+                    .origin
+                    .header(REWRITES_HEADER)
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(0);
+                let s = &mut self.streams[i];
+                if s.rewrites != rewrites {
+                    // Truncated or rewritten: new lines from offset 0.
+                    s.rewrites = rewrites;
+                    s.delivered = 0;
+                }
                 i
             }
         };
         let end = event_end(ev);
         let s = &mut self.streams[i];
-        if let Some(recovered) = s.recovered {
-            if end <= recovered {
-                if s.skipped == 0 {
-                    tracing::info!(file = %ev.origin.path, position = recovered,
-                        "Kafka holds this file's lines up to this position (exactly once): skipping them");
-                }
-                s.skipped += 1;
-                return false;
+        if end <= s.delivered {
+            if s.skipped == 0 {
+                tracing::info!(file = %ev.origin.path, offset = ev.offset, delivered = s.delivered,
+                    "Kafka holds this file's lines up to `delivered` (exactly once): skipping them");
             }
-            s.recovered = None;
-            if s.skipped > 0 {
-                tracing::info!(file = %ev.origin.path, position = recovered, skipped = s.skipped,
-                    "skipped the lines of this file Kafka already holds (exactly once); delivering from here");
-            }
+            s.skipped += 1;
+            return false;
         }
-        s.end = end;
+        if s.skipped > 0 {
+            tracing::info!(file = %ev.origin.path, offset = ev.offset, skipped = s.skipped,
+                "skipped lines Kafka already holds (exactly once); delivering from here");
+            s.skipped = 0;
+        }
+        s.delivered = end;
         s.touched = true;
         true
     }
@@ -200,7 +207,7 @@ impl Streams {
                 s.seen = now;
                 let p = Position {
                     path: s.path.clone(),
-                    end: s.end,
+                    end: s.delivered,
                 };
                 let value = serde_json::to_vec(&p).unwrap_or_default();
                 out.push((s.key.clone(), Some(value)));
@@ -252,8 +259,23 @@ mod tests {
         assert!(!s.admit(&ev(&a, 5, "56789")), "ends at 10: delivered");
         assert!(s.admit(&ev(&a, 10, "x")), "ends at 11");
         assert!(
-            s.admit(&ev(&a, 0, "01234")),
-            "once one passed, nothing is compared"
+            !s.admit(&ev(&a, 0, "01234")),
+            "a repeat after a new line: the source reading again from an older checkpoint"
+        );
+        assert!(!s.admit(&ev(&a, 10, "x")), "the last one again");
+        assert!(s.admit(&ev(&a, 11, "yz")));
+        let mut rewritten = (*a).clone();
+        rewritten
+            .headers
+            .push((REWRITES_HEADER.to_owned(), "1".to_owned()));
+        let rewritten = Arc::new(rewritten);
+        assert!(
+            s.admit(&ev(&rewritten, 0, "0")),
+            "truncated under the same fid: its offsets start again"
+        );
+        assert!(
+            !s.admit(&ev(&rewritten, 0, "0")),
+            "and repeats are caught again"
         );
         let other = origin("/a", "1:3:bb");
         assert!(
