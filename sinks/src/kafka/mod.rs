@@ -118,6 +118,7 @@ impl KafkaSink {
                 id,
                 self.cfg.transaction_interval.0,
                 self.leases_held(),
+                self.cfg.transaction_timeout.0,
                 self.cfg.tombstone_after.0,
                 recovery,
             )

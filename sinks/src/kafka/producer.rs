@@ -225,6 +225,8 @@ fn log_line(level: i32, facility: &str, message: &str) {
 struct Context {
     span: tracing::Span,
     deliveries: Arc<Deliveries>,
+    /// When statistics were last emitted (shared with the producer).
+    statistics_ms: Arc<AtomicU64>,
 }
 
 impl ClientContext for Context {
@@ -235,6 +237,13 @@ impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
         let _in = self.span.enter();
         warn!(error = %error, reason, "kafka client error");
+    }
+
+    /// Statistics served by rdkafka's own polling (while it flushes before a transaction
+    /// commits) still show that librdkafka's main thread is alive.
+    fn stats_raw(&self, _statistics: &[u8]) {
+        self.statistics_ms
+            .store(crate::metrics::now_ms(), Ordering::Relaxed);
     }
 }
 
@@ -412,7 +421,7 @@ pub struct KafkaProducer {
     metrics: Arc<SinkMetrics>,
     /// When librdkafka's statistics were last served, in milliseconds since the Unix epoch
     /// (0: never).
-    statistics_ms: AtomicU64,
+    statistics_ms: Arc<AtomicU64>,
     /// `bootstrap.servers`, to give librdkafka again when it has forgotten every broker.
     bootstrap: Option<CString>,
     /// When the bootstrap brokers were last given again (milliseconds since the epoch).
@@ -437,9 +446,11 @@ impl KafkaProducer {
         metrics: Arc<SinkMetrics>,
     ) -> KafkaResult<Self> {
         let deliveries = Arc::new(Deliveries::new(slots));
+        let statistics_ms = Arc::new(AtomicU64::new(0));
         let context = Context {
             span: tracing::Span::current(),
             deliveries: deliveries.clone(),
+            statistics_ms: statistics_ms.clone(),
         };
         let inner: BaseProducer<Context> = config.create_with_context(context)?;
         // SAFETY: a live client; the returned handle is a new reference, destroyed on drop.
@@ -452,7 +463,7 @@ impl KafkaProducer {
             inner,
             deliveries,
             metrics,
-            statistics_ms: AtomicU64::new(0),
+            statistics_ms,
             bootstrap: config
                 .get("bootstrap.servers")
                 .and_then(|b| CString::new(b).ok()),

@@ -2,10 +2,12 @@
 //!
 //! The positions topic is created when missing (compacted, one partition, the broker's
 //! replication factor); an existing one that is not compacted is refused, since deleting old
-//! segments would forget positions. The sink's positions are read with a `read_committed`
-//! consumer from the start of its partition to the end: the end a `read_committed` consumer
-//! sees stops at the first open transaction, and the sink's own (if its predecessor left one
-//! open) was aborted by `init_transactions` before this runs.
+//! segments would forget positions. Every sink's positions are in the topic's first partition
+//! (adding partitions moves nothing), read with a `read_committed` consumer from the start to
+//! the end of what was written when the read began. That end is behind the first transaction
+//! still open, and the sink's own (if its predecessor left one open) was aborted by
+//! `init_transactions` before this runs; another sink's is waited for (it commits within
+//! moments, or it is aborted when its `transaction_timeout` expires), for a while.
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +21,11 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use tracing::{info, warn};
 
-use super::positions::{Streams, fnv1a};
+use super::positions::Streams;
+
+/// The partition that holds the positions: always the first, so that adding partitions to
+/// the topic never hides a sink's positions from it.
+const PARTITION: i32 = 0;
 
 /// How long the topic's configuration may take to be described.
 const DESCRIBE_WAIT: Duration = Duration::from_secs(3);
@@ -96,7 +102,10 @@ impl Recovery {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest");
+            .set("auto.offset.reset", "earliest")
+            // At the end of the partition the broker holds a fetch this long for more data
+            // (500 ms by default) before librdkafka learns it reached the end.
+            .set("fetch.wait.max.ms", "10");
         let consumer: BaseConsumer = config
             .create()
             .map_err(|e| retriable(format!("cannot create the positions reader: {e}")))?;
@@ -104,37 +113,70 @@ impl Recovery {
             .client
             .create()
             .map_err(|e| retriable(format!("cannot create an admin client: {e}")))?;
-        let mut partitions = self.partitions(&consumer, deadline)?;
-        if partitions == 0 {
+        if self.partitions(&consumer, deadline)? == 0 {
             self.create_topic(&admin, wait)?;
-            partitions = self.partitions(&consumer, deadline)?;
         }
-        if partitions == 0 {
+        if self.partitions(&consumer, deadline)? == 0 {
             return Err(retriable(format!(
                 "topic `{}` has no partition yet",
                 self.topic
             )));
         }
         self.check_policy(&admin, wait.min(DESCRIBE_WAIT))?;
-        let partition = (fnv1a(streams.prefix().as_bytes()) % partitions as u64) as i32;
+        // Every record written so far counts: a `read_committed` reader stops before the
+        // first transaction still open (another sink's, between its positions and its commit),
+        // and positions of this sink may lie beyond it.
+        let mut probe = self.client.clone();
+        probe
+            .set("group.id", format!("{}probe", streams.prefix().trim_end()))
+            .set("isolation.level", "read_uncommitted");
+        let probe: BaseConsumer = probe
+            .create()
+            .map_err(|e| retriable(format!("cannot create the positions reader: {e}")))?;
+        let (_, written) = probe
+            .fetch_watermarks(&self.topic, PARTITION, left(deadline))
+            .map_err(|e| retriable(format!("no end offset for `{}`: {e}", self.topic)))?;
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, partition, Offset::Beginning)
+        tpl.add_partition_offset(&self.topic, PARTITION, Offset::Beginning)
             .map_err(|e| retriable(e.to_string()))?;
         consumer
             .assign(&tpl)
             .map_err(|e| retriable(format!("cannot read `{}`: {e}", self.topic)))?;
+        let mut held_up = false;
         loop {
             let now = Instant::now();
             if now >= deadline {
+                if held_up {
+                    warn!(topic = %self.topic, waited = ?wait,
+                        "a transaction of another producer stayed open in the positions topic; \
+                         going on with the positions before it: lines of the last moments \
+                         before this sink stopped may be delivered again");
+                    return Ok(PARTITION);
+                }
                 return Err(retriable(format!(
-                    "reading the positions in `{}` partition {partition} took longer than {wait:?}",
+                    "reading the positions in `{}` took longer than {wait:?}",
                     self.topic
                 )));
             }
-            match consumer.poll(deadline - now) {
+            match consumer.poll((deadline - now).min(Duration::from_millis(200))) {
                 None => {}
                 Some(Ok(m)) => streams.recover(m.key().unwrap_or_default(), m.payload()),
-                Some(Err(KafkaError::PartitionEOF(_))) => return Ok(partition),
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    let (_, visible) = consumer
+                        .fetch_watermarks(&self.topic, PARTITION, left(deadline))
+                        .map_err(|e| {
+                            retriable(format!("no end offset for `{}`: {e}", self.topic))
+                        })?;
+                    if visible >= written {
+                        return Ok(PARTITION);
+                    }
+                    if !held_up {
+                        info!(topic = %self.topic, visible, written,
+                            "another producer's transaction is open in the positions topic; \
+                             waiting for it to end");
+                        held_up = true;
+                    }
+                }
                 Some(Err(e)) => {
                     return Err(retriable(format!(
                         "reading the positions in `{}`: {e}",

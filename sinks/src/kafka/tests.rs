@@ -999,7 +999,7 @@ async fn a_transaction_timeout_the_broker_refuses_stops_the_sink_at_once() {
         .await;
     let err = result.unwrap_err().to_string();
     assert!(
-        err.contains("the broker refuses transactions for transactional.id `tx1`"),
+        err.contains("the broker refuses transaction_timeout (1m)"),
         "{err}"
     );
 }

@@ -57,6 +57,8 @@ pub struct Txn {
     interval: Duration,
     /// The most leases one transaction carries.
     capacity: usize,
+    /// `transaction_timeout`, to name it when the broker refuses it.
+    timeout: Duration,
     tombstone_after: Duration,
     recovery: Recovery,
     state: State,
@@ -80,6 +82,7 @@ impl Txn {
         id: String,
         interval: Duration,
         capacity: usize,
+        timeout: Duration,
         tombstone_after: Duration,
         recovery: Recovery,
     ) -> Self {
@@ -87,6 +90,7 @@ impl Txn {
             id,
             interval,
             capacity,
+            timeout,
             tombstone_after,
             recovery,
             state: State::Unready {
@@ -141,6 +145,14 @@ impl Txn {
         };
         self.initialized |= init.is_ok();
         let result = match init {
+            Err(e) if e.code == RDKafkaErrorCode::InvalidTransactionTimeout => Err((
+                format!(
+                    "the broker refuses transaction_timeout ({}): it exceeds the broker's \
+                     transaction.max.timeout.ms (15m by default); lower transaction_timeout ({e})",
+                    sluice_channels::units::HumanDuration(self.timeout)
+                ),
+                true,
+            )),
             Err(e) if e.fatal || !(e.retriable || is_outage(&e)) => Err((
                 format!(
                     "the broker refuses transactions for transactional.id `{}`: {e}",
@@ -242,7 +254,10 @@ impl Txn {
                 Committed::Done(std::mem::take(&mut self.done))
             }
             Err(e) if e.retriable && !e.abortable && !e.fatal => {
-                warn!(error = %e, "the transaction commit is not confirmed yet; trying again");
+                warn!(error = %e, positions_topic = self.recovery.topic(),
+                    "the transaction commit is not confirmed yet: records of it are not \
+                     acknowledged (the broker unreachable, or a topic of it, the positions topic \
+                     included, missing); trying again until transaction_timeout");
                 Committed::Pending
             }
             Err(e) => Committed::Failed(self.failure(writer.producer(), &e)),
