@@ -1,7 +1,10 @@
 //! The transcoding stage: lines of a file in another encoding become UTF-8.
 
 use bytes::Bytes;
+use std::sync::Arc;
+
 use encoding_rs::{Decoder, Encoding};
+use sluice_channels::END_HEADER;
 
 use super::lines::{Line, Stage};
 
@@ -19,6 +22,8 @@ pub(crate) struct Transcode {
     max_line: usize,
     /// The decoder of a line that may go on in the next read, and where it would go on.
     carry: Option<(Decoder, u64)>,
+    /// The name of [`END_HEADER`], interned.
+    end_header: Arc<str>,
 }
 
 impl Transcode {
@@ -29,6 +34,7 @@ impl Transcode {
             encoding,
             max_line,
             carry: None,
+            end_header: Arc::from(END_HEADER),
         }
     }
 
@@ -72,7 +78,7 @@ impl Stage for Transcode {
                 None => !last && body.len() == self.max_line,
             };
             let (_, _, written, _) = decoder.decode_to_utf8(body, &mut out[w..], !goes_on);
-            spans.push((w, w + written));
+            spans.push((w, w + written, end));
             w += written;
             if goes_on {
                 self.carry = Some((decoder, end));
@@ -80,8 +86,11 @@ impl Stage for Transcode {
         }
         out.truncate(w);
         let out = Bytes::from(out);
-        for (line, (s, e)) in lines.iter_mut().zip(spans) {
+        for (line, (s, e, end)) in lines.iter_mut().zip(spans) {
             line.body = out.slice(s..e);
+            // The body no longer tells where the line ends in the file (when its length
+            // changed): exactly-once delivery and `sluice audit` read it here.
+            line.set_end(&self.end_header, end);
         }
     }
 }
@@ -132,5 +141,25 @@ mod tests {
         stage.apply(&mut lines, false);
         assert_eq!(lines[0].body, "a\u{FFFD}".as_bytes());
         assert_eq!(lines[1].body, &b"b"[..]);
+    }
+
+    #[test]
+    fn a_line_whose_length_changed_says_where_it_ends_in_the_file() {
+        let (gbk, _, _) = encoding_rs::GBK.encode("错误");
+        let mut stage = Transcode::new(encoding_rs::GBK, 100);
+        let mut lines = vec![
+            Line::new(Bytes::copy_from_slice(&gbk), 0),
+            Line::new(Bytes::from_static(b"ok"), 5),
+        ];
+        stage.apply(&mut lines, true);
+        assert_eq!(lines[0].body, "错误".as_bytes());
+        assert_eq!(lines[0].end(), 4, "4 GBK bytes, 6 UTF-8 bytes");
+        assert_eq!(
+            lines[0].headers.get(END_HEADER).flatten(),
+            Some("4"),
+            "read by the sink and the audit"
+        );
+        assert_eq!(lines[1].end(), 7);
+        assert!(lines[1].headers.is_empty(), "same length: no header");
     }
 }
