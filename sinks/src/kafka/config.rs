@@ -127,8 +127,8 @@ fn default_tombstone_after() -> HumanDuration {
 fn default_key() -> Template {
     Template::compile("%{file}").unwrap_or_else(|_| unreachable!("a valid literal template"))
 }
-/// `path` and `offset` let `sluice audit` check every file; `fid` (set by the taildir source,
-/// left out for others) tells a recreated file from its predecessor under the same path;
+/// `path` and `offset` let `sluice audit` check every file; `fid` (set by both file sources)
+/// tells a recreated file from its predecessor under the same path;
 /// `offset_end` and `dropped_from` (set only by processing stages that change or drop lines)
 /// keep the audit truthful when they do.
 fn default_headers() -> Vec<HeaderSpec> {

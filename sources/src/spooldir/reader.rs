@@ -120,17 +120,19 @@ pub(super) struct FileReader {
 }
 
 /// `origin` with the `fid` header that tells this file from any other that had or will have
-/// its path: device and inode, and a hash of its size and modification time (a spooled file
-/// is finished, so they stay the same across restarts, where a new file on a reused inode
-/// differs). Exactly-once delivery keys each file's delivered position by it.
+/// its path: device and inode, and a hash of its size, modification time and (where the file
+/// system records it) birth time (a spooled file is finished, so they stay the same across
+/// restarts, where a new file on a reused inode differs, also one of the same size and
+/// modification time). Exactly-once delivery keys each file's delivered position by it.
 fn with_fid(origin: &Origin, shape: &Shape) -> Arc<Origin> {
-    let mtime = shape
-        .mtime
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mut bytes = [0u8; 24];
+    let nanos = |t: Option<std::time::SystemTime>| {
+        t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos())
+    };
+    let mut bytes = [0u8; 40];
     bytes[..8].copy_from_slice(&shape.len.to_le_bytes());
-    bytes[8..].copy_from_slice(&mtime.to_le_bytes());
+    bytes[8..24].copy_from_slice(&nanos(Some(shape.mtime)).to_le_bytes());
+    bytes[24..].copy_from_slice(&nanos(shape.born).to_le_bytes());
     let hash = crate::fnv1a(&bytes);
     let mut origin = origin.clone();
     let fid = format!("{}:{}:{hash:016x}", shape.dev, shape.ino);
@@ -321,6 +323,7 @@ mod tests {
             ino: 2,
             len,
             mtime: UNIX_EPOCH + Duration::from_secs(secs),
+            born: Some(UNIX_EPOCH + Duration::from_secs(7)),
         };
         let fid = |s: &Shape| with_fid(&origin, s).header("fid").unwrap().to_owned();
         let first = fid(&shape(10, 100));
@@ -328,5 +331,10 @@ mod tests {
         assert_eq!(first, fid(&shape(10, 100)), "read again after a restart");
         assert_ne!(first, fid(&shape(11, 100)), "another size");
         assert_ne!(first, fid(&shape(10, 101)), "another modification time");
+        let reborn = Shape {
+            born: Some(UNIX_EPOCH + Duration::from_secs(8)),
+            ..shape(10, 100)
+        };
+        assert_ne!(first, fid(&reborn), "created at another time: another file");
     }
 }

@@ -30,6 +30,8 @@ pub(super) struct Shape {
     pub len: u64,
     /// When it was last modified.
     pub mtime: SystemTime,
+    /// When it was created, where the file system records it.
+    pub born: Option<SystemTime>,
 }
 
 impl Shape {
@@ -40,6 +42,7 @@ impl Shape {
             ino: meta.ino(),
             len: meta.len(),
             mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            born: meta.created().ok(),
         }
     }
 

@@ -87,9 +87,20 @@ impl<'de> serde::Deserialize<'de> for Fingerprint {
 }
 
 /// The `fid` header: `DEV:INO:HASH`, which tells a recreated file from its predecessor even
-/// when the inode was reused.
-pub fn fid(dev: u64, ino: u64, fp: Fingerprint) -> String {
-    format!("{dev}:{ino}:{:016x}", fp.hash)
+/// when the inode was reused: HASH covers the fingerprint and, where the file system records
+/// it, the file's birth time (a new file on a reused inode whose first line is the same, a
+/// constant banner, still differs by it; a rename keeps it).
+pub fn fid(dev: u64, ino: u64, fp: Fingerprint, born: Option<std::time::SystemTime>) -> String {
+    let hash = match born.and_then(|b| b.duration_since(std::time::UNIX_EPOCH).ok()) {
+        None => fp.hash,
+        Some(b) => {
+            let mut bytes = [0u8; 24];
+            bytes[..8].copy_from_slice(&fp.hash.to_le_bytes());
+            bytes[8..].copy_from_slice(&b.as_nanos().to_le_bytes());
+            crate::fnv1a(&bytes)
+        }
+    };
+    format!("{dev}:{ino}:{hash:016x}")
 }
 
 /// What a file found at a remembered device and inode is, compared to what was read.
@@ -201,7 +212,14 @@ mod tests {
     #[test]
     fn the_fid_names_device_inode_and_hash() {
         let fp = Fingerprint { len: 3, hash: 0xab };
-        assert_eq!(fid(8, 42, fp), "8:42:00000000000000ab");
+        assert_eq!(fid(8, 42, fp, None), "8:42:00000000000000ab");
+        let at = |s| Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+        assert_eq!(fid(8, 42, fp, at(5)), fid(8, 42, fp, at(5)), "stable");
+        assert_ne!(
+            fid(8, 42, fp, at(5)),
+            fid(8, 42, fp, at(6)),
+            "a file created later on the same inode, with the same first line"
+        );
     }
 
     proptest! {

@@ -375,9 +375,10 @@ fn read(
         && let Some(fp) = done.fp
     {
         let mut origin = (*job.base).clone();
-        origin
-            .headers
-            .push(("fid".to_owned(), identity::fid(job.dev, job.ino, fp)));
+        origin.headers.push((
+            "fid".to_owned(),
+            identity::fid(job.dev, job.ino, fp, born(&reader.file)),
+        ));
         if done.generation > 0 {
             // Truncated or rewritten while followed: its lines start again at offset 0 under
             // the same fid when the first line is the same, and a sink that drops repeats
@@ -389,6 +390,11 @@ fn read(
         done.origin = Some(Arc::new(origin));
     }
     Ok(())
+}
+
+/// When `file` was created, where the file system records it (statx's birth time).
+fn born(file: &File) -> Option<std::time::SystemTime> {
+    file.metadata().and_then(|m| m.created()).ok()
 }
 
 /// The offset after the last complete line of a file of `size` bytes (looking back at most
@@ -487,7 +493,12 @@ mod tests {
             .header("fid")
             .unwrap()
             .to_owned();
-        assert!(fid.ends_with(&format!("{:016x}", fp.hash)), "{fid}");
+        let meta = std::fs::metadata(&a).unwrap();
+        assert_eq!(
+            fid,
+            identity::fid(meta.dev(), meta.ino(), fp, meta.created().ok()),
+            "device, inode, fingerprint and birth time"
+        );
     }
 
     #[test]
