@@ -577,3 +577,51 @@ a1:
         "every line once, in order"
     );
 }
+
+/// A latin1 log, transcoded to UTF-8 by the source: lines with accents grow, and the empty and
+/// short lines after them must not be taken for repeats (the sink reads where each line ends
+/// in the file from `offset_end`; without it every empty line was lost).
+#[test]
+fn transcoded_lines_are_each_delivered_once() {
+    let broker = KafkaBroker::start();
+    let topic = "eos-latin1";
+    broker.create_topic(topic, PARTITIONS);
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("app.log");
+    let mut text = Vec::new();
+    for i in 0..100 {
+        text.extend_from_slice(format!("{i:04} Donn\u{e9}es re\u{e7}ues \u{e0} {i}").as_bytes());
+        text.push(b'\n');
+        text.extend_from_slice(b"\n-- fin\n");
+    }
+    // UTF-8 to latin1: every character here is below U+0100.
+    let latin1: Vec<u8> = String::from_utf8(text)
+        .unwrap()
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).unwrap())
+        .collect();
+    fs::write(&live, &latin1).unwrap();
+    let conf = format!(
+        r#"
+a1:
+  data_dir: {dir}/data
+  sources:
+    r1: {{ type: taildir, channel: c1, paths: ["{live}"], encoding: latin1 }}
+  channels:
+    c1: {{ type: memory }}
+{sink}{EXACTLY_ONCE}"#,
+        dir = dir.path().display(),
+        live = live.display(),
+        sink = kafka_sink(&broker.bootstrap(), topic),
+    );
+    let mut agent = Agent::start(dir.path(), "a1", &conf);
+    let records = read_until(&broker, topic, |records| records.len() >= 300);
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
+    let values: Vec<String> = records.iter().map(Record::value_str).collect();
+    assert_eq!(values.len(), 300, "{:?}", &values[..values.len().min(9)]);
+    assert_eq!(values[0], "0000 Donn\u{e9}es re\u{e7}ues \u{e0} 0");
+    assert_eq!(values[1], "");
+    assert_eq!(values[2], "-- fin");
+    audit_exactly_once(&broker, topic, None);
+}
