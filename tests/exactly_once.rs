@@ -625,3 +625,72 @@ a1:
     assert_eq!(values[2], "-- fin");
     audit_exactly_once(&broker, topic, None);
 }
+
+/// copytruncate while Kafka is down, the new content starting with the same long banner as
+/// the old (same fingerprint, same file): the running source sees the truncation and counts
+/// it in `rewrites`; the agent is killed before the new lines are delivered, and restarted
+/// with a memory channel. The new lines are new (500 were lost in a hostile run while the
+/// count was not kept across the restart).
+#[test]
+fn a_truncation_seen_before_a_kill_is_remembered() {
+    let broker = KafkaBroker::start();
+    if broker.skip_unless_owned("a_truncation_seen_before_a_kill_is_remembered") {
+        return;
+    }
+    let topic = "eos-truncated";
+    broker.create_topic(topic, PARTITIONS);
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("app.log");
+    let banner = format!("{}\n", "#".repeat(300));
+    let block = |from: u64, n: u64| {
+        let mut b = banner.clone();
+        for i in from..from + n {
+            b.push_str(&format!("S {i:07}\n"));
+        }
+        b
+    };
+    fs::write(&live, block(0, 2_000)).unwrap();
+    let conf = format!(
+        r#"
+a1:
+  data_dir: {dir}/data
+  shutdown_timeout: 5s
+  sources:
+    r1: {{ type: taildir, channel: c1, paths: ["{live}"], poll_interval: 100ms }}
+  channels:
+    c1: {{ type: memory }}
+{sink}{EXACTLY_ONCE}"#,
+        dir = dir.path().display(),
+        live = live.display(),
+        sink = kafka_sink(&broker.bootstrap(), topic),
+    );
+    let mut agent = Agent::start(dir.path(), "a1", &conf);
+    let s_lines = |records: &[Record]| {
+        records
+            .iter()
+            .filter(|r| r.value_str().starts_with("S "))
+            .count()
+    };
+    read_until(&broker, topic, |r| s_lines(r) >= 2_000);
+    broker.stop();
+    fs::write(&live, block(2_000, 500)).unwrap();
+    let positions = dir.path().join("data/sources/r1/positions.json");
+    agent.wait_for(LONG, "the truncation seen and remembered", || {
+        fs::read_to_string(&positions).is_ok_and(|p| p.contains("\"rewrites\":1"))
+    });
+    agent.kill();
+    let mut agent = Agent::start(dir.path(), "a1", &conf);
+    broker.restart();
+    let records = read_until(&broker, topic, |r| s_lines(r) >= 2_500);
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(LONG).success(), "{}", agent.stderr_text());
+    let got: Vec<u64> = records
+        .iter()
+        .filter_map(|r| r.value_str().strip_prefix("S ")?.parse().ok())
+        .collect();
+    assert_eq!(got.len(), 2_500, "{} lines, not 2,500", got.len());
+    assert!(
+        got.iter().copied().eq(0..2_500),
+        "every line once, in order"
+    );
+}

@@ -11,7 +11,7 @@ use bytes::Bytes;
 pub const END_HEADER: &str = "offset_end";
 
 /// The origin header a tail-follow source sets on a file it saw truncated or rewritten while
-/// it followed it: how many times, in this run of the agent. Its lines start again at offset
+/// it followed it: how many times (kept in its position file). Its lines start again at offset
 /// 0, under the same `fid` when the first line did not change, so offsets going back are not
 /// repeats.
 pub const REWRITES_HEADER: &str = "rewrites";

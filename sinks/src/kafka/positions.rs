@@ -26,6 +26,14 @@ pub struct Position {
     pub path: String,
     /// The offset just past the last delivered event of the file.
     pub end: u64,
+    /// The file's `rewrites` header then (how often the source saw it truncated): a file
+    /// truncated since starts again from 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rewrites: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 struct Stream {
@@ -127,6 +135,7 @@ impl Streams {
                 let i = self.stream(key, &p.path);
                 let s = &mut self.streams[i];
                 s.delivered = p.end;
+                s.rewrites = p.rewrites;
                 s.path = p.path;
             }
             Some(Err(e)) => {
@@ -208,6 +217,7 @@ impl Streams {
                 let p = Position {
                     path: s.path.clone(),
                     end: s.delivered,
+                    rewrites: s.rewrites,
                 };
                 let value = serde_json::to_vec(&p).unwrap_or_default();
                 out.push((s.key.clone(), Some(value)));
@@ -245,6 +255,7 @@ mod tests {
         serde_json::to_vec(&Position {
             path: path.into(),
             end,
+            rewrites: 0,
         })
         .unwrap()
     }
@@ -276,6 +287,24 @@ mod tests {
         assert!(
             !s.admit(&ev(&rewritten, 0, "0")),
             "and repeats are caught again"
+        );
+        let recs = s.records(Instant::now());
+        let value = recs[0].1.as_deref().unwrap();
+        assert!(
+            String::from_utf8_lossy(value).contains("\"rewrites\":1"),
+            "kept with the position"
+        );
+        let mut after = Streams::new("tx", Duration::from_secs(60));
+        after.recover(recs[0].0.as_bytes(), Some(value));
+        assert!(
+            !after.admit(&ev(&rewritten, 0, "0")),
+            "after a restart, the same rewrite: a repeat"
+        );
+        let mut before = Streams::new("tx", Duration::from_secs(60));
+        before.recover(b"tx\tr1\t1:2:aa", Some(&pos("/a", 10)));
+        assert!(
+            before.admit(&ev(&rewritten, 0, "0")),
+            "truncated since the position was committed: new lines"
         );
         let other = origin("/a", "1:3:bb");
         assert!(

@@ -87,7 +87,7 @@ impl FileState {
             dev,
             ino,
             fp: begin.fp,
-            generation: 0,
+            generation: begin.rewrites,
             base,
             origin: None,
             reader: Slot::Closed,
@@ -125,6 +125,7 @@ impl FileState {
             ino: self.ino,
             fp: self.fp,
             offset: self.progress.safe(),
+            rewrites: self.generation,
         }
     }
 }
@@ -280,6 +281,7 @@ mod tests {
             start: Start::At(0),
             safe: 0,
             fp: None,
+            rewrites: 0,
         };
         let origin = Origin::for_file("r1", Path::new(path), "h", Vec::new());
         FileState::new(Path::new(path), id, begin, Arc::new(origin))

@@ -149,6 +149,7 @@ mod tests {
             start: Start::At(0),
             safe: 0,
             fp: None,
+            rewrites: 0,
         };
         let base = Arc::new(Origin::default());
         let st = FileState::new(&path, (meta.dev(), meta.ino()), begin, base.clone());
@@ -253,6 +254,7 @@ mod tests {
             start: Start::At(0),
             safe: 0,
             fp: None,
+            rewrites: 0,
         };
         let mut st = FileState::new(&path, (0, 0), begin, Arc::new(Origin::default()));
         open.hold(&mut st, File::open(&path).unwrap());

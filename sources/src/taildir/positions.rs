@@ -28,6 +28,14 @@ pub struct Position {
     pub fp: Option<Fingerprint>,
     /// Every line before this byte offset is safe.
     pub offset: u64,
+    /// How often the file was seen truncated or rewritten while followed: kept so that its
+    /// events carry the same `rewrites` header after a restart.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rewrites: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Deserialize)]
@@ -105,6 +113,7 @@ pub fn import_flume(path: &Path) -> Result<Option<Vec<Position>>, String> {
         };
         if let Some(dev) = dev.filter(|&dev| seen.insert((dev, f.inode))) {
             out.push(Position {
+                rewrites: 0,
                 path: f.file,
                 dev,
                 ino: f.inode,
@@ -161,6 +170,7 @@ mod tests {
             any::<u64>(),
         )
             .prop_map(|(path, dev, ino, fp, offset)| Position {
+                rewrites: 0,
                 path,
                 dev,
                 ino,
@@ -236,6 +246,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("positions.json");
         let pos = vec![Position {
+            rewrites: 3,
             path: "/var/log/app.log".into(),
             dev: 1,
             ino: 2,

@@ -22,6 +22,8 @@ pub(super) struct Begin {
     pub safe: u64,
     /// The fingerprint remembered with its position, checked when it is opened.
     pub fp: Option<Fingerprint>,
+    /// How often it was seen truncated or rewritten, as remembered.
+    pub rewrites: u32,
 }
 
 impl Begin {
@@ -31,6 +33,7 @@ impl Begin {
             start: Start::At(p.offset),
             safe: p.offset,
             fp: p.fp,
+            rewrites: p.rewrites,
         }
     }
 
@@ -40,6 +43,7 @@ impl Begin {
             start: Start::At(offset),
             safe: offset,
             fp: None,
+            rewrites: 0,
         }
     }
 }
@@ -133,6 +137,7 @@ impl Resume {
                     start: Start::End,
                     safe: 0,
                     fp: None,
+                    rewrites: 0,
                 }
             }
             Seen::Listed {
@@ -164,6 +169,7 @@ mod tests {
 
     fn position(ino: u64, offset: u64) -> Position {
         Position {
+            rewrites: 0,
             path: format!("/logs/{ino}.log"),
             dev: 1,
             ino,
@@ -231,12 +237,14 @@ mod tests {
             start: Start::End,
             safe: 0,
             fp: None,
+            rewrites: 0,
         };
         assert_eq!(first_run.start_of((1, 1), listed(true, HOUR, 9)), end);
         let from_zero = Begin {
             start: Start::At(0),
             safe: 0,
             fp: None,
+            rewrites: 0,
         };
         assert_eq!(
             first_run.start_of((1, 2), listed(false, HOUR, 9)),
@@ -268,6 +276,7 @@ mod tests {
             start: Start::At(100),
             safe: 100,
             fp: None,
+            rewrites: 0,
         };
         assert_eq!(r.start_of((1, 1), listed(false, 2 * HOUR, 100)), at_end);
         assert_eq!(r.start_of((1, 2), listed(true, 2 * HOUR, 100)), at_end);

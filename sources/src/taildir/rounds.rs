@@ -402,6 +402,7 @@ mod tests {
             start: Start::At(0),
             safe: 0,
             fp: None,
+            rewrites: 0,
         };
         let path = format!("/logs/{ino}.log");
         let base = Arc::new(Origin::default());
