@@ -23,6 +23,8 @@ use support::rotation::{Line, Progress, Scheme, started, write_rotating};
 use support::tail_topic::{PARTITIONS, kafka_sink, read_until};
 
 const LONG: Duration = Duration::from_secs(180);
+/// A file channel in the spool run's `WAL` folder.
+const FILE_CHANNEL: &str = "{ type: file, dir: WAL, capacity: 64MiB, min_free_space: 1MiB }";
 
 /// xorshift64*: kill moments that a failing run can repeat.
 struct Moments(u64);
@@ -206,12 +208,7 @@ fn sigkill_run(broker: &KafkaBroker, topic: &str, channel: &str, seed: u64) {
 #[test]
 fn spooldir_file_channel_sigkills_deliver_each_line_exactly_once() {
     let broker = KafkaBroker::start();
-    sigkill_run(
-        &broker,
-        "eos-file",
-        "{ type: file, dir: WAL, capacity: 64MiB, min_free_space: 1MiB }",
-        0x5eed_0e05_0000_0001,
-    );
+    sigkill_run(&broker, "eos-file", FILE_CHANNEL, 0x5eed_0e05_0000_0001);
 }
 
 #[test]
@@ -232,12 +229,7 @@ fn a_broker_restart_mid_stream_delivers_each_line_exactly_once() {
     if broker.skip_unless_owned("a_broker_restart_mid_stream_delivers_each_line_exactly_once") {
         return;
     }
-    let mut s = Spool::new(
-        &broker,
-        "eos-outage",
-        "{ type: file, dir: WAL, capacity: 64MiB, min_free_space: 1MiB }",
-        None,
-    );
+    let mut s = Spool::new(&broker, "eos-outage", FILE_CHANNEL, None);
     let agent = s.start();
     s.add("before", 20_000);
     let http = s.http;
@@ -387,12 +379,7 @@ fn a_broker_down_at_start_is_waited_for_across_a_kill() {
     if broker.skip_unless_owned("a_broker_down_at_start_is_waited_for_across_a_kill") {
         return;
     }
-    let mut s = Spool::new(
-        &broker,
-        "eos-down-at-start",
-        "{ type: file, dir: WAL, capacity: 64MiB, min_free_space: 1MiB }",
-        None,
-    );
+    let mut s = Spool::new(&broker, "eos-down-at-start", FILE_CHANNEL, None);
     broker.stop();
     let outage = std::time::Instant::now();
     s.add("early", 8_000);

@@ -533,9 +533,7 @@ impl KafkaConfig {
                  have recorded that its lines were delivered",
             ));
         }
-        let t = self.positions_topic.as_bytes();
-        let legal = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
-        if t.is_empty() || t.len() > 249 || !t.iter().all(legal) || t == b"." || t == b".." {
+        if !super::producer::is_topic_name(self.positions_topic.as_bytes()) {
             p.push(Problem::new(
                 "positions_topic",
                 "must be a topic name: 1 to 249 letters, digits, `.`, `_` and `-`",

@@ -332,6 +332,13 @@ unsafe fn lossy(s: *const std::ffi::c_char) -> String {
         .into_owned()
 }
 
+/// Whether Kafka accepts `name` as a topic name: 1 to 249 letters, digits, `.`, `_` and `-`,
+/// but not `.` or `..`.
+pub fn is_topic_name(name: &[u8]) -> bool {
+    let legal = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    !name.is_empty() && name.len() <= 249 && name != b"." && name != b".." && name.iter().all(legal)
+}
+
 /// A topic handle of one producer. Using it with another producer is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicRef {
@@ -502,13 +509,7 @@ impl KafkaProducer {
                 producer: self.id,
             });
         }
-        let legal = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
-        if name.is_empty()
-            || name.len() > 249
-            || name == b"."
-            || name == b".."
-            || !name.iter().all(legal)
-        {
+        if !is_topic_name(name) {
             return Err(format!(
                 "`{}` is not a valid topic name (1 to 249 letters, digits, `.`, `_`, `-`)",
                 String::from_utf8_lossy(name)

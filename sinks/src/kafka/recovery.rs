@@ -25,7 +25,7 @@ use super::positions::Streams;
 
 /// The partition that holds the positions: always the first, so that adding partitions to
 /// the topic never hides a sink's positions from it.
-const PARTITION: i32 = 0;
+pub const PARTITION: i32 = 0;
 
 /// How long the topic's configuration may take to be described.
 const DESCRIBE_WAIT: Duration = Duration::from_secs(3);
@@ -89,50 +89,29 @@ impl Recovery {
         &self.topic
     }
 
-    /// Makes sure the topic exists and is compacted, reads the positions of `streams`' sink
-    /// into it, and returns the partition they are written to. Gives up after `wait`.
-    pub fn run(&self, streams: &mut Streams, wait: Duration) -> Result<i32, RecoveryError> {
+    /// Makes sure the topic exists and is compacted, and reads the positions of `streams`'
+    /// sink into it (from [`PARTITION`], where they are written). Gives up after `wait`.
+    pub fn run(&self, streams: &mut Streams, wait: Duration) -> Result<(), RecoveryError> {
         let deadline = Instant::now() + wait;
-        let mut config = self.client.clone();
-        config
-            .set(
-                "group.id",
-                format!("{}recovery", streams.prefix().trim_end()),
-            )
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
-            // At the end of the partition the broker holds a fetch this long for more data
-            // (500 ms by default) before librdkafka learns it reached the end.
-            .set("fetch.wait.max.ms", "10");
-        let consumer: BaseConsumer = config
-            .create()
-            .map_err(|e| retriable(format!("cannot create the positions reader: {e}")))?;
+        let consumer = self.reader(streams, "recovery", "read_committed")?;
         let admin: AdminClient<DefaultClientContext> = self
             .client
             .create()
             .map_err(|e| retriable(format!("cannot create an admin client: {e}")))?;
         if self.partitions(&consumer, deadline)? == 0 {
             self.create_topic(&admin, wait)?;
-        }
-        if self.partitions(&consumer, deadline)? == 0 {
-            return Err(retriable(format!(
-                "topic `{}` has no partition yet",
-                self.topic
-            )));
+            if self.partitions(&consumer, deadline)? == 0 {
+                return Err(retriable(format!(
+                    "topic `{}` has no partition yet",
+                    self.topic
+                )));
+            }
         }
         self.check_policy(&admin, wait.min(DESCRIBE_WAIT))?;
         // Every record written so far counts: a `read_committed` reader stops before the
         // first transaction still open (another sink's, between its positions and its commit),
         // and positions of this sink may lie beyond it.
-        let mut probe = self.client.clone();
-        probe
-            .set("group.id", format!("{}probe", streams.prefix().trim_end()))
-            .set("isolation.level", "read_uncommitted");
-        let probe: BaseConsumer = probe
-            .create()
-            .map_err(|e| retriable(format!("cannot create the positions reader: {e}")))?;
+        let probe = self.reader(streams, "probe", "read_uncommitted")?;
         let (_, written) = probe
             .fetch_watermarks(&self.topic, PARTITION, left(deadline))
             .map_err(|e| retriable(format!("no end offset for `{}`: {e}", self.topic)))?;
@@ -151,7 +130,7 @@ impl Recovery {
                         "a transaction of another producer stayed open in the positions topic; \
                          going on with the positions before it: lines of the last moments \
                          before this sink stopped may be delivered again");
-                    return Ok(PARTITION);
+                    return Ok(());
                 }
                 return Err(retriable(format!(
                     "reading the positions in `{}` took longer than {wait:?}",
@@ -168,7 +147,7 @@ impl Recovery {
                             retriable(format!("no end offset for `{}`: {e}", self.topic))
                         })?;
                     if visible >= written {
-                        return Ok(PARTITION);
+                        return Ok(());
                     }
                     if !held_up {
                         info!(topic = %self.topic, visible, written,
@@ -185,6 +164,29 @@ impl Recovery {
                 }
             }
         }
+    }
+
+    /// A consumer of the topic's positions with `isolation` (`isolation.level`), named after
+    /// `streams`' sink and its `role`; it never commits.
+    fn reader(
+        &self,
+        streams: &Streams,
+        role: &str,
+        isolation: &str,
+    ) -> Result<BaseConsumer, RecoveryError> {
+        let mut config = self.client.clone();
+        config
+            .set("group.id", format!("{}{role}", streams.prefix().trim_end()))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", isolation)
+            .set("auto.offset.reset", "earliest")
+            // At the end of the partition the broker holds a fetch this long for more data
+            // (500 ms by default) before librdkafka learns it reached the end.
+            .set("fetch.wait.max.ms", "10");
+        config
+            .create()
+            .map_err(|e| retriable(format!("cannot create the positions reader: {e}")))
     }
 
     /// How many partitions the topic has; 0 when it does not exist.

@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 use super::positions::Streams;
 use super::producer::{FailureKind, KafkaProducer, Record, TxnError, UNTRACKED};
 use super::records::RecordWriter;
-use super::recovery::Recovery;
+use super::recovery::{PARTITION, Recovery};
 use crate::SinkMetrics;
 
 /// How long one attempt at readying the producer, or at reading the positions, may take.
@@ -28,6 +28,8 @@ const PREPARE_WAIT: Duration = Duration::from_secs(5);
 /// The first and the longest pause between attempts at readying the producer.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long aborting a transaction after a failure may wait.
+const ABORT_WAIT: Duration = Duration::from_secs(10);
 
 enum State {
     /// Not ready yet; the next attempt is due then.
@@ -35,8 +37,8 @@ enum State {
         retry_at: Instant,
         backoff: Duration,
     },
-    /// Ready: the positions were read; they go to `partition` of the positions topic.
-    Ready { partition: i32 },
+    /// Ready: the positions were read.
+    Ready,
     /// Can never be ready (refused by the broker, say): why.
     Broken(String),
 }
@@ -107,7 +109,7 @@ impl Txn {
 
     /// True once the producer is ready for transactions.
     pub fn ready(&self) -> bool {
-        matches!(self.state, State::Ready { .. })
+        matches!(self.state, State::Ready)
     }
 
     /// Why the producer can never be ready, if it cannot.
@@ -170,15 +172,15 @@ impl Txn {
                 .map_err(|e| (e.why, e.fatal)),
         };
         match result {
-            Ok(partition) => {
+            Ok(()) => {
                 info!(transactional_id = %self.id, positions_topic = self.recovery.topic(),
-                    partition, "exactly-once delivery ready: positions read");
+                    "exactly-once delivery ready: positions read");
                 writer.set_streams(streams);
-                self.state = State::Ready { partition };
+                self.state = State::Ready;
             }
             Err((why, true)) => {
                 error!(transactional_id = %self.id, error = %why,
-                    "exactly-once delivery cannot start; the sink stops at its next batch");
+                    "exactly-once delivery cannot start; the sink stops");
                 metrics.client_error(why.clone());
                 self.state = State::Broken(why);
             }
@@ -232,11 +234,11 @@ impl Txn {
     /// Commits the open transaction, whose records are all acknowledged: writes the
     /// positions, then commits, waiting up to `wait`.
     pub fn commit(&mut self, writer: &mut RecordWriter, wait: Duration) -> Committed {
-        let State::Ready { partition } = self.state else {
+        if !self.ready() {
             return Committed::Pending;
-        };
+        }
         if !self.positions_written {
-            if let Err(kind) = self.write_positions(writer, partition) {
+            if let Err(kind) = self.write_positions(writer) {
                 return Committed::Failed(kind);
             }
             self.positions_written = true;
@@ -265,11 +267,7 @@ impl Txn {
     }
 
     /// Writes the position of every file the transaction carried, and tombstones.
-    fn write_positions(
-        &mut self,
-        writer: &mut RecordWriter,
-        partition: i32,
-    ) -> Result<(), FailureKind> {
+    fn write_positions(&mut self, writer: &mut RecordWriter) -> Result<(), FailureKind> {
         let records = writer.take_positions(Instant::now());
         let topic = writer
             .producer_mut()
@@ -279,7 +277,7 @@ impl Txn {
             let record = Record {
                 topic,
                 key: Some(key.as_bytes()),
-                partition,
+                partition: PARTITION,
                 value: value.as_deref(),
                 timestamp_ms: 0,
                 opaque: UNTRACKED,
@@ -327,6 +325,14 @@ impl Txn {
         if let Err(e) = producer.abort_transaction(wait) {
             warn!(error = %e, "cannot abort the open transaction; the broker aborts it later");
         }
+    }
+
+    /// Aborts the open transaction after a failure of `kind`, and says what it means: fatal
+    /// when the producer learned meanwhile that it is fenced (a fenced sink must stop, not
+    /// open a new producer that would fence the one that took over), `kind` otherwise.
+    pub fn give_up(&mut self, producer: &KafkaProducer, kind: FailureKind) -> FailureKind {
+        self.abort(producer, ABORT_WAIT);
+        self.fatal(producer).unwrap_or(kind)
     }
 
     /// What a failed transactional call means for the sink.

@@ -26,7 +26,7 @@ use crate::SinkMetrics;
 const POLL_WAIT: Duration = Duration::from_millis(1);
 /// How long the thread sleeps between checks for client errors when nothing is in flight.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
-/// How long one attempt at committing or aborting a transaction may wait.
+/// How long one attempt at committing a transaction may wait.
 const COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 /// Since when records have been in flight with no broker connection up and no attempt to
@@ -274,28 +274,19 @@ impl Thread {
                 }
                 if !self.txn.as_ref().is_some_and(Txn::ready) {
                     // Not stuck: waiting for the broker (which the log says).
-                    let producer = self.writer.producer();
-                    producer.poll(Duration::ZERO);
-                    self.pulse
-                        .looped
-                        .store(crate::metrics::now_ms(), Ordering::Relaxed);
-                    self.pulse
-                        .statistics
-                        .store(producer.last_statistics_ms(), Ordering::Relaxed);
+                    self.writer.producer().poll(Duration::ZERO);
+                    self.beat();
                     continue;
                 }
             }
             self.produce_waiting();
             let busy = self.current.is_some() || !self.inflight.is_empty();
             // Serve delivery reports (and client errors, also when idle).
-            let producer = self.writer.producer();
-            producer.poll(if busy { POLL_WAIT } else { Duration::ZERO });
-            let now = crate::metrics::now_ms();
-            self.pulse.looped.store(now, Ordering::Relaxed);
-            self.pulse
-                .statistics
-                .store(producer.last_statistics_ms(), Ordering::Relaxed);
-            let tried = producer.last_try_ms();
+            self.writer
+                .producer()
+                .poll(if busy { POLL_WAIT } else { Duration::ZERO });
+            let now = self.beat();
+            let tried = self.writer.producer().last_try_ms();
             self.report_finished();
             self.commit_if_due();
             let in_flight = !self.failed && !self.inflight.is_empty();
@@ -308,6 +299,18 @@ impl Thread {
                 self.give_up(d);
             }
         }
+    }
+
+    /// Records that the thread went round its loop and when librdkafka last emitted
+    /// statistics; returns the time now, in milliseconds since the Unix epoch.
+    fn beat(&self) -> u64 {
+        let now = crate::metrics::now_ms();
+        self.pulse.looped.store(now, Ordering::Relaxed);
+        self.pulse.statistics.store(
+            self.writer.producer().last_statistics_ms(),
+            Ordering::Relaxed,
+        );
+        now
     }
 
     /// Takes every command that waits, waiting up to `wait` for the first; notes a close
@@ -348,23 +351,19 @@ impl Thread {
         if self.failed {
             return;
         }
-        let lease = match self.txn.as_mut().and_then(|t| t.done.pop_front()) {
-            Some(lease) => lease,
-            None => match self.inflight.pop_front() {
-                Some((lease, _)) => lease,
-                None => match self.waiting.pop_front() {
-                    Some(lease) => lease,
-                    None => {
-                        // Nothing held: the sink stops now, with the reason, rather than at
-                        // its next batch.
-                        if let FailureKind::Transaction { why, fatal: true } = kind {
-                            self.failed = true;
-                            let _ = self.reports.send(Report::Fatal(why));
-                        }
-                        return;
-                    }
-                },
-            },
+        let oldest = self
+            .txn
+            .as_mut()
+            .and_then(|t| t.done.pop_front())
+            .or_else(|| self.inflight.pop_front().map(|(lease, _)| lease))
+            .or_else(|| self.waiting.pop_front());
+        let Some(lease) = oldest else {
+            // Nothing held: the sink stops now, with the reason, rather than at its next batch.
+            if let FailureKind::Transaction { why, fatal: true } = kind {
+                self.failed = true;
+                let _ = self.reports.send(Report::Fatal(why));
+            }
+            return;
         };
         self.failed = true;
         let failure = Failure {
@@ -400,8 +399,7 @@ impl Thread {
             }
             Committed::Pending => {}
             Committed::Failed(kind) => {
-                txn.abort(self.writer.producer(), COMMIT_WAIT);
-                let kind = txn.fatal(self.writer.producer()).unwrap_or(kind);
+                let kind = txn.give_up(self.writer.producer(), kind);
                 self.fail_waiting(kind);
             }
         }
@@ -488,13 +486,7 @@ impl Thread {
                 (Some(mut failure), txn) => {
                     self.failed = true;
                     if let Some(txn) = txn {
-                        // Aborting tells a passing failure from a fenced producer (librdkafka
-                        // learns it then): a fenced one must stop, not open a new producer
-                        // that would fence the one that took over.
-                        txn.abort(self.writer.producer(), COMMIT_WAIT);
-                        if let Some(kind) = txn.fatal(self.writer.producer()) {
-                            failure.kind = kind;
-                        }
+                        failure.kind = txn.give_up(self.writer.producer(), failure.kind);
                     }
                     Report::Failed { lease, failure }
                 }
