@@ -559,9 +559,16 @@ a1:
         .collect();
     let lost = (0..seq).filter(|q| !got.contains(q)).count();
     assert_eq!(lost, 0, "{lost} of {seq} lines lost");
+    let disorder: Vec<_> = got
+        .windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .take(5)
+        .collect();
     assert!(
-        got.len() == seq as usize && got.is_sorted(),
-        "every line once, in order"
+        got.len() == seq as usize && disorder.is_empty(),
+        "every line once, in order: {} records for {seq} lines; first breaks: {disorder:?}\n{}",
+        got.len(),
+        agent.stderr_text()
     );
 }
 

@@ -2,12 +2,14 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+use std::collections::BTreeSet;
 use std::fs;
+use std::hash::{BuildHasher, RandomState};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The repository root.
@@ -56,13 +58,27 @@ pub fn wait_until(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool
     }
 }
 
-/// A free TCP port on the loopback interface.
+/// A free TCP port on the loopback interface, never handed out before by this process, and
+/// below the kernel's ephemeral range (32768–60999): a broker or agent stopped for a while
+/// keeps its port to itself when it starts again, because neither another test of the
+/// binary (`bind(0)` reuses freed ports) nor an outgoing connection's local port takes it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    const FIRST: u16 = 20_000;
+    const COUNT: u64 = 12_000;
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let seed = RandomState::new().hash_one((std::process::id(), given.len()));
+    for i in 0..COUNT {
+        let port = FIRST + ((seed.wrapping_add(i.wrapping_mul(7_919))) % COUNT) as u16;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!(
+        "no free loopback port in {FIRST}..{}",
+        u64::from(FIRST) + COUNT
+    );
 }
 
 /// One GET over HTTP/1.1; `None` if nothing answers. Returns the status line and the body.

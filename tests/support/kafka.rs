@@ -9,11 +9,12 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use super::agent::free_port;
 
 /// One Kafka record as read back from a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,15 +102,7 @@ impl KafkaBroker {
             .prefix("sluice-kafka-")
             .tempdir()
             .expect("create a temporary folder for the broker");
-        // Hold both listeners until both ports are chosen, so that they differ.
-        let (port, controller_port) = {
-            let a = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-            let b = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-            (
-                a.local_addr().unwrap().port(),
-                b.local_addr().unwrap().port(),
-            )
-        };
+        let (port, controller_port) = (free_port(), free_port());
         let broker = KafkaBroker {
             bootstrap: format!("127.0.0.1:{port}"),
             owned: Some(Owned {
