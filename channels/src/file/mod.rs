@@ -43,7 +43,7 @@ use crate::event::{Event, Origin};
 
 /// The most bytes of accepted batches waiting for the writer; puts wait beyond it, so a
 /// stalled disk holds the sources back instead of filling memory.
-const MAX_PENDING_BYTES: usize = 16 << 20;
+const MAX_PENDING_BYTES: usize = 1 << 20;
 
 /// What a file channel did since it was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

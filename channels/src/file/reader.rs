@@ -18,9 +18,9 @@ use super::{Shared, checkpoint, writer};
 use crate::event::{Event, Origin};
 
 /// How much is read from a segment at a time.
-const READ_CHUNK: usize = 4 << 20;
+const READ_CHUNK: usize = 1 << 20;
 /// Reading stops while the head holds this many bytes.
-pub const READ_AHEAD: usize = 8 << 20;
+pub const READ_AHEAD: usize = 1 << 20;
 /// The checkpoint is written at most this often: in place, without fsync, which a crash of the
 /// process survives, so that a SIGKILL repeats little more than the sink's leases in flight.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(5);

@@ -19,7 +19,7 @@ const MAGIC: &[u8; 8] = b"SLWALSEG";
 const VERSION: u32 = 1;
 const SUFFIX: &str = ".wal";
 /// How much the scanner reads at a time.
-const SCAN_BUF: usize = 8 << 20;
+const SCAN_BUF: usize = 1 << 20;
 
 /// The path of segment `id` in `dir`.
 pub fn path(dir: &Path, id: u64) -> PathBuf {

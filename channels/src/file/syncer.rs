@@ -21,9 +21,9 @@ use crate::event::Origin;
 use crate::fsutil;
 
 /// The most bytes handed to the head directly, without reading them back from disk.
-const RESIDENT_BYTES: usize = 32 << 20;
+const RESIDENT_BYTES: usize = 2 << 20;
 /// How many spare write buffers are kept for the writer.
-const SPARE_BUFFERS: usize = 4;
+const SPARE_BUFFERS: usize = 1;
 
 /// A written stretch of one segment.
 #[derive(Debug)]

@@ -688,7 +688,8 @@ async fn a_disk_below_min_free_space_holds_puts_back_without_filling_memory() {
         .unwrap(),
     );
     *ch.shared.faults.free_space.lock().unwrap() = Some(512 << 10);
-    let body = Bytes::from(vec![b'z'; 1 << 20]);
+    let body = Bytes::from(vec![b'z'; 256 << 10]);
+    let budget = (MAX_PENDING_BYTES / body.len()) as u64;
     let batch = |i: u64| {
         vec![Event {
             body: body.clone(),
@@ -700,14 +701,14 @@ async fn a_disk_below_min_free_space_holds_puts_back_without_filling_memory() {
     };
     let mut first = ch.put(batch(0)).await.unwrap();
     eventually("the writer stalls", || ch.shared.lock().stalled).await;
-    // The writer holds one batch; 16 more fill the pending budget, and the next waits.
+    // The writer holds one batch; `budget` more fill the pending budget, and the next waits.
     let mut receipts = Vec::new();
-    for i in 1..=16 {
+    for i in 1..=budget {
         receipts.push(ch.put(batch(i)).await.unwrap());
     }
     let blocked = tokio::spawn({
         let ch = ch.clone();
-        let b = batch(17);
+        let b = batch(budget + 1);
         async move { ch.put(b).await.map(|_| ()) }
     });
     for _ in 0..10 {
@@ -733,12 +734,12 @@ async fn a_disk_below_min_free_space_holds_puts_back_without_filling_memory() {
         assert!(r.wait().await);
     }
     let mut got = Vec::new();
-    while got.len() < 18 {
+    while (got.len() as u64) < budget + 2 {
         let l = ch.take(100).await.unwrap().unwrap();
         got.extend(offsets(&l));
         ch.commit(l).await.unwrap();
     }
-    assert_eq!(got, (0..18).collect::<Vec<_>>());
+    assert_eq!(got, (0..budget + 2).collect::<Vec<_>>());
     assert_eq!(ch.counters().disk_stalls, 1);
 }
 

@@ -24,7 +24,7 @@ const RECORD_TARGET: usize = 1 << 20;
 /// How long a failed write waits before it is tried again.
 pub const RETRY: Duration = Duration::from_millis(500);
 /// The most bytes written and waiting for the syncer before the writer waits.
-const MAX_UNSYNCED: usize = 32 << 20;
+const MAX_UNSYNCED: usize = 1 << 20;
 
 /// The segment being appended to.
 struct Active {
@@ -145,7 +145,7 @@ impl Writer {
             shared,
             active: None,
             next_id,
-            buf: Vec::with_capacity(1 << 20),
+            buf: Vec::with_capacity(256 << 10),
             done: Vec::new(),
             cur: None,
             stall: Stall::default(),
