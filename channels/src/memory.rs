@@ -13,7 +13,7 @@ use crate::event::Event;
 use crate::units::ByteSize;
 
 /// The memory channel's limits, as written under `channels.NAME` with `type: memory`
-/// (`capacity: 100000`, `capacity_bytes: 64MiB`); a key left out keeps its default.
+/// (`capacity: 10000`, `capacity_bytes: 4MiB`); a key left out keeps its default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryChannelConfig {
@@ -31,8 +31,8 @@ fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
 impl Default for MemoryChannelConfig {
     fn default() -> Self {
         MemoryChannelConfig {
-            capacity: 100_000,
-            capacity_bytes: 64 << 20,
+            capacity: 10_000,
+            capacity_bytes: 4 << 20,
         }
     }
 }
@@ -633,7 +633,7 @@ mod tests {
         assert_eq!((c.capacity, c.capacity_bytes), (500, 1 << 20));
         assert!(c.validate().is_empty());
         let c: MemoryChannelConfig = serde_yaml::from_str("capacity_bytes: 2KiB").unwrap();
-        assert_eq!((c.capacity, c.capacity_bytes), (100_000, 2048));
+        assert_eq!((c.capacity, c.capacity_bytes), (10_000, 2048));
         assert!(serde_yaml::from_str::<MemoryChannelConfig>("size: 3").is_err());
         let c: MemoryChannelConfig =
             serde_yaml::from_str("{capacity: 0, capacity_bytes: 0}").unwrap();

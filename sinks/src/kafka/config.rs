@@ -200,7 +200,7 @@ fn default_batch_size() -> usize {
     2000
 }
 fn default_batches_in_flight() -> usize {
-    16
+    8
 }
 fn default_max_message_bytes() -> ByteSize {
     ByteSize(1_000_000)

@@ -21,7 +21,7 @@ use crate::now_ms;
 use crate::pipeline::{Batch, Container, FileLines, Interceptors, Multiline, Packer, Stage};
 
 /// How much is read from a file at a time, at most.
-const READ_CHUNK: usize = 1 << 20;
+const READ_CHUNK: usize = 256 << 10;
 /// The least read at a time: a read buffer is zeroed before it is filled, so a small file
 /// gets a small one.
 const MIN_READ: usize = 16 << 10;
