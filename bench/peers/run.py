@@ -697,9 +697,6 @@ def write_report(ctx, records, rows, started, finished, chart):
         L.append(f"| {r['round']} | {r['pipeline']} | {r['status']} | {r['wall']:.1f} | {r['cpu']:.1f} | "
                  f"{r['rss'] / 1024:.0f} | {lat} | {r['load1']:.2f} | {r['note'].replace('|', '/')} |")
     L.append("")
-    notes = HERE / "NOTES.md"
-    if notes.exists():
-        L.append(notes.read_text())
     return "\n".join(L) + "\n"
 
 
