@@ -575,8 +575,8 @@ def versions(ctx, wanted):
     m = re.search(r'name = "rdkafka-sys"\nversion = "[^"]*\+([^"]+)"', lock)
     v["sluice"] += f" (bundled librdkafka {m[1]})" if m else ""
     kv = subprocess.run(["kcat", "-V"], text=True, capture_output=True).stdout
-    m = re.search(r"kcat - .*?version (\S+)", kv)
-    lib = re.search(r"librdkafka version (\S+)", kv)
+    m = re.search(r"Version (\S+)", kv)
+    lib = re.search(r"librdkafka (\d\S*)", kv)
     v["kcat"] = f"kcat {m[1] if m else '?'} (librdkafka {lib[1] if lib else '?'})"
     if any(p.startswith("flume") for p in wanted):
         jv = subprocess.run(["java", "-version"], text=True, capture_output=True).stderr.splitlines()
@@ -587,7 +587,8 @@ def versions(ctx, wanted):
         rv = subprocess.run(["rsyslogd", "-v"], text=True, capture_output=True).stdout.splitlines()
         lib = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "librdkafka1"], text=True,
                              capture_output=True).stdout
-        v["rsyslog"] = f"{rv[0] if rv else 'rsyslogd ?'} with omkafka (Debian librdkafka1 {lib or '?'})"
+        rv = re.sub(r"\s+", " ", rv[0].split(" compiled")[0]) if rv else "rsyslogd ?"
+        v["rsyslog"] = f"{rv} with omkafka (Debian librdkafka1 {lib or '?'})"
     kafka = sorted(p.name for p in (Path(os.environ.get("SLUICE_KAFKA_CACHE", REPO / ".cache" / "kafka")) / "libs").glob("kafka_*.jar"))
     v["kafka"] = f"Apache Kafka broker ({', '.join(kafka) or 'scripts/kafka-dev'}), one node, KRaft"
     return v
