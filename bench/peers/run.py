@@ -570,10 +570,11 @@ def one_run(ctx, pl, rnd):
 
 def versions(ctx, wanted):
     v = {}
-    v["sluice"] = sh([str(ctx.sluice), "--version"]).stdout.strip()
-    lock = (REPO / "Cargo.lock").read_text()
-    m = re.search(r'name = "rdkafka-sys"\nversion = "[^"]*\+([^"]+)"', lock)
-    v["sluice"] += f" (bundled librdkafka {m[1]})" if m else ""
+    if ctx.sluice is not None:
+        v["sluice"] = sh([str(ctx.sluice), "--version"]).stdout.strip()
+        lock = (REPO / "Cargo.lock").read_text()
+        m = re.search(r'name = "rdkafka-sys"\nversion = "[^"]*\+([^"]+)"', lock)
+        v["sluice"] += f" (bundled librdkafka {m[1]})" if m else ""
     kv = subprocess.run(["kcat", "-V"], text=True, capture_output=True).stdout
     m = re.search(r"Version (\S+)", kv)
     lib = re.search(r"librdkafka (\d\S*)", kv)
@@ -804,8 +805,6 @@ def main():
     if any(p.startswith("flume") for p in wanted):
         sh([FLUME_DEV, "fetch"])
     ctx.sluice = sluice_binary() if any(p.startswith("sluice") for p in wanted) else None
-    if ctx.sluice is None:
-        ctx.sluice = Path(os.environ.get("SLUICE_BIN", "sluice"))
     OUT.mkdir(parents=True, exist_ok=True)
     ctx.gen, ctx.meta = make_inputs(args.mb, args.files)
     ctx.names = sorted(ctx.meta["files"], key=lambda n: int(n.split("-")[1].split(".")[0]))
