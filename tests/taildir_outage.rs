@@ -18,6 +18,8 @@ mod support;
 
 use std::collections::HashSet;
 use std::fs;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -25,10 +27,13 @@ use std::time::{Duration, Instant};
 
 use support::agent::{Agent, free_port, metric, wait_until};
 use support::kafka::KafkaBroker;
-use support::rotation::{Progress, Scheme, started, stop, write_rotating};
+use support::rotation::{Progress, Scheme, started, stop, text, write_rotating};
 use support::tail_topic::{
     DELIVERY, PARTITIONS, audit, by_fid, counts, kafka_sink, lines_in, read_until, topic_prefix,
 };
+
+/// How long a test waits for what the agent does at once.
+const LONG: Duration = Duration::from_secs(60);
 
 /// How long the broker stays down.
 const OUTAGE: Duration = Duration::from_secs(30);
@@ -291,5 +296,98 @@ fn file_channel_rotation_during_a_kafka_outage_loses_nothing() {
         &[RENAME, GLOB, DELETE, COPYTRUNCATE],
         "{ type: file, dir: c1, capacity: 1GiB, fsync: interval }",
         false,
+    );
+}
+
+/// Kafka down, a small memory channel full so that the source is held back in a put, and
+/// the live log rotated twice meanwhile (renamed; the pattern matches the live name only);
+/// then the agent is killed and started again with Kafka back: every line arrives. Held back,
+/// the source used to see no new file and write no position, so the generation created and
+/// rotated away during the outage was unknown to the restart and lost whole (a hostile run).
+/// Now the position file names each new file at once, and the restart finds each by inode.
+#[test]
+fn files_rotated_while_the_source_is_held_back_survive_a_kill() {
+    let test = "files_rotated_while_the_source_is_held_back_survive_a_kill";
+    let broker = KafkaBroker::start();
+    if broker.skip_unless_owned(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let topic = topic_prefix(test);
+    broker.create_topic(&topic, PARTITIONS);
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let live = logs.join("app.log");
+    let positions = dir.path().join("data/sources/r1/positions.json");
+    let port = free_port();
+    let cfg = format!(
+        r#"
+a1:
+  data_dir: {dir}/data
+  shutdown_timeout: 20s
+  http: 127.0.0.1:{port}
+  sources:
+    r1: {{ type: taildir, channel: c1, paths: ["{live}"], rotate_wait: 1s, poll_interval: 100ms }}
+  channels:
+    c1: {{ type: memory, capacity: 50 }}
+{sink}"#,
+        dir = dir.path().display(),
+        live = live.display(),
+        sink = kafka_sink(&broker.bootstrap(), &topic),
+    );
+    let mut agent = Agent::start(dir.path(), "a1", &cfg);
+    started(&agent);
+    broker.stop();
+    let mut seq = 0u64;
+    let mut write = |generation: u32, n: u64| {
+        let mut f = support::rotation::append(&live);
+        for _ in 0..n {
+            f.write_all(text(generation, seq).as_bytes()).unwrap();
+            seq += 1;
+        }
+    };
+    write(0, 5_000);
+    wait_until(LONG, "the channel full and the source held back", || {
+        metric(port, "sluice_channel_events", "c1").is_some_and(|n| n >= 50)
+    });
+    let listed = |ino: u64| {
+        let saved: serde_json::Value = fs::read(&positions)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        saved["files"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|p| p["ino"].as_u64() == Some(ino)))
+    };
+    for generation in 1..=2 {
+        let rotated = logs.join(format!("app.log.{generation}"));
+        if generation == 2 {
+            fs::rename(logs.join("app.log.1"), &rotated).unwrap();
+        }
+        fs::rename(&live, logs.join("app.log.1")).unwrap();
+        write(generation, 500);
+        let ino = fs::metadata(&live).unwrap().ino();
+        wait_until(LONG, "the new file's position written", || listed(ino));
+    }
+    let put = metric(port, "sluice_source_events_total", "r1");
+    assert!(
+        put.is_some_and(|n| n < 5_000),
+        "the source stayed held back in the first file: {put:?} of its 5000 lines put"
+    );
+    agent.kill();
+    broker.restart();
+    let _agent = Agent::start(dir.path(), "a1", &cfg);
+    let all = seq;
+    let records = read_until(&broker, &topic, |r| {
+        let got: HashSet<u64> = lines_in(r).iter().map(|g| g.line.seq).collect();
+        got.len() as u64 >= all
+    });
+    let got: HashSet<u64> = lines_in(&records).iter().map(|g| g.line.seq).collect();
+    let lost: Vec<u64> = (0..all).filter(|s| !got.contains(s)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {all} lines lost, first {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
     );
 }

@@ -37,5 +37,5 @@ pub(crate) use multiline::Multiline;
 pub use multiline::MultilineConfig;
 pub(crate) use pack::{Batch, Key, Packer};
 pub(crate) use progress::Progress;
-pub(crate) use put::put;
+pub(crate) use put::{put, put_one};
 pub(crate) use transcode::Transcode;

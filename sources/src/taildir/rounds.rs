@@ -6,7 +6,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_channels::lifecycle::Shutdown;
+use sluice_channels::lifecycle::{Phase, Shutdown};
 use tokio::runtime::Handle;
 use tracing::{debug, error, info, warn};
 
@@ -358,17 +358,51 @@ impl Tail {
 
     /// Puts the batches into the channel in order and records their receipts; false if it
     /// must stop.
+    /// Puts the round's batches in order and records their receipts; false if the source
+    /// must stop. While a full channel holds a batch back (Kafka down, say), the source still
+    /// follows the files that appear and writes their positions at once: were the agent
+    /// killed while held back, a restart finds each of them again by inode, whereas a file
+    /// that was created and rotated away unseen would be lost.
     async fn put(&mut self, batches: Vec<Batch>, shutdown: &mut Shutdown) -> bool {
-        let (files, inflight) = (&mut self.files, &mut self.jobs.inflight);
-        pipeline::put(&self.ctx, batches, shutdown, |m, receipt| {
-            if let Some(st) = files.get_mut(m.key)
-                && st.generation == m.generation
-            {
-                st.progress.push(receipt.clone(), m.offset);
-                inflight.insert(m.key);
+        let (channels, metrics) = (self.ctx.channels.clone(), self.ctx.metrics.clone());
+        let shared = self.discovery.shared();
+        for Batch { events, marks } in batches {
+            let put = pipeline::put_one(&channels, &metrics, events);
+            tokio::pin!(put);
+            let receipt = loop {
+                tokio::select! {
+                    r = &mut put => break r,
+                    _ = shutdown.reached(Phase::Aborting) => return false,
+                    _ = shared.changed() => self.look_while_held().await,
+                    _ = tokio::time::sleep(self.cfg.poll_interval.0) => self.look_while_held().await,
+                }
+            };
+            let Some(receipt) = receipt else {
+                return false;
+            };
+            for m in &marks {
+                if let Some(st) = self.files.get_mut(m.key)
+                    && st.generation == m.generation
+                {
+                    st.progress.push(receipt.clone(), m.offset);
+                    self.jobs.inflight.insert(m.key);
+                }
             }
-        })
-        .await
+        }
+        true
+    }
+
+    /// What the loop does between rounds that a batch held back must not wait for: taking
+    /// in new files, scanning when due, and writing the positions when due (at once for a
+    /// new file). Receipts are not settled here: the held batch's are not recorded yet.
+    async fn look_while_held(&mut self) {
+        self.take_changes();
+        if self.discovery.is_due(Instant::now()) {
+            self.scan(false).await;
+        }
+        if self.positions.is_due() {
+            self.checkpoint().await;
+        }
     }
 
     /// Moves each file's safe offset over its receipts that are safe now, and forgets the
