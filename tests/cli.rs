@@ -395,3 +395,23 @@ fn the_console_tells_the_start_the_status_and_a_summary() {
         assert!(summary.contains(part), "{part} not in {summary}");
     }
 }
+
+/// The data folder holds checkpoints and channel logs, which hold the lines: the agent creates
+/// it (and its missing parents) for its user alone, 0700, whatever the umask.
+#[test]
+fn the_data_folder_is_created_for_the_agent_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, spool, _) = spool_dirs();
+    let data = dir.path().join("var/lib/sluice/a1");
+    let cfg = spool_console(&spool, &data, "");
+    let mut agent = Agent::start(dir.path(), "a1", &cfg);
+    wait_until(STOPS, "the agent started", || {
+        agent.stderr_text().contains("agent started")
+    });
+    for d in [&data, &dir.path().join("var")] {
+        let mode = fs::metadata(d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}: {mode:o}", d.display());
+    }
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(STOPS).success(), "{}", agent.stderr_text());
+}

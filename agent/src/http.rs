@@ -1,12 +1,16 @@
 //! `/metrics` (Prometheus text format), `/health` and `/ready`, on a plain HTTP/1.1 listener.
 //!
 //! It answers one GET per connection; that is all a scraper or a probe needs, and it keeps an
-//! HTTP framework out of the agent.
+//! HTTP framework out of the agent. A request is at most 4 KiB, a connection lasts at most
+//! [`EXCHANGE_TIMEOUT`] and at most [`MAX_CONNECTIONS`] are served at once (others are closed
+//! at once), so that no client, slow or hostile, holds the agent's memory or tasks; nothing
+//! but the three paths is served, and no path reads a file.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::Context;
 use sluice_channels::ChannelStats;
@@ -16,10 +20,16 @@ use sluice_sinks::{SinkHealth, SinkMetrics};
 use sluice_sources::SourceMetrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 use crate::components::Components;
+
+/// The longest a connection may take to send its request and receive the answer.
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most connections served at once.
+pub const MAX_CONNECTIONS: usize = 32;
 
 /// Binds the listener for `/metrics` and `/health` on `addr`; `key` names the setting in
 /// errors (`a1.http`).
@@ -37,16 +47,34 @@ pub fn serve(listener: TcpListener, components: Arc<Components>) -> JoinHandle<(
     if let Ok(address) = listener.local_addr() {
         info!(%address, "serving /metrics, /health and /ready");
     }
+    serve_bounded(listener, components, EXCHANGE_TIMEOUT, MAX_CONNECTIONS)
+}
+
+/// Serves `listener` with at most `max` connections at once, each for at most `timeout`.
+fn serve_bounded(
+    listener: TcpListener,
+    components: Arc<Components>,
+    timeout: Duration,
+    max: usize,
+) -> JoinHandle<()> {
+    let slots = Arc::new(Semaphore::new(max));
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, peer)) = listener.accept().await else {
+                continue;
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                debug!(%peer, "too many HTTP connections at once; closing this one");
                 continue;
             };
             let components = components.clone();
             tokio::spawn(async move {
-                if let Err(e) = answer(stream, &components).await {
-                    debug!(error = %e, "metrics connection failed");
+                match tokio::time::timeout(timeout, answer(stream, &components)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => debug!(%peer, error = %e, "HTTP connection failed"),
+                    Err(_) => debug!(%peer, "HTTP connection closed: no whole request in time"),
                 }
+                drop(slot);
             });
         }
     })
@@ -394,10 +422,112 @@ pub fn health(c: &Components, now_ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use sluice_channels::{MemoryChannel, MemoryChannelConfig};
 
     use super::*;
     use crate::components::Members;
+
+    fn no_members() -> Members {
+        Members {
+            sources: Vec::new(),
+            channels: Vec::new(),
+            sinks: Vec::new(),
+            groups: Vec::new(),
+            down: Vec::new(),
+        }
+    }
+
+    /// Serves no component on a loopback port with `timeout` and `max`; returns the address.
+    async fn server(timeout: Duration, max: usize) -> (SocketAddr, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let components = Arc::new(Components::new("a1", no_members()));
+        (addr, serve_bounded(listener, components, timeout, max))
+    }
+
+    /// Sends `request` and reads until the server closes; the answer's status line (empty if
+    /// the server closed without one).
+    async fn ask(addr: SocketAddr, request: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(request).await;
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer).await;
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        text.lines().next().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn only_get_of_the_three_paths_is_served() {
+        let (addr, task) = server(Duration::from_secs(5), 4).await;
+        assert_eq!(
+            ask(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await,
+            "HTTP/1.1 200 OK"
+        );
+        assert_eq!(
+            ask(addr, b"GET /health HTTP/1.1\r\n\r\n").await,
+            "HTTP/1.1 200 OK"
+        );
+        for path in [
+            "/etc/passwd",
+            "/../metrics",
+            "/metrics/../../etc/passwd",
+            "/ready/x",
+        ] {
+            let request = format!("GET {path} HTTP/1.1\r\n\r\n");
+            assert_eq!(
+                ask(addr, request.as_bytes()).await,
+                "HTTP/1.1 404 Not Found",
+                "{path}"
+            );
+        }
+        for method in ["POST", "PUT", "DELETE", "HEAD"] {
+            let request = format!("{method} /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+            assert_eq!(
+                ask(addr, request.as_bytes()).await,
+                "HTTP/1.1 405 Method Not Allowed",
+                "{method}"
+            );
+        }
+        // A request larger than 4 KiB is answered from its first 4 KiB, and read no further.
+        let huge = format!(
+            "GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(1 << 20)
+        );
+        let status = ask(addr, huge.as_bytes()).await;
+        assert!(status.is_empty() || status == "HTTP/1.1 200 OK", "{status}");
+        assert_eq!(
+            ask(addr, b"GET /health HTTP/1.1\r\n\r\n").await,
+            "HTTP/1.1 200 OK"
+        );
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_is_cut_off_and_holds_no_slot_meanwhile_beyond_the_limit() {
+        let timeout = Duration::from_millis(300);
+        let (addr, task) = server(timeout, 2).await;
+        let began = Instant::now();
+        let mut silent: Vec<TcpStream> = Vec::new();
+        for _ in 0..2 {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // Both slots are taken: a third connection is closed without an answer.
+        assert_eq!(ask(addr, b"GET /health HTTP/1.1\r\n\r\n").await, "");
+        // The silent ones are closed after the timeout, and their slots serve again.
+        for s in &mut silent {
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty());
+        }
+        assert!(began.elapsed() >= timeout);
+        assert_eq!(
+            ask(addr, b"GET /health HTTP/1.1\r\n\r\n").await,
+            "HTTP/1.1 200 OK"
+        );
+        task.abort();
+    }
 
     #[test]
     fn every_family_of_every_table_is_rendered_with_its_type_and_a_row_per_component() {

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -78,9 +79,14 @@ enum Stop {
     CutShort,
 }
 
-/// Takes an exclusive lock on the data folder so that two agents never share it.
+/// Creates the data folder if missing (0700, and its missing parents too: checkpoints and
+/// channel logs hold the lines, which are for the agent alone), and takes an exclusive lock on
+/// it so that two agents never share it.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
-    fs::create_dir_all(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
         .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
     let path = dir.join("lock");
     match fsutil::lock(&path).with_context(|| format!("cannot create {}", path.display()))? {
