@@ -875,10 +875,11 @@ def draw_chart(ctx, rows, png):
     panels = [("thousand lines/s (higher is better)", 3, "%.0f"),
               ("CPU seconds per GB (lower is better)", 4, "%.1f"),
               ("peak RSS, MiB (lower is better)", 5, "%.0f")]
-    body = [f"set terminal pngcairo size 900,780 font 'DejaVu Sans,9'", f"set output '{png}'",
+    body = [f"set terminal pngcairo size 900,860 font 'DejaVu Sans,9'", f"set output '{png}'",
             f"set multiplot layout 3,1 title '{title}' font ',11'",
             "set style fill solid 0.85 noborder", "set boxwidth 0.7", "unset key",
             "set grid ytics lc rgb '#dddddd'", f"set xrange [-0.6:{len(okp) - 0.4}]",
+            "set xtics rotate by 20 right",  # a dozen names do not fit side by side
             "set yrange [0:*]", "set offsets 0,0,graph 0.15,0"]
     for label, col, fmt in panels:
         body += [f"set title '{label}'",
