@@ -39,6 +39,8 @@ POLL = 0.1  # seconds between two looks at the topic's end offsets
 FLUME_HEAP = "1g"
 FLUME_BATCH = 2000  # Flume's sink batch (flumeBatchSize) = Sluice's Kafka sink batch_size default
 SOURCE_BATCH = 1000  # source batch of every agent (Sluice's spooldir/taildir default)
+FLUME_MEM_CAPACITY = 100000  # Flume memory channel capacity (events)
+FLUME_MEM_TXN = 10000  # and its transactionCapacity
 WARM_LINE = b"warm-up line: the pipeline is up\n"
 
 # Producer settings shared by every tool, in librdkafka's names (kcat, rsyslog's omkafka, Sluice)
@@ -53,7 +55,11 @@ JAVA_PRODUCER = {"acks": "all", "enable.idempotence": "true", "compression.type"
 PIPELINES = {
     # name: (kind, description)
     "kcat": ("baseline", "kcat -P -K (librdkafka), one process, lines key-prefixed"),
+    "kcat-headers": ("baseline", "kcat -P -K with three static -H record headers the sizes of Sluice's "
+                                 "default `path`, `offset` and `fid`"),
     "sluice-mem": ("mem", "Sluice spooldir -> memory channel -> Kafka"),
+    "sluice-mem-headers": ("mem", "Sluice spooldir -> memory channel -> Kafka with its default record "
+                                  "headers (`path`, `offset`, `fid`)"),
     "sluice-file": ("file", "Sluice spooldir -> file channel (fsync: always) -> Kafka"),
     "sluice-eos": ("file", "Sluice spooldir -> file channel -> Kafka, delivery: exactly_once"),
     "sluice-tail": ("tail", "Sluice taildir (files written while tailed) -> file channel -> Kafka"),
@@ -63,6 +69,11 @@ PIPELINES = {
     "rsyslog-tail": ("tail", "rsyslog imfile (files written while tailed) -> omkafka"),
 }
 FLUME_OF_KIND = {"mem": "flume-mem", "file": "flume-file", "tail": "flume-tail"}
+
+
+def kcat_of(pl):
+    """The kcat a pipeline is compared with: the one sending record headers for those that do."""
+    return "kcat-headers" if pl.endswith("-headers") else "kcat"
 
 
 def log(msg):
@@ -278,8 +289,10 @@ def sluice_conf(pl, work, bootstrap, topic, http_port):
     else:
         source = f"{{ type: spooldir, dir: {work}/spool, channel: c1 }}"
         key = '"%{file}"'
-    channel = "{ type: memory }" if pl == "sluice-mem" else \
+    channel = "{ type: memory }" if pl.startswith("sluice-mem") else \
         f"{{ type: file, dir: {work}/channel, capacity: 2GiB, fsync: always }}"
+    # no record headers, like the other tools, except where Sluice's defaults are measured
+    headers = "" if pl.endswith("-headers") else "      headers: []\n"
     eos = ""
     if pl == "sluice-eos":
         eos = (f"      delivery: exactly_once\n"
@@ -299,8 +312,7 @@ def sluice_conf(pl, work, bootstrap, topic, http_port):
       brokers: {bootstrap}
       topic: {topic}
       key: {key}
-      headers: []
-      acks: all
+{headers}      acks: all
       compression: lz4
       producer: {{ linger.ms: 5 }}
 {eos}"""
@@ -321,7 +333,8 @@ def flume_conf(pl, work, bootstrap, topic):
     lines += [f"{src}channels = c1", f"{src}batchSize = {SOURCE_BATCH}"]
     ch = "a1.channels.c1."
     if pl == "flume-mem":
-        lines += [f"{ch}type = memory", f"{ch}capacity = 100000", f"{ch}transactionCapacity = 10000"]
+        lines += [f"{ch}type = memory", f"{ch}capacity = {FLUME_MEM_CAPACITY}",
+                  f"{ch}transactionCapacity = {FLUME_MEM_TXN}"]
     else:
         lines += [f"{ch}type = file", f"{ch}checkpointDir = {work}/channel/checkpoint",
                   f"{ch}dataDirs = {work}/channel/data", f"{ch}capacity = 10000000",
@@ -358,12 +371,17 @@ class Ctx:
     pass
 
 
-def sink_events(port):
+def metric(port, name):
+    """The sum of a metric's series on a Sluice agent's /metrics (0 when it cannot be read)."""
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
     except OSError:
         return 0
-    return sum(float(m[1]) for m in re.finditer(r"^sluice_sink_events_total\{[^}]*\} (\S+)$", text, re.M))
+    return sum(float(m[1]) for m in re.finditer(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", text, re.M))
+
+
+def sink_events(port):
+    return metric(port, "sluice_sink_events_total")
 
 
 def wait_delivered(ctx, proc, delivered, expected, what):
@@ -395,6 +413,7 @@ def check_topic(ctx, topic, expected, tail_log=None, work=None):
     record's LogAppendTime minus the time the writer had written that line (records of one key
     are in one partition in file order, so the n-th record of a key is the file's n-th line)."""
     counts, sizes, lat = {}, {}, []
+    hdr_n, hdr_b = 0, 0  # record headers: how many, and the bytes of their names and values
     marks = {}
     if tail_log:
         names = ctx.names
@@ -403,8 +422,12 @@ def check_topic(ctx, topic, expected, tail_log=None, work=None):
             m = marks.setdefault(names[int(i)], ([], []))
             m[0].append(int(n))
             m[1].append(float(t))
-    for row in read_topic(ctx.bootstrap, topic, "%k\t%S\t%T\n"):
-        k, s, t = row.rstrip(b"\n").rsplit(b"\t", 2)
+    for row in read_topic(ctx.bootstrap, topic, "%k\t%S\t%T\t%h\n"):
+        k, s, t, h = row.rstrip(b"\n").rsplit(b"\t", 3)
+        if h:  # "n=v,n=v" (none of these headers holds a comma)
+            hs = h.split(b",")
+            hdr_n += len(hs)
+            hdr_b += len(h) - 2 * len(hs) + 1  # less the '=' and ','
         k = os.path.basename(k.decode(errors="replace"))
         n = counts.get(k, 0) + 1
         counts[k] = n
@@ -429,14 +452,44 @@ def check_topic(ctx, topic, expected, tail_log=None, work=None):
         latency = (lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))])
     if work is not None and problems:
         (work / "check-failures.txt").write_text("\n".join(problems) + "\n")
-    return problems, latency
+    records = sum(counts.values())
+    headers = (hdr_n / records, hdr_b / records) if records else (0, 0)
+    return problems, latency, headers
 
 
-def run_kcat(ctx, topic, work):
+def kcat_headers(ctx):
+    """Static headers of the sizes Sluice's default headers have in sluice-mem-headers, for
+    kcat -H: `path`, the spooled file's full path; `offset`, a line's byte offset in decimal,
+    with as many digits as the input's lines have on average; `fid`, DEV:INO:16 hex digits of
+    the input file (the spool gets hard links: the same inode)."""
+    first = ctx.names[0]
+    path = OUT / "work" / "sluice-mem-headers" / "spool" / first
+    digits, lines = 0, 0
+    for n in ctx.names:
+        data = (ctx.gen / n).read_bytes()
+        # line starts: 0 and every LF but the last; those from 10^(d-1) on have d digits or more
+        total = data.count(b"\n")
+        lines += total
+        digits += total  # every offset has at least one digit
+        lo = 10
+        while lo < len(data):
+            digits += data.count(b"\n", lo - 1, len(data) - 1)  # starts at offsets >= lo
+            lo *= 10
+    mean = digits / lines
+    offset = "9" * max(1, round(mean))
+    st = (ctx.gen / first).stat()
+    fid = f"{st.st_dev}:{st.st_ino}:{0:016x}"
+    return [("path", str(path)), ("offset", offset), ("fid", fid)], mean
+
+
+def run_kcat(ctx, pl, topic, work):
     cmd = ["kcat", "-P", "-b", ctx.bootstrap, "-t", topic, "-K", "\\x1f", "-z", "lz4"]
     for k, v in RDKAFKA.items():
         if k != "compression.codec":
             cmd += ["-X", f"{k}={v}"]
+    if pl == "kcat-headers":
+        for k, v in ctx.kcat_headers:
+            cmd += ["-H", f"{k}={v}"]
     cmd += ["-l", str(ctx.gen / "kcat-input")]
     (work / "cmd.txt").write_text(" ".join(cmd) + "\n")
     t0 = time.monotonic()
@@ -470,8 +523,9 @@ def run_kcat(ctx, topic, work):
 
 
 def start_agent(ctx, pl, work, topic):
-    """Starts the agent of a pipeline; returns (Popen, delivered-callable)."""
+    """Starts the agent of a pipeline; returns (Popen, delivered-callable, Sluice's http port)."""
     logf = open(work / "agent.log", "w")
+    port = None
     if pl.startswith("sluice"):
         port = free_port()
         conf = work / "agent.yaml"
@@ -499,14 +553,15 @@ def start_agent(ctx, pl, work, topic):
         delivered = lambda: end_offsets(ctx.bootstrap, topic)  # noqa: E731
     (work / "cmd.txt").write_text(" ".join(cmd) + "\n")
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=work)
-    return proc, delivered
+    return proc, delivered, port
 
 
 def run_agent(ctx, pl, topic, work):
     tail = pl.endswith("-tail")
     feed = work / ("tail" if tail else "spool")
     feed.mkdir()
-    proc, delivered = start_agent(ctx, pl, work, topic)
+    proc, delivered, port = start_agent(ctx, pl, work, topic)
+    channel = None
     writer = None
     try:
         # Warm-up: one line in a file of its own, until it is in Kafka: the agent is up.
@@ -516,6 +571,9 @@ def run_agent(ctx, pl, topic, work):
         os.utime(tmp, (old, old))
         os.rename(tmp, feed / "warm.log")
         wait_delivered(ctx, proc, delivered, 1, f"{pl} warm-up")
+        if port:  # the channel's capacity as the agent has it (defaults included)
+            channel = (metric(port, "sluice_channel_capacity_events"),
+                       metric(port, "sluice_channel_capacity_bytes"))
         cpu0, _ = tree_usage(proc.pid)
         t0 = time.monotonic()
         if tail:
@@ -533,7 +591,7 @@ def run_agent(ctx, pl, topic, work):
         stop(proc)
         if writer is not None and writer.poll() is None:
             writer.kill()
-    return {"wall": t_end - t0, "cpu": cpu1 - cpu0, "rss": rss,
+    return {"wall": t_end - t0, "cpu": cpu1 - cpu0, "rss": rss, "channel": channel,
             "tail_log": work / "writes.tsv" if tail else None}
 
 
@@ -545,14 +603,18 @@ def one_run(ctx, pl, rnd):
     create_topic(ctx.bootstrap, topic)
     rec = {"pipeline": pl, "round": rnd, "topic": topic, "status": "ok", "note": "",
            "wall": float("nan"), "cpu": float("nan"), "rss": 0, "p50": None, "p99": None,
+           "channel": None, "hdr_n": 0, "hdr_b": 0,
            "load1": os.getloadavg()[0]}
     try:
-        r = run_kcat(ctx, topic, work) if pl == "kcat" else run_agent(ctx, pl, topic, work)
-        rec.update(wall=r["wall"], cpu=r["cpu"], rss=r["rss"])
-        extra = {} if pl == "kcat" else {"extra": {"warm.log": (1, len(WARM_LINE) - 1)}}
-        problems, latency = check_topic(ctx, topic, extra, r.get("tail_log"), work)
+        r = run_kcat(ctx, pl, topic, work) if pl.startswith("kcat") else run_agent(ctx, pl, topic, work)
+        rec.update(wall=r["wall"], cpu=r["cpu"], rss=r["rss"], channel=r.get("channel"))
+        extra = {} if pl.startswith("kcat") else {"extra": {"warm.log": (1, len(WARM_LINE) - 1)}}
+        problems, latency, headers = check_topic(ctx, topic, extra, r.get("tail_log"), work)
         if latency:
             rec["p50"], rec["p99"] = latency
+        rec["hdr_n"], rec["hdr_b"] = headers
+        if headers[0]:
+            rec["note"] = f"record headers: {headers[0]:.2f} per record, {headers[1]:.1f} B (names and values)"
         if problems:
             rec["status"] = "FAILED"
             rec["note"] = f"topic check: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
@@ -618,8 +680,11 @@ def summarize(ctx, records):
         wall = statistics.median(r["wall"] for r in ok)
         cpu = statistics.median(r["cpu"] for r in ok)
         rss = statistics.median(r["rss"] for r in ok)
+        # VmHWM and ru_maxrss are in KiB: RSS is given in MiB
         row = {"ok": len(ok), "n": n_all, "wall": wall, "lps": ctx.total_lines / wall,
-               "mbps": ctx.total_bytes / 1e6 / wall, "cpu_gb": cpu / gb, "rss_mb": rss / 1024}
+               "mbps": ctx.total_bytes / 1e6 / wall, "cpu_gb": cpu / gb, "rss_mib": rss / 1024,
+               "rss_max_mib": max(r["rss"] for r in ok) / 1024,
+               "hdr_b": statistics.median(r["hdr_b"] for r in ok)}
         lat = [r for r in ok if r["p50"] is not None]
         if lat:
             row["p50"] = statistics.median(r["p50"] for r in lat)
@@ -632,6 +697,71 @@ def ratio(a, b, key):
     if not a or not b or key not in a or key not in b or not b[key]:
         return "–"
     return f"{a[key] / b[key]:.2f}×"
+
+
+def sink_defaults():
+    """The Kafka sink's batch_size and batches_in_flight defaults as docs/kafka.md states them
+    (the agent does not show them); None where the table cannot be read."""
+    try:
+        text = (REPO / "docs" / "kafka.md").read_text()
+    except OSError:
+        return None, None
+    got = [re.search(rf"^\| `{k}` \| `(\d+)` \|", text, re.M) for k in ("batch_size", "batches_in_flight")]
+    return tuple(int(m[1]) if m else None for m in got)
+
+
+def mib(n):
+    return f"{n / 1048576:g} MiB" if n % 1048576 == 0 else f"{n:,.0f} B"
+
+
+def targets(rows):
+    """Issue 14's targets, each with the measured figure: (target, verdict, figure) rows."""
+    out = []
+
+    def have(*pls):
+        return all(rows.get(p, {}).get("ok") for p in pls)
+
+    def verdict(ok):
+        return "met" if ok else "**not met**"
+
+    unit = {"lps": ("{:,.0f}", " lines/s"), "cpu_gb": ("{:.1f}", " CPU s/GB"), "rss_mib": ("{:.0f}", " MiB")}
+
+    def compare(pl, base, key, ok, what):
+        if have(pl, base):
+            x = rows[pl][key] / rows[base][key]
+            f, u = unit[key]
+            out.append((what, verdict(ok(x)),
+                        f"{x:.2f}× ({pl} {f.format(rows[pl][key])}{u}, {base} {f.format(rows[base][key])})"))
+
+    def at_least(pl, base, key, want, what):
+        compare(pl, base, key, lambda x: x >= want, what)
+
+    def at_most(pl, base, key, want, what):
+        compare(pl, base, key, lambda x: x <= want, what)
+
+    at_least("sluice-mem", "kcat", "lps", 1.0, "lines/s ≥ 1.0× kcat, memory channel")
+    at_least("sluice-mem-headers", "kcat-headers", "lps", 1.0,
+             "lines/s ≥ 1.0× kcat, memory channel, both with headers (for reference)")
+    at_least("sluice-file", "kcat", "lps", 0.9, "lines/s ≥ 0.9× kcat, file channel (fsync always)")
+    at_most("sluice-mem-headers", "kcat-headers", "cpu_gb", 1.0,
+            "CPU/GB ≤ kcat's with the default headers on (sluice-mem-headers vs kcat-headers)")
+    at_most("sluice-mem", "kcat", "cpu_gb", 1.0, "CPU/GB ≤ kcat's, both without headers (for reference)")
+    for pl in [p for p in rows if p.startswith("sluice")]:
+        fl = FLUME_OF_KIND.get(PIPELINES[pl][0])
+        at_least(pl, fl, "lps", 10, f"lines/s ≥ 10× Flume's: {pl}")
+    for pl in [p for p in rows if p.startswith("sluice")]:
+        fl = FLUME_OF_KIND.get(PIPELINES[pl][0])
+        at_most(pl, fl, "cpu_gb", 0.1, f"CPU/GB ≤ 1/10 of Flume's: {pl}")
+        at_most(pl, fl, "rss_mib", 0.1, f"peak RSS ≤ 1/10 of Flume's: {pl}")
+    for pl in [p for p in rows if p.startswith("sluice")]:
+        cap = 32 if PIPELINES[pl][0] == "mem" else 48
+        if have(pl):
+            r = rows[pl]
+            out.append((f"peak RSS ≤ {cap} MiB ({'memory' if cap == 32 else 'file'} channel): {pl}",
+                        verdict(r["rss_mib"] <= cap),
+                        f"{r['rss_mib']:.1f} MiB median, {r['rss_max_mib']:.1f} MiB the highest run"))
+    at_least("sluice-tail", "sluice-file", "lps", 0.9, "taildir ≥ 0.9× spooldir, same bytes (sluice-tail vs sluice-file)")
+    return out
 
 
 def write_report(ctx, records, rows, started, finished, chart):
@@ -655,36 +785,60 @@ def write_report(ctx, records, rows, started, finished, chart):
     for k in ("sluice", "kcat", "flume", "rsyslog"):
         if k in v:
             L.append(f"- {k}: {v[k]}")
+    hdr = ""
+    if getattr(ctx, "kcat_headers", None):
+        hdr = (" kcat-headers sends " + ", ".join(f"`{k}` ({len(val)} B)" for k, val in ctx.kcat_headers)
+               + f", the sizes of Sluice's defaults in sluice-mem-headers (its lines' offsets have "
+               f"{ctx.offset_digits:.2f} digits on average)")
     L.append("- Producer settings, all tools: acks=all, idempotence on, lz4, linger 5 ms, key = the "
              "file's name (spooldir: base name; tailing: full path), murmur2 partitioning "
-             "(Java's default / librdkafka's `murmur2_random`), no record headers. librdkafka's "
+             "(Java's default / librdkafka's `murmur2_random`), no record headers except in the "
+             f"`-headers` pipelines.{hdr}{'.' if hdr else ''} librdkafka's "
              "`batch.size` default (1 MB) also set for Flume's Java producer (default 16 KB).")
-    L.append(f"- Batches: every source {SOURCE_BATCH} lines; Sluice's Kafka sink 2000 (its default), "
-             f"Flume's `flumeBatchSize` {FLUME_BATCH}; channels: Sluice memory 100,000 events / 64 MiB "
-             "(defaults), Flume memory 100,000 events (transactionCapacity 10,000); Sluice file channel "
+    batch, in_flight = sink_defaults()
+    sink = (f"Sluice's Kafka sink {batch if batch else '?'} events with {in_flight if in_flight else '?'} "
+            "batches in flight (its defaults, as docs/kafka.md states them)")
+    caps = [r["channel"] for r in records if r["pipeline"].startswith("sluice-mem") and r.get("channel")]
+    mem = ("Sluice memory " + f"{caps[0][0]:,.0f} events / {mib(caps[0][1])}" if caps else "Sluice memory ?") + \
+        " (defaults, as the agent's /metrics gives them)"
+    L.append(f"- Batches: every source {SOURCE_BATCH} lines; {sink}, "
+             f"Flume's `flumeBatchSize` {FLUME_BATCH}; channels: {mem}, Flume memory "
+             f"{FLUME_MEM_CAPACITY:,} events (transactionCapacity {FLUME_MEM_TXN:,}); Sluice file channel "
              "2 GiB, fsync always; Flume file channel 10 M events, fsync per transaction (its default).")
     tr = "full speed" if not args.tail_rate else f"{args.tail_rate} MB/s"
     L.append(f"- Tailing pipelines: a writer appends the input files at {tr} (64 KiB line-aligned "
-             "chunks, round robin over the files) while the agent tails them.\n")
+             "chunks, round robin over the files) while the agent tails them.")
+    L.append("- Peak RSS in MiB (2^20 bytes): `VmHWM` and `ru_maxrss` are in KiB.\n")
     L.append("## Results (medians)\n")
-    L.append("| pipeline | runs ok | wall s | lines/s | MB/s | CPU s/GB | peak RSS MB | "
-             "latency p50 / p99 s | lines/s vs kcat | lines/s vs Flume | CPU/GB vs Flume |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    kc = rows.get("kcat")
+    L.append("| pipeline | runs ok | wall s | lines/s | MB/s | CPU s/GB | peak RSS MiB | "
+             "latency p50 / p99 s | lines/s vs kcat | CPU/GB vs kcat | lines/s vs Flume | CPU/GB vs Flume |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for pl in ctx.pipelines:
         r = rows[pl]
         if not r.get("ok"):
-            L.append(f"| {pl} | **0 of {r['n']} (FAILED)** | – | – | – | – | – | – | – | – | – |")
+            L.append(f"| {pl} | **0 of {r['n']} (FAILED)** | – | – | – | – | – | – | – | – | – | – |")
             continue
+        kc = rows.get(kcat_of(pl))
         fl = rows.get(FLUME_OF_KIND.get(PIPELINES[pl][0], ""))
         lat = f"{r['p50']:.2f} / {r['p99']:.2f}" if "p50" in r else "–"
         L.append(f"| {pl} | {r['ok']} of {r['n']} | {r['wall']:.1f} | {fmt_int(r['lps'])} | {r['mbps']:.1f} | "
-                 f"{r['cpu_gb']:.1f} | {r['rss_mb']:.0f} | {lat} | {ratio(r, kc, 'lps')} | "
+                 f"{r['cpu_gb']:.1f} | {r['rss_mib']:.0f} | {lat} | {ratio(r, kc, 'lps')} | "
+                 f"{ratio(r, kc, 'cpu_gb')} | "
                  f"{ratio(r, fl, 'lps') if fl is not r else '1.00×'} | "
                  f"{ratio(r, fl, 'cpu_gb') if fl is not r else '1.00×'} |")
     L.append("")
-    L.append("\"vs Flume\" compares with Flume's pipeline of the same kind (memory channel, file channel, "
-             "tailing; `sluice-eos` with `flume-file`, `rsyslog-tail` with `flume-tail`).\n")
+    L.append("\"vs kcat\" compares with `kcat`, and the `-headers` pipelines with `kcat-headers`. "
+             "\"vs Flume\" compares with Flume's pipeline of the same kind (memory channel, file channel, "
+             "tailing; `sluice-eos` with `flume-file`, `rsyslog-tail` with `flume-tail`); Flume sends no "
+             "record headers, `sluice-mem-headers` does.\n")
+    tg = targets(rows)
+    if tg:
+        L.append("## Targets (issue 14)\n")
+        L.append("| target | | measured (medians) |")
+        L.append("|---|---|---|")
+        for what, ok, fig in tg:
+            L.append(f"| {what} | {ok} | {fig} |")
+        L.append("")
     if chart:
         L.append("![lines/s, CPU s per GB and peak RSS per pipeline](results.png)\n")
     L.append("Pipelines:\n")
@@ -692,7 +846,7 @@ def write_report(ctx, records, rows, started, finished, chart):
         L.append(f"- `{pl}`: {PIPELINES[pl][1]}")
     L.append("")
     L.append("## Every run\n")
-    L.append("| round | pipeline | status | wall s | CPU s | peak RSS MB | p50 / p99 s | load | note |")
+    L.append("| round | pipeline | status | wall s | CPU s | peak RSS MiB | p50 / p99 s | load | note |")
     L.append("|---:|---|---|---:|---:|---:|---:|---:|---|")
     for r in records:
         lat = f"{r['p50']:.2f} / {r['p99']:.2f}" if r["p50"] is not None else "–"
@@ -703,7 +857,7 @@ def write_report(ctx, records, rows, started, finished, chart):
 
 
 def draw_chart(ctx, rows, png):
-    """Three panels (lines/s, CPU s/GB, peak RSS MB) drawn by gnuplot; False when not drawn."""
+    """Three panels (lines/s, CPU s/GB, peak RSS MiB) drawn by gnuplot; False when not drawn."""
     if not shutil.which("gnuplot"):
         log("gnuplot not found (scripts/install-deps --bench installs it): no chart")
         return False
@@ -715,16 +869,17 @@ def draw_chart(ctx, rows, png):
         for i, pl in enumerate(okp):
             r = rows[pl]
             color = {"kcat": 0x888888, "sluice": 0x1f77b4, "flume": 0xd62728, "rsyslog": 0x2ca02c}[pl.split("-")[0]]
-            f.write(f"{i} \"{pl}\" {r['lps'] / 1e3:.1f} {r['cpu_gb']:.2f} {r['rss_mb']:.1f} {color}\n")
+            f.write(f"{i} \"{pl}\" {r['lps'] / 1e3:.1f} {r['cpu_gb']:.2f} {r['rss_mib']:.1f} {color}\n")
     gp = OUT / "chart.gp"
     title = f"{ctx.total_bytes / 1e9:.2f} GB of log lines into Kafka, medians of {ctx.args.runs} run(s)"
     panels = [("thousand lines/s (higher is better)", 3, "%.0f"),
               ("CPU seconds per GB (lower is better)", 4, "%.1f"),
-              ("peak RSS, MB (lower is better)", 5, "%.0f")]
-    body = [f"set terminal pngcairo size 900,780 font 'DejaVu Sans,9'", f"set output '{png}'",
+              ("peak RSS, MiB (lower is better)", 5, "%.0f")]
+    body = [f"set terminal pngcairo size 900,860 font 'DejaVu Sans,9'", f"set output '{png}'",
             f"set multiplot layout 3,1 title '{title}' font ',11'",
             "set style fill solid 0.85 noborder", "set boxwidth 0.7", "unset key",
             "set grid ytics lc rgb '#dddddd'", f"set xrange [-0.6:{len(okp) - 0.4}]",
+            "set xtics rotate by 20 right",  # a dozen names do not fit side by side
             "set yrange [0:*]", "set offsets 0,0,graph 0.15,0"]
     for label, col, fmt in panels:
         body += [f"set title '{label}'",
@@ -811,6 +966,8 @@ def main():
     ctx.total_lines = sum(f["lines"] for f in ctx.meta["files"].values())
     ctx.total_bytes = sum(f["bytes"] for f in ctx.meta["files"].values())
     ctx.stamp = time.strftime("%H%M%S")
+    if "kcat-headers" in wanted:
+        ctx.kcat_headers, ctx.offset_digits = kcat_headers(ctx)
 
     broker = OUT / "broker"
     shutil.rmtree(broker, ignore_errors=True)
@@ -846,7 +1003,7 @@ def main():
                 lat = f", latency p50 {rec['p50']:.2f} s p99 {rec['p99']:.2f} s" if rec["p50"] is not None else ""
                 log(f"round {rnd} {pl}: {rec['status']} {rec['wall']:.1f} s, "
                     f"{ctx.total_lines / rec['wall']:,.0f} lines/s, cpu {rec['cpu']:.1f} s, "
-                    f"rss {rec['rss'] / 1024:.0f} MB{lat} {rec['note']}")
+                    f"rss {rec['rss'] / 1024:.0f} MiB{lat} {rec['note']}")
     finally:
         subprocess.run([KAFKA_DEV, "stop", "--dir", str(broker)], capture_output=True)
     finished = datetime.datetime.now(datetime.timezone.utc)
