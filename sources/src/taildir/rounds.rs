@@ -24,7 +24,7 @@ use crate::pipeline::{self, Batch, Container, Format, Interceptors, Key};
 /// The most bytes read from one file in one round.
 const READ_CHUNK: usize = 256 << 10;
 /// The most bytes read in one round over all files.
-const ROUND_BUDGET: usize = 4 << 20;
+const ROUND_BUDGET: usize = 1 << 20;
 /// The most files read in one round.
 const ROUND_FILES: usize = 256;
 
