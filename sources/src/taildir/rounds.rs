@@ -360,9 +360,9 @@ impl Tail {
     /// must stop.
     /// Puts the round's batches in order and records their receipts; false if the source
     /// must stop. While a full channel holds a batch back (Kafka down, say), the source still
-    /// follows the files that appear and writes their positions at once: were the agent
-    /// killed while held back, a restart finds each of them again by inode, whereas a file
-    /// that was created and rotated away unseen would be lost.
+    /// takes in the files the watcher opened as they appeared and writes their positions at
+    /// once: were the agent killed while held back, a restart finds each of them again by
+    /// inode, whereas a file created and rotated away meanwhile would be lost.
     async fn put(&mut self, batches: Vec<Batch>, shutdown: &mut Shutdown) -> bool {
         let (channels, metrics) = (self.ctx.channels.clone(), self.ctx.metrics.clone());
         let shared = self.discovery.shared();
@@ -393,13 +393,11 @@ impl Tail {
     }
 
     /// What the loop does between rounds that a batch held back must not wait for: taking
-    /// in new files, scanning when due, and writing the positions when due (at once for a
-    /// new file). Receipts are not settled here: the held batch's are not recorded yet.
+    /// in the files the watcher opened, and writing the positions when due (at once for a new
+    /// file). Nothing else: no scan (it would act on files whose last lines are in the held
+    /// batch) and no settling of receipts (the held batch's are not recorded yet).
     async fn look_while_held(&mut self) {
         self.take_changes();
-        if self.discovery.is_due(Instant::now()) {
-            self.scan(false).await;
-        }
         if self.positions.is_due() {
             self.checkpoint().await;
         }
