@@ -30,7 +30,7 @@ a1:
       batch_size: 500
 {extra_source}
   channels:
-    c1: {{ type: memory, capacity: {capacity} }}
+    c1: {{ type: memory, capacity: {capacity}, capacity_bytes: 256MiB }}
   sinks:
     k1: {{ type: console, channel: c1, batch_size: 700 }}
 "#,

@@ -21,8 +21,8 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use support::agent::{Agent, free_port, metric, wait_until};
@@ -31,6 +31,13 @@ use support::rotation::{Progress, Scheme, started, stop, text, write_rotating};
 use support::tail_topic::{
     DELIVERY, PARTITIONS, audit, by_fid, counts, kafka_sink, lines_in, read_until, topic_prefix,
 };
+
+/// One test at a time: two brokers, two agents and seven writers at once are a lot for a
+/// 2-core machine, and the deadlines are about the source, not the machine.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// How long a test waits for what the agent does at once.
 const LONG: Duration = Duration::from_secs(60);
@@ -107,10 +114,7 @@ a1:
 /// Runs the cells through one agent whose channel is `channel`, with a broker outage in the
 /// middle; `backpressure` asserts that the channel filled up and held the sources back.
 fn outage(test: &str, cells: &[Cell], channel: &str, backpressure: bool) {
-    // One test at a time: two brokers, two agents and seven writers at once are a lot for a
-    // 2-core machine, and the deadlines are about the source, not the machine.
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = one_at_a_time();
     let broker = KafkaBroker::start();
     if broker.skip_unless_owned(test) {
         return;
@@ -308,6 +312,7 @@ fn file_channel_rotation_during_a_kafka_outage_loses_nothing() {
 #[test]
 fn files_rotated_while_the_source_is_held_back_survive_a_kill() {
     let test = "files_rotated_while_the_source_is_held_back_survive_a_kill";
+    let _serial = one_at_a_time();
     let broker = KafkaBroker::start();
     if broker.skip_unless_owned(test) {
         return;
