@@ -518,14 +518,18 @@ fn ready_waits_for_the_broker_outages_are_logged_once_and_draining_is_unready() 
             "{body}"
         );
     }
+    // The broker being down at start is one episode, logged once it has lasted a few
+    // seconds: the broker comes back only then (back sooner, there would be no episode to
+    // end, rightly, and the wait for its end below would wait for nothing).
+    let logged = |what: &str| agent.stderr_text().matches(what).count();
+    wait_until(LONG, "the start's episode logged", || {
+        logged("sink cannot reach its output") == 1
+    });
     broker.restart();
     wait_until(LONG, "ready once the broker is up", || {
         ready(port).is_some_and(|(ok, _)| ok)
     });
     assert_eq!(ready(port).unwrap().1.trim(), "{\"ready\":true}");
-
-    // The broker being down at start was one episode, logged once with its end.
-    let logged = |what: &str| agent.stderr_text().matches(what).count();
     wait_until(LONG, "the start's episode ended", || {
         logged("sink reaches its output again") == 1
     });
