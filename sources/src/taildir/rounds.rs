@@ -356,8 +356,6 @@ impl Tail {
         }
     }
 
-    /// Puts the batches into the channel in order and records their receipts; false if it
-    /// must stop.
     /// Puts the round's batches in order and records their receipts; false if the source
     /// must stop. While a full channel holds a batch back (Kafka down, say), the source still
     /// takes in the files the watcher opened as they appeared and writes their positions at
