@@ -60,6 +60,35 @@ fn metric(port: u16, name: &str) -> Option<u64> {
 /// The options that make sink `k1` deliver exactly once, appended to its mapping.
 const EXACTLY_ONCE: &str = "      delivery: exactly_once\n      transaction_interval: 100ms\n";
 
+/// An agent `a1` (data in `dir`, `agent` options such as `shutdown_timeout`) whose taildir
+/// source `r1` follows the one file `live` (with `source` options such as `poll_interval`)
+/// into channel `c1` (`channel`, a YAML flow mapping; `WAL` stands for `dir/wal`), drained by
+/// an exactly-once Kafka sink into `topic`.
+fn tail_one_file(
+    dir: &Path,
+    live: &Path,
+    agent: &str,
+    source: &str,
+    channel: &str,
+    broker: &KafkaBroker,
+    topic: &str,
+) -> String {
+    format!(
+        r#"
+a1:
+  data_dir: {dir}/data
+{agent}  sources:
+    r1: {{ type: taildir, channel: c1, paths: ["{live}"]{source} }}
+  channels:
+    c1: {channel}
+{sink}{EXACTLY_ONCE}"#,
+        dir = dir.display(),
+        live = live.display(),
+        channel = channel.replace("WAL", &dir.join("wal").display().to_string()),
+        sink = kafka_sink(&broker.bootstrap(), topic),
+    )
+}
+
 /// `sluice audit --no-duplicates` (with `--expect DIR` if given) must pass; returns its JSON.
 fn audit_exactly_once(broker: &KafkaBroker, topic: &str, expect: Option<&Path>) -> String {
     let bootstrap = broker.bootstrap();
@@ -497,20 +526,14 @@ fn a_reused_inode_with_the_same_banner_is_a_new_file() {
     fs::create_dir_all(&logs).unwrap();
     let live = logs.join("app.log");
     let http = free_port();
-    let conf = format!(
-        r#"
-a1:
-  data_dir: {dir}/data
-  shutdown_timeout: 20s
-  http: 127.0.0.1:{http}
-  sources:
-    r1: {{ type: taildir, channel: c1, paths: ["{live}"], rotate_wait: 1s, poll_interval: 100ms }}
-  channels:
-    c1: {{ type: file, dir: {dir}/wal, capacity: 64MiB, min_free_space: 1MiB }}
-{sink}{EXACTLY_ONCE}"#,
-        dir = dir.path().display(),
-        live = live.display(),
-        sink = kafka_sink(&broker.bootstrap(), topic),
+    let conf = tail_one_file(
+        dir.path(),
+        &live,
+        &format!("  shutdown_timeout: 20s\n  http: 127.0.0.1:{http}\n"),
+        ", rotate_wait: 1s, poll_interval: 100ms",
+        FILE_CHANNEL,
+        &broker,
+        topic,
     );
     let mut agent = Agent::start(dir.path(), "a1", &conf);
     started(&agent);
@@ -595,18 +618,14 @@ fn transcoded_lines_are_each_delivered_once() {
         .map(|c| u8::try_from(u32::from(c)).unwrap())
         .collect();
     fs::write(&live, &latin1).unwrap();
-    let conf = format!(
-        r#"
-a1:
-  data_dir: {dir}/data
-  sources:
-    r1: {{ type: taildir, channel: c1, paths: ["{live}"], encoding: latin1 }}
-  channels:
-    c1: {{ type: memory }}
-{sink}{EXACTLY_ONCE}"#,
-        dir = dir.path().display(),
-        live = live.display(),
-        sink = kafka_sink(&broker.bootstrap(), topic),
+    let conf = tail_one_file(
+        dir.path(),
+        &live,
+        "",
+        ", encoding: latin1",
+        "{ type: memory }",
+        &broker,
+        topic,
     );
     let mut agent = Agent::start(dir.path(), "a1", &conf);
     let records = read_until(&broker, topic, |records| records.len() >= 300);
@@ -644,19 +663,14 @@ fn a_truncation_seen_before_a_kill_is_remembered() {
         b
     };
     fs::write(&live, block(0, 2_000)).unwrap();
-    let conf = format!(
-        r#"
-a1:
-  data_dir: {dir}/data
-  shutdown_timeout: 5s
-  sources:
-    r1: {{ type: taildir, channel: c1, paths: ["{live}"], poll_interval: 100ms }}
-  channels:
-    c1: {{ type: memory }}
-{sink}{EXACTLY_ONCE}"#,
-        dir = dir.path().display(),
-        live = live.display(),
-        sink = kafka_sink(&broker.bootstrap(), topic),
+    let conf = tail_one_file(
+        dir.path(),
+        &live,
+        "  shutdown_timeout: 5s\n",
+        ", poll_interval: 100ms",
+        "{ type: memory }",
+        &broker,
+        topic,
     );
     let mut agent = Agent::start(dir.path(), "a1", &conf);
     let s_lines = |records: &[Record]| {

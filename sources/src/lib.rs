@@ -77,6 +77,14 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// `t` in nanoseconds since the Unix epoch; `None` before it. The file identities (`fid`)
+/// hash times in this form.
+pub(crate) fn unix_nanos(t: std::time::SystemTime) -> Option<u128> {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_nanos())
+}
+
 /// Now, in milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()

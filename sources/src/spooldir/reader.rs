@@ -125,10 +125,7 @@ pub(super) struct FileReader {
 /// restarts, where a new file on a reused inode differs, also one of the same size and
 /// modification time). Exactly-once delivery keys each file's delivered position by it.
 fn with_fid(origin: &Origin, shape: &Shape) -> Arc<Origin> {
-    let nanos = |t: Option<std::time::SystemTime>| {
-        t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos())
-    };
+    let nanos = |t: Option<std::time::SystemTime>| t.and_then(crate::unix_nanos).unwrap_or(0);
     let mut bytes = [0u8; 40];
     bytes[..8].copy_from_slice(&shape.len.to_le_bytes());
     bytes[8..24].copy_from_slice(&nanos(Some(shape.mtime)).to_le_bytes());

@@ -91,12 +91,12 @@ impl<'de> serde::Deserialize<'de> for Fingerprint {
 /// it, the file's birth time (a new file on a reused inode whose first line is the same, a
 /// constant banner, still differs by it; a rename keeps it).
 pub fn fid(dev: u64, ino: u64, fp: Fingerprint, born: Option<std::time::SystemTime>) -> String {
-    let hash = match born.and_then(|b| b.duration_since(std::time::UNIX_EPOCH).ok()) {
+    let hash = match born.and_then(crate::unix_nanos) {
         None => fp.hash,
         Some(b) => {
             let mut bytes = [0u8; 24];
             bytes[..8].copy_from_slice(&fp.hash.to_le_bytes());
-            bytes[8..].copy_from_slice(&b.as_nanos().to_le_bytes());
+            bytes[8..].copy_from_slice(&b.to_le_bytes());
             crate::fnv1a(&bytes)
         }
     };
