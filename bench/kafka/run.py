@@ -38,8 +38,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+from loghub import CORPUS, corpus_lines  # noqa: E402 (the shared corpus reader)
 OUT = Path(os.environ.get("BENCH_OUT", REPO / "bench" / "out" / "kafka"))
-CORPUS = Path(os.environ.get("SLUICE_CORPUS", "/work/shared/corpus/loghub"))
 PARTITIONS = 4
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 KCAT_SETTINGS = [
@@ -56,18 +57,6 @@ def free_port():
 
 def run(cmd, **kw):
     return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
-
-
-def corpus_lines():
-    lines = []
-    for f in sorted(CORPUS.glob("*.log")):
-        for raw in f.read_bytes().split(b"\n"):
-            line = raw.rstrip(b"\r")
-            if line:
-                lines.append(line)
-    if not lines:
-        sys.exit(f"no corpus lines under {CORPUS}")
-    return lines
 
 
 def make_inputs(total, files, gen):

@@ -27,9 +27,10 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+from loghub import CORPUS, corpus_lines  # noqa: E402 (the shared corpus reader)
 HERE = REPO / "bench" / "peers"
 OUT = Path(os.environ.get("PEERS_OUT", REPO / "bench" / "out" / "peers"))
-CORPUS = Path(os.environ.get("SLUICE_CORPUS", "/work/shared/corpus/loghub"))
 KAFKA_DEV = str(REPO / "scripts" / "kafka-dev")
 FLUME_DEV = str(REPO / "scripts" / "flume-dev")
 FLUME_CACHE = Path(os.environ.get("SLUICE_FLUME_CACHE", REPO / ".cache" / "flume"))
@@ -198,18 +199,6 @@ def stop(proc, timeout=60):
 
 # ---------------------------------------------------------------------------------------------
 # Input
-
-def corpus_lines():
-    lines = []
-    for f in sorted(CORPUS.glob("*.log")):
-        for raw in f.read_bytes().split(b"\n"):
-            raw = raw.rstrip(b"\r")
-            if raw:
-                lines.append(raw)
-    if not lines:
-        sys.exit(f"no corpus lines under {CORPUS}")
-    return lines
-
 
 def make_inputs(mb, files):
     """FILES files of MB/FILES MB of Loghub lines (bench/pipeline/gen.py's plain variant: CR
