@@ -15,6 +15,7 @@ mod file;
 pub mod fsutil;
 pub mod lifecycle;
 mod memory;
+pub mod names;
 pub mod units;
 
 pub use channel::{BoxFuture, Channel, ChannelError, ChannelStats, Lease, Receipt};

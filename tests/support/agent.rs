@@ -251,6 +251,13 @@ impl Agent {
     pub fn stderr_text(&self) -> String {
         fs::read_to_string(&self.stderr).unwrap_or_default()
     }
+
+    /// Stops the agent with SIGTERM and checks that it exits 0 within `deadline`.
+    pub fn stop_ok(&mut self, deadline: Duration) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit(deadline);
+        assert!(status.success(), "exit {status}: {}", self.stderr_text());
+    }
 }
 
 impl Drop for Agent {
@@ -280,6 +287,37 @@ pub fn drop_file(dir: &Path, name: &str, content: &[u8]) {
     let tmp = dir.join(format!(".{name}.tmp"));
     fs::write(&tmp, content).unwrap();
     fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+/// An agent with source `r1` (its options as one YAML flow map's content) into a memory
+/// channel and the console sink.
+pub fn console_agent(data: &Path, source: &str) -> String {
+    format!(
+        r#"a1:
+  data_dir: {data}
+  shutdown_timeout: 5s
+  sources:
+    r1: {{ {source} }}
+  channels:
+    c1: {{ type: memory }}
+  sinks:
+    k1: {{ type: console, channel: c1 }}
+"#,
+        data = data.display(),
+    )
+}
+
+/// [`console_agent`] with a spooldir source on `spool` that takes files 100 ms after they
+/// stop changing and lists the folder every 100 ms; `source_opts` (`, key: value, ...`) adds
+/// options.
+pub fn spooldir_console(data: &Path, spool: &Path, source_opts: &str) -> String {
+    let spool = spool.display();
+    console_agent(
+        data,
+        &format!(
+            "type: spooldir, dir: {spool}, channel: c1, ready_after: 100ms, poll_interval: 100ms{source_opts}"
+        ),
+    )
 }
 
 /// A temporary folder holding an empty spool folder, and the path of a data folder in it.

@@ -15,6 +15,7 @@ use std::os::unix::fs::{DirEntryExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use sluice_channels::names::escape_path;
 use tracing::{error, info, warn};
 
 use super::config::{FAILED_SUFFIX, Order, SpoolDirConfig};
@@ -270,7 +271,7 @@ impl Spool {
             Err(e) => {
                 if !self.unavailable {
                     self.unavailable = true;
-                    error!(dir = %self.dir.display(), error = %e,
+                    error!(dir = %escape_path(&self.dir), error = %e,
                         "cannot list the spool folder; waiting for it to come back (logged once)");
                 }
                 return FolderState::Unavailable;
@@ -279,7 +280,7 @@ impl Spool {
         self.counts.listings += 1;
         let mut state = FolderState::Listed;
         if std::mem::take(&mut self.unavailable) {
-            info!(dir = %self.dir.display(),
+            info!(dir = %escape_path(&self.dir),
                 "the spool folder can be listed again (recovered)");
             state = FolderState::Recovered;
         }
@@ -290,7 +291,7 @@ impl Spool {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    warn!(dir = %self.dir.display(), error = %e,
+                    warn!(dir = %escape_path(&self.dir), error = %e,
                         "the folder listing broke off; the rest is listed next time");
                     self.due = true;
                     break;
@@ -406,10 +407,10 @@ impl Spool {
     ) {
         if self.reported.get(&path) != Some(&(ino, what)) {
             if what == "a folder" {
-                info!(file = %path.display(), kind = what,
+                info!(file = %escape_path(&path), kind = what,
                     "not a regular file; skipped (logged once)");
             } else {
-                warn!(file = %path.display(), kind = what,
+                warn!(file = %escape_path(&path), kind = what,
                     "not a regular file; skipped (logged once)");
             }
         }
