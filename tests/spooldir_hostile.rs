@@ -112,3 +112,108 @@ fn odd_names_are_read_renamed_inside_the_folder_and_logged_on_one_line() {
     assert!(log.contains(r"bad-\xff\xfe.log"), "{log}");
     assert!(log.contains(r"tab\there.log"), "{log}");
 }
+
+/// The lines of the agent's log that say `name` was skipped, and why.
+fn skipped_lines(log: &str, name: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("skipped") && l.contains(&format!("/{name} ")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs an agent on `spool` until `real.log` (dropped before) is completed, and then
+/// `later.log`, dropped after it: nothing blocked the source. Returns the stopped agent.
+fn run_past(tmp: &Path, spool: &Path, data: &Path) -> Agent {
+    let mut agent = Agent::start(&tmp.join("run"), "a1", &spooldir_console(data, spool, ""));
+    agent.wait_for(LONG, "real.log completed", || {
+        spool.join("real.log.COMPLETED").exists()
+    });
+    drop_file(spool, "later.log", &tagged("later", 10));
+    agent.wait_for(LONG, "later.log completed", || {
+        spool.join("later.log.COMPLETED").exists()
+    });
+    agent.stop_ok(LONG);
+    agent
+}
+
+#[test]
+fn links_are_never_followed_wherever_they_lead() {
+    let (tmp, spool, data) = spool_dirs();
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("secret.log"), tagged("secret", 10)).unwrap();
+    drop_file(&spool, "real.log", &tagged("real", 10));
+    let links: [(&str, PathBuf); 9] = [
+        ("secret.log", outside.join("secret.log")),
+        ("passwd.log", PathBuf::from("/etc/passwd")),
+        ("zero.log", PathBuf::from("/dev/zero")),
+        ("urandom.log", PathBuf::from("/dev/urandom")),
+        ("folder.log", outside.clone()),
+        ("dangling.log", outside.join("nowhere")),
+        ("loop1.log", spool.join("loop2.log")),
+        ("loop2.log", spool.join("loop1.log")),
+        ("inside.log", spool.join("real.log")),
+    ];
+    for (name, to) in &links {
+        std::os::unix::fs::symlink(to, spool.join(name)).unwrap();
+    }
+    let agent = run_past(tmp.path(), &spool, &data);
+    let tags = by_tag(&agent);
+    assert_eq!(tags.keys().collect::<Vec<_>>(), ["later", "real"]);
+    assert!(tags.values().all(|n| *n == (0..10).collect::<Vec<_>>()));
+    let out = String::from_utf8_lossy(&agent.stdout_bytes()).into_owned();
+    assert!(!out.contains("root:"), "/etc/passwd was read:\n{out}");
+    let log = agent.stderr_text();
+    for (name, _) in &links {
+        let lines = skipped_lines(&log, name);
+        assert_eq!(lines.len(), 1, "{name} logged once:\n{log}");
+        assert!(
+            lines[0].contains("reason=\"a symbolic link (never followed)\""),
+            "{}",
+            lines[0]
+        );
+        assert!(spool.join(name).is_symlink(), "{name} left in place");
+    }
+    assert_eq!(
+        fs::read(outside.join("secret.log")).unwrap(),
+        tagged("secret", 10)
+    );
+}
+
+#[test]
+fn fifos_sockets_devices_and_folders_are_never_opened() {
+    let (tmp, spool, data) = spool_dirs();
+    let fifo = std::ffi::CString::new(spool.join("pipe.log").as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let _socket = std::os::unix::net::UnixListener::bind(spool.join("socket.log")).unwrap();
+    fs::create_dir(spool.join("sub")).unwrap();
+    fs::write(spool.join("sub/inner.log"), tagged("inner", 5)).unwrap();
+    // A character device like /dev/zero (1, 5): an endless file, if it were read. Making one
+    // needs CAP_MKNOD; where it is missing, the other entries are checked all the same.
+    let zero = std::ffi::CString::new(spool.join("zero.log").as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    let device =
+        unsafe { libc::mknod(zero.as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 5)) } == 0;
+    drop_file(&spool, "real.log", &tagged("real", 10));
+    let agent = run_past(tmp.path(), &spool, &data);
+    let tags = by_tag(&agent);
+    assert_eq!(tags.keys().collect::<Vec<_>>(), ["later", "real"]);
+    let log = agent.stderr_text();
+    let mut skipped = vec![
+        ("pipe.log", "reason=\"a FIFO\""),
+        ("socket.log", "reason=\"a socket\""),
+        ("sub", "reason=\"a folder\""),
+    ];
+    if device {
+        skipped.push(("zero.log", "reason=\"a character device\""));
+    } else {
+        println!("no character device made (mknod refused): not checked");
+    }
+    for (name, reason) in skipped {
+        let lines = skipped_lines(&log, name);
+        assert_eq!(lines.len(), 1, "{name} logged once:\n{log}");
+        assert!(lines[0].contains(reason), "{}", lines[0]);
+    }
+    assert!(spool.join("sub/inner.log").exists() && spool.join("pipe.log").exists());
+}

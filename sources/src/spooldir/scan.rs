@@ -306,31 +306,19 @@ impl Spool {
                 continue;
             }
             // The entry's type comes with the listing: no system call, and a FIFO is never
-            // opened (opening one blocks until a writer comes).
+            // opened (opening one blocks until a writer comes). A symbolic link is never
+            // followed: it may lead out of the folder (to a secret, or to an endless device),
+            // and one that leads to a file in the folder would read that file twice.
             let Ok(file_type) = entry.file_type() else {
                 continue;
             };
-            let meta = if file_type.is_file() {
-                self.counts.stats += 1;
-                entry.metadata()
-            } else if file_type.is_symlink() {
-                self.counts.stats += 1;
-                fs::metadata(&path)
-            } else {
+            if !file_type.is_file() {
                 self.report(&mut reported, path, entry.ino(), kind_of(&file_type));
                 continue;
-            };
-            let meta = match meta {
+            }
+            self.counts.stats += 1;
+            let meta = match entry.metadata() {
                 Ok(m) => m,
-                Err(e) if file_type.is_symlink() => {
-                    let what = match e.raw_os_error() {
-                        Some(libc::ENOENT) => "a dangling symbolic link",
-                        Some(libc::ELOOP) => "a symbolic link loop",
-                        _ => "a symbolic link that cannot be followed",
-                    };
-                    self.report(&mut reported, path, entry.ino(), what);
-                    continue;
-                }
                 // Gone between the listing and the stat: nothing to do.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(_) => {
@@ -344,15 +332,8 @@ impl Spool {
                 }
             };
             if !meta.is_file() {
-                let what = match kind_of(&meta.file_type()) {
-                    "a FIFO" => "a symbolic link to a FIFO",
-                    "a socket" => "a symbolic link to a socket",
-                    "a character device" => "a symbolic link to a character device",
-                    "a block device" => "a symbolic link to a block device",
-                    "a folder" => "a symbolic link to a folder",
-                    _ => "a symbolic link to something that is not a regular file",
-                };
-                self.report(&mut reported, path, entry.ino(), what);
+                // Replaced since the listing: looked at again next time.
+                self.due = true;
                 continue;
             }
             let shape = Shape::of(&meta);
@@ -407,10 +388,10 @@ impl Spool {
     ) {
         if self.reported.get(&path) != Some(&(ino, what)) {
             if what == "a folder" {
-                info!(file = %escape_path(&path), kind = what,
+                info!(path = %escape_path(&path), reason = what,
                     "not a regular file; skipped (logged once)");
             } else {
-                warn!(file = %escape_path(&path), kind = what,
+                warn!(path = %escape_path(&path), reason = what,
                     "not a regular file; skipped (logged once)");
             }
         }
@@ -432,7 +413,9 @@ impl Spool {
 
 /// What a folder entry that is not a regular file is, for the log.
 fn kind_of(t: &fs::FileType) -> &'static str {
-    if t.is_dir() {
+    if t.is_symlink() {
+        "a symbolic link (never followed)"
+    } else if t.is_dir() {
         "a folder"
     } else if t.is_fifo() {
         "a FIFO"
@@ -591,40 +574,51 @@ mod tests {
     }
 
     #[test]
-    fn fifos_devices_and_dangling_links_are_skipped_and_reported_once() {
+    fn fifos_devices_folders_and_links_are_skipped_and_reported_once() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         mkfifo(&d.join("pipe.log"));
-        std::os::unix::fs::symlink("/dev/null", d.join("null.log")).unwrap();
-        std::os::unix::fs::symlink(d.join("nowhere"), d.join("dangling.log")).unwrap();
-        std::os::unix::fs::symlink(d.join("pipe.log"), d.join("to-pipe.log")).unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        write_aged(
+            elsewhere.path(),
+            "secret.log",
+            b"s\n",
+            Duration::from_secs(60),
+        );
+        let links = [
+            ("null.log", PathBuf::from("/dev/null")),
+            ("dangling.log", d.join("nowhere")),
+            ("to-pipe.log", d.join("pipe.log")),
+            ("link-to-real.log", d.join("real.log")),
+            ("outside.log", elsewhere.path().join("secret.log")),
+        ];
+        for (name, to) in &links {
+            std::os::unix::fs::symlink(to, d.join(name)).unwrap();
+        }
         let sock = std::os::unix::net::UnixListener::bind(d.join("sock.log")).unwrap();
         fs::create_dir(d.join("sub")).unwrap();
         write_aged(d, "real.log", b"x\n", Duration::from_secs(60));
-        std::os::unix::fs::symlink(d.join("real.log"), d.join("link-to-real.log")).unwrap();
         let mut spool = Spool::new(&cfg(d));
-        let mut taken = drain(&mut spool);
-        taken.sort();
-        assert_eq!(taken, ["link-to-real.log", "real.log"].map(String::from));
-        let want = vec![
-            (d.join("dangling.log"), "a dangling symbolic link"),
-            (d.join("null.log"), "a symbolic link to a character device"),
+        assert_eq!(drain(&mut spool), ["real.log"]);
+        let mut want: Vec<_> = links
+            .iter()
+            .map(|(name, _)| (d.join(name), "a symbolic link (never followed)"))
+            .collect();
+        want.extend([
             (d.join("pipe.log"), "a FIFO"),
             (d.join("sock.log"), "a socket"),
             (d.join("sub"), "a folder"),
-            (d.join("to-pipe.log"), "a symbolic link to a FIFO"),
-        ];
+        ]);
+        want.sort();
         assert_eq!(spool.reported(), want);
         // Listed again: still skipped, and remembered (so not logged again).
         spool.mark_due();
         assert!(spool.next(|_| false).0.is_none());
         assert_eq!(spool.reported(), want);
-        // A link whose target appears is read.
+        // A link whose target appears is still not followed.
         write_aged(d, "nowhere", b"y\n", Duration::from_secs(60));
         spool.mark_due();
-        let mut taken = drain(&mut spool);
-        taken.sort();
-        assert_eq!(taken, ["dangling.log", "nowhere"]);
+        assert_eq!(drain(&mut spool), ["nowhere"]);
         drop(sock);
     }
 
