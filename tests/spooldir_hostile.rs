@@ -121,16 +121,23 @@ fn skipped_lines(log: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// True once the file at `path` is completed: renamed with the completed suffix, or deleted.
+fn done(path: &Path) -> bool {
+    let mut renamed = path.as_os_str().to_owned();
+    renamed.push(".COMPLETED");
+    !path.exists() || Path::new(&renamed).exists()
+}
+
 /// Runs an agent on `spool` until `real.log` (dropped before) is completed, and then
-/// `later.log`, dropped after it: nothing blocked the source. Returns the stopped agent.
-fn run_past(tmp: &Path, spool: &Path, data: &Path) -> Agent {
-    let mut agent = Agent::start(&tmp.join("run"), "a1", &spooldir_console(data, spool, ""));
-    agent.wait_for(LONG, "real.log completed", || {
-        spool.join("real.log.COMPLETED").exists()
-    });
+/// `later.log`, dropped after it: nothing blocked the source. `extra` adds source options
+/// (`, key: value`). Returns the stopped agent.
+fn run_past(tmp: &Path, spool: &Path, data: &Path, extra: &str) -> Agent {
+    let config = spooldir_console(data, spool, extra);
+    let mut agent = Agent::start(&tmp.join("run"), "a1", &config);
+    agent.wait_for(LONG, "real.log completed", || done(&spool.join("real.log")));
     drop_file(spool, "later.log", &tagged("later", 10));
     agent.wait_for(LONG, "later.log completed", || {
-        spool.join("later.log.COMPLETED").exists()
+        done(&spool.join("later.log"))
     });
     agent.stop_ok(LONG);
     agent
@@ -157,7 +164,7 @@ fn links_are_never_followed_wherever_they_lead() {
     for (name, to) in &links {
         std::os::unix::fs::symlink(to, spool.join(name)).unwrap();
     }
-    let agent = run_past(tmp.path(), &spool, &data);
+    let agent = run_past(tmp.path(), &spool, &data, "");
     let tags = by_tag(&agent);
     assert_eq!(tags.keys().collect::<Vec<_>>(), ["later", "real"]);
     assert!(tags.values().all(|n| *n == (0..10).collect::<Vec<_>>()));
@@ -196,7 +203,7 @@ fn fifos_sockets_devices_and_folders_are_never_opened() {
     let device =
         unsafe { libc::mknod(zero.as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 5)) } == 0;
     drop_file(&spool, "real.log", &tagged("real", 10));
-    let agent = run_past(tmp.path(), &spool, &data);
+    let agent = run_past(tmp.path(), &spool, &data, "");
     let tags = by_tag(&agent);
     assert_eq!(tags.keys().collect::<Vec<_>>(), ["later", "real"]);
     let log = agent.stderr_text();
@@ -216,4 +223,36 @@ fn fifos_sockets_devices_and_folders_are_never_opened() {
         assert!(lines[0].contains(reason), "{}", lines[0]);
     }
     assert!(spool.join("sub/inner.log").exists() && spool.join("pipe.log").exists());
+}
+
+#[test]
+fn a_name_with_no_room_for_the_completed_suffix_is_skipped_unless_files_are_deleted() {
+    let (tmp, spool, data) = spool_dirs();
+    let long = format!("{}.log", "L".repeat(251));
+    assert_eq!(long.len(), 255);
+    drop_raw(&spool, long.as_bytes(), &tagged("long", 10));
+    drop_file(&spool, "real.log", &tagged("real", 10));
+    // Renamed when read: `long` + `.COMPLETED` is too long a name, so it is never read (it
+    // could never be completed, and would be read again at every restart).
+    let agent = run_past(tmp.path(), &spool, &data, "");
+    let tags = by_tag(&agent);
+    assert_eq!(tags.keys().collect::<Vec<_>>(), ["later", "real"]);
+    assert!(spool.join(&long).exists(), "left in place");
+    let log = agent.stderr_text();
+    let skipped: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("the file is not read") && l.contains(&long))
+        .collect();
+    assert_eq!(skipped.len(), 1, "{log}");
+    assert!(skipped[0].contains("File name too long"), "{}", skipped[0]);
+    // Deleted when read: nothing stands in its way.
+    for name in ["real.log.COMPLETED", "later.log.COMPLETED"] {
+        fs::remove_file(spool.join(name)).unwrap();
+    }
+    drop_file(&spool, "real.log", &tagged("real", 10));
+    let agent = run_past(tmp.path(), &spool, &data, ", after_read: delete");
+    assert!(!spool.join(&long).exists(), "deleted once read");
+    let tags = by_tag(&agent);
+    assert_eq!(tags.keys().collect::<Vec<_>>(), ["later", "long", "real"]);
+    assert!(tags.values().all(|n| *n == (0..10).collect::<Vec<_>>()));
 }

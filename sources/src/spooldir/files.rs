@@ -61,6 +61,8 @@ pub(super) enum Opening {
     },
     /// The completed name is already taken.
     CompletedTaken(PathBuf),
+    /// The completed name cannot be used (it is too long for the file system, say).
+    CompletedUnusable(PathBuf, io::Error),
 }
 
 /// Opens a file to be read, checks it is ready, and positions it (see [`OpenRequest`]).
@@ -100,10 +102,12 @@ pub(super) fn open(req: OpenRequest) -> Result<Ready, Opening> {
         Ok(inside) => inside,
         Err(e) => return Err(Opening::Failed(e)),
     };
-    if let Some(done) = req.completed
-        && taken(&done)
-    {
-        return Err(Opening::CompletedTaken(done));
+    if let Some(done) = req.completed {
+        match fs::symlink_metadata(&done) {
+            Ok(_) => return Err(Opening::CompletedTaken(done)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Opening::CompletedUnusable(done, e)),
+        }
     }
     Ok(Ready {
         file,
@@ -305,6 +309,16 @@ mod tests {
         assert!(
             matches!(dangling, Err(Opening::CompletedTaken(_))),
             "a dangling link takes the name"
+        );
+        // A 255-byte name has no room for the suffix: it is not read, never to be completed.
+        let long = d.path().join(format!("{}.log", "L".repeat(251)));
+        fs::write(&long, b"x\n").unwrap();
+        let mut req = request(&long, 0);
+        req.completed = Some(d.path().join(format!("{}.log.COMPLETED", "L".repeat(251))));
+        let unusable = open(req);
+        assert!(
+            matches!(&unusable, Err(Opening::CompletedUnusable(_, e)) if e.raw_os_error() == Some(libc::ENAMETOOLONG)),
+            "a completed name too long to be made"
         );
     }
 

@@ -586,6 +586,12 @@ impl SpoolDirSource {
                     spool.not_ready(path, shape, seen);
                 }
             }
+            Opening::CompletedUnusable(done, e) => {
+                warn!(path = %escape_path(&path), completed = %escape_path(&done),
+                    reason = %format_args!("its completed name cannot be used: {e}"),
+                    "the file is not read: it could never be completed (rename it, or use after_read: delete)");
+                self.set_aside(&path, false).await;
+            }
             Opening::CompletedTaken(done) => {
                 error!(file = %escape_path(&path), completed = %escape_path(&done),
                     "the completed name is already taken; the file is not read (rename one of them)");
