@@ -256,3 +256,46 @@ fn a_name_with_no_room_for_the_completed_suffix_is_skipped_unless_files_are_dele
     assert_eq!(tags.keys().collect::<Vec<_>>(), ["later", "long", "real"]);
     assert!(tags.values().all(|n| *n == (0..10).collect::<Vec<_>>()));
 }
+
+#[test]
+fn an_unreadable_file_is_skipped_with_a_warning_and_read_once_made_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let (tmp, spool, data) = spool_dirs();
+    let locked = spool.join("locked.log");
+    drop_file(&spool, "locked.log", &tagged("locked", 10));
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+    drop_file(&spool, "real.log", &tagged("real", 10));
+    // Root reads a file of mode 0000: the agent runs without that power.
+    let mut agent = Agent::start_unprivileged(
+        &tmp.path().join("run"),
+        "a1",
+        &spooldir_console(&data, &spool, ""),
+    );
+    agent.wait_for(LONG, "real.log completed", || done(&spool.join("real.log")));
+    agent.wait_for(LONG, "the unreadable file reported", || {
+        agent.stderr_text().contains("the file cannot be opened")
+    });
+    // Listed again and again meanwhile (every 100 ms): logged once, left in place.
+    drop_file(&spool, "later.log", &tagged("later", 10));
+    agent.wait_for(LONG, "later.log completed", || {
+        done(&spool.join("later.log"))
+    });
+    assert!(locked.exists(), "left in place, not set aside");
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o644)).unwrap();
+    agent.wait_for(LONG, "locked.log completed once readable", || done(&locked));
+    agent.stop_ok(LONG);
+    let tags = by_tag(&agent);
+    assert_eq!(tags.keys().collect::<Vec<_>>(), ["later", "locked", "real"]);
+    assert!(tags.values().all(|n| *n == (0..10).collect::<Vec<_>>()));
+    let log = agent.stderr_text();
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("the file cannot be opened"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{log}");
+    assert!(
+        warned[0].contains("locked.log") && warned[0].contains("Permission denied"),
+        "{}",
+        warned[0]
+    );
+}

@@ -573,6 +573,13 @@ impl SpoolDirSource {
                     spool.defer(path, Instant::now() + RETRY_OPEN_AFTER);
                 }
             }
+            Opening::Failed(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                // Not a fault of its content, and the agent may not own it: left in place, and
+                // tried again once it changes (its mode among what is compared).
+                warn!(path = %escape_path(&path), reason = %e,
+                    "the file cannot be opened; it is skipped until it changes (made readable, say)");
+                self.set_aside(&path, false).await;
+            }
             Opening::Failed(e) => {
                 SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
                 error!(file = %escape_path(&path), error = %e, "cannot read the file");

@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 
 use super::config::{FAILED_SUFFIX, Order, SpoolDirConfig};
 
-/// A file's identity, size and modification time: what says whether it changed.
+/// A file's identity, size, modification time and permissions: what says whether it changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Shape {
     /// The device of the file system the file is on.
@@ -33,6 +33,9 @@ pub(super) struct Shape {
     pub mtime: SystemTime,
     /// When it was created, where the file system records it.
     pub born: Option<SystemTime>,
+    /// Its type and permission bits: a file skipped because it could not be opened is tried
+    /// again once they change (made readable).
+    pub mode: u32,
 }
 
 impl Shape {
@@ -44,6 +47,7 @@ impl Shape {
             len: meta.len(),
             mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             born: meta.created().ok(),
+            mode: meta.mode(),
         }
     }
 
