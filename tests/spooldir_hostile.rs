@@ -11,7 +11,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::agent::{Agent, drop_file, spool_dirs, spooldir_console};
+use support::agent::{Agent, console_agent, drop_file, spool_dirs, spooldir_console};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -298,4 +298,66 @@ fn an_unreadable_file_is_skipped_with_a_warning_and_read_once_made_readable() {
         "{}",
         warned[0]
     );
+}
+
+#[test]
+fn a_spool_folder_that_is_a_link_is_followed_and_files_are_renamed_where_they_are() {
+    let (tmp, real, data) = spool_dirs();
+    let spool = tmp.path().join("link");
+    std::os::unix::fs::symlink(&real, &spool).unwrap();
+    drop_file(&real, "real.log", &tagged("real", 10));
+    let agent = run_past(tmp.path(), &spool, &data, "");
+    assert!(real.join("real.log.COMPLETED").exists() && real.join("later.log.COMPLETED").exists());
+    assert!(spool.is_symlink(), "the link is left as it is");
+    let tags = by_tag(&agent);
+    assert_eq!(tags.keys().collect::<Vec<_>>(), ["later", "real"]);
+}
+
+#[test]
+fn a_spool_folder_replaced_by_a_link_or_deleted_and_made_again_is_watched_anew() {
+    let (tmp, spool, data) = spool_dirs();
+    // No polling to speak of: only file-system events (and the source's own retries while
+    // the folder is gone) wake it.
+    let config = console_agent(
+        &data,
+        &format!(
+            "type: spooldir, dir: {}, channel: c1, ready_after: 100ms, poll_interval: 1h",
+            spool.display()
+        ),
+    );
+    let mut agent = Agent::start(&tmp.path().join("run"), "a1", &config);
+    agent.wait_for(LONG, "the source started", || {
+        agent.stderr_text().contains("spooldir source started")
+    });
+    drop_file(&spool, "a.log", &tagged("a", 10));
+    agent.wait_for(LONG, "a.log completed", || done(&spool.join("a.log")));
+    // Replaced by a link to another folder: the move wakes the source, which must watch the
+    // new folder, or b.log waits an hour.
+    let other = tmp.path().join("other");
+    fs::create_dir(&other).unwrap();
+    fs::rename(&spool, tmp.path().join("spool.old")).unwrap();
+    std::os::unix::fs::symlink(&other, &spool).unwrap();
+    agent.wait_for(LONG, "the new folder noticed", || {
+        let log = agent.stderr_text();
+        log.contains("the spool folder was replaced") || log.contains("(recovered)")
+    });
+    drop_file(&other, "b.log", &tagged("b", 10));
+    agent.wait_for(LONG, "b.log completed in the new folder", || {
+        done(&other.join("b.log"))
+    });
+    // Deleted, and made again: nothing tells the source it is back but its own retries.
+    fs::remove_dir_all(&other).unwrap();
+    fs::remove_file(&spool).unwrap();
+    agent.wait_for(LONG, "the folder's absence logged", || {
+        agent.stderr_text().contains("cannot list the spool folder")
+    });
+    fs::create_dir(&spool).unwrap();
+    drop_file(&spool, "c.log", &tagged("c", 10));
+    agent.wait_for(LONG, "c.log completed in the folder made again", || {
+        done(&spool.join("c.log"))
+    });
+    agent.stop_ok(LONG);
+    let tags = by_tag(&agent);
+    assert_eq!(tags.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert!(tags.values().all(|n| *n == (0..10).collect::<Vec<_>>()));
 }

@@ -248,7 +248,7 @@ impl SpoolDirSource {
                     break;
                 };
                 match state {
-                    FolderState::Recovered => {
+                    FolderState::Recovered | FolderState::Replaced => {
                         self.ctx.metrics.set_problem(None);
                         watcher = self.watch(wake.clone());
                     }

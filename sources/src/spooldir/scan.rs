@@ -89,7 +89,15 @@ pub(super) enum FolderState {
     Recovered,
     /// It cannot be listed (logged once per episode).
     Unavailable,
+    /// Listed, but it is another folder than the last listing's: its name was given to
+    /// another folder (deleted and created again, or replaced by a link to another one)
+    /// between two listings. Its file-system watch must be set up again.
+    Replaced,
 }
+
+/// How often, at most, a folder that cannot be listed is tried again (its watch went with
+/// it, so nothing else tells that it is back).
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
 
 /// How many system calls the listings made: the measure of their cost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -149,6 +157,8 @@ pub(super) struct Spool {
     due: bool,
     /// The folder could not be listed last time (an episode, logged once).
     unavailable: bool,
+    /// The device and inode of the folder the last listing listed.
+    folder: Option<(u64, u64)>,
     counts: ListCounts,
 }
 
@@ -181,6 +191,7 @@ impl Spool {
             deferred: HashMap::new(),
             due: true,
             unavailable: false,
+            folder: None,
             counts: ListCounts::default(),
         }
     }
@@ -210,7 +221,12 @@ impl Spool {
     /// When the folder is to be listed next if nothing else happens: the poll interval after
     /// the last listing, or when a waiting file may become ready.
     pub fn wake_at(&self) -> Instant {
-        let poll = self.listed_at.map_or_else(Instant::now, |t| t + self.poll);
+        let every = if self.unavailable {
+            self.poll.min(UNAVAILABLE_RETRY)
+        } else {
+            self.poll
+        };
+        let poll = self.listed_at.map_or_else(Instant::now, |t| t + every);
         self.next_ready.map_or(poll, |t| t.min(poll))
     }
 
@@ -283,10 +299,21 @@ impl Spool {
         };
         self.counts.listings += 1;
         let mut state = FolderState::Listed;
+        // The folder is named by its path, followed at each listing like the path of any
+        // folder (a link included): the name given to another folder is that folder.
+        let folder = fs::metadata(&self.dir).ok().map(|m| (m.dev(), m.ino()));
         if std::mem::take(&mut self.unavailable) {
             info!(dir = %escape_path(&self.dir),
                 "the spool folder can be listed again (recovered)");
             state = FolderState::Recovered;
+        } else if self.folder.is_some() && folder.is_some() && folder != self.folder {
+            warn!(dir = %escape_path(&self.dir),
+                "the spool folder was replaced: its name leads to another folder now, which is \
+                 watched and read from now on");
+            state = FolderState::Replaced;
+        }
+        if folder.is_some() {
+            self.folder = folder;
         }
         let mut ready = Vec::new();
         let mut waiting = HashMap::new();
@@ -627,11 +654,13 @@ mod tests {
     }
 
     #[test]
-    fn a_deleted_folder_is_one_episode_and_its_return_is_noticed() {
+    fn a_deleted_folder_is_one_episode_and_its_return_or_replacement_is_noticed() {
         let dir = tempfile::tempdir().unwrap();
         let spool_dir = dir.path().join("spool");
         fs::create_dir(&spool_dir).unwrap();
-        let mut spool = Spool::new(&cfg(&spool_dir));
+        let mut c = cfg(&spool_dir);
+        c.poll_interval = sluice_channels::units::HumanDuration(Duration::from_secs(3600));
+        let mut spool = Spool::new(&c);
         assert_eq!(spool.next(|_| false).1, FolderState::Listed);
         fs::remove_dir(&spool_dir).unwrap();
         for _ in 0..5 {
@@ -639,12 +668,25 @@ mod tests {
             assert_eq!(spool.next(|_| false).1, FolderState::Unavailable);
             assert!(spool.unavailable);
         }
+        // Nothing wakes the source while the folder is gone: it tries again within a second,
+        // however long the poll interval.
+        let retry = spool.wake_at().saturating_duration_since(Instant::now());
+        assert!(retry <= UNAVAILABLE_RETRY, "{retry:?}");
         fs::create_dir(&spool_dir).unwrap();
         write_aged(&spool_dir, "a.log", b"x\n", Duration::from_secs(60));
         spool.mark_due();
         let (c, state) = spool.next(|_| false);
         assert_eq!(state, FolderState::Recovered);
         assert_eq!(c.unwrap().path, spool_dir.join("a.log"));
+        spool.mark_due();
+        assert_eq!(spool.next(|_| false).1, FolderState::Listed);
+        // Replaced between two listings by a link to another folder: noticed.
+        let other = dir.path().join("other");
+        fs::create_dir(&other).unwrap();
+        fs::rename(&spool_dir, dir.path().join("old")).unwrap();
+        std::os::unix::fs::symlink(&other, &spool_dir).unwrap();
+        spool.mark_due();
+        assert_eq!(spool.next(|_| false).1, FolderState::Replaced);
         spool.mark_due();
         assert_eq!(spool.next(|_| false).1, FolderState::Listed);
     }
