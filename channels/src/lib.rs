@@ -15,6 +15,7 @@ mod file;
 pub mod fsutil;
 pub mod lifecycle;
 mod memory;
+mod secret;
 pub mod units;
 
 pub use channel::{BoxFuture, Channel, ChannelError, ChannelStats, Lease, Receipt};
@@ -23,3 +24,4 @@ pub use file::{
     FileChannel, FileChannelConfig, FileChannelCounters, FileChannelError, FsyncPolicy,
 };
 pub use memory::{MemoryChannel, MemoryChannelConfig};
+pub use secret::{MASK, Secret};
