@@ -112,6 +112,8 @@ async fn answer(mut stream: TcpStream, components: &Components) -> std::io::Resu
             "method not allowed\n".to_owned(),
         ),
     };
+    // An error quoted in a page (a sink's last error) may quote a secret.
+    let body = crate::secrets::mask(&body);
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
