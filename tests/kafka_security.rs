@@ -309,3 +309,53 @@ fn a_wrong_password_or_an_untrusted_certificate_is_a_clear_error_and_not_ready()
     // Nothing was delivered, and the file is still there to be sent once the cause is fixed.
     assert!(spool.join("a.log").exists(), "the file was completed");
 }
+
+/// A Flume agent's file, with the Java client's SASL_SSL settings (a JAAS line with the SCRAM
+/// credentials, a PEM truststore), runs as it is and delivers every line.
+#[test]
+fn a_flume_file_with_the_java_clients_sasl_ssl_settings_delivers_every_line() {
+    let broker = KafkaBroker::start_secure();
+    broker.create_topic("sec-flume", 2);
+    let (tmp, spool, _) = spool_dirs();
+    let conf = tmp.path().join("flume.properties");
+    fs::write(
+        &conf,
+        format!(
+            "a1.sources = r1\na1.channels = c1\na1.sinks = k1\n\
+             a1.sources.r1.type = spooldir\na1.sources.r1.spoolDir = {spool}\n\
+             a1.sources.r1.channels = c1\n\
+             a1.channels.c1.type = memory\n\
+             a1.sinks.k1.type = org.apache.flume.sink.kafka.KafkaSink\na1.sinks.k1.channel = c1\n\
+             a1.sinks.k1.kafka.bootstrap.servers = {brokers}\na1.sinks.k1.kafka.topic = sec-flume\n\
+             a1.sinks.k1.kafka.producer.acks = all\n\
+             a1.sinks.k1.kafka.producer.security.protocol = SASL_SSL\n\
+             a1.sinks.k1.kafka.producer.sasl.mechanism = SCRAM-SHA-512\n\
+             a1.sinks.k1.kafka.producer.sasl.jaas.config = \
+             org.apache.kafka.common.security.scram.ScramLoginModule required \
+             username=\"{SECURE_USER}\" password=\"{SECURE_PASSWORD}\";\n\
+             a1.sinks.k1.kafka.producer.ssl.truststore.location = {ca}\n\
+             a1.sinks.k1.kafka.producer.ssl.truststore.type = PEM\n",
+            spool = spool.display(),
+            brokers = broker.listener(Listener::SaslSsl),
+            ca = broker.tls_file("ca.pem").display(),
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start_file_in(&tmp.path().join("run"), "a1", &conf, &[]);
+    let l = lines("f.log");
+    drop_file(&spool, "f.log", format!("{}\n", l.join("\n")).as_bytes());
+    let records = broker.consume_all("sec-flume", l.len(), LONG);
+    // A Flume file's events without a `key` header get no key (as in Flume): they spread over
+    // the partitions, so only the set of lines is compared.
+    let mut got: Vec<String> = records.iter().map(|r| r.value_str()).collect();
+    got.sort();
+    assert!(
+        got == l,
+        "{} records for {} lines, or other lines\n{}",
+        got.len(),
+        l.len(),
+        agent.stderr_text()
+    );
+    let log = agent.stderr_text();
+    assert!(!log.contains(SECURE_PASSWORD), "{log}");
+}

@@ -459,3 +459,96 @@ fn convert_writes_environment_references_not_their_values() {
     .unwrap_or_else(|e| panic!("{yaml}\n{e}"));
     assert_eq!(back.sinks, load(&text).unwrap().sinks);
 }
+
+#[test]
+fn the_java_clients_security_settings_become_tls_and_sasl() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let jks = dir.path().join("truststore.jks");
+    std::fs::write(&jks, b"\xfe\xed\xfe\xed").unwrap();
+    let secured = |protocol: &str, extra: &str| {
+        format!(
+            "{SEED}a1.sinks.k1.kafka.producer.security.protocol = {protocol}\n\
+             a1.sinks.k1.kafka.producer.sasl.mechanism = SCRAM-SHA-512\n\
+             a1.sinks.k1.kafka.producer.sasl.jaas.config = org.apache.kafka.common.security.scram.ScramLoginModule required username=\"alice\" password=\"Jaas-pw-8812\";\n\
+             a1.sinks.k1.kafka.producer.linger.ms = 5\n{extra}"
+        )
+    };
+    let text = secured(
+        "SASL_SSL",
+        &format!(
+            "a1.sinks.k1.kafka.producer.ssl.truststore.location = {}\n\
+             a1.sinks.k1.kafka.producer.ssl.truststore.password = changeit\n",
+            ca.display()
+        ),
+    );
+    let cfg = load(&text).unwrap();
+    let SinkKind::Kafka(k) = &cfg.sinks[0].kind else {
+        panic!("kafka")
+    };
+    let sasl = k.sasl.as_ref().expect("sasl");
+    assert_eq!(sasl.mechanism.setting(), "SCRAM-SHA-512");
+    assert_eq!(sasl.username, "alice");
+    assert_eq!(sasl.password.expose(), "Jaas-pw-8812");
+    assert_eq!(
+        k.tls.as_ref().and_then(|t| t.ca.as_deref()),
+        Some(ca.as_path())
+    );
+    assert_eq!(
+        k.producer.len(),
+        1,
+        "only linger.ms passes through: {:?}",
+        k.producer.keys()
+    );
+    assert!(
+        cfg.notes
+            .iter()
+            .any(|n| n.key == "a1.sinks.k1.kafka.producer.ssl.truststore.password"),
+        "{:?}",
+        cfg.notes
+    );
+    let yaml = convert(text.as_bytes(), Path::new("x.properties"), "a1", &opts()).unwrap();
+    assert!(!yaml.contains("Jaas-pw-8812"), "{yaml}");
+    // A JKS truststore, PLAIN in clear, and a module Sluice cannot use: each named by key.
+    let jks_text = secured(
+        "SASL_SSL",
+        &format!(
+            "a1.sinks.k1.kafka.producer.ssl.truststore.location = {}\n",
+            jks.display()
+        ),
+    );
+    let p = load(&jks_text).unwrap_err();
+    assert!(
+        p.iter().any(
+            |(k, m)| k == "a1.sinks.k1.kafka.producer.ssl.truststore.location"
+                && m.contains("keytool -exportcert")
+        ),
+        "{p:?}"
+    );
+    let plain = SEED.to_owned()
+        + "a1.sinks.k1.kafka.producer.security.protocol = SASL_PLAINTEXT\n\
+           a1.sinks.k1.kafka.producer.sasl.mechanism = PLAIN\n\
+           a1.sinks.k1.kafka.producer.sasl.jaas.config = org.apache.kafka.common.security.plain.PlainLoginModule required username=\"u\" password=\"Jaas-pw-8812\";\n";
+    let p = load(&plain).unwrap_err();
+    assert!(
+        p.iter()
+            .any(|(k, m)| k == "a1.sinks.k1.kafka.producer.sasl.mechanism"
+                && m.starts_with("PLAIN would send the password in clear")),
+        "{p:?}"
+    );
+    let allowed = plain.clone() + "a1.sinks.k1.kafka.producer.sasl.allow_plaintext = true\n";
+    assert!(load(&allowed).is_ok());
+    let kerberos = plain.replace(
+        "org.apache.kafka.common.security.plain.PlainLoginModule",
+        "com.sun.security.auth.module.Krb5LoginModule",
+    );
+    let p = load(&kerberos).unwrap_err();
+    assert!(
+        p.iter()
+            .any(|(k, m)| k == "a1.sinks.k1.kafka.producer.sasl.jaas.config"
+                && m.contains("Krb5LoginModule")
+                && !m.contains("Jaas-pw-8812")),
+        "{p:?}"
+    );
+}
