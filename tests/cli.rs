@@ -486,3 +486,43 @@ fn secrets_are_masked_in_validate_and_convert_and_weak_settings_are_named() {
     assert!(!format!("{out}{err}").contains(PW), "{out}{err}");
     assert!(out.contains("sasl.password: \"***\""), "{out}");
 }
+
+/// Idle clients holding every slot of the HTTP endpoint (32) make it close new ones: the
+/// operator reads that once in the log, and that it serves again once they leave.
+#[test]
+fn a_full_http_endpoint_says_so_once_and_when_it_serves_again() {
+    use std::net::TcpStream;
+    let (dir, spool, data) = spool_dirs();
+    let port = free_port();
+    let cfg = spool_console(&spool, &data, &format!("  http: 127.0.0.1:{port}\n"));
+    let mut agent = Agent::start(dir.path(), "a1", &cfg);
+    wait_until(STOPS, "/health answers", || {
+        http_get(port, "/health").is_some()
+    });
+    let idle: Vec<TcpStream> = (0..32)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    // More connections while every slot is held: each is closed unanswered.
+    wait_until(STOPS, "the endpoint says it is full", || {
+        assert!(http_get(port, "/health").is_none(), "answered while full");
+        agent
+            .stderr_text()
+            .contains("the HTTP endpoint is serving as many connections as it may")
+    });
+    drop(idle);
+    wait_until(STOPS, "/health answers again", || {
+        http_get(port, "/health").is_some()
+    });
+    let log = agent.stderr_text();
+    assert_eq!(
+        log.matches("the HTTP endpoint is serving as many").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains("the HTTP endpoint serves new connections again"),
+        "{log}"
+    );
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(STOPS).success(), "{}", agent.stderr_text());
+}
