@@ -484,7 +484,10 @@ fn secrets_are_masked_in_validate_and_convert_and_weak_settings_are_named() {
     let (code, out, err) = sluice(&["convert", "-f", flume.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(!format!("{out}{err}").contains(PW), "{out}{err}");
-    assert!(out.contains("sasl.password: \"***\""), "{out}");
+    assert!(
+        out.contains("password: \"***\"  # a1.sinks.k1.kafka.producer.sasl.password (a secret"),
+        "{out}"
+    );
 }
 
 /// Idle clients holding every slot of the HTTP endpoint (32) make it close new ones: the

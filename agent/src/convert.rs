@@ -139,11 +139,13 @@ fn write_map(out: &mut String, map: &Map, at: &str, depth: usize, prov: &Provena
                 let value = match (reference, v) {
                     (Some((r, now)), Node::Scalar(Scalar::Str(s))) if s == now => r.clone(),
                     (_, Node::Scalar(_)) if crate::secrets::is_secret_key(k) => {
-                        let masked = format!(
-                            "\"{}\"  # a secret, not shown: write it here or ${{file:/path}}",
-                            sluice_channels::MASK
-                        );
-                        let _ = writeln!(out, "{indent}{}: {masked}{from}", scalar(k));
+                        let note = "a secret, not shown: write it here or ${file:/path}";
+                        let from = match from.is_empty() {
+                            true => format!("  # {note}"),
+                            false => format!("{from} ({note})"),
+                        };
+                        let mask = sluice_channels::MASK;
+                        let _ = writeln!(out, "{indent}{}: \"{mask}\"{from}", scalar(k));
                         continue;
                     }
                     _ => node_scalar(v),

@@ -7,7 +7,7 @@
 //! - A source whose longest line does not fit in the records of the Kafka sink that drains
 //!   its channel: the sink would split such lines again.
 //! - A Kafka sink's private key file (`tls.key`, `producer: { ssl.key.location }`) that
-//!   others than its owner can read.
+//!   others than its owner and its group can read, or its group can write.
 
 use std::path::Path;
 
@@ -171,9 +171,9 @@ pub fn check(cfg: &AgentConfig) -> Vec<Problem> {
                 warn(
                     format!("{a}.sinks.{}.{key}", k.name),
                     format!(
-                        "the private key `{}` can be read by others than its owner (mode \
-                         {mode:04o}); make it 0600 or 0400 (Kubernetes: `defaultMode: 0400` on \
-                         the secret volume)",
+                        "the private key `{}` is open to others than its owner and group (mode \
+                         {mode:04o}); make it 0600 or 0400, or 0440 for a group (Kubernetes: \
+                         `defaultMode: 0440` with the pod's `fsGroup`)",
                         path.display()
                     ),
                 );

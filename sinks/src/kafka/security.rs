@@ -248,12 +248,13 @@ impl Security<'_> {
     }
 }
 
-/// The mode of the key file `path` when it lets others than its owner read it (group or
-/// other bits set), for a warning: a private key should be 0600 or 0400.
+/// The mode of the key file `path` when it is open wider than its owner and its group may
+/// read it: any access for others, or write access for the group. Group read is allowed:
+/// that is how a Kubernetes secret reaches a non-root user (`fsGroup`, mode 0440).
 pub fn open_key_file_mode(path: &Path) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).ok()?.permissions().mode();
-    (mode & 0o077 != 0).then_some(mode & 0o7777)
+    (mode & 0o027 != 0).then_some(mode & 0o7777)
 }
 
 /// Opens `path` for reading: a file, or a folder (listed) when `folder_ok`.
@@ -393,8 +394,14 @@ mod tests {
         std::fs::write(&key, "k").unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(super::open_key_file_mode(&key), Some(0o644));
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(super::open_key_file_mode(&key), None);
+        for open in [0o604, 0o660, 0o601] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(open)).unwrap();
+            assert_eq!(super::open_key_file_mode(&key), Some(open), "{open:o}");
+        }
+        for closed in [0o600, 0o400, 0o440, 0o640] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(closed)).unwrap();
+            assert_eq!(super::open_key_file_mode(&key), None, "{closed:o}");
+        }
         assert_eq!(super::open_key_file_mode(&dir.path().join("none")), None);
     }
 }

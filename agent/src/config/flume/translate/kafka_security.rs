@@ -104,8 +104,10 @@ impl Settings {
 }
 
 /// The keys this translation reads, in the Java client's names and librdkafka's.
-const KEYS: [&str; 16] = [
+const KEYS: [&str; 18] = [
     "security.protocol",
+    "sasl.username",
+    "sasl.password",
     "sasl.mechanism",
     "sasl.mechanisms",
     "sasl.jaas.config",
@@ -274,12 +276,25 @@ impl Translator {
     fn kafka_sasl(&mut self, c: &Comp, s: &mut Settings, sasl: &mut Map) {
         let flume = |k: &str| c.key(&format!("kafka.producer.{k}"));
         let mechanism = s.take(&["sasl.mechanism", "sasl.mechanisms"]);
+        let user = s.take(&["sasl.username"]);
+        let password = s.take(&["sasl.password"]);
+        if let (Some((mk, m)), Some((uk, u)), Some((pk, p))) = (&mechanism, &user, &password) {
+            // librdkafka's own names, written as such in the Flume file.
+            self.secure_option(c, sasl, "sasl", "mechanism", &m.to_ascii_uppercase(), mk);
+            self.secure_option(c, sasl, "sasl", "username", u, uk);
+            self.secure_option(c, sasl, "sasl", "password", p, pk);
+            if let Some((k, v)) = s.take(&["sasl.allow_plaintext"]) {
+                self.secure_option(c, sasl, "sasl", "allow_plaintext", &v, &k);
+            }
+            return;
+        }
         let Some((jaas_key, line)) = s.take(&["sasl.jaas.config"]) else {
             let at = mechanism.map_or_else(|| "sasl.jaas.config".to_owned(), |(k, _)| k);
             self.problem(
                 &flume(&at),
                 "SASL needs the credentials: sasl.jaas.config with PlainLoginModule or \
-                 ScramLoginModule and username=\"...\" password=\"...\"",
+                 ScramLoginModule and username=\"...\" password=\"...\" (or librdkafka's \
+                 sasl.mechanisms, sasl.username and sasl.password)",
             );
             return;
         };
