@@ -25,17 +25,33 @@ pub const MIN_MASKED: usize = 4;
 
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
-/// Adds `value` to the values masked from now on (ignored when shorter than [`MIN_MASKED`]).
+/// Adds `value` to the values masked from now on (ignored when shorter than [`MIN_MASKED`]),
+/// with the forms a log line may escape it to: a text log quotes field values as Rust's
+/// `Debug` does, a JSON log as JSON does (`a"b` is written `a\"b`).
 pub fn register(value: &str) {
     if value.len() < MIN_MASKED {
         return;
     }
+    let debug = format!("{value:?}");
+    let json = serde_json::to_string(value).unwrap_or_default();
+    let forms = [
+        value,
+        unquote(&debug).unwrap_or(value),
+        unquote(&json).unwrap_or(value),
+    ];
     let mut all = SECRETS.write().unwrap_or_else(|e| e.into_inner());
-    if !all.iter().any(|v| v == value) {
-        all.push(value.to_owned());
-        // Longest first, so that a secret holding another is masked whole.
-        all.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for form in forms {
+        if !all.iter().any(|v| v == form) {
+            all.push(form.to_owned());
+        }
     }
+    // Longest first, so that a secret holding another is masked whole.
+    all.sort_by_key(|v| std::cmp::Reverse(v.len()));
+}
+
+/// `s` without the double quotes around it.
+fn unquote(s: &str) -> Option<&str> {
+    s.strip_prefix('"')?.strip_suffix('"')
 }
 
 /// Whether the value of `key` (the last part of a key path) is a secret.
@@ -128,6 +144,16 @@ mod tests {
             b"\xff *** \xfe".as_slice()
         );
         assert!(matches!(mask("nothing here"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_secret_is_masked_also_as_a_text_or_json_log_escapes_it() {
+        let secret = "q\"uo\\te\nd-pw";
+        register(secret);
+        let debug = format!("reason={secret:?}");
+        let json = serde_json::json!({ "reason": secret }).to_string();
+        assert_eq!(mask(&debug), "reason=\"***\"");
+        assert_eq!(mask(&json), "{\"reason\":\"***\"}");
     }
 
     #[test]
