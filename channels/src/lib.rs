@@ -13,6 +13,8 @@ mod event;
 pub mod family;
 mod file;
 pub mod fsutil;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod lifecycle;
 mod memory;
 pub mod units;
@@ -23,3 +25,7 @@ pub use file::{
     FileChannel, FileChannelConfig, FileChannelCounters, FileChannelError, FsyncPolicy,
 };
 pub use memory::{MemoryChannel, MemoryChannelConfig};
+
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: fuzzing::CountingAlloc = fuzzing::CountingAlloc;
