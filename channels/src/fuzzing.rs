@@ -64,7 +64,7 @@ impl Mutation {
 /// Bytes worth planting in an encoding: the little-endian forms of integers at the edges of
 /// length fields, a varint that never ends, and the tokens of `dictionary` (the format's
 /// magic numbers, keywords, delimiters).
-pub fn planted(dictionary: &'static [&'static [u8]]) -> BoxedStrategy<Vec<u8>> {
+pub fn planted(dictionary: &[&'static [u8]]) -> BoxedStrategy<Vec<u8>> {
     let edges = prop_oneof![
         Just(0u64),
         Just(1),
@@ -83,13 +83,29 @@ pub fn planted(dictionary: &'static [&'static [u8]]) -> BoxedStrategy<Vec<u8>> {
     if dictionary.is_empty() {
         prop_oneof![integers, endless, random].boxed()
     } else {
-        let token = proptest::sample::select(dictionary).prop_map(<[u8]>::to_vec);
+        let token = proptest::sample::select(dictionary.to_vec()).prop_map(<[u8]>::to_vec);
         prop_oneof![3 => token, 1 => integers, 1 => endless, 1 => random].boxed()
     }
 }
 
+/// The tokens of JSON worth planting in a JSON file, to join with a format's keys.
+pub const JSON: &[&[u8]] = &[
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b"\"",
+    b"\"\\u0000\"",
+    b"null",
+    b"-1",
+    b"1e999",
+    b"18446744073709551616",
+];
+
 /// A random [`Mutation`], planting [`planted`] bytes where it inserts or overwrites.
-pub fn mutation(dictionary: &'static [&'static [u8]]) -> impl Strategy<Value = Mutation> {
+pub fn mutation(dictionary: &[&'static [u8]]) -> impl Strategy<Value = Mutation> + use<> {
     let at = any::<usize>();
     prop_oneof![
         3 => (at, any::<u8>()).prop_map(|(a, m)| Mutation::Flip(a, m)),
@@ -102,10 +118,10 @@ pub fn mutation(dictionary: &'static [&'static [u8]]) -> impl Strategy<Value = M
 }
 
 /// A valid encoding from `valid` with one to four [`mutation`]s applied.
-pub fn mutated(
-    valid: impl Strategy<Value = Vec<u8>>,
-    dictionary: &'static [&'static [u8]],
-) -> impl Strategy<Value = Vec<u8>> {
+pub fn mutated<S: Strategy<Value = Vec<u8>>>(
+    valid: S,
+    dictionary: &[&'static [u8]],
+) -> impl Strategy<Value = Vec<u8>> + use<S> {
     (valid, proptest::collection::vec(mutation(dictionary), 1..5)).prop_map(
         |(mut data, changes)| {
             for m in &changes {
@@ -120,7 +136,7 @@ pub fn mutated(
 /// parser's first checks).
 pub fn hostile(
     valid: impl Strategy<Value = Vec<u8>> + 'static,
-    dictionary: &'static [&'static [u8]],
+    dictionary: &[&'static [u8]],
 ) -> BoxedStrategy<Vec<u8>> {
     prop_oneof![
         1 => proptest::collection::vec(any::<u8>(), 0..512),
