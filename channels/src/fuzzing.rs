@@ -132,6 +132,11 @@ pub fn mutated<S: Strategy<Value = Vec<u8>>>(
     )
 }
 
+/// One of `texts` (valid inputs written out, such as shipped configuration files), as bytes.
+pub fn one_of(texts: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
+    proptest::sample::select(texts).prop_map(|s| s.as_bytes().to_vec())
+}
+
 /// Arbitrary bytes, or a valid encoding from `valid` mutated (the half that gets past a
 /// parser's first checks).
 pub fn hostile(
