@@ -21,6 +21,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: sluice_channels::fuzzing::CountingAlloc = sluice_channels::fuzzing::CountingAlloc;
+
 /// Sluice ships log files into Kafka without losing a line or scrambling their order.
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about)]

@@ -13,6 +13,8 @@ mod event;
 pub mod family;
 mod file;
 pub mod fsutil;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod lifecycle;
 mod memory;
 mod secret;
@@ -25,3 +27,7 @@ pub use file::{
 };
 pub use memory::{MemoryChannel, MemoryChannelConfig};
 pub use secret::{MASK, Secret};
+
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: fuzzing::CountingAlloc = fuzzing::CountingAlloc;

@@ -552,3 +552,111 @@ fn the_java_clients_security_settings_become_tls_and_sasl() {
         "{p:?}"
     );
 }
+
+/// Hostile properties: text that is damaged, or built to make the loader work hard.
+mod hostile {
+    use proptest::prelude::*;
+    use sluice_channels::fuzzing::{hostile, largest_allocation, one_of};
+
+    use super::*;
+    use crate::config::flume::properties::tests::laughs;
+
+    /// The seed and the shipped Flume file, to mutate.
+    const SEEDS: &[&str] = &[
+        SEED,
+        include_str!("../../../../conf/spooldir-kafka.properties"),
+    ];
+
+    /// The properties syntax (separators, escapes, continued lines, comments), `${...}`
+    /// references of every kind, and Flume's keys.
+    const TOKENS: &[&[u8]] = &[
+        b"=",
+        b":",
+        b" ",
+        b"\t",
+        b"\x0c",
+        b"\\",
+        b"\\\n",
+        b"\\u",
+        b"\\u00e9",
+        b"\\uD800",
+        b"\\uDC00",
+        b"\n",
+        b"\r",
+        b"\r\n",
+        b"#",
+        b"!",
+        b"\xef\xbb\xbf",
+        b"\xe9",
+        b"\0",
+        b"${",
+        b"}",
+        b":-",
+        b"$${",
+        b"${a1.sources}",
+        b"${env:HOME}",
+        b"${sys:X}",
+        b"${x:y}",
+        b"${${",
+        b"a1.sources",
+        b"a1.channels",
+        b"a1.sinks",
+        b".type",
+        b".channels",
+        b".channel",
+        b" = ",
+        b"r1",
+        b"c1",
+        b"k1",
+        b"memory",
+        b"file",
+        b"spooldir",
+        b"TAILDIR",
+        b"org.apache.flume.sink.kafka.KafkaSink",
+        b"a1.sinkgroups",
+        b".selector.type",
+        b"99999999999999999999",
+        b"-1",
+    ];
+
+    fn check(result: Result<AgentConfig, Vec<(String, String)>>) -> Result<(), TestCaseError> {
+        if let Err(problems) = result {
+            prop_assert!(!problems.is_empty());
+            for (key, message) in &problems {
+                prop_assert!(
+                    !key.is_empty() && !message.is_empty(),
+                    "{}: {}",
+                    key,
+                    message
+                );
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// Arbitrary bytes, and the shipped properties with mutations: the agent, or an
+        /// error of problems each naming where it is (the file and line, or a key) and what
+        /// is wrong; never a panic.
+        #[test]
+        fn hostile_properties_load_or_fail(data in hostile(one_of(SEEDS), TOKENS)) {
+            check(load_flume(&data, Path::new("x.properties"), "a1", &opts())
+                .map_err(|e| e.problems.into_iter().map(|p| (p.key, p.message)).collect()))?;
+        }
+
+        /// Properties that repeat references to one another, up to 30 levels of up to 12
+        /// each (12^30 copies, substituted naively): loaded or refused at once, with no
+        /// allocation past a bound.
+        #[test]
+        fn references_that_repeat_references_stay_bounded(
+            levels in 1usize..30,
+            n in 1usize..12,
+            first in prop_oneof![Just("x"), Just("${env:HOME}"), Just("${UNSET:-}"), Just("laugh ")],
+        ) {
+            let text = format!("{SEED}{}", laughs(levels, n, first));
+            let (result, largest) = largest_allocation(|| load(&text));
+            prop_assert!(largest <= 16 << 20, "{} bytes allocated", largest);
+            check(result)?;
+        }
+    }
+}
