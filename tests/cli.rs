@@ -416,3 +416,116 @@ fn the_data_folder_is_created_for_the_agent_alone() {
     agent.signal(libc::SIGTERM);
     assert!(agent.wait_exit(STOPS).success(), "{}", agent.stderr_text());
 }
+
+/// A password never shows in `validate` or `convert` output, even where a message quotes the
+/// value it was written in; `${file:}` reads it from a file; a private key others can read is
+/// warned about; PLAIN over a listener without TLS is refused by key.
+#[test]
+fn secrets_are_masked_in_validate_and_convert_and_weak_settings_are_named() {
+    use std::os::unix::fs::PermissionsExt;
+    const PW: &str = "Pw-in-a-file-93ac71";
+    let tmp = tempfile::tempdir().unwrap();
+    let pw = tmp.path().join("pw");
+    fs::write(&pw, format!("{PW}\n")).unwrap();
+    let key = tmp.path().join("client.key");
+    fs::write(&key, "key").unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    // The partitioner's problem quotes its value, which here holds the password.
+    let yaml = format!(
+        "a1:\n  sources:\n    r1: {{ type: spooldir, dir: /tmp, channel: c1 }}\n  channels:\n    \
+         c1: {{ type: memory }}\n  sinks:\n    k1: {{ type: kafka, channel: c1, brokers: \"h:1\", \
+         topic: t, tls: {{ cert: {key}, key: {key} }}, sasl: {{ mechanism: PLAIN, username: u, \
+         password: \"${{file:{pw}}}\" }}, producer: {{ partitioner: \"x{PW}\" }} }}\n",
+        key = key.display(),
+        pw = pw.display(),
+    );
+    let (code, out, err) = validate(tmp.path(), "a.yaml", &yaml);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(!format!("{out}{err}").contains(PW), "{out}{err}");
+    assert!(
+        err.contains("a1.sinks.k1.producer.partitioner: `x***`"),
+        "{err}"
+    );
+    // TLS is on here, so PLAIN is allowed; the key file is warned about.
+    let fixed = yaml.replace(&format!("producer: {{ partitioner: \"x{PW}\" }} "), "");
+    let (code, out, err) = validate(tmp.path(), "b.yaml", &fixed);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("warning: a1.sinks.k1.tls.key: the private key") && err.contains("mode 0644"),
+        "{err}"
+    );
+    let no_tls = fixed.replace(
+        &format!("tls: {{ cert: {k}, key: {k} }}, ", k = key.display()),
+        "",
+    );
+    let (code, out, err) = validate(tmp.path(), "c.yaml", &no_tls);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("a1.sinks.k1.sasl.mechanism: PLAIN would send the password in clear"),
+        "{err}"
+    );
+    // A Flume file's password is masked in the YAML `convert` prints.
+    let flume = tmp.path().join("f.properties");
+    fs::write(
+        &flume,
+        format!(
+            "a1.sources = r1\na1.channels = c1\na1.sinks = k1\n\
+             a1.sources.r1.type = spooldir\na1.sources.r1.spoolDir = /tmp\na1.sources.r1.channels = c1\n\
+             a1.channels.c1.type = memory\n\
+             a1.sinks.k1.type = org.apache.flume.sink.kafka.KafkaSink\na1.sinks.k1.channel = c1\n\
+             a1.sinks.k1.kafka.bootstrap.servers = h:1\na1.sinks.k1.kafka.topic = t\n\
+             a1.sinks.k1.kafka.producer.security.protocol = SASL_SSL\n\
+             a1.sinks.k1.kafka.producer.sasl.mechanisms = SCRAM-SHA-512\n\
+             a1.sinks.k1.kafka.producer.sasl.username = u\n\
+             a1.sinks.k1.kafka.producer.sasl.password = {PW}\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = sluice(&["convert", "-f", flume.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!format!("{out}{err}").contains(PW), "{out}{err}");
+    assert!(
+        out.contains("password: \"***\"  # a1.sinks.k1.kafka.producer.sasl.password (a secret"),
+        "{out}"
+    );
+}
+
+/// Idle clients holding every slot of the HTTP endpoint (32) make it close new ones: the
+/// operator reads that once in the log, and that it serves again once they leave.
+#[test]
+fn a_full_http_endpoint_says_so_once_and_when_it_serves_again() {
+    use std::net::TcpStream;
+    let (dir, spool, data) = spool_dirs();
+    let port = free_port();
+    let cfg = spool_console(&spool, &data, &format!("  http: 127.0.0.1:{port}\n"));
+    let mut agent = Agent::start(dir.path(), "a1", &cfg);
+    wait_until(STOPS, "/health answers", || {
+        http_get(port, "/health").is_some()
+    });
+    let idle: Vec<TcpStream> = (0..32)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    // More connections while every slot is held: each is closed unanswered.
+    wait_until(STOPS, "the endpoint says it is full", || {
+        assert!(http_get(port, "/health").is_none(), "answered while full");
+        agent
+            .stderr_text()
+            .contains("the HTTP endpoint is serving as many connections as it may")
+    });
+    drop(idle);
+    wait_until(STOPS, "/health answers again", || {
+        http_get(port, "/health").is_some()
+    });
+    let log = agent.stderr_text();
+    assert_eq!(
+        log.matches("the HTTP endpoint is serving as many").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains("the HTTP endpoint serves new connections again"),
+        "{log}"
+    );
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(STOPS).success(), "{}", agent.stderr_text());
+}

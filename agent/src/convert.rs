@@ -24,7 +24,7 @@ pub fn run(file: &Path, name: Option<&str>, opts: &Options) -> ExitCode {
         None => match config::agent_names(file, &with_flume(opts)) {
             Ok(n) => n,
             Err(e) => {
-                eprintln!("{e}");
+                eprintln!("{}", crate::secrets::mask(&e.to_string()));
                 return ExitCode::from(2);
             }
         },
@@ -36,14 +36,14 @@ pub fn run(file: &Path, name: Option<&str>, opts: &Options) -> ExitCode {
             Ok(yaml) => out.push_str(&yaml),
             Err(e) => {
                 ok = false;
-                eprintln!("{e}");
+                eprintln!("{}", crate::secrets::mask(&e.to_string()));
             }
         }
     }
     if !ok {
         return ExitCode::from(2);
     }
-    print!("{out}");
+    print!("{}", crate::secrets::mask(&out));
     ExitCode::SUCCESS
 }
 
@@ -138,6 +138,16 @@ fn write_map(out: &mut String, map: &Map, at: &str, depth: usize, prov: &Provena
                 let reference = prov.keys.get(&path).and_then(|f| prov.env_refs.get(f));
                 let value = match (reference, v) {
                     (Some((r, now)), Node::Scalar(Scalar::Str(s))) if s == now => r.clone(),
+                    (_, Node::Scalar(_)) if crate::secrets::is_secret_key(k) => {
+                        let note = "a secret, not shown: write it here or ${file:/path}";
+                        let from = match from.is_empty() {
+                            true => format!("  # {note}"),
+                            false => format!("{from} ({note})"),
+                        };
+                        let mask = sluice_channels::MASK;
+                        let _ = writeln!(out, "{indent}{}: \"{mask}\"{from}", scalar(k));
+                        continue;
+                    }
                     _ => node_scalar(v),
                 };
                 let _ = writeln!(out, "{indent}{}: {value}{from}", scalar(k));

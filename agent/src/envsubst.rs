@@ -1,4 +1,5 @@
-//! `${VAR}` and `${VAR:-default}` substitution into configuration *values*.
+//! `${VAR}` and `${VAR:-default}` substitution into configuration *values*, and
+//! `${file:/path}`, a file's content (a secret mounted as a file, the way Kubernetes does).
 //!
 //! References are found in the text (so that an unset one is named by its line), replaced by
 //! placeholders, and the document is parsed; the values then go into the parsed strings. A
@@ -37,6 +38,16 @@ pub enum EnvError {
         line: usize,
         /// What stood between the braces.
         text: String,
+    },
+    /// `${file:PATH}` whose file cannot be read (its content is never quoted).
+    #[error("line {line}: ${{file:{path}}}: cannot read: {reason}")]
+    File {
+        /// The 1-based line of the reference.
+        line: usize,
+        /// The path as written.
+        path: String,
+        /// Why it cannot be read.
+        reason: String,
     },
     /// The text holds a character the placeholders are made of.
     #[error("line {line}: the character U+E000 or U+E001 is not allowed in a configuration")]
@@ -89,6 +100,17 @@ pub fn mark(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Marke
             } else if let Some(body) = after.strip_prefix('{') {
                 let end = body.find('}').ok_or(EnvError::Unclosed { line: line_no })?;
                 let inner = &body[..end];
+                if let Some(path) = inner.strip_prefix("file:") {
+                    let value = read_file(path).map_err(|reason| EnvError::File {
+                        line: line_no,
+                        path: path.to_owned(),
+                        reason,
+                    })?;
+                    crate::secrets::register(&value);
+                    push_ref(&mut out, &mut refs, value);
+                    rest = &body[end + 1..];
+                    continue;
+                }
                 let (var, default) = match inner.split_once(":-") {
                     Some((v, d)) => (v, Some(d)),
                     None => (inner, None),
@@ -111,11 +133,7 @@ pub fn mark(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Marke
                         });
                     }
                 };
-                let quoted = out.ends_with(['"', '\'']);
-                out.push(OPEN);
-                out.push_str(&refs.len().to_string());
-                out.push(CLOSE);
-                refs.push(Ref { value, quoted });
+                push_ref(&mut out, &mut refs, value);
                 rest = &body[end + 1..];
             } else {
                 out.push('$');
@@ -125,6 +143,48 @@ pub fn mark(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Marke
         out.push_str(rest);
     }
     Ok(Marked { text: out, refs })
+}
+
+/// Puts the placeholder of a new reference to `value` at the end of `out`.
+fn push_ref(out: &mut String, refs: &mut Vec<Ref>, value: String) {
+    let quoted = out.ends_with(['"', '\'']);
+    out.push(OPEN);
+    out.push_str(&refs.len().to_string());
+    out.push(CLOSE);
+    refs.push(Ref { value, quoted });
+}
+
+/// The most a `${file:...}` file may hold: a secret, not a data file (and never an endless
+/// device read to the end).
+pub const MAX_FILE_BYTES: u64 = 64 * 1024;
+
+/// The content of a `${file:...}` file, without one trailing line break (`echo pw > f` and
+/// Kubernetes' secrets without one both give `pw`).
+fn read_file(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    if path.is_empty() {
+        return Err("no path after `file:`".to_owned());
+    }
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    if file.metadata().map_err(|e| e.to_string())?.is_dir() {
+        return Err("it is a folder".to_owned());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("larger than {MAX_FILE_BYTES} bytes"));
+    }
+    let mut text = String::from_utf8(bytes)
+        .map_err(|e| format!("not UTF-8 text (at byte {})", e.utf8_error().valid_up_to()))?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
 }
 
 impl Marked {
@@ -284,6 +344,42 @@ mod tests {
             matches!(&err, EnvError::BadName { line: 1, text } if text == "SPOOL, channel: c1 "),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn a_file_reference_is_the_file_without_its_last_line_break_and_is_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "s3cr#t: x\n").unwrap();
+        let v = load(&format!(
+            "k: {{ password: ${{file:{}}}, other: \"a${{file:{}}}\" }}\n",
+            f.display(),
+            f.display()
+        ));
+        assert_eq!(v["k"]["password"], Value::String("s3cr#t: x".into()));
+        assert_eq!(v["k"]["other"], Value::String("as3cr#t: x".into()));
+        assert_eq!(crate::secrets::mask("say s3cr#t: x"), "say ***");
+    }
+
+    #[test]
+    fn an_unreadable_file_reference_names_its_line_and_path_and_never_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let err = mark(&format!("a: 1\nb: ${{file:{}}}\n", missing.display()), env).unwrap_err();
+        assert!(
+            matches!(&err, EnvError::File { line: 2, path, .. } if *path == missing.display().to_string()),
+            "{err:?}"
+        );
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; MAX_FILE_BYTES as usize + 1]).unwrap();
+        let err = mark(&format!("b: ${{file:{}}}\n", big.display()), env).unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
+        let err = mark(&format!("b: ${{file:{}}}\n", dir.path().display()), env).unwrap_err();
+        assert!(err.to_string().contains("folder"), "{err}");
+        let bin = dir.path().join("bin");
+        std::fs::write(&bin, b"secret\xff").unwrap();
+        let err = mark(&format!("b: ${{file:{}}}\n", bin.display()), env).unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::components::Components;
 
@@ -30,6 +30,9 @@ use crate::components::Components;
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most connections served at once.
 pub const MAX_CONNECTIONS: usize = 32;
+/// How long the endpoint waits after a failed `accept` (out of file descriptors) before it
+/// tries again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Binds the listener for `/metrics` and `/health` on `addr`; `key` names the setting in
 /// errors (`a1.http`).
@@ -59,14 +62,39 @@ fn serve_bounded(
 ) -> JoinHandle<()> {
     let slots = Arc::new(Semaphore::new(max));
     tokio::spawn(async move {
+        // Connections closed unserved since the endpoint was last full (0: it is not).
+        let mut refused: u64 = 0;
+        let mut accept_failed = false;
         loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                continue;
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => {
+                    accept_failed = false;
+                    accepted
+                }
+                Err(e) => {
+                    // Out of file descriptors, say: the error repeats at once, so wait a
+                    // little rather than spin.
+                    if !accept_failed {
+                        warn!(error = %e, "the HTTP endpoint cannot accept connections");
+                        accept_failed = true;
+                    }
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                    continue;
+                }
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
+                if refused == 0 {
+                    warn!(%peer, max, "the HTTP endpoint is serving as many connections as it \
+                        may; closing new ones until one ends (probes may fail meanwhile)");
+                }
+                refused += 1;
                 debug!(%peer, "too many HTTP connections at once; closing this one");
                 continue;
             };
+            if refused > 0 {
+                info!(refused, "the HTTP endpoint serves new connections again");
+                refused = 0;
+            }
             let components = components.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(timeout, answer(stream, &components)).await {
@@ -112,6 +140,8 @@ async fn answer(mut stream: TcpStream, components: &Components) -> std::io::Resu
             "method not allowed\n".to_owned(),
         ),
     };
+    // An error quoted in a page (a sink's last error) may quote a secret.
+    let body = crate::secrets::mask(&body);
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

@@ -20,7 +20,7 @@ pub fn init(level: Option<&str>, format: Format) -> Result<(), String> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| crate::secrets::Masking(std::io::stderr()));
     let result = match format {
         Format::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

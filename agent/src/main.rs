@@ -12,6 +12,7 @@ mod probe;
 mod reload;
 mod report;
 mod run;
+mod secrets;
 mod warnings;
 
 use std::path::PathBuf;
@@ -19,6 +20,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: sluice_channels::fuzzing::CountingAlloc = sluice_channels::fuzzing::CountingAlloc;
 
 /// Sluice ships log files into Kafka without losing a line or scrambling their order.
 #[derive(Debug, Parser)]
@@ -81,7 +86,7 @@ enum Command {
     },
     /// Read a topic from beginning to end and report, per source file, lines lost,
     /// duplicated or out of order. Exit 0 clean, 1 problems found, 2 cannot audit.
-    Audit(audit::AuditArgs),
+    Audit(Box<audit::AuditArgs>),
     /// GET the agent's /health (or /ready) and exit 0 on a 200 answer, 1 otherwise, with one
     /// line saying why: a health check for images without a shell or curl.
     Health {
@@ -207,6 +212,7 @@ fn main() -> ExitCode {
             let cfg = match config::load(&file, &name, &opts) {
                 Ok(c) => c,
                 Err(e) => {
+                    let e = secrets::mask(&e.to_string()).into_owned();
                     eprintln!("sluice: invalid configuration {}:\n{e}", file.display());
                     return ExitCode::from(2);
                 }
@@ -276,7 +282,7 @@ fn validate(file: &std::path::Path, name: Option<&str>, opts: &config::Options) 
         None => match config::agent_names(file, opts) {
             Ok(n) => n,
             Err(e) => {
-                eprintln!("{e}");
+                eprintln!("{}", secrets::mask(&e.to_string()));
                 return ExitCode::from(2);
             }
         },
@@ -286,10 +292,10 @@ fn validate(file: &std::path::Path, name: Option<&str>, opts: &config::Options) 
         match config::load(file, n, opts) {
             Ok(cfg) => {
                 for w in &cfg.warnings {
-                    eprintln!("warning: {w}");
+                    eprintln!("warning: {}", secrets::mask(&w.to_string()));
                 }
                 for note in &cfg.notes {
-                    eprintln!("no effect: {note}");
+                    eprintln!("no effect: {}", secrets::mask(&note.to_string()));
                 }
                 println!(
                     "{}: agent {n} is valid ({} sources, {} channels, {} sinks{})",
@@ -306,7 +312,7 @@ fn validate(file: &std::path::Path, name: Option<&str>, opts: &config::Options) 
             }
             Err(e) => {
                 ok = false;
-                eprintln!("{e}");
+                eprintln!("{}", secrets::mask(&e.to_string()));
             }
         }
     }

@@ -6,10 +6,12 @@
 //! - Two sources that read the same files: every line of them would be shipped twice.
 //! - A source whose longest line does not fit in the records of the Kafka sink that drains
 //!   its channel: the sink would split such lines again.
+//! - A Kafka sink's private key file (`tls.key`, `producer: { ssl.key.location }`) that
+//!   others than its owner and its group can read, or its group can write.
 
 use std::path::Path;
 
-use sluice_sinks::kafka::KEY_AND_HEADERS_RESERVE;
+use sluice_sinks::kafka::{KEY_AND_HEADERS_RESERVE, open_key_file_mode};
 
 use crate::config::{AgentConfig, ChannelKind, Problem, SinkKind, SourceKind};
 use crate::overlap::{everything_under, exactly, files_in, globs_meet};
@@ -144,6 +146,35 @@ pub fn check(cfg: &AgentConfig) -> Vec<Problem> {
                          key and headers): the sink would split them again; set max_line_bytes \
                          to at most {fits}",
                         k.name, kc.max_message_bytes.0
+                    ),
+                );
+            }
+        }
+    }
+
+    // Private keys that others can read.
+    for k in &cfg.sinks {
+        let SinkKind::Kafka(kc) = &k.kind else {
+            continue;
+        };
+        let tls_key = kc.tls.as_ref().and_then(|t| t.key.clone());
+        let keys = tls_key
+            .map(|p| ("tls.key".to_owned(), p))
+            .into_iter()
+            .chain(
+                kc.producer
+                    .get("ssl.key.location")
+                    .map(|v| ("producer.ssl.key.location".to_owned(), v.to_string().into())),
+            );
+        for (key, path) in keys {
+            if let Some(mode) = open_key_file_mode(&path) {
+                warn(
+                    format!("{a}.sinks.{}.{key}", k.name),
+                    format!(
+                        "the private key `{}` is open to others than its owner and group (mode \
+                         {mode:04o}); make it 0600 or 0400, or 0440 for a group (Kubernetes: \
+                         `defaultMode: 0440` with the pod's `fsGroup`)",
+                        path.display()
                     ),
                 );
             }

@@ -13,9 +13,12 @@ mod event;
 pub mod family;
 mod file;
 pub mod fsutil;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod lifecycle;
 mod memory;
 pub mod names;
+mod secret;
 pub mod units;
 
 pub use channel::{BoxFuture, Channel, ChannelError, ChannelStats, Lease, Receipt};
@@ -24,3 +27,8 @@ pub use file::{
     FileChannel, FileChannelConfig, FileChannelCounters, FileChannelError, FsyncPolicy,
 };
 pub use memory::{MemoryChannel, MemoryChannelConfig};
+pub use secret::{MASK, Secret};
+
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: fuzzing::CountingAlloc = fuzzing::CountingAlloc;

@@ -417,8 +417,28 @@ mod tests {
         policy: LongLinePolicy,
         chunks: &[usize],
     ) -> Vec<(Vec<u8>, u64)> {
-        let mut f = LineFramer::new(0, max, policy);
+        frame_with(LineFramer::new(0, max, policy), input, chunks)
+    }
+
+    /// Every line `f` frames of `input`, read in reads of the sizes `chunks`, then finished.
+    fn frame_with(mut f: LineFramer, input: &[u8], chunks: &[usize]) -> Vec<(Vec<u8>, u64)> {
         let mut out = Vec::new();
+        feed(&mut f, input, chunks, |f| {
+            f.frame(|b, o| out.push((b.to_vec(), o)))
+        });
+        f.finish(|b, o| out.push((b.to_vec(), o)));
+        assert_eq!(f.offset(), input.len() as u64);
+        out
+    }
+
+    /// Feeds `input` to `f` in reads of the sizes `chunks` (in turn; all at once if there are
+    /// none), calling `after` after each read.
+    fn feed(
+        f: &mut LineFramer,
+        input: &[u8],
+        chunks: &[usize],
+        mut after: impl FnMut(&mut LineFramer),
+    ) {
         let mut rest = input;
         let mut i = 0;
         while !rest.is_empty() {
@@ -430,11 +450,8 @@ mod tests {
             i += 1;
             f.extend(&rest[..n]);
             rest = &rest[n..];
-            f.frame(|b, o| out.push((b.to_vec(), o)));
+            after(f);
         }
-        f.finish(|b, o| out.push((b.to_vec(), o)));
-        assert_eq!(f.offset(), input.len() as u64);
-        out
     }
 
     fn bodies(v: &[(Vec<u8>, u64)]) -> Vec<&[u8]> {
@@ -647,20 +664,8 @@ mod tests {
         max: usize,
         chunks: &[usize],
     ) -> Vec<(Vec<u8>, u64)> {
-        let mut f = LineFramer::with_newline(0, max, LongLinePolicy::Split, newline);
-        let mut out = Vec::new();
-        let mut rest = input;
-        let mut i = 0;
-        while !rest.is_empty() {
-            let n = chunks[i % chunks.len()].clamp(1, rest.len());
-            i += 1;
-            f.extend(&rest[..n]);
-            rest = &rest[n..];
-            f.frame(|b, o| out.push((b.to_vec(), o)));
-        }
-        f.finish(|b, o| out.push((b.to_vec(), o)));
-        assert_eq!(f.offset(), input.len() as u64);
-        out
+        let f = LineFramer::with_newline(0, max, LongLinePolicy::Split, newline);
+        frame_with(f, input, chunks)
     }
 
     #[test]
@@ -754,17 +759,11 @@ mod tests {
             reframes in 1usize..3,
         ) {
             let mut f = LineFramer::new(0, max, LongLinePolicy::Split);
-            let mut rest = &input[..];
-            let mut i = 0;
-            while !rest.is_empty() {
-                let n = chunks[i % chunks.len()].min(rest.len());
-                i += 1;
-                f.extend(&rest[..n]);
-                rest = &rest[n..];
+            feed(&mut f, &input, &chunks, |f| {
                 for _ in 0..reframes {
                     f.frame(|_, _| {});
                 }
-            }
+            });
             f.finish(|_, _| {});
             let want = reference(&input).iter().filter(|l| l.len() > max).count() as u64;
             prop_assert_eq!(f.long_lines().lines, want);
@@ -788,6 +787,66 @@ mod tests {
             let empty_out = out.iter().filter(|(b, _)| b.is_empty()).count();
             let empty_want = lines.iter().filter(|l| l.is_empty()).count();
             prop_assert_eq!(empty_out, empty_want, "no empty pieces beyond empty lines");
+        }
+
+        /// Arbitrary bytes (terminators and NULs made frequent), in any encoding of the
+        /// terminator, any chunking, from any start offset, under either policy: no panic,
+        /// each line is the input's bytes at its offset and no longer than the maximum, lines
+        /// come in order without overlap, at most a maximum and a code unit's worth of bytes
+        /// stay pending, and the offset ends at the end. Under `Split` nothing but whole
+        /// terminators lies between and after the lines; under `Truncate` (bytes) the lines
+        /// are the reference's cut to the maximum.
+        #[test]
+        fn hostile_bytes_frame_within_bounds(
+            input in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), Just(0u8), any::<u8>()], 0..600),
+            max in prop_oneof![1usize..24, Just(1usize << 20)],
+            truncate in any::<bool>(),
+            newline in prop_oneof![Just(Newline::Byte), Just(Newline::Utf16Le), Just(Newline::Utf16Be)],
+            start in 0u64..4,
+            inside in any::<bool>(),
+            chunks in proptest::collection::vec(1usize..64, 1..8),
+        ) {
+            let policy = if truncate { LongLinePolicy::Truncate } else { LongLinePolicy::Split };
+            let piece = newline.piece_size(max);
+            let mut f = LineFramer::with_newline(start, max, policy, newline);
+            if inside {
+                f.starts_inside_line();
+            }
+            let mut out: Vec<(Vec<u8>, u64)> = Vec::new();
+            let mut pending = 0;
+            feed(&mut f, &input, &chunks, |f| {
+                f.frame(|b, o| out.push((b.to_vec(), o)));
+                pending = pending.max(f.pending());
+            });
+            prop_assert!(pending <= piece + 4, "{} bytes pending", pending);
+            f.finish(|b, o| out.push((b.to_vec(), o)));
+            prop_assert_eq!(f.offset(), start + input.len() as u64);
+            let terminators: &[&[u8]] = match newline {
+                Newline::Byte => &[b"", b"\n", b"\r\n"],
+                Newline::Utf16Le => &[b"", b"\n\0", b"\r\0\n\0"],
+                Newline::Utf16Be => &[b"", b"\0\n", b"\0\r\0\n"],
+            };
+            let whole = |from: usize, gap: &[u8]| {
+                terminators.contains(&gap) && (gap.is_empty() || newline.unit() == 1 || (start + from as u64).is_multiple_of(2))
+            };
+            let mut end = 0usize;
+            for (body, off) in &out {
+                prop_assert!(*off >= start + end as u64, "lines overlap at {}", off);
+                let at = (off - start) as usize;
+                prop_assert!(body.len() <= piece);
+                prop_assert_eq!(&input[at..at + body.len()], body.as_slice());
+                if policy == LongLinePolicy::Split {
+                    prop_assert!(whole(end, &input[end..at]), "{:?} dropped before {}", &input[end..at], off);
+                }
+                end = at + body.len();
+            }
+            if policy == LongLinePolicy::Split {
+                prop_assert!(whole(end, &input[end..]), "{:?} dropped at the end", &input[end..]);
+            } else if newline == Newline::Byte && !inside {
+                let want: Vec<Vec<u8>> = reference(&input).into_iter().map(|mut l| { l.truncate(max); l }).collect();
+                let got: Vec<Vec<u8>> = out.into_iter().map(|(b, _)| b).collect();
+                prop_assert_eq!(got, want);
+            }
         }
     }
 }

@@ -21,6 +21,10 @@ pub use metrics::{DroppedBy, SourceMetrics};
 pub use pipeline::{Format, MultilineConfig, STREAM_HEADER, TIME_HEADER};
 pub use pipeline::{InterceptorConfig, Interceptors};
 
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: sluice_channels::fuzzing::CountingAlloc = sluice_channels::fuzzing::CountingAlloc;
+
 /// What the agent gives a source to run with.
 #[derive(Clone)]
 pub struct SourceContext {

@@ -54,7 +54,39 @@ struct Owned {
     port: u16,
     controller_port: u16,
     dir: tempfile::TempDir,
+    /// The secured listeners' ports, for a broker started with [`KafkaBroker::start_secure`].
+    secure: Option<[(Listener, u16); 4]>,
 }
+
+/// A secured listener of a broker started with [`KafkaBroker::start_secure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// TLS, server certificate only.
+    Ssl,
+    /// TLS with a client certificate required (mTLS).
+    Mtls,
+    /// SASL (SCRAM-SHA-512) inside TLS.
+    SaslSsl,
+    /// SASL (PLAIN or SCRAM-SHA-512) without TLS.
+    SaslPlaintext,
+}
+
+impl Listener {
+    fn flag(self) -> &'static str {
+        match self {
+            Listener::Ssl => "--ssl-port",
+            Listener::Mtls => "--mtls-port",
+            Listener::SaslSsl => "--sasl-ssl-port",
+            Listener::SaslPlaintext => "--sasl-plaintext-port",
+        }
+    }
+}
+
+/// The SCRAM-SHA-512 (and PLAIN) user of a secured broker, and its password: distinctive, so
+/// that a test can look for it in everything the agent printed.
+pub const SECURE_USER: &str = "sluice";
+/// See [`SECURE_USER`].
+pub const SECURE_PASSWORD: &str = "Sluice-Scram-pw-7f3a9c51";
 
 /// The repository root (the root package's folder).
 fn repo_root() -> PathBuf {
@@ -88,7 +120,19 @@ impl KafkaBroker {
     /// Starts a private broker, or uses the one named by `SLUICE_TEST_KAFKA=host:port`.
     /// Panics with the broker's log when it does not come up.
     pub fn start() -> KafkaBroker {
-        if let Ok(addr) = std::env::var("SLUICE_TEST_KAFKA") {
+        Self::start_with(false)
+    }
+
+    /// Starts a private broker that also has the secured listeners of `kafka-dev start
+    /// --secure` (SSL, mTLS, SASL_SSL with SCRAM-SHA-512, SASL_PLAINTEXT), certificates made
+    /// by the script in `dir()/tls`, and the user [`SECURE_USER`]. Always private: an external
+    /// broker (`SLUICE_TEST_KAFKA`) is not used.
+    pub fn start_secure() -> KafkaBroker {
+        Self::start_with(true)
+    }
+
+    fn start_with(secure: bool) -> KafkaBroker {
+        if let Some(addr) = std::env::var("SLUICE_TEST_KAFKA").ok().filter(|_| !secure) {
             let addr = addr.trim().to_owned();
             if !addr.is_empty() {
                 eprintln!("kafka harness: using the external broker {addr} (SLUICE_TEST_KAFKA)");
@@ -109,6 +153,15 @@ impl KafkaBroker {
                 port,
                 controller_port,
                 dir,
+                secure: secure.then(|| {
+                    [
+                        Listener::Ssl,
+                        Listener::Mtls,
+                        Listener::SaslSsl,
+                        Listener::SaslPlaintext,
+                    ]
+                    .map(|l| (l, free_port()))
+                }),
             }),
         };
         broker.launch();
@@ -134,7 +187,7 @@ impl KafkaBroker {
             std::process::id().to_string(),
         );
         let t = Instant::now();
-        let out = run_kafka_dev(&[
+        let mut args: Vec<String> = [
             "start",
             "--dir",
             &dir,
@@ -144,7 +197,19 @@ impl KafkaBroker {
             &cport,
             "--owner-pid",
             &owner,
-        ]);
+        ]
+        .map(str::to_owned)
+        .into();
+        for (l, p) in o.secure.iter().flatten() {
+            args.extend([l.flag().to_owned(), p.to_string()]);
+        }
+        if o.secure.is_some() {
+            args.extend([
+                "--secure".to_owned(),
+                format!("{SECURE_USER}:{SECURE_PASSWORD}"),
+            ]);
+        }
+        let out = run_kafka_dev(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(
             out.status.success(),
             "scripts/kafka-dev start failed: {}\n--- broker.log ---\n{}",
@@ -180,6 +245,29 @@ impl KafkaBroker {
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
         self.bootstrap.clone()
+    }
+
+    /// `host:port` of the secured listener `l`. Panics unless the broker was started with
+    /// [`KafkaBroker::start_secure`].
+    pub fn listener(&self, l: Listener) -> String {
+        let o = self.owned_parts("listener");
+        let (_, port) = o
+            .secure
+            .iter()
+            .flatten()
+            .find(|(x, _)| *x == l)
+            .expect("a broker started with KafkaBroker::start_secure");
+        format!("127.0.0.1:{port}")
+    }
+
+    /// A file `kafka-dev start --secure` made in the broker's `tls` folder (`ca.pem`,
+    /// `client.crt`, `client.key`, `client.key.password`, `rogue-ca.pem`, ...).
+    pub fn tls_file(&self, name: &str) -> PathBuf {
+        self.owned_parts("tls_file")
+            .dir
+            .path()
+            .join("tls")
+            .join(name)
     }
 
     /// The broker's folder (config, data, broker.log); `None` for an external broker.

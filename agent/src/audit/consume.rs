@@ -10,6 +10,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
+use sluice_sinks::kafka::Security;
 
 use super::check::Record;
 
@@ -38,8 +39,10 @@ pub struct ConsumeOptions<'a> {
     pub brokers: &'a str,
     /// The topic.
     pub topic: &'a str,
-    /// librdkafka settings passed through (SASL, SSL, ...), applied last.
+    /// librdkafka settings passed through, applied last.
     pub properties: &'a [(String, String)],
+    /// TLS and SASL.
+    pub security: Security<'a>,
     /// How long to wait for the cluster to answer, and for progress while reading.
     pub timeout: Duration,
     /// librdkafka's `isolation.level`: `read_committed` leaves out the records of aborted
@@ -133,6 +136,7 @@ pub fn read_topic(
         .set("fetch.queue.backoff.ms", "10")
         .set("allow.auto.create.topics", "false")
         .set("isolation.level", opts.isolation);
+    opts.security.apply(&mut config);
     for (k, v) in opts.properties {
         config.set(k, v);
     }
@@ -294,6 +298,7 @@ mod tests {
             brokers: bootstrap,
             topic,
             properties: &[],
+            security: Security::default(),
             timeout: Duration::from_secs(10),
             isolation: "read_committed",
             headers,

@@ -18,6 +18,8 @@ use check::{Checker, Settings};
 use consume::{ConsumeError, ConsumeOptions, HeaderNames};
 use expect::{ExpectError, ExpectedSet};
 use report::Report;
+use sluice_channels::Secret;
+use sluice_sinks::kafka::{SaslConfig, SaslMechanism, Security, TlsConfig};
 
 /// The command line of `sluice audit`.
 #[derive(Debug, clap::Args)]
@@ -28,9 +30,11 @@ pub struct AuditArgs {
     /// The topic to audit.
     #[arg(short = 't', long)]
     topic: String,
-    /// A librdkafka consumer setting (SASL, SSL, ...), as key=value; repeatable.
+    /// A librdkafka consumer setting, as key=value; repeatable.
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
     property: Vec<(String, String)>,
+    #[command(flatten)]
+    security: SecurityArgs,
     /// A directory with the original files: every line of each must have arrived, identical,
     /// in order. Files match records by base name, ignoring a `.COMPLETED` suffix.
     #[arg(long, value_name = "DIR")]
@@ -76,6 +80,115 @@ pub struct AuditArgs {
     json: bool,
 }
 
+/// TLS and SASL, as the Kafka sink's `tls:` and `sasl:` options take them; secrets are read
+/// from files (or the environment), never from the command line, where `ps` shows them.
+#[derive(Debug, clap::Args)]
+struct SecurityArgs {
+    /// Connect over TLS (implied by any other --tls-* option).
+    #[arg(long)]
+    tls: bool,
+    /// The CA certificate(s) of the brokers, PEM file or folder (sink option `tls.ca`).
+    #[arg(long, value_name = "PATH")]
+    tls_ca: Option<PathBuf>,
+    /// The client certificate, PEM (`tls.cert`).
+    #[arg(long, value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's key, PEM (`tls.key`).
+    #[arg(long, value_name = "PATH")]
+    tls_key: Option<PathBuf>,
+    /// A file holding the passphrase of --tls-key (`tls.key_password`).
+    #[arg(long, value_name = "PATH", env = "SLUICE_TLS_KEY_PASSWORD_FILE")]
+    tls_key_password_file: Option<PathBuf>,
+    /// Do not check that the broker's certificate names the host (`tls.verify_hostname:
+    /// false`).
+    #[arg(long)]
+    tls_no_verify_hostname: bool,
+    /// SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (`sasl.mechanism`).
+    #[arg(long, value_name = "MECHANISM", value_parser = parse_mechanism)]
+    sasl_mechanism: Option<SaslMechanism>,
+    /// The SASL user (`sasl.username`).
+    #[arg(long, value_name = "USER", requires = "sasl_mechanism")]
+    sasl_username: Option<String>,
+    /// A file holding the SASL password (`sasl.password`).
+    #[arg(long, value_name = "PATH", env = "SLUICE_SASL_PASSWORD_FILE")]
+    sasl_password_file: Option<PathBuf>,
+    /// Let PLAIN send the password to a listener without TLS (`sasl.allow_plaintext`).
+    #[arg(long)]
+    sasl_allow_plaintext: bool,
+}
+
+fn parse_mechanism(s: &str) -> Result<SaslMechanism, String> {
+    serde_yaml::from_str(s).map_err(|_| "expected SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN".into())
+}
+
+/// The first line of the secret file `path`, for the option `flag`; the file is registered
+/// for masking.
+fn read_secret(flag: &str, path: &std::path::Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{flag} {}: cannot read: {e}", path.display()))?;
+    let value = text.strip_suffix('\n').unwrap_or(&text);
+    let value = value.strip_suffix('\r').unwrap_or(value);
+    crate::secrets::register(value);
+    Ok(Secret::new(value))
+}
+
+impl SecurityArgs {
+    /// The `tls:` and `sasl:` options these flags stand for.
+    fn options(&self) -> Result<(Option<TlsConfig>, Option<SaslConfig>), String> {
+        let key_password = self
+            .tls_key_password_file
+            .as_deref()
+            .map(|p| read_secret("--tls-key-password-file", p))
+            .transpose()?;
+        let tls = (self.tls
+            || self.tls_ca.is_some()
+            || self.tls_cert.is_some()
+            || self.tls_key.is_some()
+            || key_password.is_some()
+            || self.tls_no_verify_hostname)
+            .then(|| TlsConfig {
+                ca: self.tls_ca.clone(),
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+                key_password,
+                verify_hostname: !self.tls_no_verify_hostname,
+            });
+        let sasl = match (
+            self.sasl_mechanism,
+            &self.sasl_username,
+            &self.sasl_password_file,
+        ) {
+            (None, None, None) => None,
+            (Some(mechanism), Some(username), Some(file)) => Some(SaslConfig {
+                mechanism,
+                username: username.clone(),
+                password: read_secret("--sasl-password-file", file)?,
+                allow_plaintext: self.sasl_allow_plaintext,
+            }),
+            _ => {
+                return Err(
+                    "--sasl-mechanism, --sasl-username and --sasl-password-file go \
+                 together"
+                        .to_owned(),
+                );
+            }
+        };
+        Ok((tls, sasl))
+    }
+}
+
+/// The command-line flag of a `tls.*` or `sasl.*` option named in a problem.
+fn flag_of(key: &str) -> String {
+    match key {
+        "tls.key_password" => "--tls-key-password-file".to_owned(),
+        "sasl.password" => "--sasl-password-file".to_owned(),
+        k if k.starts_with("tls.") || k.starts_with("sasl.") => {
+            format!("--{}", k.replace(['.', '_'], "-"))
+        }
+        k => k.to_owned(),
+    }
+}
+
 /// Which records of transactions an audit reads (librdkafka's `isolation.level`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 #[value(rename_all = "snake_case")]
@@ -98,6 +211,9 @@ impl Isolation {
 /// Why an audit could not be completed (exit code 2).
 #[derive(Debug, thiserror::Error)]
 enum AuditError {
+    /// The TLS or SASL options are wrong.
+    #[error("{0}")]
+    Security(String),
     /// Reading the topic failed.
     #[error(transparent)]
     Consume(#[from] ConsumeError),
@@ -124,14 +240,14 @@ pub fn run(args: &AuditArgs) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            match e {
-                AuditError::Consume(_) => {
-                    eprintln!(
-                        "sluice audit: topic {} at {}: {e}",
-                        args.topic, args.brokers
-                    );
-                }
-                _ => eprintln!("sluice audit: {e}"),
+            let text = crate::secrets::mask(&e.to_string()).into_owned();
+            if matches!(e, AuditError::Consume(_)) {
+                eprintln!(
+                    "sluice audit: topic {} at {}: {text}",
+                    args.topic, args.brokers
+                );
+            } else {
+                eprintln!("sluice audit: {text}");
             }
             ExitCode::from(2)
         }
@@ -140,6 +256,20 @@ pub fn run(args: &AuditArgs) -> ExitCode {
 
 /// Returns whether the topic is clean.
 fn audit(args: &AuditArgs) -> Result<bool, AuditError> {
+    let (tls, sasl) = args.security.options().map_err(AuditError::Security)?;
+    let security = Security {
+        tls: tls.as_ref(),
+        sasl: sasl.as_ref(),
+    };
+    let passthrough = args.property.iter().map(|(k, v)| (k.as_str(), v.clone()));
+    let problems: Vec<String> = security
+        .validate(passthrough, "-X")
+        .into_iter()
+        .map(|p| format!("{}: {}", flag_of(&p.key), p.message))
+        .collect();
+    if !problems.is_empty() {
+        return Err(AuditError::Security(problems.join("; ")));
+    }
     let expected = args.expect.as_deref().map(ExpectedSet::load).transpose()?;
     let settings = Settings {
         allow_late_start: args.allow_late_start,
@@ -158,6 +288,7 @@ fn audit(args: &AuditArgs) -> Result<bool, AuditError> {
         brokers: &args.brokers,
         topic: &args.topic,
         properties: &args.property,
+        security,
         timeout: args.timeout,
         isolation: args.isolation.level(),
         headers: &headers,

@@ -253,6 +253,9 @@ pub fn from_tree(agents: &Map, name: &str, origin: &Path) -> Result<AgentConfig,
             ),
         ));
     };
+    if let Some(map) = agent.as_map() {
+        crate::secrets::register_tree(map);
+    }
     let file: AgentFile = tree::deserialize(agent, name)?;
     let mut problems = Vec::new();
     let http = file.http.as_deref().and_then(|h| match h.parse() {

@@ -1180,3 +1180,95 @@ fn an_exactly_once_sink_is_refused_in_a_failover_group() {
         "kafka sink `k1` delivers exactly once, which a failover group cannot keep",
     );
 }
+
+/// Hostile configuration text: YAML that is damaged, or built to make the loader work hard.
+mod hostile {
+    use proptest::prelude::*;
+    use sluice_channels::fuzzing::{hostile, one_of};
+
+    use super::*;
+
+    /// The shipped configurations, and the smallest one, as seeds to mutate.
+    const SEEDS: &[&str] = &[
+        GOOD,
+        FANOUT,
+        include_str!("../../../conf/quickstart.yaml"),
+        include_str!("../../../conf/spooldir-kafka.yaml"),
+        include_str!("../../../conf/exactly-once-kafka.yaml"),
+        include_str!("../../../conf/failover-kafka.yaml"),
+        include_str!("../../../conf/fanout-kafka.yaml"),
+        include_str!("../../../conf/interceptors-kafka.yaml"),
+        include_str!("../../../conf/taildir-multiline-kafka.yaml"),
+    ];
+
+    /// YAML's syntax (anchors, aliases, merge keys, tags, flow collections, block scalars,
+    /// documents), numbers beyond 64 bits, and `${VAR}` references set and not.
+    const TOKENS: &[&[u8]] = &[
+        b": ",
+        b"- ",
+        b"\n",
+        b"\n  ",
+        b"  ",
+        b"\t",
+        b"#",
+        b"&a ",
+        b"*a",
+        b"<<: *a\n",
+        b"<<: ",
+        b"!tag ",
+        b"!!str ",
+        b"!!binary ",
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b", ",
+        b"|\n",
+        b">-\n",
+        b"'",
+        b"\"",
+        b"? ",
+        b"---\n",
+        b"...\n",
+        b"%YAML 1.2\n",
+        b"~",
+        b"null",
+        b"x-",
+        b"a1:",
+        b"99999999999999999999999",
+        b"-99999999999999999999999",
+        b"1e999",
+        b"0x",
+        b".inf",
+        b"${SET}",
+        b"${UNSET}",
+        b"${UNSET:-d}",
+        b"${",
+        b"}",
+        b"$${",
+        b"\\x01sluice-out-of-range:",
+        b"type: ",
+        b"channel: ",
+        b"sources:",
+        b"channels:",
+        b"sinks:",
+        b"sink_groups:",
+    ];
+
+    proptest! {
+        /// Arbitrary text, and the shipped configurations with mutations: the agent, or an
+        /// error of problems each naming where it is (the file or a key) and what is wrong;
+        /// never a panic.
+        #[test]
+        fn hostile_yaml_loads_or_fails(data in hostile(one_of(SEEDS), TOKENS), agent in prop_oneof![Just("a1"), Just("quickstart")]) {
+            let text = String::from_utf8_lossy(&data);
+            let env = |name: &str| (name == "SET").then(|| "value".to_owned());
+            if let Err(e) = parse(&text, agent, Path::new("hostile.yaml"), env) {
+                prop_assert!(!e.problems.is_empty());
+                for p in &e.problems {
+                    prop_assert!(!p.key.is_empty() && !p.message.is_empty(), "{:?}", p);
+                }
+            }
+        }
+    }
+}

@@ -3,8 +3,8 @@
 //! Layout (32 bytes, little-endian): magic `SLCKPT01`, segment id u64, record offset u64,
 //! events of that record already committed u32, CRC32C of the preceding 28 bytes.
 
-use std::fs::OpenOptions;
-use std::io;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -66,13 +66,17 @@ pub fn decode(b: &[u8]) -> Loaded {
     })
 }
 
-/// Reads the checkpoint of `dir`.
+/// Reads the checkpoint of `dir`. A file of any other length is corrupt, and is never read
+/// whole: one byte past a checkpoint's length tells it.
 pub fn load(dir: &Path) -> io::Result<Loaded> {
-    match std::fs::read(dir.join(FILE)) {
-        Ok(b) => Ok(decode(&b)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Loaded::Missing),
-        Err(e) => Err(e),
-    }
+    let file = match File::open(dir.join(FILE)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Missing),
+        Err(e) => return Err(e),
+    };
+    let mut b = Vec::with_capacity(LEN + 1);
+    file.take(LEN as u64 + 1).read_to_end(&mut b)?;
+    Ok(decode(&b))
 }
 
 /// Writes `pos` as the checkpoint of `dir`, atomically and durably.
@@ -109,8 +113,13 @@ fn overwrite(dir: &Path, data: &[u8]) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// The tokens worth planting in a checkpoint: its magic.
+    pub(crate) const DICTIONARY: &[&[u8]] = &[MAGIC];
 
     #[test]
     fn the_temporary_name_is_the_one_write_atomic_uses() {
@@ -144,5 +153,37 @@ mod tests {
         let fresh = tempfile::tempdir().unwrap();
         store_fast(fresh.path(), pos).unwrap();
         assert_eq!(load(fresh.path()).unwrap(), Loaded::At(pos));
+    }
+
+    #[test]
+    fn a_huge_checkpoint_file_is_corrupt_and_not_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = File::create(dir.path().join(FILE)).unwrap();
+        f.write_all_at(&encode(Pos::start_of(1)), 0).unwrap();
+        f.set_len(1 << 30).unwrap();
+        let (loaded, largest) = crate::fuzzing::largest_allocation(|| load(dir.path()));
+        assert_eq!(loaded.unwrap(), Loaded::Corrupt("wrong length"));
+        assert!(largest < 4096, "{largest} bytes allocated for a 1 GiB file");
+    }
+
+    proptest! {
+        /// Hostile bytes, and valid checkpoints with mutations, read from the file: a position
+        /// only for exactly a checkpoint's encoding, otherwise corrupt with a reason.
+        #[test]
+        fn hostile_checkpoints_are_corrupt_unless_exact(
+            data in crate::fuzzing::hostile(
+                (any::<u64>(), any::<u64>(), any::<u32>())
+                    .prop_map(|(seg, off, skip)| encode(Pos { seg, off, skip }).to_vec()),
+                DICTIONARY,
+            )
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(FILE), &data).unwrap();
+            match load(dir.path()).unwrap() {
+                Loaded::At(pos) => prop_assert_eq!(&encode(pos)[..], &data[..]),
+                Loaded::Corrupt(why) => prop_assert!(!why.is_empty()),
+                Loaded::Missing => prop_assert!(false, "the file is there"),
+            }
+        }
     }
 }

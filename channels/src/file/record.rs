@@ -417,7 +417,7 @@ impl Iterator for EventIter<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use bytes::Bytes;
     use proptest::prelude::*;
 
@@ -511,7 +511,145 @@ mod tests {
         );
     }
 
+    /// The tokens worth planting in records: the magic, the kinds, a header's set and
+    /// removed bytes.
+    pub(crate) const DICTIONARY: &[&[u8]] = &[
+        &MAGIC,
+        &[KIND_ORIGIN],
+        &[KIND_EVENTS],
+        &[KIND_EVENTS_HEADERS],
+        &[0, 1],
+    ];
+
+    /// Valid origin and events records, headers included, one after the other.
+    pub(crate) fn valid_records() -> impl Strategy<Value = Vec<u8>> {
+        let event = (
+            proptest::collection::vec(any::<u8>(), 0..40),
+            any::<u64>(),
+            any::<u64>(),
+            proptest::option::of(("[a-z]{0,6}", proptest::option::of("[a-z]{0,6}"))),
+        );
+        proptest::collection::vec(proptest::collection::vec(event, 1..4), 0..4).prop_map(
+            |batches| {
+                let o = Arc::new(origin());
+                let mut buf = Vec::new();
+                encode_origin(&mut buf, 0, &o);
+                for batch in batches {
+                    let events: Vec<Event> = batch
+                        .into_iter()
+                        .map(|(body, offset, at, header)| {
+                            let mut e = Event::new(Bytes::from(body), o.clone(), offset, at);
+                            match header {
+                                Some((name, Some(v))) => e.headers.set(name.into(), v),
+                                Some((name, None)) => e.headers.remove(name.into()),
+                                None => {}
+                            }
+                            e
+                        })
+                        .collect();
+                    encode_events(&mut buf, &events, |_| 0);
+                }
+                buf
+            },
+        )
+    }
+
+    /// The largest allocation a decoder may make for `n` bytes of input.
+    fn allocation_bound(n: usize) -> usize {
+        4096 + 64 * n
+    }
+
+    /// Decodes `payload` as a record of `kind` would be, checking what the decoders promise
+    /// of what they accept.
+    fn check_payload(kind: u8, payload: &[u8]) -> Result<(), TestCaseError> {
+        if kind == KIND_ORIGIN {
+            if let Some((id, o)) = decode_origin(payload) {
+                let mut again = Vec::new();
+                encode_origin(&mut again, id, &o);
+                let Parsed::Record { payload: p, .. } = parse(&again) else {
+                    panic!("not a record")
+                };
+                prop_assert_eq!(decode_origin(p), Some((id, o)));
+            }
+            return Ok(());
+        }
+        let Some(mut it) = EventIter::new(kind, payload) else {
+            return Ok(());
+        };
+        let said = it.remaining();
+        let mut seen = 0u64;
+        let mut end = 0;
+        for e in it.by_ref() {
+            seen += 1;
+            prop_assert!(e.body.start >= end && e.body.end <= payload.len());
+            prop_assert!(e.headers.start >= e.body.end && e.headers.end <= payload.len());
+            end = e.headers.end.max(e.body.end);
+            if let Some(h) = decode_headers(&payload[e.headers.clone()]) {
+                prop_assert!(h.len() <= e.headers.len());
+            }
+        }
+        prop_assert!(seen <= said);
+        if it.is_valid() {
+            prop_assert_eq!(seen, said);
+        }
+        Ok(())
+    }
+
     proptest! {
+        /// Hostile bytes, and valid records with mutations (whose checksum then mostly fails),
+        /// parse into records that lie within the bytes, a length no larger than the format
+        /// allows, or nothing; a walk that resynchronises past damage as recovery does never
+        /// panics nor allocates beyond a bound of the input's size.
+        #[test]
+        fn hostile_bytes_parse_within_bounds(data in crate::fuzzing::hostile(valid_records(), DICTIONARY)) {
+            let (walked, largest) = crate::fuzzing::largest_allocation(|| -> Result<(), TestCaseError> {
+                let mut pos = 0;
+                while pos < data.len() {
+                    match parse(&data[pos..]) {
+                        Parsed::Record { kind, payload, len } => {
+                            prop_assert_eq!(len, HEADER_LEN + payload.len());
+                            prop_assert!(pos + len <= data.len());
+                            check_payload(kind, payload)?;
+                            pos += len;
+                        }
+                        Parsed::Incomplete(n) => {
+                            prop_assert!(n > data.len() - pos && n <= HEADER_LEN + MAX_PAYLOAD);
+                            pos += 1;
+                        }
+                        Parsed::Invalid => pos += 1,
+                    }
+                }
+                Ok(())
+            });
+            walked?;
+            prop_assert!(largest <= allocation_bound(data.len()), "{} bytes allocated", largest);
+        }
+
+        /// Mutated payloads sealed with a valid length and checksum, so that they reach the
+        /// decoders: what they accept is well formed (an origin re-encodes to itself, events
+        /// lie in order inside the payload, no more of them than the count said), and they
+        /// never panic nor allocate beyond a bound of the payload's size.
+        #[test]
+        fn sealed_hostile_payloads_decode_within_bounds(
+            data in crate::fuzzing::mutated(valid_records(), DICTIONARY),
+            kind in prop_oneof![Just(KIND_ORIGIN), Just(KIND_EVENTS), Just(KIND_EVENTS_HEADERS)],
+            from in any::<usize>(),
+        ) {
+            // The payload from a place near a record's start (or anywhere), sealed anew.
+            let from = from % (data.len() + 1);
+            let from = data[from..].windows(4).position(|w| w == MAGIC).map_or(from, |i| from + i + HEADER_LEN).min(data.len());
+            let mut sealed = Vec::new();
+            let start = begin(&mut sealed, kind);
+            sealed.extend_from_slice(&data[from..]);
+            finish(&mut sealed, start);
+            let Parsed::Record { payload, .. } = parse(&sealed) else {
+                panic!("not a record")
+            };
+            let (checked, largest) = crate::fuzzing::largest_allocation(|| check_payload(kind, payload));
+            checked?;
+            prop_assert!(largest <= allocation_bound(payload.len()), "{} bytes allocated", largest);
+        }
+
         #[test]
         fn events_round_trip(
             items in proptest::collection::vec(

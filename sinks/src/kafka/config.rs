@@ -12,6 +12,7 @@ use serde::Deserialize;
 use sluice_channels::config::Problem;
 use sluice_channels::units::{ByteSize, HumanDuration};
 
+use super::security::{SaslConfig, Security, TlsConfig, readable};
 use super::template::Template;
 
 /// The Kafka sink's options, as written under `sinks.NAME` (without `type` and `channel`).
@@ -68,7 +69,14 @@ pub struct KafkaConfig {
     /// What happens to a line whose record would exceed `max_message_bytes`.
     #[serde(default)]
     pub oversize: Oversize,
-    /// librdkafka settings passed through as they are (`linger.ms`, `security.protocol`, ...).
+    /// TLS to the brokers (see [`TlsConfig`]).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// SASL authentication to the brokers (see [`SaslConfig`]).
+    #[serde(default)]
+    pub sasl: Option<SaslConfig>,
+    /// librdkafka settings passed through as they are (`linger.ms`, `socket.keepalive.enable`,
+    /// ...).
     #[serde(default)]
     pub producer: BTreeMap<String, ProducerValue>,
     /// At least once (the default), or exactly once for `read_committed` consumers: Kafka
@@ -601,6 +609,11 @@ impl KafkaConfig {
             }
         }
         self.validate_files(p);
+        let passthrough = self
+            .producer
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_string()));
+        p.extend(self.security().validate(passthrough, "producer"));
         if let Err(KafkaError::ClientConfig(_, desc, key, _)) =
             self.client_config("validate").create_native_config()
         {
@@ -636,6 +649,14 @@ impl KafkaConfig {
                     format!("cannot read `{path}`: {e}"),
                 ));
             }
+        }
+    }
+
+    /// The `tls:` and `sasl:` options.
+    pub fn security(&self) -> Security<'_> {
+        Security {
+            tls: self.tls.as_ref(),
+            sasl: self.sasl.as_ref(),
         }
     }
 
@@ -689,25 +710,11 @@ impl KafkaConfig {
             // A record that waits longer than its transaction may live fails it.
             c.set("message.timeout.ms", ms);
         }
+        self.security().apply(&mut c);
         for (k, v) in &self.producer {
             c.set(k, v.to_string());
         }
         c
-    }
-}
-
-/// Opens `path` for reading: a file, or a folder (listed) when `folder_ok`.
-fn readable(path: &std::path::Path, folder_ok: bool) -> std::io::Result<()> {
-    if path.as_os_str().is_empty() {
-        return Err(std::io::Error::other("the path is empty"));
-    }
-    if std::fs::metadata(path)?.is_dir() {
-        if !folder_ok {
-            return Err(std::io::Error::other("it is a folder, not a file"));
-        }
-        std::fs::read_dir(path).map(drop)
-    } else {
-        std::fs::File::open(path).map(drop)
     }
 }
 

@@ -18,6 +18,7 @@ mod positions;
 mod producer;
 mod records;
 mod recovery;
+mod security;
 mod template;
 mod transaction;
 mod worker;
@@ -35,6 +36,9 @@ use tracing::{error, info, warn};
 pub use config::{
     Acks, Compression, Delivery, EmptyKey, HeaderSpec, KEY_AND_HEADERS_RESERVE, KafkaConfig,
     Oversize, ProducerValue,
+};
+pub use security::{
+    SECRET_SETTINGS, SaslConfig, SaslMechanism, Security, TlsConfig, open_key_file_mode,
 };
 pub use template::{Template, TemplateError};
 

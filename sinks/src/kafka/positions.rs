@@ -236,6 +236,7 @@ impl Streams {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use proptest::prelude::*;
 
     fn origin(path: &str, fid: &str) -> Arc<Origin> {
         Arc::new(Origin {
@@ -339,5 +340,76 @@ mod tests {
         assert!(s.records(later).is_empty(), "forgotten");
         s.recover(b"tx\tr1\tA", None);
         assert!(s.admit(&ev(&a, 0, "ab")), "a tombstoned stream starts anew");
+    }
+
+    /// Records of the positions topic: keys of this sink (some of them mutated), of another
+    /// sink, or arbitrary bytes; values that are positions, mutated positions, arbitrary
+    /// bytes, or tombstones.
+    fn topic_record() -> impl Strategy<Value = (Vec<u8>, Option<Vec<u8>>)> {
+        use sluice_channels::fuzzing::{JSON, hostile};
+        const KEYS: &[&[u8]] = &[b"\"path\":", b"\"end\":", b"\"rewrites\":", b"\t", b"tx\t"];
+        let key = prop_oneof![
+            3 => ("(tx|other)", "r[12]", "[0-9:a-f]{1,4}")
+                .prop_map(|(tx, source, fid)| format!("{tx}\t{source}\t{fid}").into_bytes()),
+            1 => hostile(Just(b"tx\tr1\t1:2:aa".to_vec()), KEYS),
+        ];
+        let position = ("[a-z/]{0,6}", any::<u64>(), 0u32..3).prop_map(|(path, end, rewrites)| {
+            serde_json::to_vec(&Position {
+                path,
+                end,
+                rewrites,
+            })
+            .unwrap()
+        });
+        let value = proptest::option::weighted(0.8, hostile(position, &[JSON, KEYS].concat()));
+        (key, value)
+    }
+
+    proptest! {
+        /// Any records read back from the positions topic, in any order: no panic, and each
+        /// stream of this sink holds the last valid position its key was given, unless a
+        /// tombstone came after it: an event ending there is skipped, one ending past it
+        /// delivered.
+        #[test]
+        fn hostile_position_records_recover_the_last_valid_position(
+            records in proptest::collection::vec(topic_record(), 0..24),
+        ) {
+            let mut s = Streams::new("tx", Duration::from_secs(60));
+            let mut model: HashMap<String, Position> = HashMap::new();
+            for (key, value) in &records {
+                s.recover(key, value.as_deref());
+                let Some(key) = std::str::from_utf8(key).ok().filter(|k| k.starts_with("tx\t")) else {
+                    continue;
+                };
+                match value.as_deref().map(serde_json::from_slice::<Position>) {
+                    Some(Ok(p)) => {
+                        model.insert(key.to_owned(), p);
+                    }
+                    Some(Err(_)) => {}
+                    None => {
+                        model.remove(key);
+                    }
+                }
+            }
+            for (key, p) in &model {
+                let Some((source, fid)) = key["tx\t".len()..].split_once('\t') else {
+                    continue;
+                };
+                let o = Arc::new(Origin {
+                    source: source.into(),
+                    path: "/p".into(),
+                    file: "p".into(),
+                    host: "h".into(),
+                    headers: vec![
+                        ("fid".into(), fid.into()),
+                        (REWRITES_HEADER.into(), p.rewrites.to_string()),
+                    ],
+                });
+                prop_assert!(!s.admit(&ev(&o, p.end, "")), "{}: skipped up to {}", key, p.end);
+                if p.end < u64::MAX {
+                    prop_assert!(s.admit(&ev(&o, p.end, "x")), "{}: delivered past {}", key, p.end);
+                }
+            }
+        }
     }
 }

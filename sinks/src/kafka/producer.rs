@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -222,6 +222,69 @@ fn log_line(level: i32, facility: &str, message: &str) {
 
 /// Receives librdkafka's callbacks: delivery reports, logs and client errors. Its log lines
 /// are said in the sink's span, whatever thread librdkafka calls from.
+/// Why connections to the brokers fail that no retry will mend: the configuration (or the
+/// broker's) must change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnectFailure {
+    /// SASL: the broker rejected the user name or the password.
+    Authentication,
+    /// TLS: the broker's certificate is not signed by a CA the sink trusts, or does not name
+    /// the host.
+    BrokerCertificate,
+    /// TLS: the broker refused the sink's client certificate, or wants one and got none.
+    ClientCertificate,
+    /// TLS: another handshake failure (protocol versions, ciphers, a plain listener).
+    Handshake,
+}
+
+impl ConnectFailure {
+    /// The failure a client error stands for, if it is one of these.
+    fn of(code: RDKafkaErrorCode, reason: &str) -> Option<Self> {
+        let has = |s: &str| reason.contains(s);
+        if code == RDKafkaErrorCode::Authentication || has("SASL authentication error") {
+            Some(ConnectFailure::Authentication)
+        } else if has("certificate verify failed") {
+            Some(ConnectFailure::BrokerCertificate)
+        } else if has("alert bad certificate")
+            || has("alert certificate required")
+            || has("alert unknown ca")
+            || has("alert certificate unknown")
+        {
+            Some(ConnectFailure::ClientCertificate)
+        } else if code == RDKafkaErrorCode::SSL || has("SSL handshake failed") {
+            Some(ConnectFailure::Handshake)
+        } else {
+            None
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
+    /// What to check, for whoever reads the log.
+    fn describe(self) -> &'static str {
+        match self {
+            ConnectFailure::Authentication => {
+                "SASL authentication failed: the broker rejected the user name or password \
+                 (sasl.username, sasl.password, sasl.mechanism)"
+            }
+            ConnectFailure::BrokerCertificate => {
+                "TLS certificate verify failed: the broker's certificate is not signed by a CA \
+                 in tls.ca, or does not name the host in brokers (tls.verify_hostname)"
+            }
+            ConnectFailure::ClientCertificate => {
+                "TLS: the broker refused the client certificate, or requires one (tls.cert and \
+                 tls.key, signed by a CA the broker trusts)"
+            }
+            ConnectFailure::Handshake => {
+                "TLS handshake failed: is the listener in brokers a TLS one, and do its TLS \
+                 versions and ciphers match?"
+            }
+        }
+    }
+}
+
 struct Context {
     span: tracing::Span,
     deliveries: Arc<Deliveries>,
@@ -438,6 +501,9 @@ pub struct KafkaProducer {
     /// When the statistics last showed a connection up or a new attempt to make one
     /// (milliseconds since the epoch; 0: never).
     tried_ms: AtomicU64,
+    /// The causes of [`ConnectFailure`] already logged since a connection was last up (bits
+    /// of [`ConnectFailure::bit`]).
+    told: AtomicU8,
     id: u64,
 }
 
@@ -477,6 +543,7 @@ impl KafkaProducer {
             readded_ms: AtomicU64::new(0),
             connects: AtomicU64::new(0),
             tried_ms: AtomicU64::new(0),
+            told: AtomicU8::new(0),
             id: PRODUCER_IDS.fetch_add(1, Ordering::Relaxed),
         })
     }
@@ -672,7 +739,21 @@ impl KafkaProducer {
         if code == RDKafkaErrorCode::AllBrokersDown {
             self.metrics.set_connected(false);
         }
-        self.metrics.client_error(format!("{code}: {reason}"));
+        match ConnectFailure::of(code, reason) {
+            Some(cause) => {
+                // librdkafka repeats these every 30 s for as long as they last: the operator
+                // reads the cause once, in words, until a connection is up again.
+                if self.told.fetch_or(cause.bit(), Ordering::Relaxed) & cause.bit() == 0 {
+                    error!(
+                        cause = cause.describe(),
+                        reason, "the sink cannot connect to Kafka"
+                    );
+                }
+                self.metrics
+                    .client_error(format!("{}: {reason}", cause.describe()));
+            }
+            None => self.metrics.client_error(format!("{code}: {reason}")),
+        }
     }
 
     /// Reads the connection state from librdkafka's statistics: connected when a broker
@@ -689,6 +770,9 @@ impl KafkaProducer {
                         .store(crate::metrics::now_ms(), Ordering::Relaxed);
                 }
                 self.metrics.set_connected(stats.connected());
+                if stats.connected() {
+                    self.told.store(0, Ordering::Relaxed);
+                }
                 if stats.needs_bootstrap() {
                     self.bootstrap_again();
                 }
@@ -781,6 +865,55 @@ impl KafkaProducer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_failures_that_no_retry_mends_are_told_apart() {
+        use ConnectFailure::*;
+        let cases = [
+            (
+                RDKafkaErrorCode::Authentication,
+                "sasl_ssl://h:1/bootstrap: SASL authentication error: Authentication failed during authentication due to invalid credentials",
+                Some(Authentication),
+            ),
+            (
+                RDKafkaErrorCode::SSL,
+                "ssl://h:1/bootstrap: SSL handshake failed: error:0A000086:SSL routines::certificate verify failed: broker certificate could not be verified",
+                Some(BrokerCertificate),
+            ),
+            (
+                RDKafkaErrorCode::BrokerTransportFailure,
+                "ssl://h:1/bootstrap: Receive failed: error:0A000412:SSL routines::sslv3 alert bad certificate: SSL alert number 42",
+                Some(ClientCertificate),
+            ),
+            (
+                RDKafkaErrorCode::SSL,
+                "ssl://h:1/bootstrap: SSL handshake failed: wrong version number",
+                Some(Handshake),
+            ),
+            (
+                RDKafkaErrorCode::BrokerTransportFailure,
+                "h:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused",
+                None,
+            ),
+            (
+                RDKafkaErrorCode::AllBrokersDown,
+                "1/1 brokers are down",
+                None,
+            ),
+        ];
+        for (code, reason, want) in cases {
+            assert_eq!(ConnectFailure::of(code, reason), want, "{reason}");
+        }
+        let bits: Vec<u8> = [
+            Authentication,
+            BrokerCertificate,
+            ClientCertificate,
+            Handshake,
+        ]
+        .map(ConnectFailure::bit)
+        .into();
+        assert_eq!(bits, [1, 2, 4, 8]);
+    }
 
     fn producer() -> KafkaProducer {
         let mut config = ClientConfig::new();

@@ -309,7 +309,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::pipeline::testing::{chunked, framed};
+    use crate::pipeline::testing::{chunked, framed, framed_bytes};
 
     fn stage(format: Format, max: u64) -> Container {
         Container::new(
@@ -601,6 +601,92 @@ mod tests {
             out.extend(run(&mut stage(format, 1 << 20), chunked(&rest, &reads)));
             let pairs: Vec<(String, String)> = out.iter().map(|g| (g.0.clone(), g.3.clone().unwrap())).collect();
             prop_assert_eq!(pairs, want);
+        }
+    }
+
+    /// The tokens worth planting in container logs: CRI's fields and tags, JSON's syntax and
+    /// escapes.
+    const DICTIONARY: &[&[u8]] = &[
+        b" ",
+        b"\n",
+        b"stdout",
+        b"stderr",
+        b" P ",
+        b" F ",
+        b"F:x",
+        b"2026-11-30T10:00:00.1Z",
+        b"{",
+        b"}",
+        b"\"",
+        b"\\",
+        b"\\u00e9",
+        b"\\ud800",
+        b"\\n",
+        b":",
+        b",",
+        b"\"log\":",
+        b"\"stream\":",
+        b"\"time\":",
+        b"null",
+        b"[]",
+    ];
+
+    proptest! {
+        /// Hostile bytes, and runtime files with mutations, in any chunking, under any join
+        /// limit: no panic; every event is at an input line's offset, in order, ends within
+        /// the file, is no longer than the limit or the longest line, and the events hold no
+        /// more bytes than the lines; a line's fragments are never all lost (some event
+        /// comes out of every read that had lines, at the latest at the end), nothing stays
+        /// held after the end, and no allocation exceeds a bound of the input's size.
+        #[test]
+        fn hostile_lines_decode_within_bounds(
+            docker in any::<bool>(),
+            data in prop::collection::vec(any::<u8>(), 0..400),
+            msgs in prop::collection::vec(("[a-z \"\\\\]{0,12}", prop::collection::vec(any::<usize>(), 0..4)), 1..8),
+            changes in prop::collection::vec(sluice_channels::fuzzing::mutation(DICTIONARY), 0..5),
+            arbitrary in any::<bool>(),
+            reads in prop::collection::vec(any::<usize>(), 0..6),
+            max in prop_oneof![1u64..40, Just(1u64 << 20)],
+        ) {
+            let format = if docker { Format::DockerJson } else { Format::Cri };
+            let mut input = if arbitrary {
+                data
+            } else if docker {
+                docker_file(&msgs).into_bytes()
+            } else {
+                cri_file(&msgs).into_bytes()
+            };
+            for m in &changes {
+                m.apply(&mut input);
+            }
+            let lines = framed_bytes(&input);
+            let longest = lines.iter().map(|l| l.body.len()).max().unwrap_or(0);
+            let total: usize = lines.iter().map(|l| l.body.len()).sum();
+            let offsets: std::collections::HashSet<u64> = lines.iter().map(|l| l.offset).collect();
+            let mut c = stage(format, max);
+            let (out, largest) = sluice_channels::fuzzing::largest_allocation(|| {
+                let mut out = Vec::new();
+                for mut read in chunked(&lines, &reads) {
+                    c.apply(&mut read, false);
+                    out.extend(read);
+                }
+                let mut rest = Vec::new();
+                c.apply(&mut rest, true);
+                out.extend(rest);
+                out
+            });
+            prop_assert!(largest <= 4096 + 16 * input.len(), "{} bytes allocated", largest);
+            prop_assert!(c.held_from().is_none());
+            prop_assert_eq!(out.is_empty(), lines.is_empty());
+            prop_assert!(out.len() <= lines.len());
+            let mut last = 0;
+            for l in &out {
+                prop_assert!(offsets.contains(&l.offset) && l.offset >= last);
+                last = l.offset;
+                prop_assert!(l.end() >= l.offset && l.end() <= input.len() as u64);
+                prop_assert!(l.body.len() <= longest.max(max as usize));
+            }
+            prop_assert!(out.iter().map(|l| l.body.len()).sum::<usize>() <= total);
         }
     }
 

@@ -7,11 +7,16 @@ use super::lines::Line;
 
 /// The lines of `text` (each ended by `\n`) as the framer cuts them: slices of one buffer.
 pub fn framed(text: &str) -> Vec<Line> {
-    let buf = Bytes::copy_from_slice(text.as_bytes());
+    framed_bytes(text.as_bytes())
+}
+
+/// [`framed`] for bytes that need not be text.
+pub fn framed_bytes(data: &[u8]) -> Vec<Line> {
+    let buf = Bytes::copy_from_slice(data);
     let mut out = Vec::new();
     let mut at = 0;
-    for piece in text.split_inclusive('\n') {
-        let len = piece.trim_end_matches('\n').len();
+    for piece in data.split_inclusive(|&b| b == b'\n') {
+        let len = piece.strip_suffix(b"\n").unwrap_or(piece).len();
         out.push(Line::new(buf.slice(at..at + len), at as u64));
         at += piece.len();
     }

@@ -75,6 +75,13 @@ struct Checkpoint {
     files: Vec<InProgress>,
 }
 
+impl Checkpoint {
+    /// The checkpoint a file holds.
+    fn decode(data: &[u8]) -> serde_json::Result<Self> {
+        serde_json::from_slice(data)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct InProgress {
     path: PathBuf,
@@ -346,7 +353,7 @@ impl SpoolDirSource {
                 return Ok(Checkpoint::default());
             }
         };
-        match serde_json::from_slice(&data) {
+        match Checkpoint::decode(&data) {
             Ok(c) => Ok(c),
             Err(e) => {
                 let path = self.checkpoint_path.clone();

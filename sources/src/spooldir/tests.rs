@@ -443,3 +443,48 @@ async fn multiline_joins_stack_traces_and_the_end_of_the_file_ends_the_last_even
     assert_eq!(run.bodies("java.log"), want);
     run.stop().await;
 }
+
+mod hostile {
+    use proptest::prelude::*;
+    use sluice_channels::fuzzing::{JSON, hostile, largest_allocation};
+
+    use super::*;
+
+    /// The format's keys, planted with JSON's tokens.
+    const KEYS: &[&[u8]] = &[
+        b"\"files\":",
+        b"\"path\":",
+        b"\"dev\":",
+        b"\"ino\":",
+        b"\"offset\":",
+    ];
+
+    fn checkpoint() -> impl Strategy<Value = Vec<u8>> {
+        let file = ("[a-z/]{0,12}", any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(path, dev, ino, offset)| InProgress {
+                path: path.into(),
+                dev,
+                ino,
+                offset,
+            },
+        );
+        proptest::collection::vec(file, 0..4)
+            .prop_map(|files| serde_json::to_vec(&Checkpoint { files }).unwrap())
+    }
+
+    proptest! {
+        /// Hostile bytes, and checkpoints with mutations: the decoder the source reads its
+        /// checkpoint with gives an error (the file is then set aside), or files in progress
+        /// that re-encode to themselves; it allocates no more than a bound of the file's size.
+        #[test]
+        fn hostile_checkpoints_decode_or_fail(data in hostile(checkpoint(), &[JSON, KEYS].concat())) {
+            let (decoded, largest) =
+                largest_allocation(|| Checkpoint::decode(&data));
+            prop_assert!(largest <= 4096 + 64 * data.len(), "{} bytes allocated", largest);
+            if let Ok(c) = decoded {
+                let again = serde_json::to_vec(&c).unwrap();
+                prop_assert_eq!(Checkpoint::decode(&again).unwrap(), c);
+            }
+        }
+    }
+}

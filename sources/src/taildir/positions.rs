@@ -158,8 +158,36 @@ pub fn save(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+    use sluice_channels::fuzzing::{JSON, hostile, largest_allocation};
 
+    use super::super::identity::FINGERPRINT_MAX;
     use super::*;
+
+    /// The format's keys, planted with JSON's tokens.
+    const KEYS: &[&[u8]] = &[
+        b"\"version\":",
+        b"\"files\":",
+        b"\"path\":",
+        b"\"dev\":",
+        b"\"ino\":",
+        b"\"fp\":",
+        b"\"offset\":",
+        b"\"rewrites\":",
+        b"\"0-0000000000000000\"",
+        b"\"257-00000000000000ff\"",
+        b"\"inode\":",
+        b"\"pos\":",
+        b"\"file\":",
+    ];
+
+    /// A Flume TAILDIR position file of `list`.
+    fn flume_file(list: Vec<(u64, u64, String)>) -> Vec<u8> {
+        let entries: Vec<serde_json::Value> = list
+            .into_iter()
+            .map(|(inode, pos, file)| serde_json::json!({"inode": inode, "pos": pos, "file": file}))
+            .collect();
+        serde_json::to_vec(&entries).unwrap()
+    }
 
     fn position() -> impl Strategy<Value = Position> {
         (
@@ -280,6 +308,58 @@ mod tests {
             prop_assert!(truncated.is_err());
             data[at] ^= flip;
             let _ = decode(&data);
+        }
+
+        /// Hostile bytes, and position files with mutations, read from the disk: positions
+        /// that re-encode to themselves, with distinct identities and fingerprints of 1 to
+        /// 256 bytes; or the file set aside with the reason. Decoding allocates no more than
+        /// a bound of the file's size.
+        #[test]
+        fn hostile_position_files_are_read_or_set_aside(
+            data in hostile(proptest::collection::vec(position(), 0..5).prop_map(encode), &[JSON, KEYS].concat()),
+        ) {
+            let (decoded, largest) = largest_allocation(|| decode(&data));
+            prop_assert!(largest <= 4096 + 64 * data.len(), "{} bytes allocated", largest);
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("positions.json");
+            std::fs::write(&p, &data).unwrap();
+            match (load(&p).unwrap(), decoded) {
+                (Loaded::Read(list), Ok(same)) => {
+                    prop_assert_eq!(&list, &same);
+                    let ids: HashSet<(u64, u64)> = list.iter().map(|p| (p.dev, p.ino)).collect();
+                    prop_assert_eq!(ids.len(), list.len());
+                    for fp in list.iter().filter_map(|p| p.fp) {
+                        prop_assert!((1..=FINGERPRINT_MAX).contains(&fp.len));
+                    }
+                    prop_assert_eq!(decode(&encode(list.clone())).unwrap(), list);
+                }
+                (Loaded::SetAside { error, moved_to: Some(to) }, Err(same)) => {
+                    prop_assert_eq!(error, same);
+                    prop_assert!(!p.exists() && to.exists());
+                }
+                (other, decoded) => prop_assert!(false, "{:?} for {:?}", other, decoded),
+            }
+        }
+
+        /// Hostile bytes, and Flume position files with mutations: an error, or positions
+        /// with distinct identities taken from the file's entries; Flume's file is left as it
+        /// is.
+        #[test]
+        fn hostile_flume_position_files_are_imported_or_refused(
+            data in hostile(
+                proptest::collection::vec((any::<u64>(), any::<u64>(), "[a-z/]{0,12}"), 0..4).prop_map(flume_file),
+                &[JSON, KEYS].concat(),
+            ),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("taildir_position.json");
+            std::fs::write(&p, &data).unwrap();
+            if let Ok(Some(list)) = import_flume(&p) {
+                let ids: HashSet<(u64, u64)> = list.iter().map(|p| (p.dev, p.ino)).collect();
+                prop_assert_eq!(ids.len(), list.len());
+                prop_assert!(list.iter().all(|p| p.fp.is_none() && p.rewrites == 0));
+            }
+            prop_assert_eq!(std::fs::read(&p).unwrap(), data);
         }
     }
 }

@@ -79,10 +79,15 @@ pub fn parse(
         .map(|p| (p.key.as_str(), p.value.as_str()))
         .collect();
     let mut out = Vec::with_capacity(raw.len());
+    let mut subst = Substitution {
+        props: &values,
+        lookup,
+        done: BTreeMap::new(),
+    };
     let ours =
         |key: &str| agent.is_none_or(|a| key.strip_prefix(a).is_some_and(|r| r.starts_with('.')));
     for p in &raw {
-        match substitute(&p.value, &values, lookup) {
+        match substitute(&p.value, &mut subst) {
             // A value empty once substituted is dropped, as Flume drops empty values.
             Ok(value) if value.trim().is_empty() => {}
             Ok(value) => out.push(Property {
@@ -220,82 +225,108 @@ fn unescape(s: &str) -> Result<String, String> {
 /// How deep `${...}` references may refer to properties that hold references.
 const MAX_DEPTH: usize = 16;
 
+/// The longest value substitution may make: references that repeat references (`b = ${a}${a}`,
+/// `c = ${b}${b}`, ...) would otherwise double it at each level.
+const MAX_VALUE: usize = 1 << 20;
+
 /// `value` with its `${...}` references replaced, as Flume's `StringSubstitutor` does:
 /// `${env:NAME}`, `${sys:NAME}`, `${NAME}` (another property of the file, else the
 /// environment), `${NAME:-default}`, references inside references, and `$${` for a literal
 /// `${`.
-fn substitute(
-    value: &str,
-    props: &BTreeMap<&str, &str>,
-    lookup: &dyn Fn(Lookup, &str) -> Option<String>,
-) -> Result<String, String> {
-    resolve(value, props, lookup, 0)
+fn substitute(value: &str, subst: &mut Substitution<'_>) -> Result<String, String> {
+    subst.resolve(value, 0)
 }
 
-fn resolve(
-    value: &str,
-    props: &BTreeMap<&str, &str>,
-    lookup: &dyn Fn(Lookup, &str) -> Option<String>,
-    depth: usize,
-) -> Result<String, String> {
-    if depth > MAX_DEPTH {
-        return Err(format!(
-            "`${{...}}` references nested more than {MAX_DEPTH} deep (a reference to itself?)"
-        ));
-    }
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(at) = rest.find("${") {
-        if rest[..at].ends_with('$') {
-            out.push_str(&rest[..at - 1]);
-            out.push_str("${");
-            rest = &rest[at + 2..];
-            continue;
+/// What substitution looks references up in, and the properties it resolved already.
+struct Substitution<'a> {
+    props: &'a BTreeMap<&'a str, &'a str>,
+    lookup: &'a dyn Fn(Lookup, &str) -> Option<String>,
+    /// Properties resolved, each with the depth it was resolved at: its value holds there and
+    /// at every shallower depth (a deeper one might pass [`MAX_DEPTH`]). A property referred
+    /// to many times is resolved once, so that references that repeat references take time
+    /// in proportion to the text, not to the value they would make.
+    done: BTreeMap<String, (String, usize)>,
+}
+
+impl Substitution<'_> {
+    /// The value of property `name`, whose text is `text`, referred to at `depth`.
+    fn property(&mut self, name: &str, text: &str, depth: usize) -> Result<String, String> {
+        if let Some((value, at)) = self.done.get(name)
+            && depth <= *at
+        {
+            return Ok(value.clone());
         }
-        out.push_str(&rest[..at]);
-        let body_start = at + 2;
-        let Some(len) = closing(&rest[body_start..]) else {
-            return Err(format!("`{}` has no closing `}}`", &rest[at..]));
-        };
-        let body = &rest[body_start..body_start + len];
-        // The default is resolved only when it is used.
-        let (name_raw, default_raw) = match top_level_default(body) {
-            Some(at) => (&body[..at], Some(&body[at + 2..])),
-            None => (body, None),
-        };
-        let inner = resolve(name_raw, props, lookup, depth + 1)?;
-        let name = inner.as_str();
-        let found = match name.split_once(':') {
-            Some(("env", n)) => lookup(Lookup::Env, n),
-            Some(("sys", n)) => lookup(Lookup::Sys, n),
-            Some((prefix, _)) if !prefix.is_empty() && !prefix.contains(['.', '/', ' ']) => {
-                return Err(format!(
-                    "`${{{inner}}}`: Sluice knows `${{env:NAME}}`, `${{sys:NAME}}` and `${{NAME}}`, not `{prefix}:`"
-                ));
-            }
-            _ => match props.get(name) {
-                Some(v) => Some(resolve(v, props, lookup, depth + 1)?),
-                None => lookup(Lookup::Env, name),
-            },
-        };
-        let found = match (found, default_raw) {
-            (Some(v), _) => Some(v),
-            (None, Some(d)) => Some(resolve(d, props, lookup, depth + 1)?),
-            (None, None) => None,
-        };
-        match found {
-            Some(v) => out.push_str(&v),
-            None => {
-                return Err(format!(
-                    "`${{{inner}}}` is not set (no such property, environment variable or -D \
-                     property; Flume would leave the text as it is)"
-                ));
-            }
-        }
-        rest = &rest[body_start + len + 1..];
+        let value = self.resolve(text, depth)?;
+        self.done.insert(name.to_owned(), (value.clone(), depth));
+        Ok(value)
     }
-    out.push_str(rest);
-    Ok(out)
+
+    fn resolve(&mut self, value: &str, depth: usize) -> Result<String, String> {
+        if depth > MAX_DEPTH {
+            return Err(format!(
+                "`${{...}}` references nested more than {MAX_DEPTH} deep (a reference to itself?)"
+            ));
+        }
+        let mut out = String::with_capacity(value.len());
+        let mut rest = value;
+        while let Some(at) = rest.find("${") {
+            if rest[..at].ends_with('$') {
+                out.push_str(&rest[..at - 1]);
+                out.push_str("${");
+                rest = &rest[at + 2..];
+                continue;
+            }
+            out.push_str(&rest[..at]);
+            let body_start = at + 2;
+            let Some(len) = closing(&rest[body_start..]) else {
+                return Err(format!("`{}` has no closing `}}`", &rest[at..]));
+            };
+            let body = &rest[body_start..body_start + len];
+            // The default is resolved only when it is used.
+            let (name_raw, default_raw) = match top_level_default(body) {
+                Some(at) => (&body[..at], Some(&body[at + 2..])),
+                None => (body, None),
+            };
+            let inner = self.resolve(name_raw, depth + 1)?;
+            let name = inner.as_str();
+            let found = match name.split_once(':') {
+                Some(("env", n)) => (self.lookup)(Lookup::Env, n),
+                Some(("sys", n)) => (self.lookup)(Lookup::Sys, n),
+                Some((prefix, _)) if !prefix.is_empty() && !prefix.contains(['.', '/', ' ']) => {
+                    return Err(format!(
+                        "`${{{inner}}}`: Sluice knows `${{env:NAME}}`, `${{sys:NAME}}` and `${{NAME}}`, not `{prefix}:`"
+                    ));
+                }
+                _ => match self.props.get(name) {
+                    Some(&text) => Some(self.property(name, text, depth + 1)?),
+                    None => (self.lookup)(Lookup::Env, name),
+                },
+            };
+            let found = match (found, default_raw) {
+                (Some(v), _) => Some(v),
+                (None, Some(d)) => Some(self.resolve(d, depth + 1)?),
+                (None, None) => None,
+            };
+            match found {
+                Some(v) if out.len() + v.len() > MAX_VALUE => {
+                    return Err(format!(
+                        "`${{{inner}}}` makes the value longer than {MAX_VALUE} bytes \
+                         (references that repeat references?)"
+                    ));
+                }
+                Some(v) => out.push_str(&v),
+                None => {
+                    return Err(format!(
+                        "`${{{inner}}}` is not set (no such property, environment variable or -D \
+                         property; Flume would leave the text as it is)"
+                    ));
+                }
+            }
+            rest = &rest[body_start + len + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
 }
 
 /// Where the `:-` of a reference's body is, outside references nested in it.
@@ -339,7 +370,7 @@ fn closing(s: &str) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn env(l: Lookup, n: &str) -> Option<String> {
@@ -484,5 +515,44 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("12", 3), ("3", 5)]
         );
+    }
+
+    /// Properties that each repeat the one before `n` times, `levels` deep, and a key that
+    /// refers to the last: substituted naively, `n^levels` copies of the first.
+    pub(crate) fn laughs(levels: usize, n: usize, first: &str) -> String {
+        let mut text = format!("l0 = {first}\n");
+        for i in 1..=levels {
+            text.push_str(&format!(
+                "l{i} = {}\n",
+                format!("${{l{}}}", i - 1).repeat(n)
+            ));
+        }
+        text.push_str(&format!("a1.sources.r1.dir = /x/${{l{levels}}}\n"));
+        text
+    }
+
+    #[test]
+    fn references_that_repeat_references_are_resolved_once_and_bounded() {
+        // 10^9 bytes and 10^9 lookups before: now an error naming the key, found at once.
+        let (got, largest) = sluice_channels::fuzzing::largest_allocation(|| {
+            parse(laughs(9, 10, "laugh").as_bytes(), "f", Some("a1"), &env)
+        });
+        let problems = got.unwrap_err();
+        assert!(largest <= 4 * MAX_VALUE, "{largest} bytes allocated");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key == "a1.sources.r1.dir"
+                    && p.message.contains("longer than 1048576 bytes")),
+            "{problems:?}"
+        );
+        // An empty value repeated costs no time either (4^14 lookups before).
+        let props = props(&laughs(14, 4, "${EMPTY}"));
+        let dir = &props
+            .iter()
+            .find(|(k, _)| k == "a1.sources.r1.dir")
+            .unwrap()
+            .1;
+        assert_eq!(dir, "/x/");
     }
 }

@@ -459,3 +459,204 @@ fn convert_writes_environment_references_not_their_values() {
     .unwrap_or_else(|e| panic!("{yaml}\n{e}"));
     assert_eq!(back.sinks, load(&text).unwrap().sinks);
 }
+
+#[test]
+fn the_java_clients_security_settings_become_tls_and_sasl() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let jks = dir.path().join("truststore.jks");
+    std::fs::write(&jks, b"\xfe\xed\xfe\xed").unwrap();
+    let secured = |protocol: &str, extra: &str| {
+        format!(
+            "{SEED}a1.sinks.k1.kafka.producer.security.protocol = {protocol}\n\
+             a1.sinks.k1.kafka.producer.sasl.mechanism = SCRAM-SHA-512\n\
+             a1.sinks.k1.kafka.producer.sasl.jaas.config = org.apache.kafka.common.security.scram.ScramLoginModule required username=\"alice\" password=\"Jaas-pw-8812\";\n\
+             a1.sinks.k1.kafka.producer.linger.ms = 5\n{extra}"
+        )
+    };
+    let text = secured(
+        "SASL_SSL",
+        &format!(
+            "a1.sinks.k1.kafka.producer.ssl.truststore.location = {}\n\
+             a1.sinks.k1.kafka.producer.ssl.truststore.password = changeit\n",
+            ca.display()
+        ),
+    );
+    let cfg = load(&text).unwrap();
+    let SinkKind::Kafka(k) = &cfg.sinks[0].kind else {
+        panic!("kafka")
+    };
+    let sasl = k.sasl.as_ref().expect("sasl");
+    assert_eq!(sasl.mechanism.setting(), "SCRAM-SHA-512");
+    assert_eq!(sasl.username, "alice");
+    assert_eq!(sasl.password.expose(), "Jaas-pw-8812");
+    assert_eq!(
+        k.tls.as_ref().and_then(|t| t.ca.as_deref()),
+        Some(ca.as_path())
+    );
+    assert_eq!(
+        k.producer.len(),
+        1,
+        "only linger.ms passes through: {:?}",
+        k.producer.keys()
+    );
+    assert!(
+        cfg.notes
+            .iter()
+            .any(|n| n.key == "a1.sinks.k1.kafka.producer.ssl.truststore.password"),
+        "{:?}",
+        cfg.notes
+    );
+    let yaml = convert(text.as_bytes(), Path::new("x.properties"), "a1", &opts()).unwrap();
+    assert!(!yaml.contains("Jaas-pw-8812"), "{yaml}");
+    // A JKS truststore, PLAIN in clear, and a module Sluice cannot use: each named by key.
+    let jks_text = secured(
+        "SASL_SSL",
+        &format!(
+            "a1.sinks.k1.kafka.producer.ssl.truststore.location = {}\n",
+            jks.display()
+        ),
+    );
+    let p = load(&jks_text).unwrap_err();
+    assert!(
+        p.iter().any(
+            |(k, m)| k == "a1.sinks.k1.kafka.producer.ssl.truststore.location"
+                && m.contains("keytool -exportcert")
+        ),
+        "{p:?}"
+    );
+    let plain = SEED.to_owned()
+        + "a1.sinks.k1.kafka.producer.security.protocol = SASL_PLAINTEXT\n\
+           a1.sinks.k1.kafka.producer.sasl.mechanism = PLAIN\n\
+           a1.sinks.k1.kafka.producer.sasl.jaas.config = org.apache.kafka.common.security.plain.PlainLoginModule required username=\"u\" password=\"Jaas-pw-8812\";\n";
+    let p = load(&plain).unwrap_err();
+    assert!(
+        p.iter()
+            .any(|(k, m)| k == "a1.sinks.k1.kafka.producer.sasl.mechanism"
+                && m.starts_with("PLAIN would send the password in clear")),
+        "{p:?}"
+    );
+    let allowed = plain.clone() + "a1.sinks.k1.kafka.producer.sasl.allow_plaintext = true\n";
+    assert!(load(&allowed).is_ok());
+    let kerberos = plain.replace(
+        "org.apache.kafka.common.security.plain.PlainLoginModule",
+        "com.sun.security.auth.module.Krb5LoginModule",
+    );
+    let p = load(&kerberos).unwrap_err();
+    assert!(
+        p.iter()
+            .any(|(k, m)| k == "a1.sinks.k1.kafka.producer.sasl.jaas.config"
+                && m.contains("Krb5LoginModule")
+                && !m.contains("Jaas-pw-8812")),
+        "{p:?}"
+    );
+}
+
+/// Hostile properties: text that is damaged, or built to make the loader work hard.
+mod hostile {
+    use proptest::prelude::*;
+    use sluice_channels::fuzzing::{hostile, largest_allocation, one_of};
+
+    use super::*;
+    use crate::config::flume::properties::tests::laughs;
+
+    /// The seed and the shipped Flume file, to mutate.
+    const SEEDS: &[&str] = &[
+        SEED,
+        include_str!("../../../../conf/spooldir-kafka.properties"),
+    ];
+
+    /// The properties syntax (separators, escapes, continued lines, comments), `${...}`
+    /// references of every kind, and Flume's keys.
+    const TOKENS: &[&[u8]] = &[
+        b"=",
+        b":",
+        b" ",
+        b"\t",
+        b"\x0c",
+        b"\\",
+        b"\\\n",
+        b"\\u",
+        b"\\u00e9",
+        b"\\uD800",
+        b"\\uDC00",
+        b"\n",
+        b"\r",
+        b"\r\n",
+        b"#",
+        b"!",
+        b"\xef\xbb\xbf",
+        b"\xe9",
+        b"\0",
+        b"${",
+        b"}",
+        b":-",
+        b"$${",
+        b"${a1.sources}",
+        b"${env:HOME}",
+        b"${sys:X}",
+        b"${x:y}",
+        b"${${",
+        b"a1.sources",
+        b"a1.channels",
+        b"a1.sinks",
+        b".type",
+        b".channels",
+        b".channel",
+        b" = ",
+        b"r1",
+        b"c1",
+        b"k1",
+        b"memory",
+        b"file",
+        b"spooldir",
+        b"TAILDIR",
+        b"org.apache.flume.sink.kafka.KafkaSink",
+        b"a1.sinkgroups",
+        b".selector.type",
+        b"99999999999999999999",
+        b"-1",
+    ];
+
+    fn check(result: Result<AgentConfig, Vec<(String, String)>>) -> Result<(), TestCaseError> {
+        if let Err(problems) = result {
+            prop_assert!(!problems.is_empty());
+            for (key, message) in &problems {
+                prop_assert!(
+                    !key.is_empty() && !message.is_empty(),
+                    "{}: {}",
+                    key,
+                    message
+                );
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// Arbitrary bytes, and the shipped properties with mutations: the agent, or an
+        /// error of problems each naming where it is (the file and line, or a key) and what
+        /// is wrong; never a panic.
+        #[test]
+        fn hostile_properties_load_or_fail(data in hostile(one_of(SEEDS), TOKENS)) {
+            check(load_flume(&data, Path::new("x.properties"), "a1", &opts())
+                .map_err(|e| e.problems.into_iter().map(|p| (p.key, p.message)).collect()))?;
+        }
+
+        /// Properties that repeat references to one another, up to 30 levels of up to 12
+        /// each (12^30 copies, substituted naively): loaded or refused at once, with no
+        /// allocation past a bound.
+        #[test]
+        fn references_that_repeat_references_stay_bounded(
+            levels in 1usize..30,
+            n in 1usize..12,
+            first in prop_oneof![Just("x"), Just("${env:HOME}"), Just("${UNSET:-}"), Just("laugh ")],
+        ) {
+            let text = format!("{SEED}{}", laughs(levels, n, first));
+            let (result, largest) = largest_allocation(|| load(&text));
+            prop_assert!(largest <= 16 << 20, "{} bytes allocated", largest);
+            check(result)?;
+        }
+    }
+}

@@ -5,6 +5,8 @@
 //! Sluice option to use instead where there is one); a key Flume reads but that changes
 //! nothing here is accepted and listed in [`Provenance::no_effect`].
 
+mod kafka_security;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use sluice_channels::config::Problem;
@@ -1202,7 +1204,8 @@ impl Translator {
         }
         imply(c, "key", text("%{key}"));
         imply(c, "empty_key", text("null"));
-        let producer = c.take_under("kafka.producer");
+        let mut producer = c.take_under("kafka.producer");
+        self.kafka_security(c, &mut producer);
         let acks = producer
             .iter()
             .find(|(k, _)| k == "acks")
