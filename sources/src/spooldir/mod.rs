@@ -28,6 +28,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -224,7 +225,8 @@ impl SpoolDirSource {
         };
         checked?;
         let wake = Arc::new(Notify::new());
-        let mut watcher = self.watch(wake.clone());
+        let lost = Arc::new(AtomicBool::new(false));
+        let mut watcher = self.watch(wake.clone(), lost.clone());
         let Ok(checkpoint) = self.load_checkpoint().await else {
             return Ok(());
         };
@@ -257,7 +259,15 @@ impl SpoolDirSource {
                 match state {
                     FolderState::Recovered | FolderState::Replaced => {
                         self.ctx.metrics.set_problem(None);
-                        watcher = self.watch(wake.clone());
+                        watcher = self.watch(wake.clone(), lost.clone());
+                    }
+                    // The watched folder was moved or deleted, and its name leads to a folder
+                    // again (one that may have its inode number, reused: the listing cannot
+                    // tell it from the old one). Its watch is gone with it: watch it anew.
+                    FolderState::Listed if lost.load(Ordering::Relaxed) => {
+                        debug!(dir = %escape_path(&self.cfg.dir),
+                            "the watched folder was moved or deleted; watching the folder its name leads to");
+                        watcher = self.watch(wake.clone(), lost.clone());
                     }
                     FolderState::Unavailable if self.ctx.metrics.problem().is_none() => {
                         let problem = format!(
@@ -313,14 +323,28 @@ impl SpoolDirSource {
         Ok(())
     }
 
-    /// Starts a file-system watcher that wakes the loop; polling covers its absence.
-    fn watch(&self, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+    /// Starts a file-system watcher that wakes the loop, and sets `lost` when the folder it
+    /// watches is moved or deleted (its watch goes with it); polling covers its absence.
+    fn watch(
+        &self,
+        wake: Arc<Notify>,
+        lost: Arc<AtomicBool>,
+    ) -> Option<notify::RecommendedWatcher> {
         use notify::Watcher;
+        lost.store(false, Ordering::Relaxed);
+        // As the watcher names the folder in its events: made absolute, not resolved.
+        let folder = std::env::current_dir()
+            .map_or_else(|_| self.cfg.dir.clone(), |cwd| cwd.join(&self.cfg.dir));
         // Only a name appearing or changing can bring a new file. Opening, reading and closing
         // (the source's own listing and reads among them) must not wake the loop, or it would
         // wake itself forever; nor must writes to a file (a file being written becomes ready
         // at a time the source computes, not on an event).
         let handler = move |event: notify::Result<notify::Event>| {
+            if let Ok(e) = &event
+                && the_folder_went(e, &folder)
+            {
+                lost.store(true, Ordering::Relaxed);
+            }
             if event.is_err() || event.is_ok_and(|e| wakes_the_scan(&e.kind)) {
                 wake.notify_one();
             }
@@ -931,6 +955,16 @@ fn wakes_the_scan(kind: &notify::EventKind) -> bool {
         EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any => true,
         EventKind::Access(_) | EventKind::Other => false,
     }
+}
+
+/// True for an event that says the watched `folder` itself was moved or deleted.
+fn the_folder_went(event: &notify::Event, folder: &Path) -> bool {
+    use notify::EventKind;
+    use notify::event::ModifyKind;
+    matches!(
+        event.kind,
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+    ) && event.paths.iter().any(|p| p == folder)
 }
 
 #[cfg(test)]

@@ -157,8 +157,9 @@ pub(super) struct Spool {
     due: bool,
     /// The folder could not be listed last time (an episode, logged once).
     unavailable: bool,
-    /// The device and inode of the folder the last listing listed.
-    folder: Option<(u64, u64)>,
+    /// The folder the last listing listed: its device, inode and, where the file system
+    /// records it, its creation time (an inode number is handed out again at once).
+    folder: Option<(u64, u64, Option<SystemTime>)>,
     counts: ListCounts,
 }
 
@@ -301,7 +302,9 @@ impl Spool {
         let mut state = FolderState::Listed;
         // The folder is named by its path, followed at each listing like the path of any
         // folder (a link included): the name given to another folder is that folder.
-        let folder = fs::metadata(&self.dir).ok().map(|m| (m.dev(), m.ino()));
+        let folder = fs::metadata(&self.dir)
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.created().ok()));
         if std::mem::take(&mut self.unavailable) {
             info!(dir = %escape_path(&self.dir),
                 "the spool folder can be listed again (recovered)");
@@ -680,6 +683,17 @@ mod tests {
         assert_eq!(c.unwrap().path, spool_dir.join("a.log"));
         spool.mark_due();
         assert_eq!(spool.next(|_| false).1, FolderState::Listed);
+        // Deleted and made again between two listings, with the inode number the old one had
+        // if the file system hands it out again: noticed where it records creation times.
+        fs::remove_dir_all(&spool_dir).unwrap();
+        fs::create_dir(&spool_dir).unwrap();
+        spool.mark_due();
+        let state = spool.next(|_| false).1;
+        if fs::metadata(&spool_dir).unwrap().created().is_ok() {
+            assert_eq!(state, FolderState::Replaced);
+        } else {
+            println!("no creation times here: a reused inode number is not noticed by listing");
+        }
         // Replaced between two listings by a link to another folder: noticed.
         let other = dir.path().join("other");
         fs::create_dir(&other).unwrap();
