@@ -13,7 +13,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::agent::{Agent, free_port, metric, sluice, sluice_bin, wait_until};
+use support::agent::{
+    Agent, console_agent, free_port, metric, sluice, sluice_bin, spooldir_console, wait_until,
+};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -23,41 +25,6 @@ fn out_lines(agent: &Agent) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-/// Stops the agent with SIGTERM and checks that it exits 0.
-fn stop(agent: &mut Agent) {
-    agent.signal(libc::SIGTERM);
-    let status = agent.wait_exit(LONG);
-    assert!(status.success(), "exit {status}: {}", agent.stderr_text());
-}
-
-/// An agent with source `r1` (its options as one YAML flow map's content) into a memory
-/// channel and the console sink.
-fn console_agent(data: &Path, source: &str) -> String {
-    format!(
-        r#"a1:
-  data_dir: {data}
-  shutdown_timeout: 5s
-  sources:
-    r1: {{ {source} }}
-  channels:
-    c1: {{ type: memory }}
-  sinks:
-    k1: {{ type: console, channel: c1 }}
-"#,
-        data = data.display(),
-    )
-}
-
-fn spooldir_console(data: &Path, spool: &Path, source_opts: &str) -> String {
-    let spool = spool.display();
-    console_agent(
-        data,
-        &format!(
-            "type: spooldir, dir: {spool}, channel: c1, ready_after: 100ms, poll_interval: 100ms{source_opts}"
-        ),
-    )
 }
 
 fn taildir_console(data: &Path, logs: &Path, source_opts: &str) -> String {
@@ -114,7 +81,7 @@ fn a_reload_writing_producer_settings_as_text_keeps_the_kafka_sink() {
     agent.signal(libc::SIGHUP);
     wait_until(LONG, "the reload applied", || applied() == Some(1));
     let log = agent.stderr_text();
-    stop(&mut agent);
+    agent.stop_ok(LONG);
     let reload_line = log
         .lines()
         .find(|l| l.contains("configuration reloaded"))
@@ -153,21 +120,13 @@ fn validate_refuses_the_huge_values_that_make_the_agent_panic() {
         let (files, data) = (dir.path().join("files"), dir.path().join("data"));
         fs::create_dir_all(&files).unwrap();
         fs::write(files.join("a.log"), "one\ntwo\n").unwrap();
-        let config = format!(
-            r#"a1:
-  data_dir: {data}
-  sources:
-    r1: {{ type: {kind}, {place}, channel: c1, {key}: {MAX} }}
-  channels:
-    c1: {{ type: memory }}
-  sinks:
-    k1: {{ type: console, channel: c1 }}
-"#,
-            data = data.display(),
-            place = match kind {
-                "spooldir" => format!("dir: {}", files.display()),
-                _ => format!("paths: [\"{}/*.log\"]", files.display()),
-            },
+        let place = match kind {
+            "spooldir" => format!("dir: {}", files.display()),
+            _ => format!("paths: [\"{}/*.log\"]", files.display()),
+        };
+        let config = console_agent(
+            &data,
+            &format!("type: {kind}, {place}, channel: c1, {key}: {MAX}"),
         );
         let conf = dir.path().join("check.yaml");
         fs::write(&conf, &config).unwrap();
@@ -222,7 +181,7 @@ fn a_completed_name_taken_by_a_dangling_link_does_not_ship_the_file_at_every_res
             let log = agent.stderr_text();
             log.contains("b.log") && (log.contains("ERROR") || log.contains("file completed"))
         });
-        stop(&mut agent);
+        agent.stop_ok(LONG);
         let n = out_lines(&agent).iter().filter(|l| *l == "b one").count();
         eprintln!("run {run}: `b one` delivered {n} time(s)");
         delivered += n;
@@ -265,7 +224,7 @@ fn a_taildir_restart_inside_a_truncated_long_line_ships_no_fragment_of_it() {
             .and_then(|p| p["files"][0]["offset"].as_u64())
             .is_some_and(|offset| offset > 6 + 1024)
     });
-    stop(&mut first);
+    first.stop_ok(LONG);
 
     let mut second = Agent::start(dir.path(), "a1", &config);
     wait_until(LONG, "the source started again", || {
@@ -277,7 +236,7 @@ fn a_taildir_restart_inside_a_truncated_long_line_ships_no_fragment_of_it() {
     wait_until(LONG, "`next` delivered", || {
         out_lines(&second).iter().any(|l| l == "next")
     });
-    stop(&mut second);
+    second.stop_ok(LONG);
 
     let mut all = out_lines(&first);
     all.extend(out_lines(&second));
@@ -340,14 +299,14 @@ fn a_spooldir_restart_inside_a_truncated_long_line_ships_no_fragment_of_it() {
     first.wait_for(LONG, "the checkpoint records progress", || {
         fs::read_to_string(&checkpoint).is_ok_and(|c| c.contains("\"offset\""))
     });
-    stop(&mut first);
+    first.stop_ok(LONG);
     let recorded = fs::read_to_string(&checkpoint).unwrap();
 
     let mut second = Agent::start(dir.path(), "a1", &config("{ type: console, channel: c1 }"));
     second.wait_for(LONG, "a.log completed", || {
         spool.join("a.log.COMPLETED").exists()
     });
-    stop(&mut second);
+    second.stop_ok(LONG);
     let lines = out_lines(&second);
     let fragments: Vec<String> = lines
         .iter()
@@ -400,7 +359,7 @@ fn split_long_lines_in_a_multibyte_encoding_lose_no_character() {
         agent.wait_for(LONG, "`end` delivered", || {
             out_lines(&agent).iter().any(|l| l == "end")
         });
-        stop(&mut agent);
+        agent.stop_ok(LONG);
         let lines = out_lines(&agent);
         let pieces = &lines[..lines.len() - 1];
         if pieces.concat() != line {

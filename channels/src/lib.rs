@@ -17,6 +17,7 @@ pub mod fsutil;
 pub mod fuzzing;
 pub mod lifecycle;
 mod memory;
+pub mod names;
 mod secret;
 pub mod units;
 

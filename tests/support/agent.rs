@@ -92,6 +92,16 @@ pub fn http_get(port: u16, path: &str) -> Option<(String, String)> {
     Some((head.lines().next()?.to_owned(), body.to_owned()))
 }
 
+/// How [`Agent::run_in`] starts the process.
+enum Launch {
+    /// As the tests run.
+    Plain,
+    /// In the agent's folder as its working folder.
+    InDir,
+    /// Without the capabilities that override file modes.
+    WithoutDacOverride,
+}
+
 /// A running `sluice agent`, with stdout and stderr captured to files in its folder.
 pub struct Agent {
     child: Option<Child>,
@@ -139,11 +149,21 @@ impl Agent {
     /// agent keeps its `./data/NAME`).
     pub fn start_file_in(dir: &Path, name: &str, conf: &Path, args: &[&str]) -> Agent {
         fs::create_dir_all(dir).unwrap();
-        Self::run_in(dir, name, conf, &[], args, true)
+        Self::run_in(dir, name, conf, &[], args, Launch::InDir)
+    }
+
+    /// Like [`Agent::start`], without the capabilities that let root read and search any
+    /// file whatever its mode (`CAP_DAC_OVERRIDE`, `CAP_DAC_READ_SEARCH`), so that a file of
+    /// mode 0000 is as unreadable to it as to any other user. Tests run as root in CI.
+    pub fn start_unprivileged(dir: &Path, name: &str, config: &str) -> Agent {
+        fs::create_dir_all(dir).unwrap();
+        let conf = dir.join("agent.yaml");
+        fs::write(&conf, config).unwrap();
+        Self::run_in(dir, name, &conf, &[], &[], Launch::WithoutDacOverride)
     }
 
     fn run(dir: &Path, name: &str, conf: &Path, env: &[(&str, &str)], args: &[&str]) -> Agent {
-        Self::run_in(dir, name, conf, env, args, false)
+        Self::run_in(dir, name, conf, env, args, Launch::Plain)
     }
 
     fn run_in(
@@ -152,7 +172,7 @@ impl Agent {
         conf: &Path,
         env: &[(&str, &str)],
         args: &[&str],
-        cwd: bool,
+        how: Launch,
     ) -> Agent {
         let run = (0..)
             .find(|i| !dir.join(format!("stdout.{i}")).exists())
@@ -160,8 +180,30 @@ impl Agent {
         let stdout = dir.join(format!("stdout.{run}"));
         let stderr = dir.join(format!("stderr.{run}"));
         let mut cmd = Command::new(sluice_bin());
-        if cwd {
-            cmd.current_dir(dir);
+        match how {
+            Launch::Plain => {}
+            Launch::InDir => {
+                cmd.current_dir(dir);
+            }
+            Launch::WithoutDacOverride => {
+                use std::os::unix::process::CommandExt;
+                // SAFETY: prctl(2) only, between fork and exec. Root's capabilities after
+                // exec are its bounding set (its inheritable set is empty), so dropping them
+                // from the bounding set drops them for good; a user who is not root has none.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        // CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (linux/capability.h).
+                        for cap in [1 as libc::c_ulong, 2] {
+                            if libc::geteuid() == 0
+                                && libc::prctl(libc::PR_CAPBSET_DROP, cap, 0 as libc::c_ulong) != 0
+                            {
+                                return Err(std::io::Error::last_os_error());
+                            }
+                        }
+                        Ok(())
+                    });
+                }
+            }
         }
         let child = cmd
             .args(["agent", "-n", name, "-f"])
@@ -251,6 +293,13 @@ impl Agent {
     pub fn stderr_text(&self) -> String {
         fs::read_to_string(&self.stderr).unwrap_or_default()
     }
+
+    /// Stops the agent with SIGTERM and checks that it exits 0 within `deadline`.
+    pub fn stop_ok(&mut self, deadline: Duration) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit(deadline);
+        assert!(status.success(), "exit {status}: {}", self.stderr_text());
+    }
 }
 
 impl Drop for Agent {
@@ -280,6 +329,37 @@ pub fn drop_file(dir: &Path, name: &str, content: &[u8]) {
     let tmp = dir.join(format!(".{name}.tmp"));
     fs::write(&tmp, content).unwrap();
     fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+/// An agent with source `r1` (its options as one YAML flow map's content) into a memory
+/// channel and the console sink.
+pub fn console_agent(data: &Path, source: &str) -> String {
+    format!(
+        r#"a1:
+  data_dir: {data}
+  shutdown_timeout: 5s
+  sources:
+    r1: {{ {source} }}
+  channels:
+    c1: {{ type: memory }}
+  sinks:
+    k1: {{ type: console, channel: c1 }}
+"#,
+        data = data.display(),
+    )
+}
+
+/// [`console_agent`] with a spooldir source on `spool` that takes files 100 ms after they
+/// stop changing and lists the folder every 100 ms; `source_opts` (`, key: value, ...`) adds
+/// options.
+pub fn spooldir_console(data: &Path, spool: &Path, source_opts: &str) -> String {
+    let spool = spool.display();
+    console_agent(
+        data,
+        &format!(
+            "type: spooldir, dir: {spool}, channel: c1, ready_after: 100ms, poll_interval: 100ms{source_opts}"
+        ),
+    )
 }
 
 /// A temporary folder holding an empty spool folder, and the path of a data folder in it.

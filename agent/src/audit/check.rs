@@ -22,7 +22,7 @@ use std::ops::Bound;
 use serde::Serialize;
 
 use super::expect::{ExpectedFile, ExpectedSet, Verdict};
-use super::names::{escape, escape_path};
+use sluice_channels::names::{escape, escape_path};
 
 /// How many items of each kind of finding a report lists; counts are always exact.
 pub const MAX_SHOWN: usize = 100;

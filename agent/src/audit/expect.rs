@@ -19,7 +19,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::names::{escape, escape_path};
+use sluice_channels::names::{escape, escape_path};
 
 /// The suffix a spooldir source gives finished files; ignored when matching names.
 const COMPLETED: &[u8] = b".COMPLETED";

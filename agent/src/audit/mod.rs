@@ -7,7 +7,6 @@
 mod check;
 mod consume;
 mod expect;
-mod names;
 mod report;
 
 use std::io::{self, Write};

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Deserialize;
+use sluice_channels::names::escape_path;
 use sluice_channels::{END_HEADER, Headers};
 use tracing::warn;
 
@@ -91,7 +92,7 @@ pub(crate) struct Container {
     /// When the last fragment arrived.
     last_at: Instant,
     metrics: Arc<SourceMetrics>,
-    /// The file, for the log line about lines not in the format.
+    /// The file, escaped, for the log line about lines not in the format.
     file: Box<str>,
     /// Whether this file's lines not in the format were logged already (once per file).
     warned: bool,
@@ -111,7 +112,7 @@ impl Container {
             partial: None,
             last_at: Instant::now(),
             metrics,
-            file: file.display().to_string().into(),
+            file: escape_path(file).into(),
             warned: false,
         }
     }
@@ -317,6 +318,19 @@ mod tests {
             Arc::new(SourceMetrics::default()),
             Path::new("/x.log"),
         )
+    }
+
+    #[test]
+    fn the_file_is_named_escaped_for_its_log_line() {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::OsStr::from_bytes(b"/s/a\nFORGED \xff.log");
+        let c = Container::new(
+            Format::Cri,
+            64,
+            Arc::new(SourceMetrics::default()),
+            Path::new(name),
+        );
+        assert_eq!(&*c.file, "/s/a\\nFORGED \\xff.log");
     }
 
     type Ev = (String, u64, Option<String>, Option<String>);

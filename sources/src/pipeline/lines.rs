@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use sluice_channels::names::escape_path;
 use sluice_channels::{END_HEADER, Headers, Origin};
 use tracing::warn;
 
@@ -183,7 +184,7 @@ pub(crate) fn long_lines(
         return;
     }
     if new.lines > 0 {
-        warn!(file = %file.display(), offset, lines = new.lines,
+        warn!(file = %escape_path(file), offset, lines = new.lines,
             max_line_bytes, policy = ?policy, "lines longer than max_line_bytes");
     }
     SourceMetrics::add(&ctx.metrics.long_lines, new.lines);

@@ -150,6 +150,13 @@ impl SpoolDirConfig {
         if self.completed_suffix.is_empty() {
             problems.push(Problem::new("completed_suffix", "must not be empty"));
         }
+        if self.completed_suffix.contains(['/', '\0']) {
+            // The completed name must stay in the folder, beside the file.
+            problems.push(Problem::new(
+                "completed_suffix",
+                "must not contain `/` (nor a NUL): a completed file stays in the spool folder",
+            ));
+        }
         if let Some(p) = sluice_channels::config::batch_size_problem(self.batch_size) {
             problems.push(p);
         }
@@ -187,5 +194,16 @@ mod tests {
         let d = SpoolDirConfig::for_dir("/spool");
         assert_eq!(d.ready_after.0, Duration::from_secs(1));
         assert_eq!(d.completed_suffix, ".COMPLETED");
+    }
+
+    #[test]
+    fn a_completed_suffix_that_would_leave_the_folder_is_refused() {
+        for suffix in ["/../../etc/cron.d/x", ".done/x", "a\0b"] {
+            let mut cfg = SpoolDirConfig::for_dir("/spool");
+            cfg.completed_suffix = suffix.to_owned();
+            let problems = cfg.validate();
+            assert_eq!(problems.len(), 1, "{suffix:?}: {problems:?}");
+            assert!(format!("{:?}", problems[0]).contains("completed_suffix"));
+        }
     }
 }

@@ -45,7 +45,8 @@ pub(super) struct Ready {
 pub(super) enum Opening {
     /// Gone since it was listed.
     Vanished,
-    /// Replaced since the listing by something that is not a regular file.
+    /// Replaced since the listing by something that is not a regular file, or by a symbolic
+    /// link (never followed).
     NotAFile,
     /// It cannot be opened now for want of descriptors or memory: not the file's fault.
     Busy(io::Error),
@@ -60,19 +61,23 @@ pub(super) enum Opening {
     },
     /// The completed name is already taken.
     CompletedTaken(PathBuf),
+    /// The completed name cannot be used (it is too long for the file system, say).
+    CompletedUnusable(PathBuf, io::Error),
 }
 
 /// Opens a file to be read, checks it is ready, and positions it (see [`OpenRequest`]).
 pub(super) fn open(req: OpenRequest) -> Result<Ready, Opening> {
-    // Never block on a FIFO that replaced the file since the listing.
+    // Never block on a FIFO, nor follow a symbolic link, that replaced the file since the
+    // listing: what is opened is checked again through its descriptor.
     let opened = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
         .open(&req.path)
         .and_then(|f| Ok((f.metadata()?, f)));
     let (meta, mut file) = match opened {
         Ok(x) => x,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Opening::Vanished),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(Opening::NotAFile),
         Err(e) if not_the_files_fault(&e) => return Err(Opening::Busy(e)),
         Err(e) => return Err(Opening::Failed(e)),
     };
@@ -97,10 +102,12 @@ pub(super) fn open(req: OpenRequest) -> Result<Ready, Opening> {
         Ok(inside) => inside,
         Err(e) => return Err(Opening::Failed(e)),
     };
-    if let Some(done) = req.completed
-        && taken(&done)
-    {
-        return Err(Opening::CompletedTaken(done));
+    if let Some(done) = req.completed {
+        match fs::symlink_metadata(&done) {
+            Ok(_) => return Err(Opening::CompletedTaken(done)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Opening::CompletedUnusable(done, e)),
+        }
     }
     Ok(Ready {
         file,
@@ -149,7 +156,7 @@ pub(super) fn set_aside(path: &Path, rename: bool) -> Aside {
             return Aside::Moved(dest);
         }
     }
-    Aside::Left(fs::metadata(path).ok().map(|m| Shape::of(&m)))
+    Aside::Left(fs::symlink_metadata(path).ok().map(|m| Shape::of(&m)))
 }
 
 /// What the file a checkpoint names is now.
@@ -162,10 +169,10 @@ pub(super) enum Resumable {
     Gone,
 }
 
-/// Checks that `path` still leads to the file with device `dev` and inode `ino`, with at
-/// least `offset` bytes.
+/// Checks that `path` still names the file with device `dev` and inode `ino` (not a link to
+/// it), with at least `offset` bytes.
 pub(super) fn resumable(path: &Path, dev: u64, ino: u64, offset: u64) -> Resumable {
-    match fs::metadata(path) {
+    match fs::symlink_metadata(path) {
         Ok(m) if m.dev() == dev && m.ino() == ino && m.len() >= offset => Resumable::Same,
         Ok(_) => Resumable::Replaced,
         Err(_) => Resumable::Gone,
@@ -193,7 +200,7 @@ fn not_the_files_fault(e: &io::Error) -> bool {
 /// Why the file at `path` is not what was read (the file that had shape `read` when its end
 /// was reached), or `None` if it is unchanged.
 fn changed_since(path: &Path, read: &Shape) -> Option<String> {
-    match fs::metadata(path) {
+    match fs::symlink_metadata(path) {
         Ok(now) => {
             let now = Shape::of(&now);
             if now.ino != read.ino || now.dev != read.dev {
@@ -303,6 +310,55 @@ mod tests {
             matches!(dangling, Err(Opening::CompletedTaken(_))),
             "a dangling link takes the name"
         );
+        // A 255-byte name has no room for the suffix: it is not read, never to be completed.
+        let long = d.path().join(format!("{}.log", "L".repeat(251)));
+        fs::write(&long, b"x\n").unwrap();
+        let mut req = request(&long, 0);
+        req.completed = Some(d.path().join(format!("{}.log.COMPLETED", "L".repeat(251))));
+        let unusable = open(req);
+        assert!(
+            matches!(&unusable, Err(Opening::CompletedUnusable(_, e)) if e.raw_os_error() == Some(libc::ENAMETOOLONG)),
+            "a completed name too long to be made"
+        );
+    }
+
+    #[test]
+    fn fifos_devices_and_symbolic_links_are_never_opened_for_reading() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("real.log");
+        fs::write(&real, b"x\n").unwrap();
+        let fifo = d.path().join("pipe.log");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let link = |name: &str, to: &Path| {
+            let at = d.path().join(name);
+            std::os::unix::fs::symlink(to, &at).unwrap();
+            at
+        };
+        let paths = [
+            fifo.clone(),
+            PathBuf::from("/dev/zero"),
+            link("to-real.log", &real),
+            link("to-pipe.log", &fifo),
+            link("to-zero.log", Path::new("/dev/zero")),
+            link("to-passwd.log", Path::new("/etc/passwd")),
+        ];
+        for p in paths {
+            // A FIFO opened without O_NONBLOCK would wait here for a writer.
+            let opened = open(request(&p, 0));
+            assert!(
+                matches!(opened, Err(Opening::NotAFile)),
+                "{} opened",
+                p.display()
+            );
+        }
+        // A checkpointed file replaced by a link to it is not resumed through the link.
+        let s = shape(&real);
+        assert!(matches!(
+            resumable(&d.path().join("to-real.log"), s.dev, s.ino, 0),
+            Resumable::Replaced
+        ));
     }
 
     #[test]

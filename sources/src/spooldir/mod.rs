@@ -28,11 +28,13 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sluice_channels::Origin;
 use sluice_channels::lifecycle::Phase;
+use sluice_channels::names::escape_path;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
@@ -223,13 +225,14 @@ impl SpoolDirSource {
         };
         checked?;
         let wake = Arc::new(Notify::new());
-        let mut watcher = self.watch(wake.clone());
+        let lost = Arc::new(AtomicBool::new(false));
+        let mut watcher = self.watch(wake.clone(), lost.clone());
         let Ok(checkpoint) = self.load_checkpoint().await else {
             return Ok(());
         };
         let mut resume: VecDeque<InProgress> = checkpoint.files.into();
         self.ctx.metrics.mark_started();
-        info!(dir = %self.cfg.dir.display(), "spooldir source started");
+        info!(dir = %escape_path(&self.cfg.dir), "spooldir source started");
         let mut shutdown = self.ctx.shutdown.clone();
         while !shutdown.is_stopping() {
             self.advance(false).await;
@@ -254,13 +257,23 @@ impl SpoolDirSource {
                     break;
                 };
                 match state {
-                    FolderState::Recovered => {
+                    FolderState::Recovered | FolderState::Replaced => {
                         self.ctx.metrics.set_problem(None);
-                        watcher = self.watch(wake.clone());
+                        watcher = self.watch(wake.clone(), lost.clone());
+                    }
+                    // The watched folder was moved or deleted, and its name leads to a folder
+                    // again (one that may have its inode number, reused: the listing cannot
+                    // tell it from the old one). Its watch is gone with it: watch it anew.
+                    FolderState::Listed if lost.load(Ordering::Relaxed) => {
+                        debug!(dir = %escape_path(&self.cfg.dir),
+                            "the watched folder was moved or deleted; watching the folder its name leads to");
+                        watcher = self.watch(wake.clone(), lost.clone());
                     }
                     FolderState::Unavailable if self.ctx.metrics.problem().is_none() => {
-                        let problem =
-                            format!("cannot list the spool folder {}", self.cfg.dir.display());
+                        let problem = format!(
+                            "cannot list the spool folder {}",
+                            escape_path(&self.cfg.dir)
+                        );
                         self.ctx.metrics.set_problem(Some(problem));
                     }
                     _ => {}
@@ -310,14 +323,28 @@ impl SpoolDirSource {
         Ok(())
     }
 
-    /// Starts a file-system watcher that wakes the loop; polling covers its absence.
-    fn watch(&self, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+    /// Starts a file-system watcher that wakes the loop, and sets `lost` when the folder it
+    /// watches is moved or deleted (its watch goes with it); polling covers its absence.
+    fn watch(
+        &self,
+        wake: Arc<Notify>,
+        lost: Arc<AtomicBool>,
+    ) -> Option<notify::RecommendedWatcher> {
         use notify::Watcher;
+        lost.store(false, Ordering::Relaxed);
+        // As the watcher names the folder in its events: made absolute, not resolved.
+        let folder = std::env::current_dir()
+            .map_or_else(|_| self.cfg.dir.clone(), |cwd| cwd.join(&self.cfg.dir));
         // Only a name appearing or changing can bring a new file. Opening, reading and closing
         // (the source's own listing and reads among them) must not wake the loop, or it would
         // wake itself forever; nor must writes to a file (a file being written becomes ready
         // at a time the source computes, not on an event).
         let handler = move |event: notify::Result<notify::Event>| {
+            if let Ok(e) = &event
+                && the_folder_went(e, &folder)
+            {
+                lost.store(true, Ordering::Relaxed);
+            }
             if event.is_err() || event.is_ok_and(|e| wakes_the_scan(&e.kind)) {
                 wake.notify_one();
             }
@@ -330,7 +357,7 @@ impl SpoolDirSource {
             }
         };
         if let Err(e) = watcher.watch(&self.cfg.dir, notify::RecursiveMode::NonRecursive) {
-            warn!(dir = %self.cfg.dir.display(), error = %e,
+            warn!(dir = %escape_path(&self.cfg.dir), error = %e,
                 "cannot watch the folder; polling it");
             return None;
         }
@@ -345,7 +372,7 @@ impl SpoolDirSource {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Checkpoint::default()),
             Err(e) => {
-                error!(checkpoint = %self.checkpoint_path.display(), error = %e,
+                error!(checkpoint = %escape_path(&self.checkpoint_path), error = %e,
                     "cannot read the checkpoint; files in progress are read again from their start");
                 return Ok(Checkpoint::default());
             }
@@ -357,7 +384,7 @@ impl SpoolDirSource {
                 let aside = self
                     .off(move || sluice_channels::fsutil::set_aside(&path))
                     .await?;
-                error!(checkpoint = %self.checkpoint_path.display(), error = %e,
+                error!(checkpoint = %escape_path(&self.checkpoint_path), error = %e,
                     moved_to = ?aside.as_ref().ok(),
                     "corrupt checkpoint set aside; files in progress are read again from their start");
                 Ok(Checkpoint::default())
@@ -431,13 +458,13 @@ impl SpoolDirSource {
                 self.unsynced = !durable;
                 self.written = Some(data);
                 if std::mem::take(&mut self.write_failing) {
-                    info!(checkpoint = %self.checkpoint_path.display(),
+                    info!(checkpoint = %escape_path(&self.checkpoint_path),
                         "the checkpoint is written again");
                 }
             }
             Err(e) if !self.write_failing => {
                 self.write_failing = true;
-                error!(checkpoint = %self.checkpoint_path.display(), error = %e,
+                error!(checkpoint = %escape_path(&self.checkpoint_path), error = %e,
                     "cannot write the checkpoint; progress since the last one may be read again after a restart");
             }
             Err(_) => {}
@@ -452,12 +479,12 @@ impl SpoolDirSource {
             .await?;
         Ok(match found {
             Resumable::Same => {
-                info!(file = %p.path.display(), offset = p.offset,
+                info!(file = %escape_path(&p.path), offset = p.offset,
                     "resuming the file in progress");
                 Some(Next::Resume(p.path, p.offset))
             }
             Resumable::Replaced => {
-                warn!(file = %p.path.display(),
+                warn!(file = %escape_path(&p.path),
                     "the file in progress was replaced since the last run; reading the new one from its start");
                 None
             }
@@ -483,13 +510,13 @@ impl SpoolDirSource {
         };
         match aside {
             Aside::Moved(dest) => {
-                warn!(file = %path.display(), moved_to = %dest.display(), "file set aside");
+                warn!(file = %escape_path(path), moved_to = %escape_path(&dest), "file set aside");
             }
             Aside::Left(shape) => {
                 if let (Some(spool), Some(shape)) = (self.spool.as_mut(), shape) {
                     spool.skip(path, shape);
                 }
-                warn!(file = %path.display(), "file left in place and skipped while it stays unchanged");
+                warn!(file = %escape_path(path), "file left in place and skipped while it stays unchanged");
             }
         }
     }
@@ -566,32 +593,45 @@ impl SpoolDirSource {
         };
         match not {
             Opening::Vanished => {
-                debug!(file = %path.display(), "the file vanished before it was read");
+                debug!(file = %escape_path(&path), "the file vanished before it was read");
             }
             // Replaced since the listing by something else; the next listing reports it.
             Opening::NotAFile => {}
             Opening::Busy(e) => {
-                warn!(file = %path.display(), error = %e,
+                warn!(file = %escape_path(&path), error = %e,
                     retry_in = ?RETRY_OPEN_AFTER, "cannot open the file now; trying again later");
                 if let Some(spool) = self.spool.as_mut() {
                     spool.defer(path, Instant::now() + RETRY_OPEN_AFTER);
                 }
             }
+            Opening::Failed(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                // Not a fault of its content, and the agent may not own it: left in place, and
+                // tried again once it changes (its mode among what is compared).
+                warn!(path = %escape_path(&path), reason = %e,
+                    "the file cannot be opened; it is skipped until it changes (made readable, say)");
+                self.set_aside(&path, false).await;
+            }
             Opening::Failed(e) => {
                 SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
-                error!(file = %path.display(), error = %e, "cannot read the file");
+                error!(file = %escape_path(&path), error = %e, "cannot read the file");
                 self.set_aside(&path, true).await;
             }
             Opening::NotReady { shape, seen } => {
                 // Changed since it was listed: being written. It waits until it is quiet.
-                debug!(file = %path.display(), size = shape.len,
+                debug!(file = %escape_path(&path), size = shape.len,
                     "the file changed since it was listed; waiting until it stays unchanged");
                 if let Some(spool) = self.spool.as_mut() {
                     spool.not_ready(path, shape, seen);
                 }
             }
+            Opening::CompletedUnusable(done, e) => {
+                warn!(path = %escape_path(&path), completed = %escape_path(&done),
+                    reason = %format_args!("its completed name cannot be used: {e}"),
+                    "the file is not read: it could never be completed (rename it, or use after_read: delete)");
+                self.set_aside(&path, false).await;
+            }
             Opening::CompletedTaken(done) => {
-                error!(file = %path.display(), completed = %done.display(),
+                error!(file = %escape_path(&path), completed = %escape_path(&done),
                     "the completed name is already taken; the file is not read (rename one of them)");
                 self.set_aside(&path, false).await;
             }
@@ -619,7 +659,7 @@ impl SpoolDirSource {
             seen,
             first,
         } = opened;
-        debug!(file = %path.display(), offset, size = opened.len, "reading file");
+        debug!(file = %escape_path(&path), offset, size = opened.len, "reading file");
         self.flight.push_back(InFlight {
             path: path.clone(),
             opened,
@@ -684,7 +724,7 @@ impl SpoolDirSource {
             }
             if end.len < read_to {
                 SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
-                error!(file = %path.display(), size = end.len, read = read_to,
+                error!(file = %escape_path(&path), size = end.len, read = read_to,
                     "the file shrank while it was read (truncated); it is set aside after what was read is safe");
                 self.set_read(ReadEnd::Failed);
                 return true;
@@ -707,13 +747,13 @@ impl SpoolDirSource {
             let since = *growing_since.get_or_insert_with(Instant::now);
             if !warned_growing && since.elapsed() >= LONG_GROWTH {
                 warned_growing = true;
-                warn!(file = %path.display(), size = end.len,
+                warn!(file = %escape_path(&path), size = end.len,
                     growing_for = ?since.elapsed(),
                     "the file is still being written; it is followed until it stays unchanged \
                      for ready_after, and the files after it wait (spooldir files should be \
                      complete when they are dropped in)");
             } else {
-                debug!(file = %path.display(), size = end.len,
+                debug!(file = %escape_path(&path), size = end.len,
                     "at the end of a file still being written; waiting for it to stay unchanged");
             }
             self.finish().await;
@@ -733,13 +773,13 @@ impl SpoolDirSource {
     async fn read_failed(&mut self, path: &Path, offset: u64, failure: ReadFailure) -> bool {
         match failure {
             ReadFailure::Interrupted => {
-                info!(file = %path.display(), offset,
+                info!(file = %escape_path(path), offset,
                     "read interrupted: the agent is stopping; the file stays in place and is read on after a restart");
                 false
             }
             ReadFailure::File(e) => {
                 SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
-                error!(file = %path.display(), offset, error = %e,
+                error!(file = %escape_path(path), offset, error = %e,
                     "read error; the file is set aside after what was read is safe");
                 self.set_read(ReadEnd::Failed);
                 true
@@ -872,21 +912,21 @@ impl SpoolDirSource {
         match done {
             Completion::Changed(problem) => {
                 SourceMetrics::add(&self.ctx.metrics.read_errors, 1);
-                error!(file = %path.display(), problem,
+                error!(file = %escape_path(path), problem,
                     "the file changed after it was read to its end; spooldir files must be complete \
                      when they are dropped in (write elsewhere, then move them in)");
                 self.set_aside(path, true).await;
             }
             Completion::Done(Ok(())) => {
                 SourceMetrics::add(&self.ctx.metrics.files_completed, 1);
-                info!(file = %path.display(), after_read = ?self.cfg.after_read, "file completed");
+                info!(file = %escape_path(path), after_read = ?self.cfg.after_read, "file completed");
             }
             Completion::Done(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
-                warn!(file = %path.display(),
+                warn!(file = %escape_path(path),
                     "the file vanished after it was read in full; nothing to rename");
             }
             Completion::Done(Err(e)) => {
-                error!(file = %path.display(), error = %e,
+                error!(file = %escape_path(path), error = %e,
                     "cannot complete the file; all its lines are safe, it is left in place and skipped");
                 self.set_aside(path, false).await;
             }
@@ -915,6 +955,16 @@ fn wakes_the_scan(kind: &notify::EventKind) -> bool {
         EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any => true,
         EventKind::Access(_) | EventKind::Other => false,
     }
+}
+
+/// True for an event that says the watched `folder` itself was moved or deleted.
+fn the_folder_went(event: &notify::Event, folder: &Path) -> bool {
+    use notify::EventKind;
+    use notify::event::ModifyKind;
+    matches!(
+        event.kind,
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+    ) && event.paths.iter().any(|p| p == folder)
 }
 
 #[cfg(test)]

@@ -321,6 +321,7 @@ mod tests {
             len,
             mtime: UNIX_EPOCH + Duration::from_secs(secs),
             born: Some(UNIX_EPOCH + Duration::from_secs(7)),
+            mode: 0o100644,
         };
         let fid = |s: &Shape| with_fid(&origin, s).header("fid").unwrap().to_owned();
         let first = fid(&shape(10, 100));

@@ -15,11 +15,12 @@ use std::os::unix::fs::{DirEntryExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use sluice_channels::names::escape_path;
 use tracing::{error, info, warn};
 
 use super::config::{FAILED_SUFFIX, Order, SpoolDirConfig};
 
-/// A file's identity, size and modification time: what says whether it changed.
+/// A file's identity, size, modification time and permissions: what says whether it changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Shape {
     /// The device of the file system the file is on.
@@ -32,6 +33,9 @@ pub(super) struct Shape {
     pub mtime: SystemTime,
     /// When it was created, where the file system records it.
     pub born: Option<SystemTime>,
+    /// Its type and permission bits: a file skipped because it could not be opened is tried
+    /// again once they change (made readable).
+    pub mode: u32,
 }
 
 impl Shape {
@@ -43,6 +47,7 @@ impl Shape {
             len: meta.len(),
             mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             born: meta.created().ok(),
+            mode: meta.mode(),
         }
     }
 
@@ -84,7 +89,15 @@ pub(super) enum FolderState {
     Recovered,
     /// It cannot be listed (logged once per episode).
     Unavailable,
+    /// Listed, but it is another folder than the last listing's: its name was given to
+    /// another folder (deleted and created again, or replaced by a link to another one)
+    /// between two listings. Its file-system watch must be set up again.
+    Replaced,
 }
+
+/// How often, at most, a folder that cannot be listed is tried again (its watch went with
+/// it, so nothing else tells that it is back).
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
 
 /// How many system calls the listings made: the measure of their cost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -144,6 +157,9 @@ pub(super) struct Spool {
     due: bool,
     /// The folder could not be listed last time (an episode, logged once).
     unavailable: bool,
+    /// The folder the last listing listed: its device, inode and, where the file system
+    /// records it, its creation time (an inode number is handed out again at once).
+    folder: Option<(u64, u64, Option<SystemTime>)>,
     counts: ListCounts,
 }
 
@@ -176,6 +192,7 @@ impl Spool {
             deferred: HashMap::new(),
             due: true,
             unavailable: false,
+            folder: None,
             counts: ListCounts::default(),
         }
     }
@@ -205,7 +222,12 @@ impl Spool {
     /// When the folder is to be listed next if nothing else happens: the poll interval after
     /// the last listing, or when a waiting file may become ready.
     pub fn wake_at(&self) -> Instant {
-        let poll = self.listed_at.map_or_else(Instant::now, |t| t + self.poll);
+        let every = if self.unavailable {
+            self.poll.min(UNAVAILABLE_RETRY)
+        } else {
+            self.poll
+        };
+        let poll = self.listed_at.map_or_else(Instant::now, |t| t + every);
         self.next_ready.map_or(poll, |t| t.min(poll))
     }
 
@@ -270,7 +292,7 @@ impl Spool {
             Err(e) => {
                 if !self.unavailable {
                     self.unavailable = true;
-                    error!(dir = %self.dir.display(), error = %e,
+                    error!(dir = %escape_path(&self.dir), error = %e,
                         "cannot list the spool folder; waiting for it to come back (logged once)");
                 }
                 return FolderState::Unavailable;
@@ -278,10 +300,23 @@ impl Spool {
         };
         self.counts.listings += 1;
         let mut state = FolderState::Listed;
+        // The folder is named by its path, followed at each listing like the path of any
+        // folder (a link included): the name given to another folder is that folder.
+        let folder = fs::metadata(&self.dir)
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.created().ok()));
         if std::mem::take(&mut self.unavailable) {
-            info!(dir = %self.dir.display(),
+            info!(dir = %escape_path(&self.dir),
                 "the spool folder can be listed again (recovered)");
             state = FolderState::Recovered;
+        } else if self.folder.is_some() && folder.is_some() && folder != self.folder {
+            warn!(dir = %escape_path(&self.dir),
+                "the spool folder was replaced: its name leads to another folder now, which is \
+                 watched and read from now on");
+            state = FolderState::Replaced;
+        }
+        if folder.is_some() {
+            self.folder = folder;
         }
         let mut ready = Vec::new();
         let mut waiting = HashMap::new();
@@ -290,7 +325,7 @@ impl Spool {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    warn!(dir = %self.dir.display(), error = %e,
+                    warn!(dir = %escape_path(&self.dir), error = %e,
                         "the folder listing broke off; the rest is listed next time");
                     self.due = true;
                     break;
@@ -305,31 +340,19 @@ impl Spool {
                 continue;
             }
             // The entry's type comes with the listing: no system call, and a FIFO is never
-            // opened (opening one blocks until a writer comes).
+            // opened (opening one blocks until a writer comes). A symbolic link is never
+            // followed: it may lead out of the folder (to a secret, or to an endless device),
+            // and one that leads to a file in the folder would read that file twice.
             let Ok(file_type) = entry.file_type() else {
                 continue;
             };
-            let meta = if file_type.is_file() {
-                self.counts.stats += 1;
-                entry.metadata()
-            } else if file_type.is_symlink() {
-                self.counts.stats += 1;
-                fs::metadata(&path)
-            } else {
+            if !file_type.is_file() {
                 self.report(&mut reported, path, entry.ino(), kind_of(&file_type));
                 continue;
-            };
-            let meta = match meta {
+            }
+            self.counts.stats += 1;
+            let meta = match entry.metadata() {
                 Ok(m) => m,
-                Err(e) if file_type.is_symlink() => {
-                    let what = match e.raw_os_error() {
-                        Some(libc::ENOENT) => "a dangling symbolic link",
-                        Some(libc::ELOOP) => "a symbolic link loop",
-                        _ => "a symbolic link that cannot be followed",
-                    };
-                    self.report(&mut reported, path, entry.ino(), what);
-                    continue;
-                }
                 // Gone between the listing and the stat: nothing to do.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(_) => {
@@ -343,15 +366,8 @@ impl Spool {
                 }
             };
             if !meta.is_file() {
-                let what = match kind_of(&meta.file_type()) {
-                    "a FIFO" => "a symbolic link to a FIFO",
-                    "a socket" => "a symbolic link to a socket",
-                    "a character device" => "a symbolic link to a character device",
-                    "a block device" => "a symbolic link to a block device",
-                    "a folder" => "a symbolic link to a folder",
-                    _ => "a symbolic link to something that is not a regular file",
-                };
-                self.report(&mut reported, path, entry.ino(), what);
+                // Replaced since the listing: looked at again next time.
+                self.due = true;
                 continue;
             }
             let shape = Shape::of(&meta);
@@ -406,10 +422,10 @@ impl Spool {
     ) {
         if self.reported.get(&path) != Some(&(ino, what)) {
             if what == "a folder" {
-                info!(file = %path.display(), kind = what,
+                info!(path = %escape_path(&path), reason = what,
                     "not a regular file; skipped (logged once)");
             } else {
-                warn!(file = %path.display(), kind = what,
+                warn!(path = %escape_path(&path), reason = what,
                     "not a regular file; skipped (logged once)");
             }
         }
@@ -431,7 +447,9 @@ impl Spool {
 
 /// What a folder entry that is not a regular file is, for the log.
 fn kind_of(t: &fs::FileType) -> &'static str {
-    if t.is_dir() {
+    if t.is_symlink() {
+        "a symbolic link (never followed)"
+    } else if t.is_dir() {
         "a folder"
     } else if t.is_fifo() {
         "a FIFO"
@@ -590,49 +608,62 @@ mod tests {
     }
 
     #[test]
-    fn fifos_devices_and_dangling_links_are_skipped_and_reported_once() {
+    fn fifos_devices_folders_and_links_are_skipped_and_reported_once() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         mkfifo(&d.join("pipe.log"));
-        std::os::unix::fs::symlink("/dev/null", d.join("null.log")).unwrap();
-        std::os::unix::fs::symlink(d.join("nowhere"), d.join("dangling.log")).unwrap();
-        std::os::unix::fs::symlink(d.join("pipe.log"), d.join("to-pipe.log")).unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        write_aged(
+            elsewhere.path(),
+            "secret.log",
+            b"s\n",
+            Duration::from_secs(60),
+        );
+        let links = [
+            ("null.log", PathBuf::from("/dev/null")),
+            ("dangling.log", d.join("nowhere")),
+            ("to-pipe.log", d.join("pipe.log")),
+            ("link-to-real.log", d.join("real.log")),
+            ("outside.log", elsewhere.path().join("secret.log")),
+        ];
+        for (name, to) in &links {
+            std::os::unix::fs::symlink(to, d.join(name)).unwrap();
+        }
         let sock = std::os::unix::net::UnixListener::bind(d.join("sock.log")).unwrap();
         fs::create_dir(d.join("sub")).unwrap();
         write_aged(d, "real.log", b"x\n", Duration::from_secs(60));
-        std::os::unix::fs::symlink(d.join("real.log"), d.join("link-to-real.log")).unwrap();
         let mut spool = Spool::new(&cfg(d));
-        let mut taken = drain(&mut spool);
-        taken.sort();
-        assert_eq!(taken, ["link-to-real.log", "real.log"].map(String::from));
-        let want = vec![
-            (d.join("dangling.log"), "a dangling symbolic link"),
-            (d.join("null.log"), "a symbolic link to a character device"),
+        assert_eq!(drain(&mut spool), ["real.log"]);
+        let mut want: Vec<_> = links
+            .iter()
+            .map(|(name, _)| (d.join(name), "a symbolic link (never followed)"))
+            .collect();
+        want.extend([
             (d.join("pipe.log"), "a FIFO"),
             (d.join("sock.log"), "a socket"),
             (d.join("sub"), "a folder"),
-            (d.join("to-pipe.log"), "a symbolic link to a FIFO"),
-        ];
+        ]);
+        want.sort();
         assert_eq!(spool.reported(), want);
         // Listed again: still skipped, and remembered (so not logged again).
         spool.mark_due();
         assert!(spool.next(|_| false).0.is_none());
         assert_eq!(spool.reported(), want);
-        // A link whose target appears is read.
+        // A link whose target appears is still not followed.
         write_aged(d, "nowhere", b"y\n", Duration::from_secs(60));
         spool.mark_due();
-        let mut taken = drain(&mut spool);
-        taken.sort();
-        assert_eq!(taken, ["dangling.log", "nowhere"]);
+        assert_eq!(drain(&mut spool), ["nowhere"]);
         drop(sock);
     }
 
     #[test]
-    fn a_deleted_folder_is_one_episode_and_its_return_is_noticed() {
+    fn a_deleted_folder_is_one_episode_and_its_return_or_replacement_is_noticed() {
         let dir = tempfile::tempdir().unwrap();
         let spool_dir = dir.path().join("spool");
         fs::create_dir(&spool_dir).unwrap();
-        let mut spool = Spool::new(&cfg(&spool_dir));
+        let mut c = cfg(&spool_dir);
+        c.poll_interval = sluice_channels::units::HumanDuration(Duration::from_secs(3600));
+        let mut spool = Spool::new(&c);
         assert_eq!(spool.next(|_| false).1, FolderState::Listed);
         fs::remove_dir(&spool_dir).unwrap();
         for _ in 0..5 {
@@ -640,12 +671,36 @@ mod tests {
             assert_eq!(spool.next(|_| false).1, FolderState::Unavailable);
             assert!(spool.unavailable);
         }
+        // Nothing wakes the source while the folder is gone: it tries again within a second,
+        // however long the poll interval.
+        let retry = spool.wake_at().saturating_duration_since(Instant::now());
+        assert!(retry <= UNAVAILABLE_RETRY, "{retry:?}");
         fs::create_dir(&spool_dir).unwrap();
         write_aged(&spool_dir, "a.log", b"x\n", Duration::from_secs(60));
         spool.mark_due();
         let (c, state) = spool.next(|_| false);
         assert_eq!(state, FolderState::Recovered);
         assert_eq!(c.unwrap().path, spool_dir.join("a.log"));
+        spool.mark_due();
+        assert_eq!(spool.next(|_| false).1, FolderState::Listed);
+        // Deleted and made again between two listings, with the inode number the old one had
+        // if the file system hands it out again: noticed where it records creation times.
+        fs::remove_dir_all(&spool_dir).unwrap();
+        fs::create_dir(&spool_dir).unwrap();
+        spool.mark_due();
+        let state = spool.next(|_| false).1;
+        if fs::metadata(&spool_dir).unwrap().created().is_ok() {
+            assert_eq!(state, FolderState::Replaced);
+        } else {
+            println!("no creation times here: a reused inode number is not noticed by listing");
+        }
+        // Replaced between two listings by a link to another folder: noticed.
+        let other = dir.path().join("other");
+        fs::create_dir(&other).unwrap();
+        fs::rename(&spool_dir, dir.path().join("old")).unwrap();
+        std::os::unix::fs::symlink(&other, &spool_dir).unwrap();
+        spool.mark_due();
+        assert_eq!(spool.next(|_| false).1, FolderState::Replaced);
         spool.mark_due();
         assert_eq!(spool.next(|_| false).1, FolderState::Listed);
     }

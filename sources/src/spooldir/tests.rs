@@ -488,3 +488,20 @@ mod hostile {
         }
     }
 }
+
+#[test]
+fn only_the_folder_itself_moved_or_deleted_takes_its_watch_away() {
+    use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
+    use notify::{Event, EventKind};
+    let folder = Path::new("/spool");
+    let event = |kind, path: &str| Event::new(kind).add_path(PathBuf::from(path));
+    let moved = EventKind::Modify(ModifyKind::Name(RenameMode::From));
+    let removed = EventKind::Remove(RemoveKind::Folder);
+    assert!(the_folder_went(&event(moved, "/spool"), folder));
+    assert!(the_folder_went(&event(removed, "/spool"), folder));
+    // Files in it moved out or deleted, or the folder changed: the watch stays.
+    assert!(!the_folder_went(&event(moved, "/spool/a.log"), folder));
+    assert!(!the_folder_went(&event(removed, "/spool/sub"), folder));
+    let created = EventKind::Create(CreateKind::File);
+    assert!(!the_folder_went(&event(created, "/spool"), folder));
+}

@@ -1,8 +1,9 @@
-//! File names as the audit shows them: raw bytes made printable on one line.
+//! File names as reports and logs show them: raw bytes made printable on one line.
 //!
 //! A file name on Unix is any bytes but `/` and NUL: invalid UTF-8 and control characters
-//! (a newline) included. Names are compared as bytes; for a report they are escaped so that
-//! each stays on its report line and no two names look alike.
+//! (a newline) included. Names are compared as bytes; for a report or a log line they are
+//! escaped so that each stays on its line (a name cannot forge another log line) and no two
+//! names look alike.
 
 use std::fmt::Write;
 use std::os::unix::ffi::OsStrExt;
