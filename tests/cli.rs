@@ -529,3 +529,71 @@ fn a_full_http_endpoint_says_so_once_and_when_it_serves_again() {
     agent.signal(libc::SIGTERM);
     assert!(agent.wait_exit(STOPS).success(), "{}", agent.stderr_text());
 }
+
+/// A hostile run's findings: a FIFO named by `${file:}` or `tls.ca` is refused at once, never
+/// waited on; a user name from a file and a short password never mangle `/metrics` or the
+/// log's own words, while a real password is masked.
+#[test]
+fn secret_files_that_are_fifos_are_refused_and_masking_leaves_the_programs_words_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("fifo");
+    let made = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path; mkfifo touches nothing else.
+    assert_eq!(unsafe { libc::mkfifo(made.as_ptr(), 0o600) }, 0);
+    let sink = |extra: &str| {
+        format!(
+            "a1:\n  sources:\n    r1: {{ type: spooldir, dir: /tmp, channel: c1 }}\n  channels:\n    \
+             c1: {{ type: memory }}\n  sinks:\n    k1: {{ type: kafka, channel: c1, brokers: \
+             \"127.0.0.1:1\", topic: t, {extra} }}\n"
+        )
+    };
+    for (name, extra) in [
+        (
+            "pw.yaml",
+            format!(
+                "sasl: {{ mechanism: SCRAM-SHA-512, username: u, password: \"${{file:{}}}\" }}",
+                fifo.display()
+            ),
+        ),
+        ("ca.yaml", format!("tls: {{ ca: {} }}", fifo.display())),
+    ] {
+        let (code, out, err) = validate(tmp.path(), name, &sink(&extra));
+        assert_eq!(code, 2, "{name}: {out}{err}");
+        assert!(err.contains("not a regular file"), "{name}: {err}");
+    }
+    // The user name `sluice` (a word of every metric name) and a short password `total`.
+    let user = tmp.path().join("user");
+    fs::write(&user, "sluice\n").unwrap();
+    let short = tmp.path().join("short");
+    fs::write(&short, "total").unwrap();
+    const LONG_PW: &str = "Long-pw-5521-abc";
+    let port = free_port();
+    let (dir, spool, data) = spool_dirs();
+    let cfg = format!(
+        "a1:\n  data_dir: {data}\n  http: 127.0.0.1:{port}\n  sources:\n    r1: {{ type: spooldir, dir: {spool}, channels: [c1, c2] }}\n  \
+         channels:\n    c1: {{ type: memory }}\n    c2: {{ type: memory }}\n  sinks:\n    \
+         k1: {{ type: kafka, channel: c1, brokers: \"127.0.0.1:1\", topic: t, sasl: {{ mechanism: SCRAM-SHA-512, \
+         username: \"${{file:{user}}}\", password: \"${{file:{short}}}\" }} }}\n    \
+         k2: {{ type: kafka, channel: c2, brokers: \"127.0.0.1:1\", topic: t, sasl: {{ mechanism: SCRAM-SHA-512, \
+         username: u, password: {LONG_PW} }}, producer: {{ client.id: \"id-{LONG_PW}\" }} }}\n",
+        data = data.display(),
+        spool = spool.display(),
+        user = user.display(),
+        short = short.display(),
+    );
+    let mut agent = Agent::start(dir.path(), "a1", &cfg);
+    agent.wait_for(STOPS, "/metrics answers", || {
+        http_get(port, "/metrics").is_some()
+    });
+    let metrics = http_get(port, "/metrics").unwrap().1;
+    assert!(
+        metrics.contains("sluice_source_events_total{"),
+        "the metric names were masked:\n{metrics}"
+    );
+    assert!(!metrics.contains("***"), "{metrics}");
+    agent.signal(libc::SIGTERM);
+    agent.wait_exit(STOPS);
+    let log = agent.stderr_text();
+    assert!(log.contains("sluice::") || log.contains("sluice_"), "{log}");
+    assert!(!log.contains(LONG_PW), "{log}");
+}

@@ -106,7 +106,6 @@ pub fn mark(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Marke
                         path: path.to_owned(),
                         reason,
                     })?;
-                    crate::secrets::register(&value);
                     push_ref(&mut out, &mut refs, value);
                     rest = &body[end + 1..];
                     continue;
@@ -165,15 +164,19 @@ fn read_file(path: &str) -> Result<String, String> {
     if path.is_empty() {
         return Err("no path after `file:`".to_owned());
     }
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    if file.metadata().map_err(|e| e.to_string())?.is_dir() {
-        return Err("it is a folder".to_owned());
-    }
+    let file = sluice_channels::fsutil::open_regular_file(std::path::Path::new(path))
+        .map_err(|e| e.to_string())?;
     let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
+    // The limit is on the value: a trailing line break (two bytes with CR) may come on top.
+    file.take(MAX_FILE_BYTES + 3)
         .read_to_end(&mut bytes)
         .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
+    let value_len = bytes.len()
+        - [&b"\r\n"[..], b"\n"]
+            .iter()
+            .find(|end| bytes.ends_with(end))
+            .map_or(0, |end| end.len());
+    if value_len as u64 > MAX_FILE_BYTES {
         return Err(format!("larger than {MAX_FILE_BYTES} bytes"));
     }
     let mut text = String::from_utf8(bytes)
@@ -347,7 +350,7 @@ mod tests {
     }
 
     #[test]
-    fn a_file_reference_is_the_file_without_its_last_line_break_and_is_masked() {
+    fn a_file_reference_is_the_file_without_its_last_line_break() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("pw");
         std::fs::write(&f, "s3cr#t: x\n").unwrap();
@@ -358,7 +361,6 @@ mod tests {
         ));
         assert_eq!(v["k"]["password"], Value::String("s3cr#t: x".into()));
         assert_eq!(v["k"]["other"], Value::String("as3cr#t: x".into()));
-        assert_eq!(crate::secrets::mask("say s3cr#t: x"), "say ***");
     }
 
     #[test]

@@ -140,8 +140,13 @@ async fn answer(mut stream: TcpStream, components: &Components) -> std::io::Resu
             "method not allowed\n".to_owned(),
         ),
     };
-    // An error quoted in a page (a sink's last error) may quote a secret.
-    let body = crate::secrets::mask(&body);
+    // An error quoted in /health or /ready (a sink's last error) may quote a secret; /metrics
+    // holds only names and component labels, and masking it could break its format.
+    let body = if path == "/metrics" {
+        std::borrow::Cow::Borrowed(body.as_str())
+    } else {
+        crate::secrets::mask(&body)
+    };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

@@ -555,7 +555,8 @@ impl Supervisor {
             Kind::Source => warn!(components = ?names, timeout = ?timeout,
                 "sources did not stop in time; what is not safe yet is read again"),
             Kind::Sink => warn!(components = ?names, timeout = ?timeout,
-                "sinks did not deliver what they took in time; it goes back to the channel,                  for the sink that follows"),
+                "sinks did not deliver what they took in time; it goes back to the channel, \
+                 for the sink that follows"),
         }
         self.signal(kind, names, Phase::Aborting);
         if self.wait_for(kind, names, ABORT_GRACE).await {

@@ -2,11 +2,15 @@
 //! agent prints: log lines, error messages, `validate` and `convert` output, and the HTTP
 //! endpoint's pages.
 //!
-//! A value is secret when it comes from `${file:...}` (the way Kubernetes mounts secrets) or
-//! is the value of a password-like key ([`SECRET_KEYS`]: `sasl.password`, `tls.key_password`,
-//! librdkafka's `sasl.password`, `ssl.key.password`, ...). Option types keep such values in
-//! [`sluice_channels::Secret`], which never prints; this registry is the second line, for text
-//! that quotes a value anyway (librdkafka's messages, a parser's error).
+//! A value is secret when it is the value of a password-like key ([`SECRET_KEYS`]:
+//! `sasl.password`, `tls.key_password`, librdkafka's `sasl.password`, `ssl.key.password`,
+//! ...), however it was written (literally, `${VAR}`, `${file:...}`). Option types keep such
+//! values in [`sluice_channels::Secret`], which never prints; this registry is the second
+//! line, for text that quotes a value anyway (librdkafka's messages, a parser's error).
+//!
+//! Masking works on text, so it would also hit the program's own words: a password `total`
+//! would rename every `*_total` metric. So values shorter than [`MIN_MASKED`] are masked only
+//! in their own fields, and `/metrics` (names and component labels only) is never masked.
 
 use std::borrow::Cow;
 use std::sync::RwLock;
@@ -19,9 +23,10 @@ use crate::config::tree::{Map, Node};
 /// [`sluice_sinks::kafka::SECRET_SETTINGS`] as written under `producer:`).
 pub const SECRET_KEYS: [&str; 2] = ["password", "key_password"];
 
-/// Values shorter than this are not masked in free text: masking every `ab` in a log would
-/// hide more than it protects. Their own fields still print as `***`.
-pub const MIN_MASKED: usize = 4;
+/// Values shorter than this are not masked in free text: a short password is likely a word
+/// of the program's own text (`kafka`, `ERROR`, `sluice`), which masking would mangle and,
+/// by the gap, give away. Their own fields still print as `***`.
+pub const MIN_MASKED: usize = 8;
 
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
@@ -134,10 +139,10 @@ mod tests {
     fn registered_values_are_masked_in_text_and_bytes_longest_first() {
         register("pw-one-7781");
         register("pw-one-7781-longer");
-        register("abc");
+        register("abcdefg");
         assert_eq!(
-            mask("a pw-one-7781-longer b pw-one-7781 c abc"),
-            "a *** b *** c abc"
+            mask("a pw-one-7781-longer b pw-one-7781 c abcdefg"),
+            "a *** b *** c abcdefg"
         );
         assert_eq!(
             &*mask_bytes(b"\xff pw-one-7781 \xfe"),

@@ -6,6 +6,27 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+/// Opens `path` for reading if it is a regular file: a folder, a FIFO, a socket or a device
+/// is an error that says which, and a FIFO is never waited on (it is opened non-blocking,
+/// then refused). For files that a configuration names (secrets, keys, certificates).
+pub fn open_regular_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(io::Error::other("it is a folder, not a file"));
+    }
+    if !meta.is_file() {
+        return Err(io::Error::other(
+            "not a regular file (a FIFO, a socket or a device)",
+        ));
+    }
+    Ok(file)
+}
+
 /// Takes an exclusive advisory lock (flock) on the file `path`, creating it if needed;
 /// `Ok(None)` if another process, or another handle in this one, holds it. The lock lasts as
 /// long as the returned file is open.

@@ -12,8 +12,9 @@ pub const MASK: &str = "***";
 /// [`Secret::expose`] gives the value, for the one place that needs it (the client
 /// configuration handed to librdkafka).
 ///
-/// It deserializes from any single value as its text, so that an unquoted number is a
-/// password too, and never from a serde error message that would quote it.
+/// It deserializes from text only: an unquoted YAML number or boolean would not be kept as
+/// written (`1.10` reads as 1.1), so it is refused with a message that asks for quotes and
+/// never quotes the value.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(String);
 
@@ -41,6 +42,9 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Why a typed value is not taken as a secret.
+const QUOTE_IT: &str = "a number or a boolean is not kept as written: put the value between quotes";
+
 impl<'de> serde::Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Text;
@@ -55,17 +59,19 @@ impl<'de> serde::Deserialize<'de> for Secret {
             fn visit_string<E: de::Error>(self, v: String) -> Result<Secret, E> {
                 Ok(Secret(v))
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Secret, E> {
-                Ok(Secret(v.to_string()))
+            // A typed number or boolean is not kept as written (`1.10` reads 1.1, `0x1F` 31):
+            // refused, without the value, rather than changed.
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(E::custom(QUOTE_IT))
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Secret, E> {
-                Ok(Secret(v.to_string()))
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(E::custom(QUOTE_IT))
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Secret, E> {
-                Ok(Secret(v.to_string()))
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom(QUOTE_IT))
             }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Secret, E> {
-                Ok(Secret(v.to_string()))
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom(QUOTE_IT))
             }
         }
         d.deserialize_any(Text)
@@ -84,9 +90,15 @@ mod tests {
     }
 
     #[test]
-    fn a_number_is_a_secret_as_written_and_a_list_is_refused_without_its_items() {
-        let s: Secret = serde_yaml::from_str("123456").unwrap();
-        assert_eq!(s.expose(), "123456");
+    fn a_number_is_refused_without_its_value_and_a_quoted_one_is_kept() {
+        for typed in ["123456", "1.10", "0x1F", "true"] {
+            let e = serde_yaml::from_str::<Secret>(typed)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("between quotes") && !e.contains(typed), "{e}");
+        }
+        let s: Secret = serde_yaml::from_str("'1.10'").unwrap();
+        assert_eq!(s.expose(), "1.10");
         let e = serde_yaml::from_str::<Secret>("[hunter2]")
             .unwrap_err()
             .to_string();

@@ -124,8 +124,16 @@ fn parse_mechanism(s: &str) -> Result<SaslMechanism, String> {
 /// The first line of the secret file `path`, for the option `flag`; the file is registered
 /// for masking.
 fn read_secret(flag: &str, path: &std::path::Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{flag} {}: cannot read: {e}", path.display()))?;
+    let cannot = |e: std::io::Error| format!("{flag} {}: cannot read: {e}", path.display());
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(
+            sluice_channels::fsutil::open_regular_file(path).map_err(cannot)?,
+            64 * 1024,
+        ),
+        &mut text,
+    )
+    .map_err(cannot)?;
     let value = text.strip_suffix('\n').unwrap_or(&text);
     let value = value.strip_suffix('\r').unwrap_or(value);
     crate::secrets::register(value);
@@ -152,6 +160,7 @@ impl SecurityArgs {
                 key: self.tls_key.clone(),
                 key_password,
                 verify_hostname: !self.tls_no_verify_hostname,
+                contents: 0,
             });
         let sasl = match (
             self.sasl_mechanism,
@@ -185,6 +194,7 @@ fn flag_of(key: &str) -> String {
         k if k.starts_with("tls.") || k.starts_with("sasl.") => {
             format!("--{}", k.replace(['.', '_'], "-"))
         }
+        k if k.starts_with("-X.") => format!("-X {}", &k[3..]),
         k => k.to_owned(),
     }
 }
@@ -256,6 +266,11 @@ pub fn run(args: &AuditArgs) -> ExitCode {
 
 /// Returns whether the topic is clean.
 fn audit(args: &AuditArgs) -> Result<bool, AuditError> {
+    for (k, v) in &args.property {
+        if crate::secrets::is_secret_key(k) {
+            crate::secrets::register(v);
+        }
+    }
     let (tls, sasl) = args.security.options().map_err(AuditError::Security)?;
     let security = Security {
         tls: tls.as_ref(),

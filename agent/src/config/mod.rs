@@ -336,7 +336,13 @@ pub fn from_tree(agents: &Map, name: &str, origin: &Path) -> Result<AgentConfig,
     let sinks = sinks.build(SINK_TYPES, Wires::One, &mut problems, |name, c, at| {
         let kind = match c.ty.as_str() {
             "console" => SinkKind::Console(options(&c.options, at, ConsoleConfig::validate)?),
-            "kafka" => SinkKind::Kafka(Box::new(options(&c.options, at, KafkaConfig::validate)?)),
+            "kafka" => {
+                let mut k = options(&c.options, at, KafkaConfig::validate)?;
+                if let Some(t) = &mut k.tls {
+                    t.read_files();
+                }
+                SinkKind::Kafka(Box::new(k))
+            }
             _ => unreachable!("component() checked the type"),
         };
         Ok(SinkDef {

@@ -1272,3 +1272,25 @@ mod hostile {
         }
     }
 }
+
+/// A certificate replaced at the same path makes the sink's options differ, so that a reload
+/// restarts the sink with it (certificate rotation).
+#[test]
+fn a_replaced_certificate_changes_the_sinks_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "old CA").unwrap();
+    let text = format!(
+        "a1:\n  sources:\n    r1: {{ type: spooldir, dir: /tmp, channel: c1 }}\n  channels:\n    c1: {{ type: memory }}\n  sinks:\n    k1: {{ type: kafka, channel: c1, brokers: \"h:1\", topic: t, tls: {{ ca: {} }} }}\n",
+        ca.display()
+    );
+    let load = || {
+        parse(&text, "a1", Path::new("a.yaml"), |_| None)
+            .unwrap()
+            .sinks
+    };
+    let before = load();
+    assert_eq!(before, load(), "the same files, the same options");
+    std::fs::write(&ca, "new CA").unwrap();
+    assert_ne!(before, load(), "a replaced CA must read as a change");
+}

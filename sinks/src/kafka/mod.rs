@@ -136,7 +136,15 @@ impl KafkaSink {
         })
         .await
         .map_err(|e| self.setup_error(e.to_string()))?
-        .map_err(|e| self.setup_error(format!("cannot create the kafka producer: {e}")))?;
+        .map_err(|e| {
+            let text = e.to_string();
+            match security::explain_creation_error(&text) {
+                Some(why) => {
+                    self.setup_error(format!("cannot create the kafka producer: {why} ({text})"))
+                }
+                None => self.setup_error(format!("cannot create the kafka producer: {text}")),
+            }
+        })?;
         let writer = RecordWriter::new(producer, &self.cfg);
         Worker::spawn(
             writer,

@@ -33,7 +33,44 @@ pub struct TlsConfig {
     /// `ssl.endpoint.identification.algorithm`).
     #[serde(default = "yes")]
     pub verify_hostname: bool,
+    /// A digest of the files' contents when the configuration was read ([`TlsConfig::read_files`]),
+    /// so that a reload after a certificate or key was replaced at the same path sees a change
+    /// and restarts the sink with it.
+    #[serde(skip)]
+    pub contents: u64,
 }
+
+impl TlsConfig {
+    /// Reads the CA (a file, or a folder's file names and sizes), certificate and key, and
+    /// keeps a digest of them in [`TlsConfig::contents`]. Unreadable files count as empty:
+    /// `validate` reports them.
+    pub fn read_files(&mut self) {
+        use std::hash::{Hash, Hasher};
+        use std::io::Read;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for path in [&self.ca, &self.cert, &self.key].into_iter().flatten() {
+            path.hash(&mut h);
+            if let Ok(entries) = std::fs::read_dir(path) {
+                let mut names: Vec<(std::ffi::OsString, u64)> = entries
+                    .flatten()
+                    .map(|e| (e.file_name(), e.metadata().map_or(0, |m| m.len())))
+                    .collect();
+                names.sort();
+                names.hash(&mut h);
+                continue;
+            }
+            let mut bytes = Vec::new();
+            if let Ok(f) = sluice_channels::fsutil::open_regular_file(path) {
+                let _ = f.take(MAX_TLS_FILE).read_to_end(&mut bytes);
+            }
+            bytes.hash(&mut h);
+        }
+        self.contents = h.finish();
+    }
+}
+
+/// The most of a certificate or key file read for [`TlsConfig::contents`].
+const MAX_TLS_FILE: u64 = 1 << 20;
 
 fn yes() -> bool {
     true
@@ -82,7 +119,11 @@ impl SaslMechanism {
 
 /// The librdkafka settings that `tls:` and `sasl:` own; each is refused in a passthrough map
 /// (`producer:`, `-X`) when the typed option it belongs to is set.
-pub const SECURITY_SETTINGS: [(&str, &str); 9] = [
+pub const SECURITY_SETTINGS: [(&str, &str); 13] = [
+    ("ssl.ca.pem", "tls.ca"),
+    ("ssl.certificate.pem", "tls.cert"),
+    ("ssl.key.pem", "tls.key"),
+    ("sasl.mechanism", "sasl.mechanism"),
     ("security.protocol", "tls` or `sasl"),
     ("ssl.ca.location", "tls.ca"),
     ("ssl.certificate.location", "tls.cert"),
@@ -183,6 +224,18 @@ impl Security<'_> {
                 }
             }
         }
+        let verification_off = passthrough.clone().any(|(k, v)| {
+            k == "enable.ssl.certificate.verification"
+                && matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "0" | "f")
+        });
+        if self.tls.is_some() && verification_off {
+            p.push(Problem::new(
+                format!("{prefix}.enable.ssl.certificate.verification"),
+                "turns off checking the broker's certificate, which `tls` is for: name the CA \
+                 that signed it in `tls.ca` (or set `tls.verify_hostname: false` if only its \
+                 name does not match)",
+            ));
+        }
         if let Some(t) = self.tls {
             let files = [
                 ("tls.ca", &t.ca, true),
@@ -210,6 +263,12 @@ impl Security<'_> {
                     format!("missing: `{given}` needs it (a client certificate and its key)"),
                 ));
             }
+            if t.key_password
+                .as_ref()
+                .is_some_and(|k| k.expose().is_empty())
+            {
+                p.push(Problem::new("tls.key_password", "must not be empty"));
+            }
             if t.key_password.is_some() && t.key.is_none() {
                 p.push(Problem::new("tls.key_password", "only used with `tls.key`"));
             }
@@ -217,6 +276,9 @@ impl Security<'_> {
         if let Some(s) = self.sasl {
             if s.username.is_empty() {
                 p.push(Problem::new("sasl.username", "must not be empty"));
+            }
+            if s.password.expose().is_empty() {
+                p.push(Problem::new("sasl.password", "must not be empty"));
             }
             if s.mechanism == SaslMechanism::Plain && self.tls.is_none() && !s.allow_plaintext {
                 p.push(Problem::new(
@@ -248,6 +310,25 @@ impl Security<'_> {
     }
 }
 
+/// What a failure to create the client means in terms of the options, when it comes from
+/// loading the TLS files (librdkafka passes OpenSSL's codes on as they are).
+pub fn explain_creation_error(text: &str) -> Option<&'static str> {
+    if text.contains("ssl.key.location failed") || text.contains("ssl.key.pem failed") {
+        Some(
+            "tls.key: cannot load the private key: a wrong tls.key_password, an encrypted key \
+             without one, or not a PEM private key",
+        )
+    } else if text.contains("key values mismatch") {
+        Some("tls.key: the private key does not belong to the certificate in tls.cert")
+    } else if text.contains("ssl.certificate.location failed") {
+        Some("tls.cert: cannot load the client certificate: not a PEM certificate")
+    } else if text.contains("ssl.ca.location failed") {
+        Some("tls.ca: cannot load the CA certificates: no PEM certificate in it")
+    } else {
+        None
+    }
+}
+
 /// The mode of the key file `path` when it is open wider than its owner and its group may
 /// read it: any access for others, or write access for the group. Group read is allowed:
 /// that is how a Kubernetes secret reaches a non-root user (`fsGroup`, mode 0440).
@@ -257,19 +338,16 @@ pub fn open_key_file_mode(path: &Path) -> Option<u32> {
     (mode & 0o027 != 0).then_some(mode & 0o7777)
 }
 
-/// Opens `path` for reading: a file, or a folder (listed) when `folder_ok`.
+/// Opens `path` for reading: a regular file, or a folder (listed) when `folder_ok`; never
+/// waits on a FIFO.
 pub(crate) fn readable(path: &Path, folder_ok: bool) -> std::io::Result<()> {
     if path.as_os_str().is_empty() {
         return Err(std::io::Error::other("the path is empty"));
     }
-    if std::fs::metadata(path)?.is_dir() {
-        if !folder_ok {
-            return Err(std::io::Error::other("it is a folder, not a file"));
-        }
-        std::fs::read_dir(path).map(drop)
-    } else {
-        std::fs::File::open(path).map(drop)
+    if folder_ok && std::fs::metadata(path)?.is_dir() {
+        return std::fs::read_dir(path).map(drop);
     }
+    sluice_channels::fsutil::open_regular_file(path).map(drop)
 }
 
 #[cfg(test)]
@@ -328,7 +406,7 @@ mod tests {
             tls_only.get("ssl.endpoint.identification.algorithm"),
             Some("none")
         );
-        let sasl_only = sink("sasl: { mechanism: scram-sha-256, username: u, password: 123456 }");
+        let sasl_only = sink("sasl: { mechanism: scram-sha-256, username: u, password: '123456' }");
         let cc = sasl_only.client_config("k1");
         assert_eq!(cc.get("security.protocol"), Some("sasl_plaintext"));
         assert_eq!(cc.get("sasl.mechanisms"), Some("SCRAM-SHA-256"));
@@ -373,6 +451,18 @@ mod tests {
         for w in want {
             assert!(p.iter().any(|p| p.starts_with(w)), "{w} not in {p:?}");
         }
+        let p = problems(
+            "tls: {}, sasl: { mechanism: PLAIN, username: u, password: '' }, \
+             producer: { enable.ssl.certificate.verification: false, ssl.ca.pem: x, sasl.mechanism: PLAIN }",
+        );
+        for w in [
+            "sasl.password: must not be empty",
+            "producer.enable.ssl.certificate.verification: turns off checking",
+            "producer.ssl.ca.pem: set with the option `tls.ca`",
+            "producer.sasl.mechanism: set with the option `sasl.mechanism`",
+        ] {
+            assert!(p.iter().any(|p| p.starts_with(w)), "{w} not in {p:?}");
+        }
         let p = problems("tls: { key_password: x }");
         assert!(
             p.iter()
@@ -385,6 +475,33 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("unknown variant `GSSAPI`"), "{e}");
+    }
+
+    #[test]
+    fn tls_file_failures_at_start_are_named_by_option() {
+        let cases = [
+            (
+                "ssl.key.location failed: error:0A080009:SSL routines::PEM lib",
+                "tls.key: cannot load",
+            ),
+            (
+                "Failed to create: SSL_CTX_check_private_key: key values mismatch",
+                "tls.key: the private key does not belong",
+            ),
+            (
+                "ssl.ca.location failed: error:05880009:x509 certificate routines::no certificate or crl found",
+                "tls.ca: cannot load",
+            ),
+            (
+                "ssl.certificate.location failed: x",
+                "tls.cert: cannot load",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = super::explain_creation_error(text).unwrap_or_default();
+            assert!(got.starts_with(want), "{text}: {got}");
+        }
+        assert!(super::explain_creation_error("No such configuration property").is_none());
     }
 
     #[test]
