@@ -93,7 +93,9 @@ impl Episodes {
                         let h = m.health(crate::http::now_ms());
                         warn!(sink = %name, down_for = ?round(now - since),
                             last_error = h.last_error.as_deref().unwrap_or("none"),
-                            "sink cannot reach its output (Kafka unreachable?); lines wait in the channel");
+                            "sink cannot reach its output (Kafka unreachable? or a listener that \
+                             expects TLS or SASL where the sink's tls: and sasl: say otherwise); \
+                             lines wait in the channel");
                         *reported = true;
                     }
                 }
