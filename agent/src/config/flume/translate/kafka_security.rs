@@ -129,9 +129,17 @@ const KEYS: [&str; 18] = [
 fn is_pem(store_type: Option<&str>, path: &str) -> bool {
     match store_type {
         Some(t) => t.eq_ignore_ascii_case("PEM"),
-        None => std::fs::read(path)
-            .map(|b| b.starts_with(b"-----BEGIN"))
-            .unwrap_or(path.ends_with(".pem") || path.ends_with(".crt")),
+        None => {
+            use std::io::Read;
+            // The first bytes only, of a regular file only: never a FIFO's endless wait.
+            let mut head = [0u8; 10];
+            match sluice_channels::fsutil::open_regular_file(std::path::Path::new(path))
+                .and_then(|mut f| f.read(&mut head))
+            {
+                Ok(n) => head[..n].starts_with(b"-----BEGIN"),
+                Err(_) => path.ends_with(".pem") || path.ends_with(".crt"),
+            }
+        }
     }
 }
 
