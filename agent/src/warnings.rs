@@ -6,6 +6,9 @@
 //! - Two sources that read the same files: every line of them would be shipped twice.
 //! - A source whose longest line does not fit in the records of the Kafka sink that drains
 //!   its channel: the sink would split such lines again.
+//! - A memory channel that holds fewer events than a Kafka sink draining it keeps in flight
+//!   (`batch_size` × `batches_in_flight`) and one more batch: the sink would wait for
+//!   acknowledgements with its window part empty, and deliver more slowly.
 //! - A Kafka sink's private key file (`tls.key`, `producer: { ssl.key.location }`) that
 //!   others than its owner and its group can read, or its group can write.
 
@@ -149,6 +152,35 @@ pub fn check(cfg: &AgentConfig) -> Vec<Problem> {
                     ),
                 );
             }
+        }
+    }
+
+    // A memory channel too small for the window of a Kafka sink that drains it.
+    for k in &cfg.sinks {
+        let SinkKind::Kafka(kc) = &k.kind else {
+            continue;
+        };
+        let Some(ChannelKind::Memory(m)) = cfg
+            .channels
+            .iter()
+            .find(|c| c.name == k.channel)
+            .map(|c| &c.kind)
+        else {
+            continue;
+        };
+        let window = kc.batch_size.saturating_mul(kc.batches_in_flight);
+        let wanted = window.saturating_add(kc.batch_size);
+        if m.capacity < wanted {
+            warn(
+                format!("{a}.channels.{}.capacity", k.channel),
+                format!(
+                    "{} events are fewer than sink `{}` keeps in flight (batch_size {} × \
+                     batches_in_flight {} = {window}) and one more batch: the sink would wait \
+                     for acknowledgements with its window part empty and deliver more slowly; \
+                     make capacity at least {wanted}, or lower batches_in_flight",
+                    m.capacity, k.name, kc.batch_size, kc.batches_in_flight
+                ),
+            );
         }
     }
 

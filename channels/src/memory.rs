@@ -13,7 +13,9 @@ use crate::event::Event;
 use crate::units::ByteSize;
 
 /// The memory channel's limits, as written under `channels.NAME` with `type: memory`
-/// (`capacity: 10000`, `capacity_bytes: 4MiB`); a key left out keeps its default.
+/// (`capacity: 20000`, `capacity_bytes: 4MiB`); a key left out keeps its default. The default
+/// holds what a Kafka sink keeps in flight by default (`batch_size` 2000 × `batches_in_flight` 8)
+/// and two source batches more, so that the sink's window is never part empty for want of room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryChannelConfig {
@@ -31,7 +33,7 @@ fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
 impl Default for MemoryChannelConfig {
     fn default() -> Self {
         MemoryChannelConfig {
-            capacity: 10_000,
+            capacity: 20_000,
             capacity_bytes: 4 << 20,
         }
     }
@@ -633,7 +635,7 @@ mod tests {
         assert_eq!((c.capacity, c.capacity_bytes), (500, 1 << 20));
         assert!(c.validate().is_empty());
         let c: MemoryChannelConfig = serde_yaml::from_str("capacity_bytes: 2KiB").unwrap();
-        assert_eq!((c.capacity, c.capacity_bytes), (10_000, 2048));
+        assert_eq!((c.capacity, c.capacity_bytes), (20_000, 2048));
         assert!(serde_yaml::from_str::<MemoryChannelConfig>("size: 3").is_err());
         let c: MemoryChannelConfig =
             serde_yaml::from_str("{capacity: 0, capacity_bytes: 0}").unwrap();

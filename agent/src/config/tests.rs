@@ -650,7 +650,8 @@ fn the_default_longest_line_fits_the_default_kafka_record() {
                 "{ type: spooldir, dir: /var/spool/app, channel: c1 }",
                 source,
             )
-            .replace("{ type: console, channel: c1 }", kafka);
+            .replace("{ type: console, channel: c1 }", kafka)
+            .replace("capacity: 500, ", "");
         assert!(
             warnings_of(&text).is_empty(),
             "{source}: {:#?}",
@@ -662,13 +663,47 @@ fn the_default_longest_line_fits_the_default_kafka_record() {
             "channel: c1 }\n  channels",
             "channel: c1, max_line_bytes: 1MiB }\n  channels",
         )
-        .replace("{ type: console, channel: c1 }", kafka);
+        .replace("{ type: console, channel: c1 }", kafka)
+        .replace("capacity: 500, ", "");
     let w = warnings_of(&text);
     assert_eq!(w.len(), 1, "{w:#?}");
     assert!(
         w[0].starts_with("a1.sources.r1.max_line_bytes: lines of up to 1048576 bytes do not fit"),
         "{w:#?}"
     );
+}
+
+#[test]
+fn a_memory_channel_smaller_than_the_kafka_sinks_window_is_a_warning() {
+    let text = |capacity: &str, sink: &str| {
+        format!(
+            "a1:\n  sources:\n    r1: {{ type: spooldir, dir: /var/spool/app, channel: c1 }}\n  channels:\n    c1: {{ type: memory{capacity} }}\n  sinks:\n    k1: {{ type: kafka, channel: c1, brokers: \"b:9092\", topic: t{sink} }}\n"
+        )
+    };
+    // The defaults fit: a window of 8 batches of 2000 and one more batch.
+    assert!(warnings_of(&text("", "")).is_empty());
+    assert!(warnings_of(&text(", capacity: 18000", "")).is_empty());
+    let w = warnings_of(&text(", capacity: 17999", ""));
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(
+        w[0].starts_with(
+            "a1.channels.c1.capacity: 17999 events are fewer than sink `k1` keeps in flight \
+             (batch_size 2000 × batches_in_flight 8 = 16000) and one more batch"
+        ),
+        "{w:#?}"
+    );
+    assert!(w[0].contains("at least 18000"), "{w:#?}");
+    // A larger window than the default channel holds.
+    let w = warnings_of(&text("", ", batches_in_flight: 16"));
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(w[0].contains("= 32000) and one more batch"), "{w:#?}");
+    assert!(warnings_of(&text("", ", batch_size: 500, batches_in_flight: 16")).is_empty());
+    // Only a memory channel: a file channel's capacity is in bytes, and large.
+    let file = text("", ", batches_in_flight: 64").replace(
+        "{ type: memory }",
+        "{ type: file, dir: /var/lib/sluice/c1 }",
+    );
+    assert!(warnings_of(&file).is_empty(), "{:#?}", warnings_of(&file));
 }
 
 /// The example configurations: each file in `conf/`, and each configuration a Kubernetes
