@@ -15,6 +15,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -271,17 +272,21 @@ with open(out, "w") as f:
 # ---------------------------------------------------------------------------------------------
 # Configurations
 
-def sluice_conf(pl, work, bootstrap, topic, http_port):
+def sluice_conf(pl, work, bootstrap, topic, http_port, memory_opts=(), sink_opts=()):
+    """The agent's YAML; MEMORY_OPTS (`key: value` each) go into the memory channel's map and
+    SINK_OPTS (`key: value` each) under the Kafka sink (--sluice-memory, --sluice-sink)."""
     if pl == "sluice-tail":
         source = f"{{ type: taildir, paths: ['{work}/tail/*.log'], channel: c1 }}"
         key = '"%{path}"'  # the full path, as Flume's TAILDIR fileHeader and rsyslog's filename
     else:
         source = f"{{ type: spooldir, dir: {work}/spool, channel: c1 }}"
         key = '"%{file}"'
-    channel = "{ type: memory }" if pl.startswith("sluice-mem") else \
+    memory = "{ type: memory" + "".join(f", {o}" for o in memory_opts) + " }"
+    channel = memory if pl.startswith("sluice-mem") else \
         f"{{ type: file, dir: {work}/channel, capacity: 2GiB, fsync: always }}"
     # no record headers, like the other tools, except where Sluice's defaults are measured
     headers = "" if pl.endswith("-headers") else "      headers: []\n"
+    extra = "".join(f"      {o}\n" for o in sink_opts)
     eos = ""
     if pl == "sluice-eos":
         eos = (f"      delivery: exactly_once\n"
@@ -304,7 +309,7 @@ def sluice_conf(pl, work, bootstrap, topic, http_port):
 {headers}      acks: all
       compression: lz4
       producer: {{ linger.ms: 5 }}
-{eos}"""
+{eos}{extra}"""
 
 
 def flume_conf(pl, work, bootstrap, topic):
@@ -518,7 +523,8 @@ def start_agent(ctx, pl, work, topic):
     if pl.startswith("sluice"):
         port = free_port()
         conf = work / "agent.yaml"
-        conf.write_text(sluice_conf(pl, work, ctx.bootstrap, topic, port))
+        conf.write_text(sluice_conf(pl, work, ctx.bootstrap, topic, port,
+                                    ctx.args.sluice_memory, ctx.args.sluice_sink))
         cmd = [str(ctx.sluice), "agent", "-n", "bench", "-f", str(conf)]
         if pl == "sluice-eos":
             # end offsets would count transaction markers: the sink's own count of committed lines
@@ -787,9 +793,15 @@ def write_report(ctx, records, rows, started, finished, chart):
     batch, in_flight = sink_defaults()
     sink = (f"Sluice's Kafka sink {batch if batch else '?'} events with {in_flight if in_flight else '?'} "
             "batches in flight (its defaults, as docs/kafka.md states them)")
+    if args.sluice_sink:
+        sink = ("Sluice's Kafka sink with " + ", ".join(f"`{o}`" for o in args.sluice_sink)
+                + f" (`--sluice-sink`), its other settings the defaults (batches of {batch} events, "
+                f"{in_flight} in flight)")
     caps = [r["channel"] for r in records if r["pipeline"].startswith("sluice-mem") and r.get("channel")]
     mem = ("Sluice memory " + f"{caps[0][0]:,.0f} events / {mib(caps[0][1])}" if caps else "Sluice memory ?") + \
-        " (defaults, as the agent's /metrics gives them)"
+        (" (`--sluice-memory " + "`, `--sluice-memory ".join(args.sluice_memory)
+         + "`, as the agent's /metrics gives them)" if args.sluice_memory
+         else " (defaults, as the agent's /metrics gives them)")
     L.append(f"- Batches: every source {SOURCE_BATCH} lines; {sink}, "
              f"Flume's `flumeBatchSize` {FLUME_BATCH}; channels: {mem}, Flume memory "
              f"{FLUME_MEM_CAPACITY:,} events (transactionCapacity {FLUME_MEM_TXN:,}); Sluice file channel "
@@ -931,10 +943,19 @@ def main():
     ap.add_argument("--results", default=str(HERE),
                     help="where RESULTS.md and results.png go (default bench/peers/)")
     ap.add_argument("--no-install", action="store_true", help="never run scripts/install-deps --bench")
+    ap.add_argument("--sluice-memory", action="append", default=[], metavar="'KEY: VALUE'",
+                    help="a setting of the memory channel of the sluice-mem pipelines, e.g. "
+                         "'capacity: 16000' (repeatable; default: the agent's defaults)")
+    ap.add_argument("--sluice-sink", action="append", default=[], metavar="'KEY: VALUE'",
+                    help="a setting of every Sluice pipeline's Kafka sink, e.g. 'batches_in_flight: 16' "
+                         "(repeatable; default: the sink's defaults)")
     ap.add_argument("--break-check", action="store_true",
                     help="expect one line more of the first file than it has, so that every topic check "
                          "must fail (to see that a lossy run is caught)")
     args = ap.parse_args()
+    for o in args.sluice_memory + args.sluice_sink:
+        if not re.fullmatch(r"[a-z_.]+: [^\n{}]+", o):
+            ap.error(f"--sluice-memory/--sluice-sink take 'key: value' (e.g. 'capacity: 16000'), not {o!r}")
     wanted = [p.strip() for p in args.only.split(",") if p.strip()]
     bad = [p for p in wanted if p not in PIPELINES]
     if bad:
@@ -942,7 +963,7 @@ def main():
 
     ctx = Ctx()
     ctx.args = args
-    ctx.command = "bench/peers/run.py " + " ".join(sys.argv[1:])
+    ctx.command = "bench/peers/run.py " + shlex.join(sys.argv[1:])
     ensure_tools(wanted, args.no_install)
     ctx.pipelines = wanted
     sh([KAFKA_DEV, "fetch"])
