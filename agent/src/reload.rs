@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::Watcher as _;
+use notify::event::{AccessKind, AccessMode, EventKind};
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -144,6 +145,9 @@ const WATCH_POLL: Duration = Duration::from_secs(5);
 /// How long the file must be quiet after an event before it is read: an editor or a
 /// ConfigMap update writes in several steps.
 const SETTLE: Duration = Duration::from_millis(300);
+/// The longest wait for quiet after an event: a folder that is never quiet for `SETTLE` (the
+/// agent's own log written next to its configuration) must not hold a change back for good.
+const MAX_SETTLE: Duration = Duration::from_secs(2);
 
 /// Watches `path` and sends `()` each time its content differs from the last content seen
 /// (`loaded`, what the running configuration was read from, counts as seen). It watches the file's folder, so that a
@@ -157,7 +161,14 @@ pub fn watch(path: PathBuf, loaded: Option<Vec<u8>>) -> mpsc::Receiver<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Opening or reading something in the folder changes nothing.
+        if let Ok(e) = &event
+            && let EventKind::Access(kind) = e.kind
+            && kind != AccessKind::Close(AccessMode::Write)
+        {
+            return;
+        }
         let _ = events_tx.send(());
     })
     .and_then(|mut w| {
@@ -185,8 +196,11 @@ pub fn watch(path: PathBuf, loaded: Option<Vec<u8>>) -> mpsc::Receiver<()> {
             tokio::select! {
                 _ = poll.tick() => {}
                 Some(()) = events.recv() => {
-                    // Let the writer finish: wait until no event came for SETTLE.
-                    while let Ok(Some(())) = tokio::time::timeout(SETTLE, events.recv()).await {}
+                    // Let the writer finish: wait until no event came for SETTLE, or at most
+                    // MAX_SETTLE.
+                    let until = tokio::time::Instant::now() + MAX_SETTLE;
+                    let quiet = || until.min(tokio::time::Instant::now() + SETTLE);
+                    while let Ok(Some(())) = tokio::time::timeout_at(quiet(), events.recv()).await {}
                 }
                 _ = tx.closed() => return,
             }
@@ -212,6 +226,8 @@ pub fn watch(path: PathBuf, loaded: Option<Vec<u8>>) -> mpsc::Receiver<()> {
 mod tests {
     use super::*;
     use crate::config::parse;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     fn cfg(body: &str) -> AgentConfig {
         let text = format!("a1:\n  data_dir: /tmp/sluice-plan\n{body}");
@@ -412,5 +428,38 @@ mod tests {
         // Nothing more: the content did not change again.
         let again = tokio::time::timeout(Duration::from_millis(800), changes.recv()).await;
         assert!(again.is_err(), "one change, one notice");
+    }
+
+    #[tokio::test]
+    async fn a_folder_never_quiet_does_not_hold_a_change_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        std::fs::write(d.join("agent.yaml"), "one").unwrap();
+        let mut changes = watch(d.join("agent.yaml"), Some(b"one".to_vec()));
+        // The agent's log next to its configuration: written every 100 ms, never quiet for
+        // SETTLE, and read as often.
+        let stop = Arc::new(AtomicBool::new(false));
+        let busy = {
+            let (stop, log) = (stop.clone(), d.join("agent.log"));
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&log).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    f.write_all(b"a log line\n").unwrap();
+                    let _ = std::fs::read(&log).unwrap();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        std::fs::write(d.join("agent.new"), "two").unwrap();
+        std::fs::rename(d.join("agent.new"), d.join("agent.yaml")).unwrap();
+        let seen = tokio::time::timeout(Duration::from_millis(4500), changes.recv()).await;
+        stop.store(true, Ordering::Relaxed);
+        busy.join().unwrap();
+        assert_eq!(
+            seen,
+            Ok(Some(())),
+            "the change is noticed within MAX_SETTLE, before the 5s poll (which waits too)"
+        );
     }
 }
