@@ -798,10 +798,9 @@ def write_report(ctx, records, rows, started, finished, chart):
                 + f" (`--sluice-sink`), its other settings the defaults (batches of {batch} events, "
                 f"{in_flight} in flight)")
     caps = [r["channel"] for r in records if r["pipeline"].startswith("sluice-mem") and r.get("channel")]
+    how = ", ".join(f"`--sluice-memory '{o}'`" for o in args.sluice_memory) or "defaults"
     mem = ("Sluice memory " + f"{caps[0][0]:,.0f} events / {mib(caps[0][1])}" if caps else "Sluice memory ?") + \
-        (" (`--sluice-memory " + "`, `--sluice-memory ".join(args.sluice_memory)
-         + "`, as the agent's /metrics gives them)" if args.sluice_memory
-         else " (defaults, as the agent's /metrics gives them)")
+        f" ({how}, as the agent's /metrics gives them)"
     L.append(f"- Batches: every source {SOURCE_BATCH} lines; {sink}, "
              f"Flume's `flumeBatchSize` {FLUME_BATCH}; channels: {mem}, Flume memory "
              f"{FLUME_MEM_CAPACITY:,} events (transactionCapacity {FLUME_MEM_TXN:,}); Sluice file channel "
