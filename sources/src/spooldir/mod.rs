@@ -256,10 +256,10 @@ impl SpoolDirSource {
                 let Ok((found, state)) = self.list().await else {
                     break;
                 };
-                match state {
+                let rewatch = match state {
                     FolderState::Recovered | FolderState::Replaced => {
                         self.ctx.metrics.set_problem(None);
-                        watcher = self.watch(wake.clone(), lost.clone());
+                        true
                     }
                     // The watched folder was moved or deleted, and its name leads to a folder
                     // again (one that may have its inode number, reused: the listing cannot
@@ -267,7 +267,7 @@ impl SpoolDirSource {
                     FolderState::Listed if lost.load(Ordering::Relaxed) => {
                         debug!(dir = %escape_path(&self.cfg.dir),
                             "the watched folder was moved or deleted; watching the folder its name leads to");
-                        watcher = self.watch(wake.clone(), lost.clone());
+                        true
                     }
                     FolderState::Unavailable if self.ctx.metrics.problem().is_none() => {
                         let problem = format!(
@@ -275,8 +275,15 @@ impl SpoolDirSource {
                             escape_path(&self.cfg.dir)
                         );
                         self.ctx.metrics.set_problem(Some(problem));
+                        false
                     }
-                    _ => {}
+                    _ => false,
+                };
+                if rewatch {
+                    watcher = self.watch(wake.clone(), lost.clone());
+                    // A file that appeared between that listing and the new watch brings no
+                    // event: list once more, now that the folder is watched.
+                    wake.notify_one();
                 }
                 next = found.map(Next::New);
             }
