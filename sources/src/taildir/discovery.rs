@@ -218,7 +218,7 @@ impl Tail {
         } = h;
         // Past `max_open_files`, the file is followed by name and inode as any other.
         let room = self.open.has_room();
-        if let Some(key) = self.files.by_inode((dev, ino)) {
+        if let Some(key) = self.files.by_inode_in_use((dev, ino)) {
             if let Some(st) = self.files.get_mut(key)
                 && !st.retiring
                 && matches!(st.reader, Slot::Closed)
@@ -295,7 +295,7 @@ impl Tail {
         let scanned_at = SystemTime::now();
         for f in listing.files {
             let id = (f.dev, f.ino);
-            let key = match self.files.by_inode(id) {
+            let key = match self.files.by_inode_in_use(id) {
                 Some(key) => key,
                 None => {
                     let seen = Seen::Listed {

@@ -189,6 +189,20 @@ impl Files {
         self.by_inode.get(&id).copied()
     }
 
+    /// The file with device and inode `id`, unless it is a file let go and closed: that one
+    /// is never read again and its inode number may already belong to a new file (the file
+    /// system hands a number out again once the last handle on a deleted file is closed),
+    /// so it stops owning the number and `None` says that a file found with it is new.
+    pub fn by_inode_in_use(&mut self, id: Id) -> Option<Key> {
+        let key = self.by_inode(id)?;
+        let st = self.files.get(&key)?;
+        if st.retiring && !st.is_open() {
+            self.by_inode.remove(&id);
+            return None;
+        }
+        Some(key)
+    }
+
     /// The matched paths and the identities they led to at the last scan.
     pub fn known(&self) -> Arc<HashMap<PathBuf, Id>> {
         self.inodes.clone()
@@ -254,8 +268,15 @@ impl Files {
     }
 
     /// The position of every file, for the position file.
+    ///
+    /// A file let go whose inode number a new file took is left out: it is gone from disk,
+    /// and the restart must find the new file's position under that number, not its.
     pub fn positions(&self) -> Vec<Position> {
-        self.files.values().map(FileState::position).collect()
+        self.files
+            .iter()
+            .filter(|(key, st)| self.by_inode.get(&(st.dev, st.ino)) == Some(*key))
+            .map(|(_, st)| st.position())
+            .collect()
     }
 }
 
@@ -348,6 +369,32 @@ mod tests {
         assert!(files.remove(a).is_some());
         assert_eq!((files.len(), files.by_inode((1, 10))), (0, None));
         assert!(files.positions().is_empty());
+    }
+
+    #[test]
+    fn a_file_let_go_and_closed_gives_up_its_inode_number_to_a_new_file() {
+        let mut files = Files::default();
+        let old = files.add(found("/logs/deleted", (1, 10)));
+        assert_eq!(files.by_inode_in_use((1, 10)), Some(old), "in use");
+        files.get_mut(old).unwrap().retiring = true;
+        files.get_mut(old).unwrap().reader = Slot::Held(std::fs::File::open("/dev/null").unwrap());
+        assert_eq!(
+            files.by_inode_in_use((1, 10)),
+            Some(old),
+            "let go but still open: nobody else can have its inode number"
+        );
+        files.get_mut(old).unwrap().reader = Slot::Closed;
+        assert_eq!(files.by_inode_in_use((1, 10)), None, "closed: a new file");
+        let new = files.add(found("/logs/app", (1, 10)));
+        assert_eq!(files.by_inode_in_use((1, 10)), Some(new));
+        // Only the new file's position is written: a restart finds it under that number.
+        let saved = files.positions();
+        assert_eq!(saved.len(), 1);
+        assert_eq!((saved[0].path.as_str(), saved[0].ino), ("/logs/app", 10));
+        // The old one's receipts become safe: it goes, the new one keeps the number.
+        assert!(files.remove(old).is_some());
+        assert_eq!(files.by_inode((1, 10)), Some(new));
+        assert_eq!(files.positions().len(), 1);
     }
 
     #[test]
