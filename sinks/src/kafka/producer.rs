@@ -1,9 +1,10 @@
 //! librdkafka's producer as the sink drives it.
 //!
 //! Records are produced with `rd_kafka_producev` through cached topic handles, straight from
-//! the events' bytes: librdkafka copies the key and the value, and we allocate nothing per
-//! record (rdkafka's `BaseRecord` path would allocate a `CString` for the topic of every
-//! record). The thread that produces also serves the delivery reports (see `worker`), so that
+//! the events' bytes: librdkafka copies the key, an event's value is referred to where it is
+//! (the lease that holds it outlives the record inside librdkafka, see `worker`), and we
+//! allocate nothing per record (rdkafka's `BaseRecord` path would allocate a `CString` for
+//! the topic of every record). The thread that produces also serves the delivery reports (see `worker`), so that
 //! librdkafka frees each record's memory on the thread that allocated it; each report costs
 //! one uncontended atomic decrement on its batch's slot, found from the record's opaque (slot
 //! and event index packed in a `usize`).
@@ -601,12 +602,43 @@ impl KafkaProducer {
         })
     }
 
-    /// Produces a record without waiting; `headers` (when `header_count` > 0) adds its
-    /// headers. Fails with `QueueFull` when librdkafka's queue is full, and with
+    /// Produces a record without waiting, its value copied; `headers` adds its headers
+    /// (when `header_count` is not 0). Fails with `QueueFull` when librdkafka's queue is full, and with
     /// `MessageSizeTooLarge` when the record exceeds `message.max.bytes`.
     pub fn send(
         &self,
         record: &Record<'_>,
+        header_count: usize,
+        headers: impl FnOnce(&mut Headers),
+    ) -> Result<(), RDKafkaErrorCode> {
+        // SAFETY: the value is copied.
+        unsafe { self.produce(record, rdsys::RD_KAFKA_MSG_F_COPY, header_count, headers) }
+    }
+
+    /// As [`KafkaProducer::send`], but librdkafka refers to the value where it is instead of
+    /// copying it: no copy, and no memory held twice while the record is in flight.
+    ///
+    /// # Safety
+    /// The value's bytes must stay valid and unchanged until the record's delivery report
+    /// has been served, or, if that never comes, until this producer is dropped.
+    pub unsafe fn send_in_place(
+        &self,
+        record: &Record<'_>,
+        header_count: usize,
+        headers: impl FnOnce(&mut Headers),
+    ) -> Result<(), RDKafkaErrorCode> {
+        // SAFETY: the caller keeps the value alive as long as librdkafka may read it.
+        unsafe { self.produce(record, 0, header_count, headers) }
+    }
+
+    /// Produces `record` with `msgflags` (`RD_KAFKA_MSG_F_COPY` or none).
+    ///
+    /// # Safety
+    /// Without `RD_KAFKA_MSG_F_COPY`, as [`KafkaProducer::send_in_place`].
+    unsafe fn produce(
+        &self,
+        record: &Record<'_>,
+        msgflags: i32,
         header_count: usize,
         headers: impl FnOnce(&mut Headers),
     ) -> Result<(), RDKafkaErrorCode> {
@@ -623,16 +655,17 @@ impl KafkaProducer {
             ptr::null_mut()
         };
         // SAFETY: the client and topic handle are alive (the topic belongs to this producer);
-        // key and value are valid for their lengths and copied (F_COPY); the argument list
-        // follows librdkafka's vtype conventions and ends with VTYPE_END. On success librdkafka
-        // owns the headers; on failure they are still ours.
+        // key and value are valid for their lengths; the key is always copied, the value is
+        // copied with F_COPY or kept alive by the caller; the argument list follows
+        // librdkafka's vtype conventions and ends with VTYPE_END. On success librdkafka owns
+        // the headers; on failure they are still ours.
         let err = unsafe {
             rdsys::rd_kafka_producev(
                 self.inner.client().native_ptr(),
                 RD_KAFKA_VTYPE_RKT,
                 record.topic.rkt.as_ptr(),
                 RD_KAFKA_VTYPE_MSGFLAGS,
-                rdsys::RD_KAFKA_MSG_F_COPY,
+                msgflags,
                 RD_KAFKA_VTYPE_VALUE,
                 record
                     .value

@@ -139,7 +139,11 @@ impl RecordWriter {
     }
 
     /// Produces the events of `lease` from `cur` on, as the batch in `slot`. Never waits.
-    pub fn write(
+    ///
+    /// # Safety
+    /// The records refer to the events' bodies in place: they must stay alive until every
+    /// record produced from `lease` is reported, or until the producer is dropped.
+    pub unsafe fn write(
         &mut self,
         lease: &Lease,
         slot: usize,
@@ -181,7 +185,8 @@ impl RecordWriter {
                     (&ev.body[start..end], ev.offset + start as u64)
                 }
             };
-            match self.send(ev, value, at, opaque(slot, cur.event)) {
+            // SAFETY: `value` is part of an event of `lease`, kept alive by our caller.
+            match unsafe { self.send(ev, value, at, opaque(slot, cur.event)) } {
                 Ok(()) => {
                     cur.produced += 1;
                     let next = cur
@@ -279,7 +284,11 @@ impl RecordWriter {
         Ok(())
     }
 
-    fn send(
+    /// Produces `value`, a part of `ev`'s body, in place.
+    ///
+    /// # Safety
+    /// As [`RecordWriter::write`].
+    unsafe fn send(
         &self,
         ev: &Event,
         value: &[u8],
@@ -299,18 +308,23 @@ impl RecordWriter {
                 .unwrap_or_else(|| i64::try_from(ev.read_at_ms).unwrap_or(0)),
             opaque,
         };
-        self.producer.send(&record, self.headers.len(), |h| {
-            for (name, field) in &self.headers {
-                match field {
-                    Field::Offset => h.add(name, Decimal::new(offset).as_bytes()),
-                    f => {
-                        if let Some(v) = f.value(ev) {
-                            h.add(name, v.as_bytes());
+        // SAFETY: `value` lies in the body of an event of the lease `write` was given, which
+        // its caller keeps alive as long as librdkafka may refer to it.
+        unsafe {
+            self.producer
+                .send_in_place(&record, self.headers.len(), |h| {
+                    for (name, field) in &self.headers {
+                        match field {
+                            Field::Offset => h.add(name, Decimal::new(offset).as_bytes()),
+                            f => {
+                                if let Some(v) = f.value(ev) {
+                                    h.add(name, v.as_bytes());
+                                }
+                            }
                         }
                     }
-                }
-            }
-        })
+                })
+        }
     }
 
     /// The longest piece of `ev`'s body that fits in a record with its key and headers.

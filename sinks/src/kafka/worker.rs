@@ -5,6 +5,12 @@
 //! Producing and serving reports on one thread is what makes the producer cheap: librdkafka
 //! allocates a record (and its headers) on the producing thread and frees it after its report
 //! is served, so both stay on one thread's malloc cache instead of crossing threads.
+//!
+//! Values are produced in place (not copied), so the events' bodies must outlive their
+//! records inside librdkafka. The thread hands a lease back only once every record of it was
+//! reported, or after the producer is dropped; a lease handed back before that (a failure
+//! that gives it up while its records are still queued) leaves its bodies pinned here until
+//! the producer is dropped.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -13,6 +19,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use bytes::Bytes;
 use sluice_channels::Lease;
 use tokio::sync::mpsc as tokio_mpsc;
 
@@ -177,6 +184,7 @@ impl Worker {
                     unreachable_limit: unreachable,
                     txn,
                     closing: None,
+                    pinned: Vec::new(),
                 }
                 .run()
             })?;
@@ -225,6 +233,8 @@ impl Worker {
 }
 
 struct Thread {
+    /// First, so that the producer is dropped before the leases whatever the way out (a
+    /// panic included): librdkafka may refer to their bodies until then.
     writer: RecordWriter,
     metrics: Arc<SinkMetrics>,
     commands: mpsc::Receiver<Command>,
@@ -247,6 +257,9 @@ struct Thread {
     txn: Option<Txn>,
     /// A close asked for (purge, wait), or the sink gone.
     closing: Option<(bool, Duration)>,
+    /// The bodies of leases handed back while librdkafka may still hold records that refer
+    /// to them: kept until the producer is dropped.
+    pinned: Vec<Bytes>,
 }
 
 impl Thread {
@@ -355,7 +368,7 @@ impl Thread {
             .txn
             .as_mut()
             .and_then(|t| t.done.pop_front())
-            .or_else(|| self.inflight.pop_front().map(|(lease, _)| lease))
+            .or_else(|| self.give_back_in_flight())
             .or_else(|| self.waiting.pop_front());
         let Some(lease) = oldest else {
             // Nothing held: the sink stops now, with the reason, rather than at its next batch.
@@ -408,7 +421,7 @@ impl Thread {
     /// Reports the oldest lease in flight failed, no broker connection having been up nor
     /// tried for `d`, and reports nothing more: the sink closes this producer and opens a new one.
     fn give_up(&mut self, d: Duration) {
-        let Some((lease, _)) = self.inflight.pop_front() else {
+        let Some(lease) = self.give_back_in_flight() else {
             return;
         };
         self.failed = true;
@@ -418,6 +431,15 @@ impl Thread {
             topic: None,
         };
         let _ = self.reports.send(Report::Failed { lease, failure });
+    }
+
+    /// Takes the oldest lease in flight to hand back before all its records are reported,
+    /// pinning its events' bodies until the producer is dropped.
+    fn give_back_in_flight(&mut self) -> Option<Lease> {
+        let (lease, _) = self.inflight.pop_front()?;
+        self.pinned
+            .extend(lease.events.iter().map(|e| e.body.clone()));
+        Some(lease)
     }
 
     /// Produces the waiting leases until librdkafka's queue is full or a record fails.
@@ -448,7 +470,10 @@ impl Thread {
             let Some((lease, slot, cur)) = self.current.as_mut() else {
                 return;
             };
-            let step = self.writer.write(lease, *slot, cur, &self.metrics);
+            // SAFETY: the lease stays in `current` or `inflight` until all its records are
+            // reported, or is handed back with its bodies pinned (`give_back_in_flight`),
+            // or after the producer is dropped (`close`).
+            let step = unsafe { self.writer.write(lease, *slot, cur, &self.metrics) };
             if step == Step::QueueFull {
                 return;
             }
@@ -514,11 +539,13 @@ impl Thread {
             waiting,
             reports,
             mut failed,
+            pinned,
             ..
         } = self;
         let deliveries = writer.producer().deliveries().clone();
         writer.into_producer().close(wait);
         // The producer is destroyed: nothing refers to the leases' events any more.
+        drop(pinned);
         while !failed {
             let Some((_, slot)) = inflight.front() else {
                 break;
@@ -553,9 +580,11 @@ impl Thread {
             waiting,
             reports,
             txn,
+            pinned,
             ..
         } = self;
         writer.into_producer().close(wait);
+        drop(pinned);
         let rest = txn
             .into_iter()
             .flat_map(|t| t.done)
@@ -569,7 +598,81 @@ impl Thread {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant;
+
+    use rdkafka::ClientConfig;
+    use sluice_channels::{Event, Origin};
+
     use super::*;
+    use crate::kafka::config::KafkaConfig;
+    use crate::kafka::producer::KafkaProducer;
+
+    /// A body that says when its bytes are freed.
+    struct Tracked(Arc<AtomicBool>, Vec<u8>);
+
+    impl AsRef<[u8]> for Tracked {
+        fn as_ref(&self) -> &[u8] {
+            &self.1
+        }
+    }
+
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_given_up_with_records_still_queued_keeps_its_bytes_until_the_producer_is_dropped()
+     {
+        // No broker (and no statistics, so no sign of attempts): the record stays queued in
+        // librdkafka, referring to the body in place, and the lease is given up after 200 ms.
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", "127.0.0.1:1");
+        let metrics = Arc::new(SinkMetrics::default());
+        let producer = KafkaProducer::new(&config, 2, metrics.clone()).unwrap();
+        let cfg: KafkaConfig = serde_yaml::from_str("brokers: 127.0.0.1:1\ntopic: t").unwrap();
+        let writer = RecordWriter::new(producer, &cfg);
+        let limit = Some(Duration::from_millis(200));
+        let mut worker = Worker::spawn(writer, metrics, "k1", limit, None).unwrap();
+        let freed = Arc::new(AtomicBool::new(false));
+        let body = Bytes::from_owner(Tracked(freed.clone(), b"a line".to_vec()));
+        let origin = Arc::new(Origin {
+            source: "r1".into(),
+            path: "/logs/a.log".into(),
+            file: "a.log".into(),
+            host: "h".into(),
+            headers: Vec::new(),
+        });
+        let lease = Lease {
+            first_seq: 0,
+            events: vec![Event::new(body, origin, 0, 0)],
+            bytes: 6,
+        };
+        worker.produce(lease);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let report = tokio::time::timeout_at(deadline.into(), worker.report())
+            .await
+            .expect("a report in time");
+        let Some(Report::Failed { lease, failure }) = report else {
+            panic!("the lease is given up");
+        };
+        assert!(matches!(failure.kind, FailureKind::Unreachable(_)));
+        // The sink rolls it back and the channel may drop it: the bytes live on while
+        // librdkafka holds the record.
+        drop(lease);
+        assert!(
+            !freed.load(Ordering::SeqCst),
+            "the body was freed while librdkafka still referred to it"
+        );
+        let reports = worker.close(true, Duration::ZERO).await;
+        assert!(matches!(reports.last(), Some(Report::Closed(rest)) if rest.is_empty()));
+        assert!(
+            freed.load(Ordering::SeqCst),
+            "freed once the producer is gone"
+        );
+    }
 
     #[test]
     fn records_in_flight_with_no_connection_nor_attempt_past_the_limit_give_it_up() {
