@@ -198,9 +198,11 @@ fn not_the_files_fault(e: &io::Error) -> bool {
 }
 
 /// Why the file at `path` is not what was read (the file that had shape `read` when its end
-/// was reached), or `None` if it is unchanged.
+/// was reached), or `None` if it is unchanged or gone (moved away, or its folder replaced: then
+/// completing it finds nothing to rename, which [`complete`] reports as `NotFound`).
 fn changed_since(path: &Path, read: &Shape) -> Option<String> {
     match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Ok(now) => {
             let now = Shape::of(&now);
             if now.ino != read.ino || now.dev != read.dev {
@@ -286,6 +288,26 @@ mod tests {
         };
         assert_eq!(shape.len, 8);
         assert!(seen > long_ago, "seen anew");
+    }
+
+    #[test]
+    fn a_file_gone_when_it_is_completed_is_not_a_changed_file() {
+        // Its folder was moved away (replaced) after it was read: nothing to rename, and no
+        // "changed after it was read" error that would set it aside.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        fs::write(&p, b"x\n").unwrap();
+        let read = shape(&p);
+        fs::remove_file(&p).unwrap();
+        for to in [Some(d.path().join("a.log.COMPLETED")), None] {
+            let done = complete(&p, &read, to.as_deref());
+            assert!(
+                matches!(&done, Completion::Done(Err(e)) if e.kind() == io::ErrorKind::NotFound),
+                "{to:?}"
+            );
+        }
+        fs::write(&p, b"another\n").unwrap();
+        assert!(matches!(complete(&p, &read, None), Completion::Changed(_)));
     }
 
     #[test]

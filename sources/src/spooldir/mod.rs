@@ -930,7 +930,8 @@ impl SpoolDirSource {
             }
             Completion::Done(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
                 warn!(file = %escape_path(path),
-                    "the file vanished after it was read in full; nothing to rename");
+                    "the file vanished after it was read in full (deleted, moved away, or its \
+                     folder replaced); nothing to rename");
             }
             Completion::Done(Err(e)) => {
                 error!(file = %escape_path(path), error = %e,
