@@ -428,8 +428,9 @@ impl Tail {
         }
         for p in resumed {
             let Some(at) = found.next().flatten() else {
-                info!(file = %p.path,
-                    "a file of the last run is gone; its position is forgotten");
+                info!(file = %p.path, ino = p.ino, safe_offset = p.offset,
+                    "a file of the last run is gone (deleted), its position forgotten: lines it \
+                     held past its safe offset, if any, cannot be read");
                 self.positions.changed();
                 continue;
             };
