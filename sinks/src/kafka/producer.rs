@@ -4,10 +4,10 @@
 //! the events' bytes: librdkafka copies the key, an event's value is referred to where it is
 //! (the lease that holds it outlives the record inside librdkafka, see `worker`), and we
 //! allocate nothing per record (rdkafka's `BaseRecord` path would allocate a `CString` for
-//! the topic of every record). The thread that produces also serves the delivery reports (see `worker`), so that
-//! librdkafka frees each record's memory on the thread that allocated it; each report costs
-//! one uncontended atomic decrement on its batch's slot, found from the record's opaque (slot
-//! and event index packed in a `usize`).
+//! the topic of every record). The thread that produces also serves the delivery reports (see
+//! `worker`), so that librdkafka frees each record's memory on the thread that allocated it;
+//! each report costs one uncontended atomic decrement on its batch's slot, found from the
+//! record's opaque (slot and event index packed in a `usize`).
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
@@ -602,9 +602,9 @@ impl KafkaProducer {
         })
     }
 
-    /// Produces a record without waiting, its value copied; `headers` adds its headers
-    /// (when `header_count` is not 0). Fails with `QueueFull` when librdkafka's queue is full, and with
-    /// `MessageSizeTooLarge` when the record exceeds `message.max.bytes`.
+    /// Produces a record without waiting, its value copied; `headers` adds its headers (when
+    /// `header_count` is not 0). Fails with `QueueFull` when librdkafka's queue is full, and
+    /// with `MessageSizeTooLarge` when the record exceeds `message.max.bytes`.
     pub fn send(
         &self,
         record: &Record<'_>,

@@ -638,17 +638,12 @@ mod tests {
         let mut worker = Worker::spawn(writer, metrics, "k1", limit, None).unwrap();
         let freed = Arc::new(AtomicBool::new(false));
         let body = Bytes::from_owner(Tracked(freed.clone(), b"a line".to_vec()));
-        let origin = Arc::new(Origin {
-            source: "r1".into(),
-            path: "/logs/a.log".into(),
-            file: "a.log".into(),
-            host: "h".into(),
-            headers: Vec::new(),
-        });
+        let origin = Origin::for_file("r1", std::path::Path::new("/logs/a.log"), "h", Vec::new());
+        let event = Event::new(body, Arc::new(origin), 0, 0);
         let lease = Lease {
             first_seq: 0,
-            events: vec![Event::new(body, origin, 0, 0)],
-            bytes: 6,
+            bytes: event.weight(),
+            events: vec![event],
         };
         worker.produce(lease);
         let deadline = Instant::now() + Duration::from_secs(30);
