@@ -29,7 +29,8 @@ use support::agent::{Agent, free_port, metric, wait_until};
 use support::kafka::KafkaBroker;
 use support::rotation::{Progress, Scheme, started, stop, text, write_rotating};
 use support::tail_topic::{
-    DELIVERY, PARTITIONS, audit, by_fid, counts, kafka_sink, lines_in, read_until, topic_prefix,
+    DELIVERY, PARTITIONS, audit, by_fid, counts, header, kafka_sink, lines_in, read_until,
+    topic_prefix,
 };
 
 /// One test at a time: two brokers, two agents and seven writers at once are a lot for a
@@ -339,6 +340,26 @@ a1:
     Some((broker, dir, topic, live, port, cfg))
 }
 
+/// The inode numbers the position file at `positions` lists (none while it is unreadable).
+fn saved_inodes(positions: &Path) -> Vec<u64> {
+    let saved: serde_json::Value = fs::read(positions)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    saved["files"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|p| p["ino"].as_u64()).collect())
+        .unwrap_or_default()
+}
+
+/// How many rotated files the agent read to their end and let go, by its log.
+fn let_go(agent: &Agent) -> usize {
+    agent
+        .stderr_text()
+        .matches("rotated file read to its end and closed")
+        .count()
+}
+
 /// Kafka down, a small memory channel full so that the source is held back in a put, and
 /// the live log rotated twice meanwhile (renamed; the pattern matches the live name only);
 /// then the agent is killed and started again with Kafka back: every line arrives. Held back,
@@ -379,15 +400,6 @@ fn files_rotated_while_the_source_is_held_back_survive_a_kill() {
         let queued = metric(port, "sluice_channel_events", "c1").unwrap_or(0);
         queued > 0 && put < 5_000 && last.1.elapsed() >= STEADY
     });
-    let listed = |ino: u64| {
-        let saved: serde_json::Value = fs::read(&positions)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        saved["files"]
-            .as_array()
-            .is_some_and(|f| f.iter().any(|p| p["ino"].as_u64() == Some(ino)))
-    };
     for generation in 1..=2 {
         let rotated = logs.join(format!("app.log.{generation}"));
         if generation == 2 {
@@ -396,7 +408,9 @@ fn files_rotated_while_the_source_is_held_back_survive_a_kill() {
         fs::rename(&live, logs.join("app.log.1")).unwrap();
         write(generation, 500);
         let ino = fs::metadata(&live).unwrap().ino();
-        wait_until(LONG, "the new file's position written", || listed(ino));
+        wait_until(LONG, "the new file's position written", || {
+            saved_inodes(&positions).contains(&ino)
+        });
     }
     let put = metric(port, "sluice_source_events_total", "r1");
     assert!(
@@ -440,12 +454,6 @@ fn a_new_file_with_the_inode_of_one_let_go_during_an_outage_is_read() {
     broker.stop();
     const LINES: u64 = 100;
     let put = || metric(port, "sluice_source_events_total", "r1").unwrap_or(0);
-    let finished = |agent: &Agent| {
-        agent
-            .stderr_text()
-            .matches("rotated file read to its end and closed")
-            .count()
-    };
     let mut seq = 0u64;
     let mut inodes = Vec::new();
     for generation in 0..3u32 {
@@ -464,7 +472,7 @@ fn a_new_file_with_the_inode_of_one_let_go_during_an_outage_is_read() {
             fs::remove_file(&live).unwrap();
             let before = generation as usize;
             wait_until(LONG, &format!("generation {generation} let go"), || {
-                finished(&agent) > before
+                let_go(&agent) > before
             });
         }
     }
@@ -478,5 +486,70 @@ fn a_new_file_with_the_inode_of_one_let_go_during_an_outage_is_read() {
     let lost: Vec<u64> = (0..seq).filter(|s| !got.contains_key(s)).collect();
     assert!(lost.is_empty(), "lost: {lost:?}");
     assert!(got.values().all(|n| *n == 1), "duplicates: {got:?}");
+    stop(&mut agent);
+}
+
+/// The log renamed to a name the pattern does not match, read to its end and let go, then
+/// renamed back and written to: once with Kafka up (its lines delivered, the source forgot
+/// it), once with Kafka down (its lines not safe yet, the source still held it). Both times
+/// the file is the same (same inode, same birth time) and is read on from where it was:
+/// it used to be read again from its start, every line of it repeated (a hostile run).
+#[test]
+fn a_file_renamed_away_and_back_after_it_was_let_go_is_read_on_not_again() {
+    let test = "a_file_renamed_away_and_back_after_it_was_let_go_is_read_on_not_again";
+    let _serial = one_at_a_time();
+    let Some((broker, dir, topic, live, port, cfg)) = one_log(test, "300ms", "{ type: memory }")
+    else {
+        return;
+    };
+    let away = live.with_file_name("app.away");
+    let positions = dir.path().join("data/sources/r1/positions.json");
+    let mut agent = Agent::start(dir.path(), "a1", &cfg);
+    started(&agent);
+    const LINES: u64 = 100;
+    let put = || metric(port, "sluice_source_events_total", "r1").unwrap_or(0);
+    let mut seq = 0u64;
+    let write = |seq: &mut u64| {
+        let mut f = support::rotation::append(&live);
+        for _ in 0..LINES {
+            f.write_all(text(0, *seq).as_bytes()).unwrap();
+            *seq += 1;
+        }
+    };
+    write(&mut seq);
+    let ino = fs::metadata(&live).unwrap().ino();
+    for round in 0..2usize {
+        if round == 1 {
+            broker.stop();
+            write(&mut seq);
+        }
+        wait_until(LONG, &format!("round {round}: the lines read"), || {
+            put() >= seq
+        });
+        fs::rename(&live, &away).unwrap();
+        wait_until(LONG, &format!("round {round}: the file let go"), || {
+            let_go(&agent) > round
+        });
+        if round == 0 {
+            wait_until(LONG, "its lines delivered and the file forgotten", || {
+                !saved_inodes(&positions).contains(&ino)
+            });
+        }
+        fs::rename(&away, &live).unwrap();
+        write(&mut seq);
+    }
+    wait_until(LONG, "the last lines read", || put() >= seq);
+    broker.restart();
+    let records = read_until(&broker, &topic, |r| {
+        counts(&lines_in(r)).len() as u64 >= seq
+    });
+    let got = counts(&lines_in(&records));
+    let lost: Vec<u64> = (0..seq).filter(|s| !got.contains_key(s)).collect();
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    let repeated = got.values().filter(|n| **n > 1).count();
+    assert_eq!(repeated, 0, "{repeated} of {seq} lines repeated");
+    assert_eq!(put(), seq, "lines put by the source");
+    let fids: HashSet<&str> = records.iter().map(|r| header(r, "fid")).collect();
+    assert_eq!(fids.len(), 1, "one file, one fid: {fids:?}");
     stop(&mut agent);
 }

@@ -21,6 +21,11 @@ use crate::blocking;
 use crate::pipeline::Key;
 use crate::{SourceContext, SourceMetrics};
 
+/// What the log says of a file found again under a followed name after it left it (renamed
+/// away and back, or linked again), read on from where it was.
+const BACK: &str =
+    "a file that left its path is back under a followed name; reading on from where it was";
+
 /// The least time between two expansions of the patterns caused by events.
 const RESCAN_GAP: Duration = Duration::from_millis(20);
 /// Every this many scans, every matched file is looked at (`stat`), also those whose inode the
@@ -215,34 +220,59 @@ impl Tail {
             file,
             dev,
             ino,
+            born,
         } = h;
         // Past `max_open_files`, the file is followed by name and inode as any other.
         let room = self.open.has_room();
-        if let Some(key) = self.files.by_inode_in_use((dev, ino)) {
-            if let Some(st) = self.files.get_mut(key)
-                && !st.retiring
-                && matches!(st.reader, Slot::Closed)
-                && room
-            {
+        if let Some(key) = self.files.by_inode_in_use((dev, ino), born) {
+            let Some(st) = self.files.get_mut(key).filter(|st| !st.retiring) else {
+                return;
+            };
+            if !st.bound {
+                // Back under a followed name: the scan binds it (and says so).
+                self.discovery.want();
+            }
+            if matches!(st.reader, Slot::Closed) && room {
                 self.open.hold(st, file);
                 self.jobs.enqueue(key, &mut self.files);
             }
             return;
         }
-        let was = self.resume.path_of((dev, ino));
-        let begin = self.resume.start_of((dev, ino), Seen::Appeared);
-        info!(file = %path.display(), at = %at.display(),
-            "following a new file from the moment it appeared");
+        let (was, begin) = match self.came_back((dev, ino), born, &path) {
+            Some(back) => back,
+            None => {
+                info!(file = %path.display(), at = %at.display(),
+                    "following a new file from the moment it appeared");
+                let id = (dev, ino);
+                let was = self.resume.path_of(id);
+                (was, self.resume.start_of(id, Seen::Appeared))
+            }
+        };
         let pattern = self.discovery.patterns.pattern_of(&path).unwrap_or(0);
         let key = self.add(&path, was.as_deref(), pattern, (dev, ino), begin);
         if let Some(st) = self.files.get_mut(key) {
             st.open_path = at;
+            st.born = born;
             if room {
                 self.open.hold(st, file);
             }
         }
         self.jobs.enqueue(key, &mut self.files);
         self.discovery.want();
+    }
+
+    /// The path the events carry and where to start, if the file with device and inode
+    /// `id` born at `born`, found at `path`, is a file let go and forgotten that came back
+    /// under a followed name: it is read on from where it was.
+    fn came_back(
+        &mut self,
+        id: Id,
+        born: Option<SystemTime>,
+        path: &Path,
+    ) -> Option<(Option<PathBuf>, Begin)> {
+        let p = self.files.take_let_go(id, born)?;
+        info!(file = %path.display(), was = %p.path, offset = p.offset, "{}", BACK);
+        Some((Some(PathBuf::from(&p.path)), Begin::at(&p)))
     }
 
     /// Expands the patterns, updates the watches, and matches what it found to the files
@@ -295,7 +325,7 @@ impl Tail {
         let scanned_at = SystemTime::now();
         for f in listing.files {
             let id = (f.dev, f.ino);
-            let key = match self.files.by_inode_in_use(id) {
+            let key = match self.files.by_inode_in_use(id, f.born) {
                 Some(key) => key,
                 None => {
                     let seen = Seen::Listed {
@@ -304,16 +334,29 @@ impl Tail {
                         mtime: f.mtime,
                         size: f.size,
                     };
-                    let was = self.resume.path_of(id);
-                    let begin = self.resume.start_of(id, seen);
-                    let start = begin.start;
-                    // At startup the start line gives the count; one line per file after.
-                    if first {
-                        debug!(file = %f.path.display(), start = ?start, "following a new file");
-                    } else {
-                        info!(file = %f.path.display(), start = ?start, "following a new file");
+                    let (was, begin) = match self.came_back(id, f.born, &f.path) {
+                        Some(back) => back,
+                        None => {
+                            let was = self.resume.path_of(id);
+                            let begin = self.resume.start_of(id, seen);
+                            let start = begin.start;
+                            // At startup the start line gives the count; one line per file
+                            // after.
+                            if first {
+                                debug!(file = %f.path.display(), start = ?start,
+                                    "following a new file");
+                            } else {
+                                info!(file = %f.path.display(), start = ?start,
+                                    "following a new file");
+                            }
+                            (was, begin)
+                        }
+                    };
+                    let key = self.add(&f.path, was.as_deref(), f.pattern, id, begin);
+                    if let Some(st) = self.files.get_mut(key) {
+                        st.born = f.born;
                     }
-                    self.add(&f.path, was.as_deref(), f.pattern, id, begin)
+                    key
                 }
             };
             let Some(st) = self.files.get_mut(key) else {
@@ -324,6 +367,7 @@ impl Tail {
             }
             st.seen = scan_no;
             if !st.bound {
+                info!(file = %f.path.display(), offset = st.read_pos, "{}", BACK);
                 st.bound = true;
                 self.jobs.bound(key);
             }

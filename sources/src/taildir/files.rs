@@ -1,10 +1,10 @@
 //! The followed files, and the indexes that find one by its path or its identity, kept
 //! consistent with each other in one place.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use sluice_channels::Origin;
 
@@ -16,6 +16,9 @@ use crate::pipeline::{Key, Progress};
 
 /// A file's device and inode.
 pub(super) type Id = (u64, u64);
+
+/// How many files let go are remembered, in case one comes back under a followed name.
+const LET_GO_KEPT: usize = 1024;
 
 /// Whether a file's reader is with the source, lent to a blocking read, or closed.
 pub(super) enum Slot {
@@ -39,6 +42,9 @@ pub(super) struct FileState {
     pub dev: u64,
     /// Its inode.
     pub ino: u64,
+    /// When it was created, where the file system records it: tells the file from a new
+    /// one given its inode number after it was deleted.
+    pub born: Option<SystemTime>,
     /// The fingerprint of its first line, once taken.
     pub fp: Option<Fingerprint>,
     /// Bumped each time it is read again from its start (truncated or replaced).
@@ -86,6 +92,7 @@ impl FileState {
             open_path: path.to_path_buf(),
             dev,
             ino,
+            born: None,
             fp: begin.fp,
             generation: begin.rewrites,
             base,
@@ -141,6 +148,13 @@ pub(super) struct Files {
     /// Matched paths and the device and inode they led to at the last scan, for the next one.
     inodes: Arc<HashMap<PathBuf, Id>>,
     by_inode: HashMap<Id, Key>,
+    /// The positions of the files let go and forgotten, with their birth times and the
+    /// number of their removal.
+    let_go: HashMap<Id, (Position, SystemTime, u64)>,
+    /// The files let go in the order they were, by identity and number of removal (some no
+    /// longer in `let_go`).
+    let_go_order: VecDeque<(Id, u64)>,
+    removals: u64,
     next_key: Key,
 }
 
@@ -149,6 +163,7 @@ impl Files {
     pub fn add(&mut self, st: FileState) -> Key {
         let key = self.next_key;
         self.next_key += 1;
+        self.let_go.remove(&(st.dev, st.ino));
         self.by_inode.insert((st.dev, st.ino), key);
         self.files.insert(key, st);
         key
@@ -189,18 +204,36 @@ impl Files {
         self.by_inode.get(&id).copied()
     }
 
-    /// The file with device and inode `id`, unless it is a file let go and closed: that one
-    /// is never read again and its inode number may already belong to a new file (the file
-    /// system hands a number out again once the last handle on a deleted file is closed),
-    /// so it stops owning the number and `None` says that a file found with it is new.
-    pub fn by_inode_in_use(&mut self, id: Id) -> Option<Key> {
+    /// The file with device and inode `id` born at `born` (as far as known), unless it is
+    /// a file let go and closed: that one is never read again and its inode number may
+    /// already belong to a new file (the file system hands a number out again once the last
+    /// handle on a deleted file is closed), so it stops owning the number and `None` says
+    /// that a file found with it is new. Where both birth times are known and equal, it is
+    /// the same file come back (renamed away and back, or linked again): it is followed
+    /// again from where it was read, not let go.
+    pub fn by_inode_in_use(&mut self, id: Id, born: Option<SystemTime>) -> Option<Key> {
         let key = self.by_inode(id)?;
-        let st = self.files.get(&key)?;
+        let st = self.files.get_mut(&key)?;
         if st.retiring && !st.is_open() {
+            if born.is_some() && st.born == born {
+                st.retiring = false;
+                st.eof = false;
+                st.at_end_since = None;
+                return Some(key);
+            }
             self.by_inode.remove(&id);
             return None;
         }
         Some(key)
+    }
+
+    /// The position of a file let go and forgotten that has device and inode `id` and was
+    /// born at `born`: the same file, come back under a followed name, to be read on from
+    /// there. A file with other or unknown birth times is another file (or cannot be told
+    /// from one) and gets `None`; either way `id` is forgotten.
+    pub fn take_let_go(&mut self, id: Id, born: Option<SystemTime>) -> Option<Position> {
+        let (p, was_born, _) = self.let_go.remove(&id)?;
+        (born == Some(was_born)).then_some(p)
     }
 
     /// The matched paths and the identities they led to at the last scan.
@@ -256,15 +289,41 @@ impl Files {
     }
 
     /// Stops following file `key`: no path or identity leads to it any more. Returns it.
+    /// Its position is remembered (the last [`LET_GO_KEPT`] files) if its birth time is
+    /// known and no other file took its inode number, for [`Files::take_let_go`].
     pub fn remove(&mut self, key: Key) -> Option<FileState> {
         let st = self.files.remove(&key)?;
-        if self.by_inode.get(&(st.dev, st.ino)) == Some(&key) {
-            self.by_inode.remove(&(st.dev, st.ino));
+        let id = (st.dev, st.ino);
+        if self.by_inode.get(&id) == Some(&key) {
+            self.by_inode.remove(&id);
+            if let Some(born) = st.born {
+                self.remember_let_go(id, st.position(), born);
+            }
         }
         let inodes = Arc::make_mut(&mut self.inodes);
         unmap(&mut self.by_path, inodes, &st.path, key);
         unmap(&mut self.by_path, inodes, &st.open_path, key);
         Some(st)
+    }
+
+    fn remember_let_go(&mut self, id: Id, p: Position, born: SystemTime) {
+        self.removals += 1;
+        let n = self.removals;
+        self.let_go.insert(id, (p, born, n));
+        self.let_go_order.push_back((id, n));
+        while self.let_go.len() > LET_GO_KEPT {
+            let Some((old, m)) = self.let_go_order.pop_front() else {
+                break;
+            };
+            if self.let_go.get(&old).is_some_and(|e| e.2 == m) {
+                self.let_go.remove(&old);
+            }
+        }
+        if self.let_go_order.len() > 2 * LET_GO_KEPT {
+            let let_go = &self.let_go;
+            self.let_go_order
+                .retain(|(id, m)| let_go.get(id).is_some_and(|e| e.2 == *m));
+        }
     }
 
     /// The position of every file, for the position file.
@@ -375,18 +434,22 @@ mod tests {
     fn a_file_let_go_and_closed_gives_up_its_inode_number_to_a_new_file() {
         let mut files = Files::default();
         let old = files.add(found("/logs/deleted", (1, 10)));
-        assert_eq!(files.by_inode_in_use((1, 10)), Some(old), "in use");
+        assert_eq!(files.by_inode_in_use((1, 10), None), Some(old), "in use");
         files.get_mut(old).unwrap().retiring = true;
         files.get_mut(old).unwrap().reader = Slot::Held(std::fs::File::open("/dev/null").unwrap());
         assert_eq!(
-            files.by_inode_in_use((1, 10)),
+            files.by_inode_in_use((1, 10), None),
             Some(old),
             "let go but still open: nobody else can have its inode number"
         );
         files.get_mut(old).unwrap().reader = Slot::Closed;
-        assert_eq!(files.by_inode_in_use((1, 10)), None, "closed: a new file");
+        assert_eq!(
+            files.by_inode_in_use((1, 10), None),
+            None,
+            "closed: a new file"
+        );
         let new = files.add(found("/logs/app", (1, 10)));
-        assert_eq!(files.by_inode_in_use((1, 10)), Some(new));
+        assert_eq!(files.by_inode_in_use((1, 10), None), Some(new));
         // Only the new file's position is written: a restart finds it under that number.
         let saved = files.positions();
         assert_eq!(saved.len(), 1);
@@ -395,6 +458,88 @@ mod tests {
         assert!(files.remove(old).is_some());
         assert_eq!(files.by_inode((1, 10)), Some(new));
         assert_eq!(files.positions().len(), 1);
+    }
+
+    #[test]
+    fn a_file_let_go_that_comes_back_with_its_birth_time_is_followed_again() {
+        let born = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let other = born + std::time::Duration::from_nanos(1);
+        let mut files = Files::default();
+        let mut st = found("/logs/app", (1, 10));
+        st.born = Some(born);
+        let key = files.add(st);
+        let st = files.get_mut(key).unwrap();
+        (st.retiring, st.eof, st.read_pos) = (true, true, 40);
+        assert_eq!(
+            files.by_inode_in_use((1, 10), Some(born)),
+            Some(key),
+            "same inode, same birth time: the same file"
+        );
+        let st = files.get(key).unwrap();
+        assert!(!st.retiring && !st.eof && st.read_pos == 40, "followed on");
+
+        files.get_mut(key).unwrap().retiring = true;
+        assert_eq!(
+            files.by_inode_in_use((1, 10), None),
+            None,
+            "a birth time not known: cannot be told from a new file"
+        );
+        assert!(files.get(key).unwrap().retiring);
+        let mut st = found("/logs/app", (1, 11));
+        st.born = Some(born);
+        let key = files.add(st);
+        files.get_mut(key).unwrap().retiring = true;
+        assert_eq!(
+            files.by_inode_in_use((1, 11), Some(other)),
+            None,
+            "a new file"
+        );
+    }
+
+    #[test]
+    fn a_file_let_go_and_forgotten_is_remembered_for_when_it_comes_back() {
+        let born = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let mut files = Files::default();
+        let mut st = found("/logs/app", (1, 10));
+        st.born = Some(born);
+        st.progress = crate::pipeline::Progress::at(40);
+        let key = files.add(st);
+        files.remove(key);
+        assert_eq!(files.take_let_go((1, 10), None), None, "no birth time");
+        assert_eq!(files.take_let_go((1, 10), Some(born)), None, "taken once");
+
+        let mut st = found("/logs/app", (1, 10));
+        st.born = Some(born);
+        st.progress = crate::pipeline::Progress::at(40);
+        let key = files.add(st);
+        files.remove(key);
+        let p = files.take_let_go((1, 10), Some(born)).expect("remembered");
+        assert_eq!((p.path.as_str(), p.offset), ("/logs/app", 40));
+
+        // Another file with that inode number is followed: the old one is gone for good.
+        let key = files.add(found("/logs/app", (1, 10)));
+        files.get_mut(key).unwrap().born = Some(born);
+        files.remove(key);
+        files.add(found("/logs/new", (1, 10)));
+        assert_eq!(files.take_let_go((1, 10), Some(born)), None);
+
+        // A file without a birth time is not remembered; only the last LET_GO_KEPT are.
+        let key = files.add(found("/logs/old", (1, 12)));
+        files.remove(key);
+        assert_eq!(files.take_let_go((1, 12), Some(born)), None);
+        for ino in 100..100 + 2 * LET_GO_KEPT as u64 + 10 {
+            let key = files.add(found("/logs/many", (1, ino)));
+            files.get_mut(key).unwrap().born = Some(born);
+            files.remove(key);
+        }
+        assert_eq!(files.let_go.len(), LET_GO_KEPT);
+        assert!(files.let_go_order.len() <= 2 * LET_GO_KEPT + 1);
+        assert!(
+            files.take_let_go((1, 100), Some(born)).is_none(),
+            "the oldest went"
+        );
+        let newest = 100 + 2 * LET_GO_KEPT as u64 + 9;
+        assert!(files.take_let_go((1, newest), Some(born)).is_some());
     }
 
     #[test]

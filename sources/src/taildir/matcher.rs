@@ -58,6 +58,8 @@ pub struct Found {
     pub size: Option<u64>,
     /// When it was last modified (`UNIX_EPOCH` when it was not looked at).
     pub mtime: SystemTime,
+    /// When it was created, if the file system says and it was looked at.
+    pub born: Option<SystemTime>,
     /// Where it really is, when `path` is a symbolic link.
     pub target: Option<PathBuf>,
 }
@@ -311,6 +313,7 @@ impl Walk<'_> {
                     ino,
                     size: None,
                     mtime: SystemTime::UNIX_EPOCH,
+                    born: None,
                     target: None,
                 });
             }
@@ -352,6 +355,7 @@ impl Walk<'_> {
             ino: meta.ino(),
             size: Some(meta.len()),
             mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            born: meta.created().ok(),
             target,
         });
     }

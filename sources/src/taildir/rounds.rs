@@ -190,7 +190,8 @@ impl Jobs {
     pub fn retire(&mut self, files: &mut Files, open: &mut OpenSet) -> bool {
         let mut changed = false;
         self.retiring.retain(|&key| {
-            let Some(st) = files.get(key) else {
+            // Gone, or come back to a followed name (`Files::by_inode_in_use`).
+            let Some(st) = files.get(key).filter(|st| st.retiring) else {
                 return false;
             };
             if !st.progress.is_settled() {
@@ -332,6 +333,8 @@ impl Tail {
                     "rotated file read to its end and closed");
                 st.read_pos = d.read_pos;
                 st.read_end = d.read_pos;
+                // Where it is read on, should it come back under a followed name.
+                st.start = Start::At(d.read_pos);
                 SourceMetrics::add(&self.ctx.metrics.files_completed, 1);
                 self.jobs.done_with(d.key, st);
             }

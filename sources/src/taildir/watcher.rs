@@ -54,6 +54,8 @@ pub struct Held {
     pub dev: u64,
     /// Its inode.
     pub ino: u64,
+    /// When it was created, if the file system says.
+    pub born: Option<std::time::SystemTime>,
 }
 
 /// What changed since the source last looked.
@@ -328,6 +330,7 @@ impl Follow {
                     file,
                     dev: identity.dev,
                     ino: identity.ino,
+                    born: identity.born,
                 });
                 Some(identity)
             }
