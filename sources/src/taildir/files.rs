@@ -154,6 +154,7 @@ pub(super) struct Files {
     /// The files let go in the order they were, by identity and number of removal (some no
     /// longer in `let_go`).
     let_go_order: VecDeque<(Id, u64)>,
+    /// How many files were removed so far: the number of the last removal.
     removals: u64,
     next_key: Key,
 }
@@ -306,6 +307,8 @@ impl Files {
         Some(st)
     }
 
+    /// Remembers the position `p` of the file `id` born at `born`, removed now, forgetting
+    /// the oldest past [`LET_GO_KEPT`].
     fn remember_let_go(&mut self, id: Id, p: Position, born: SystemTime) {
         self.removals += 1;
         let n = self.removals;
