@@ -243,7 +243,12 @@ fn outage(test: &str, cells: &[Cell], channel: &str, backpressure: bool) {
             agent.stderr_text()
         );
         for (q, n) in &counts {
-            assert!(*n == 1, "{}: line {q} arrived {n} times", c.name);
+            assert!(
+                *n == 1,
+                "{}: line {q} arrived {n} times\n{}",
+                c.name,
+                agent.stderr_text()
+            );
         }
         for (fid, stream) in by_fid(&lines) {
             assert_eq!(
