@@ -243,16 +243,13 @@ impl Tail {
             None => {
                 info!(file = %path.display(), at = %at.display(),
                     "following a new file from the moment it appeared");
-                let id = (dev, ino);
-                let was = self.resume.path_of(id);
-                (was, self.resume.start_of(id, Seen::Appeared))
+                self.resumed((dev, ino), Seen::Appeared)
             }
         };
         let pattern = self.discovery.patterns.pattern_of(&path).unwrap_or(0);
-        let key = self.add(&path, was.as_deref(), pattern, (dev, ino), begin);
+        let key = self.add(&path, was.as_deref(), pattern, ((dev, ino), born), begin);
         if let Some(st) = self.files.get_mut(key) {
             st.open_path = at;
-            st.born = born;
             if room {
                 self.open.hold(st, file);
             }
@@ -273,6 +270,14 @@ impl Tail {
         let p = self.files.take_let_go(id, born)?;
         info!(file = %path.display(), was = %p.path, offset = p.offset, "{}", BACK);
         Some((Some(PathBuf::from(&p.path)), Begin::at(&p)))
+    }
+
+    /// The path the events of the file with device and inode `id`, found as `seen` and not
+    /// come back, carry if the last run followed it under another, and where it starts.
+    fn resumed(&mut self, id: Id, seen: Seen) -> (Option<PathBuf>, Begin) {
+        // The path first: taking the start uses the remembered position up.
+        let was = self.resume.path_of(id);
+        (was, self.resume.start_of(id, seen))
     }
 
     /// Expands the patterns, updates the watches, and matches what it found to the files
@@ -337,26 +342,19 @@ impl Tail {
                     let (was, begin) = match self.came_back(id, f.born, &f.path) {
                         Some(back) => back,
                         None => {
-                            let was = self.resume.path_of(id);
-                            let begin = self.resume.start_of(id, seen);
-                            let start = begin.start;
+                            let (was, begin) = self.resumed(id, seen);
+                            let (file, start) = (f.path.display(), begin.start);
                             // At startup the start line gives the count; one line per file
                             // after.
                             if first {
-                                debug!(file = %f.path.display(), start = ?start,
-                                    "following a new file");
+                                debug!(%file, start = ?start, "following a new file");
                             } else {
-                                info!(file = %f.path.display(), start = ?start,
-                                    "following a new file");
+                                info!(%file, start = ?start, "following a new file");
                             }
                             (was, begin)
                         }
                     };
-                    let key = self.add(&f.path, was.as_deref(), f.pattern, id, begin);
-                    if let Some(st) = self.files.get_mut(key) {
-                        st.born = f.born;
-                    }
-                    key
+                    self.add(&f.path, was.as_deref(), f.pattern, (id, f.born), begin)
                 }
             };
             let Some(st) = self.files.get_mut(key) else {
@@ -398,15 +396,16 @@ impl Tail {
     }
 
     /// Starts following a file found at `path`, matched by pattern number `pattern`, with
-    /// device and inode `id`, read as `begin` says; its position is written at once. A file
-    /// the last run followed under another path (`was`: renamed while the agent was stopped)
-    /// keeps that path, and the headers of the pattern that matched it, for its events.
+    /// device and inode `id`, born at `born` if known, read as `begin` says; its position is
+    /// written at once. A file the last run followed under another path (`was`: renamed while
+    /// the agent was stopped) keeps that path, and the headers of the pattern that matched it,
+    /// for its events.
     fn add(
         &mut self,
         path: &Path,
         was: Option<&Path>,
         pattern: usize,
-        id: Id,
+        (id, born): (Id, Option<SystemTime>),
         begin: Begin,
     ) -> Key {
         let (origin_path, pattern) = match was {
@@ -414,7 +413,9 @@ impl Tail {
             _ => (path, pattern),
         };
         let base = origin_for(&self.cfg, &self.ctx, origin_path, pattern);
-        let key = self.files.add(FileState::new(path, id, begin, base));
+        let mut st = FileState::new(path, id, begin, base);
+        st.born = born;
+        let key = self.files.add(st);
         self.positions.new_file();
         key
     }
@@ -483,7 +484,8 @@ impl Tail {
             let path = PathBuf::from(&p.path);
             // The pattern the file was matched under decides its static headers.
             let pattern = self.discovery.patterns.pattern_of(&path).unwrap_or(0);
-            let key = self.add(&path, None, pattern, (p.dev, p.ino), Begin::at(&p));
+            let id = (p.dev, p.ino);
+            let key = self.add(&path, None, pattern, (id, None), Begin::at(&p));
             if let Some(st) = self.files.get_mut(key) {
                 st.open_path = at;
                 st.bound = false;
