@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use notify::Watcher as _;
 use notify::event::{CreateKind, EventKind, ModifyKind, RemoveKind, RenameMode};
 use tokio::sync::Notify;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::matcher::Patterns;
 
@@ -148,8 +148,7 @@ impl Shared {
 /// name when its event is handled. Events queue, so by then the name may already hold a later
 /// file, or none: the file that arrived has left, and its leaving event (a rename, a delete)
 /// is further down the queue. So the last file opened at each name is kept ([`Arrival`]):
-/// when the next arrival at that name opens the very same file again, unchanged (a file that
-/// left the name and came back was renamed or linked, which changes it), the file of the earlier
+/// when the next arrival at that name opens the very same file again, the file of the earlier
 /// arrival was never opened, and how it left says whether it can still be followed (renamed
 /// within the watched folders: opened at its new name) or is lost (deleted, or renamed out of
 /// them: reported).
@@ -191,9 +190,6 @@ struct Identity {
     born: Option<std::time::SystemTime>,
     /// When it was opened, to judge a reused inode where there is no birth time.
     opened_at: std::time::Instant,
-    /// Its status change time when it was opened (seconds, nanoseconds): a rename or a new
-    /// link changes it.
-    ctime: (i64, i64),
 }
 
 impl Identity {
@@ -294,13 +290,6 @@ impl Follow {
         if let Some(prev) = previous
             && prev.opened.same_as(&opened)
         {
-            if prev.opened.ctime != opened.ctime {
-                // Changed since the earlier arrival opened it: renamed or linked back (or
-                // written to). A later file that the earlier arrival opened in a lost one's
-                // place is met again a moment later, untouched: this is the same file back.
-                debug!(file = %p.display(), "a file opened at this name before arrived at it again");
-                return;
-            }
             // The earlier arrival opened this later file: the earlier file left unopened.
             match prev.left {
                 Some(Left::Renamed) => {}
@@ -376,7 +365,6 @@ fn open_regular(path: &Path) -> io::Result<Option<(File, Identity)>> {
         ino: meta.ino(),
         born: meta.created().ok(),
         opened_at: std::time::Instant::now(),
-        ctime: (meta.ctime(), meta.ctime_nsec()),
     };
     Ok(Some((file, identity)))
 }
@@ -545,10 +533,6 @@ mod tests {
             .add_path(from.to_path_buf())
     }
 
-    fn moved_back(to: &Path) -> Event {
-        Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::To))).add_path(to.to_path_buf())
-    }
-
     fn ino(p: &Path) -> u64 {
         fs::metadata(p).unwrap().ino()
     }
@@ -607,60 +591,6 @@ mod tests {
         fs::write(&live, "c\n").unwrap();
         f.event(&create(&live), &mut c);
         assert_eq!(c.held.len(), 3);
-        assert!(c.missed.is_empty(), "{:?}", c.missed);
-    }
-
-    /// A file opened when it arrived, renamed out of the watched folders and back (or linked
-    /// back after it was deleted from the name): the same file arriving again is no file
-    /// lost. It used to be reported as one, whose lines were lost (a hostile run).
-    #[test]
-    fn a_file_that_leaves_its_name_and_comes_back_is_not_reported() {
-        let (dir, mut f) = follow();
-        let live = dir.path().join("app.log");
-        let away = tempfile::tempdir().unwrap();
-        let parked = away.path().join("app.log");
-        let ctime = |p: &Path| {
-            let m = fs::metadata(p).unwrap();
-            (m.ctime(), m.ctime_nsec())
-        };
-        // Does `leave_and_return` until the file's change time differs from `before` (at
-        // once, almost always: the file system hands out a fine-grained time once it was
-        // looked at).
-        let until_changed = |before: (i64, i64), leave_and_return: &dyn Fn()| {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            loop {
-                leave_and_return();
-                if ctime(&live) != before {
-                    return;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the change time never changed"
-                );
-            }
-        };
-        fs::write(&live, "a\n").unwrap();
-        let mut c = Changes::default();
-        f.event(&create(&live), &mut c);
-        // Renamed out of the watched folder and back, then the events are handled.
-        until_changed(ctime(&live), &|| {
-            fs::rename(&live, &parked).unwrap();
-            fs::rename(&parked, &live).unwrap();
-        });
-        f.event(&moved_away(&live), &mut c);
-        f.event(&moved_back(&live), &mut c);
-        // Deleted from the name and linked back, then the events are handled.
-        until_changed(ctime(&live), &|| {
-            fs::hard_link(&live, &parked).unwrap();
-            fs::remove_file(&live).unwrap();
-            fs::hard_link(&parked, &live).unwrap();
-            fs::remove_file(&parked).unwrap();
-        });
-        f.event(&remove(&live), &mut c);
-        f.event(&create(&live), &mut c);
-        let ino = fs::metadata(&live).unwrap().ino();
-        assert_eq!(c.held.len(), 3);
-        assert!(c.held.iter().all(|h| h.ino == ino));
         assert!(c.missed.is_empty(), "{:?}", c.missed);
     }
 
